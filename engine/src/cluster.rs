@@ -1,0 +1,302 @@
+//! The cluster description every sidecar is started with: nodes, the VIP, timing.
+//!
+//! It is validated once, here, so that the rest of the engine can rely on it: a
+//! [`ClusterSpec`] value always has a database master of record that may be promoted, at
+//! least three voters, unique ids and names, and timing that makes sense.
+
+use crate::gtid::Flavour;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// A member's id; also its raft id, so never 0.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub u64);
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Runs a mysqld next to its sidecar.
+    Database,
+    /// A sidecar without mysqld: a raft voter and prober in a third AZ.
+    Witness,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromotionRule {
+    /// Chosen first when it has, or can be caught up to, the newest data.
+    Prefer,
+    #[default]
+    Neutral,
+    /// Never made master (a delayed or reporting replica, a backup host).
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    pub name: String,
+    pub az: String,
+    pub kind: NodeKind,
+    #[serde(default)]
+    pub promotion: PromotionRule,
+}
+
+impl NodeSpec {
+    pub fn is_database(&self) -> bool {
+        self.kind == NodeKind::Database
+    }
+
+    pub fn may_be_promoted(&self) -> bool {
+        self.is_database() && self.promotion != PromotionRule::Never
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    pub address: Ipv4Addr,
+    /// Every VPC route table that carries the VIP's /32 route.
+    pub route_tables: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    /// How often each sidecar probes its own mysqld and the master's.
+    pub probe_interval_ms: u64,
+    /// Consecutive failed probes before a sidecar calls the master unreachable.
+    pub probe_failures: u32,
+    /// How long a master's sidecar stays writable without hearing a majority.
+    pub lease_ms: u64,
+    /// Upper bound of each failover step (fence, catch-up, relay apply, promote, ...).
+    pub step_timeout_ms: u64,
+    /// Upper bound of the salvage step: a stuck salvage cannot hold the failover longer.
+    pub salvage_timeout_ms: u64,
+    /// Raft's tick; elections take 10 + (position of the node) ticks.
+    pub raft_tick_ms: u64,
+    /// Stop the old master's instance through the EC2 API when it is unreachable.
+    pub stonith: bool,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            probe_interval_ms: 1000,
+            probe_failures: 3,
+            lease_ms: 4000,
+            step_timeout_ms: 10_000,
+            salvage_timeout_ms: 5_000,
+            raft_tick_ms: 100,
+            stonith: false,
+        }
+    }
+}
+
+impl Timing {
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.probe_interval_ms)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+    pub fn step_timeout(&self) -> Duration {
+        Duration::from_millis(self.step_timeout_ms)
+    }
+    pub fn salvage_timeout(&self) -> Duration {
+        Duration::from_millis(self.salvage_timeout_ms)
+    }
+    pub fn raft_tick(&self) -> Duration {
+        Duration::from_millis(self.raft_tick_ms)
+    }
+    /// A peer's report older than this is ignored by detection.
+    pub fn report_ttl(&self) -> Duration {
+        self.probe_interval() * 3
+    }
+}
+
+/// The validated description of a cluster. Build it with [`ClusterSpec::from_toml`] or
+/// [`ClusterSpec::validate`]; both refuse a description that would be unsafe to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub flavour: Flavour,
+    /// The master when the cluster is first started; afterwards the raft record rules.
+    pub initial_master: NodeId,
+    /// Prefer a new master in this AZ (where most clients are), among equally advanced ones.
+    #[serde(default)]
+    pub client_az: Option<String>,
+    pub vip: Vip,
+    #[serde(default)]
+    pub timing: Timing,
+    pub nodes: Vec<NodeSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("cluster description is not valid TOML or has a wrong key: {0}")]
+    Toml(String),
+    #[error("{field}: {why}")]
+    Invalid { field: String, why: String },
+}
+
+fn invalid(field: impl Into<String>, why: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: field.into(),
+        why: why.into(),
+    }
+}
+
+impl ClusterSpec {
+    /// Parses and validates a cluster description (unknown keys are refused).
+    pub fn from_toml(text: &str) -> Result<Self, SpecError> {
+        let spec: ClusterSpec = toml::from_str(text).map_err(|e| SpecError::Toml(e.to_string()))?;
+        spec.validate()
+    }
+
+    /// Checks every rule the engine relies on and returns the spec unchanged if it holds.
+    pub fn validate(self) -> Result<Self, SpecError> {
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        let mut ids = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let at = format!("nodes[{i}]");
+            if n.id.0 == 0 {
+                return Err(invalid(format!("{at}.id"), "must be 1 or more (0 is not a valid raft id)"));
+            }
+            if !ids.insert(n.id) {
+                return Err(invalid(format!("{at}.id"), format!("{} is used by two nodes", n.id.0)));
+            }
+            if n.name.trim().is_empty() {
+                return Err(invalid(format!("{at}.name"), "must not be empty"));
+            }
+            if !names.insert(n.name.as_str()) {
+                return Err(invalid(format!("{at}.name"), format!("{:?} is used by two nodes", n.name)));
+            }
+            if n.az.trim().is_empty() {
+                return Err(invalid(format!("{at}.az"), "must not be empty"));
+            }
+            if n.kind == NodeKind::Witness && n.promotion != PromotionRule::Neutral {
+                return Err(invalid(
+                    format!("{at}.promotion"),
+                    "a witness has no mysqld and cannot be promoted; leave promotion out",
+                ));
+            }
+        }
+        if self.nodes.len() < 3 {
+            return Err(invalid(
+                "nodes",
+                format!(
+                    "{} node(s) given; at least 3 are needed so that a majority survives one loss (add a witness in a third AZ)",
+                    self.nodes.len()
+                ),
+            ));
+        }
+        if self.nodes.iter().filter(|n| n.is_database()).count() < 2 {
+            return Err(invalid("nodes", "at least two database nodes are needed for failover"));
+        }
+        match self.nodes.iter().find(|n| n.id == self.initial_master) {
+            None => {
+                return Err(invalid(
+                    "initial_master",
+                    format!("{} is not one of the nodes", self.initial_master.0),
+                ))
+            }
+            Some(n) if !n.is_database() => {
+                return Err(invalid("initial_master", format!("{} is a witness, not a database", n.name)))
+            }
+            Some(n) if n.promotion == PromotionRule::Never => {
+                return Err(invalid("initial_master", format!("{} is marked promotion = \"never\"", n.name)))
+            }
+            Some(_) => {}
+        }
+        if !self
+            .nodes
+            .iter()
+            .any(|n| n.id != self.initial_master && n.may_be_promoted())
+        {
+            return Err(invalid("nodes", "no replica may be promoted: every other database node is marked never"));
+        }
+        if let Some(az) = &self.client_az {
+            if !self.nodes.iter().any(|n| &n.az == az) {
+                return Err(invalid("client_az", format!("{az:?} is not the AZ of any node")));
+            }
+        }
+        if self.vip.route_tables.is_empty() {
+            return Err(invalid("vip.route_tables", "at least one route table must carry the VIP route"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in self.vip.route_tables.iter().enumerate() {
+            if t.trim().is_empty() || !seen.insert(t) {
+                return Err(invalid(format!("vip.route_tables[{i}]"), "empty or repeated route table id"));
+            }
+        }
+        let t = &self.timing;
+        for (field, v) in [
+            ("timing.probe_interval_ms", t.probe_interval_ms),
+            ("timing.lease_ms", t.lease_ms),
+            ("timing.step_timeout_ms", t.step_timeout_ms),
+            ("timing.salvage_timeout_ms", t.salvage_timeout_ms),
+            ("timing.raft_tick_ms", t.raft_tick_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be more than 0"));
+            }
+        }
+        if t.probe_failures == 0 {
+            return Err(invalid("timing.probe_failures", "must be 1 or more"));
+        }
+        if t.lease_ms < 2 * t.probe_interval_ms {
+            return Err(invalid(
+                "timing.lease_ms",
+                "must be at least twice probe_interval_ms: the master renews its lease once per probe interval",
+            ));
+        }
+        Ok(self)
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.iter().map(|n| n.id)
+    }
+
+    pub fn database_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.iter().filter(|n| n.is_database()).map(|n| n.id)
+    }
+
+    /// Votes needed for a majority of all members.
+    pub fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// Each node's fixed election timeout in raft ticks: 10, 13, 16, ... by id order, so
+    /// that elections never tie and runs are deterministic (raft-rs would otherwise draw
+    /// the timeout from `thread_rng`).
+    pub fn election_ticks(&self) -> BTreeMap<NodeId, usize> {
+        let ids: BTreeSet<NodeId> = self.ids().collect();
+        ids.into_iter().enumerate().map(|(i, id)| (id, 10 + 3 * i)).collect()
+    }
+}

@@ -1,0 +1,629 @@
+//! The engine: one per sidecar. Probing, reports, the lease, self-fencing, and (on the
+//! coordinator) detection, the failover procedure and the VIP routes.
+
+use crate::cluster::{ClusterSpec, NodeId};
+use crate::command::{Command, CommandId, CommandResult, MysqlOp, MysqlReply, ProbeResult};
+use crate::coord::Coordination;
+use crate::detect::dead_master_reason;
+use crate::event::Event;
+use crate::failover::FailoverRun;
+use crate::input::{Input, OperatorRequest};
+use crate::lease::Lease;
+use crate::message::{LocalView, PeerMessage, Report};
+use crate::record::{ClusterRecord, LogEntry};
+use crate::routes::Routes;
+use crate::storage::DurableState;
+use crate::time::Time;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("node {0} is not in the cluster description")]
+    UnknownNode(NodeId),
+    #[error("cannot start coordination: {0}")]
+    Coordination(String),
+}
+
+/// What an issued command was for, so that its result reaches the right place.
+#[derive(Debug, Clone)]
+pub(crate) enum Pending {
+    LocalProbe,
+    MasterProbe { master: NodeId },
+    Enforce,
+    /// A failover step on `node`, for the run of `epoch`.
+    Step { epoch: u64, node: NodeId },
+    Route { table: String, target: NodeId },
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Probing {
+    pub next_at: Time,
+    pub local_in_flight: Option<Time>,
+    pub master_in_flight: Option<Time>,
+    pub probed_master: Option<NodeId>,
+    pub master_failures: u32,
+    pub master_reachable: Option<bool>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub view: LocalView,
+    /// When the local mysqld was last seen read_only (reset when seen writable).
+    pub read_only_seen: Option<Time>,
+    pub enforcing: bool,
+}
+
+/// A snapshot of what this sidecar knows, for `multiaz status` and tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStatus {
+    pub me: NodeId,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub coordinator: bool,
+    pub record: ClusterRecord,
+    pub local: LocalView,
+    pub lease_valid: bool,
+    pub failover_phase: Option<String>,
+}
+
+pub struct Engine {
+    pub(crate) spec: ClusterSpec,
+    pub(crate) me: NodeId,
+    pub(crate) coord: Coordination,
+    pub(crate) record: ClusterRecord,
+    pub(crate) now: Time,
+    pub(crate) wall_ms: u64,
+    next_id: u64,
+    out: Vec<Command>,
+    pub(crate) pending: BTreeMap<CommandId, Pending>,
+    was_coordinator: bool,
+    pub(crate) probing: Probing,
+    pub(crate) reports: BTreeMap<NodeId, (Time, Report)>,
+    reported_epoch: u64,
+    pub(crate) lease: Lease,
+    pub(crate) local: Local,
+    pub(crate) run: Option<FailoverRun>,
+    pub(crate) routes: Routes,
+}
+
+impl Engine {
+    /// Starts a node. `restored` is what the driver persisted before a restart (`None`
+    /// on first start); the record is rebuilt by replaying the committed log.
+    pub fn new(
+        spec: ClusterSpec,
+        me: NodeId,
+        restored: Option<&DurableState>,
+        now: Time,
+    ) -> Result<Self, EngineError> {
+        if spec.node(me).is_none() {
+            return Err(EngineError::UnknownNode(me));
+        }
+        let coord = Coordination::new(&spec, me, restored, now).map_err(EngineError::Coordination)?;
+        let record = ClusterRecord::initial(&spec);
+        let is_db = spec.node(me).is_some_and(|n| n.is_database());
+        let mut engine = Engine {
+            spec,
+            me,
+            coord,
+            record,
+            now,
+            wall_ms: 0,
+            next_id: 0,
+            out: Vec::new(),
+            pending: BTreeMap::new(),
+            was_coordinator: false,
+            probing: Probing {
+                next_at: now,
+                ..Probing::default()
+            },
+            reports: BTreeMap::new(),
+            reported_epoch: 0,
+            lease: Lease::default(),
+            local: Local {
+                view: if is_db { LocalView::Unknown } else { LocalView::Down },
+                read_only_seen: None,
+                enforcing: false,
+            },
+            run: None,
+            routes: Routes::default(),
+        };
+        engine.pump();
+        Ok(engine)
+    }
+
+    /// Feeds one input at `now` (monotonic; an earlier `now` than before counts as the
+    /// same instant). Commands it produces are collected for [`Engine::take_commands`].
+    pub fn handle(&mut self, now: Time, input: Input) {
+        self.now = self.now.max(now);
+        self.coord.advance_time(self.now);
+        match input {
+            Input::Tick { wall_unix_ms } => self.wall_ms = self.wall_ms.max(wall_unix_ms),
+            Input::Peer { from, message } => self.on_peer(from, message),
+            Input::Done { id, result } => self.on_done(id, result),
+            Input::Operator(req) => self.on_operator(req),
+        }
+        self.pump();
+    }
+
+    /// The commands to execute, in order. See the crate docs for the contract.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Call [`Engine::handle`] with a `Tick` no later than this.
+    pub fn next_deadline(&self) -> Time {
+        let mut t = self.coord.next_deadline().min(self.probing.next_at);
+        if let Some(d) = self.run.as_ref().and_then(|r| r.deadline()) {
+            t = t.min(d);
+        }
+        if let Some(d) = self.routes.next_retry() {
+            t = t.min(d);
+        }
+        t.max(self.now)
+    }
+
+    pub fn record(&self) -> &ClusterRecord {
+        &self.record
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    pub fn is_coordinator(&self) -> bool {
+        self.coord.is_coordinator()
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        EngineStatus {
+            me: self.me,
+            term: self.coord.term(),
+            leader: self.coord.leader(),
+            coordinator: self.coord.is_coordinator(),
+            record: self.record.clone(),
+            local: self.local.view.clone(),
+            lease_valid: self.lease.is_valid(self.record.epoch, self.now),
+            failover_phase: self.run.as_ref().map(|r| r.phase_name().to_string()),
+        }
+    }
+
+    // ---- plumbing -------------------------------------------------------------------
+
+    pub(crate) fn issue(&mut self, pending: Pending, make: impl FnOnce(CommandId) -> Command) -> CommandId {
+        self.next_id += 1;
+        let id = CommandId(self.next_id);
+        self.pending.insert(id, pending);
+        self.out.push(make(id));
+        id
+    }
+
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.out.push(Command::Emit(event));
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, message: PeerMessage) {
+        if to != self.me {
+            self.out.push(Command::Send { to, message });
+        }
+    }
+
+    pub(crate) fn broadcast(&mut self, message: PeerMessage) {
+        let peers: Vec<NodeId> = self.spec.ids().filter(|id| *id != self.me).collect();
+        for p in peers {
+            self.send(p, message.clone());
+        }
+    }
+
+    pub(crate) fn propose(&mut self, entry: LogEntry) {
+        if !self.coord.propose(&entry) {
+            self.emit(Event::Dropped {
+                why: format!("proposal refused (not leader?): {entry:?}"),
+            });
+        }
+        self.drain_raft();
+    }
+
+    fn drain_raft(&mut self) {
+        let committed = self.coord.drain(&mut self.out);
+        for data in committed {
+            match LogEntry::decode(&data) {
+                Ok(entry) => {
+                    if let Err(ignored) = self.record.apply(&entry) {
+                        self.emit(Event::Dropped { why: ignored.0 });
+                    } else {
+                        self.on_applied(&entry);
+                    }
+                }
+                Err(why) => self.emit(Event::Dropped { why }),
+            }
+        }
+    }
+
+    /// Everything that follows from time passing or state changing. Runs after every
+    /// input; each part is idempotent.
+    fn pump(&mut self) {
+        self.drain_raft();
+        // Peers learn at once that this sidecar knows a newer epoch: a suspect's sidecar
+        // saying so (with its mysqld down) confirms the suspect is fenced.
+        if self.known_epoch() > self.reported_epoch {
+            self.send_report();
+        }
+        self.leadership_changes();
+        self.probe_round();
+        if self.coord.is_coordinator() {
+            self.coordinate();
+        }
+        self.drain_raft();
+    }
+
+    fn leadership_changes(&mut self) {
+        let now_coord = self.coord.is_coordinator();
+        if now_coord != self.was_coordinator {
+            self.was_coordinator = now_coord;
+            let term = self.coord.term();
+            if now_coord {
+                self.emit(Event::BecameCoordinator { term });
+            } else {
+                self.emit(Event::LostCoordination { term });
+                // A deposed coordinator drops its failover run at once: the next one
+                // resumes from the committed record.
+                self.run = None;
+                self.routes.clear();
+            }
+        }
+    }
+
+    fn coordinate(&mut self) {
+        self.failover_progress();
+        if self.run.is_none() {
+            self.detect();
+        }
+        self.reconcile_routes();
+    }
+
+    fn on_applied(&mut self, entry: &LogEntry) {
+        match entry {
+            LogEntry::FailoverBegin { epoch, .. } => {
+                // A newer epoch: this node is no longer the writer it may have been.
+                if self.record.writer() != Some(self.me) {
+                    self.lease.clear();
+                }
+                let _ = epoch;
+            }
+            LogEntry::SetPaused { paused } => self.emit(Event::Paused(*paused)),
+            _ => {}
+        }
+        self.on_applied_failover(entry);
+    }
+
+    // ---- probing and reports --------------------------------------------------------
+
+    fn is_database(&self) -> bool {
+        self.spec.node(self.me).is_some_and(|n| n.is_database())
+    }
+
+    fn probe_round(&mut self) {
+        if self.now < self.probing.next_at {
+            return;
+        }
+        let interval = self.spec.timing.probe_interval();
+        self.probing.next_at = self.now + interval;
+        // A probe that never came back counts as failed, so a lost result cannot stop
+        // probing for good.
+        let stale = |t: Option<Time>, now: Time| t.is_some_and(|t| now.since(t) >= interval * 2);
+        if stale(self.probing.local_in_flight, self.now) {
+            self.probing.local_in_flight = None;
+            self.local.view = LocalView::Down;
+        }
+        if stale(self.probing.master_in_flight, self.now) {
+            self.probing.master_in_flight = None;
+            self.note_master_probe(false);
+        }
+        if self.is_database() && self.probing.local_in_flight.is_none() {
+            self.probing.local_in_flight = Some(self.now);
+            let me = self.me;
+            self.issue(Pending::LocalProbe, |id| Command::Probe { id, node: me });
+        }
+        let master = self.record.master.filter(|m| *m != self.me);
+        if self.probing.probed_master != master {
+            self.probing.probed_master = master;
+            self.probing.master_failures = 0;
+            self.probing.master_reachable = None;
+        }
+        if let Some(m) = master {
+            if self.probing.master_in_flight.is_none() {
+                self.probing.master_in_flight = Some(self.now);
+                self.issue(Pending::MasterProbe { master: m }, |id| Command::Probe { id, node: m });
+            }
+        }
+        // The writer renews its lease once per probe interval.
+        if self.is_database() && self.record.writer() == Some(self.me) {
+            self.start_lease_round();
+        }
+    }
+
+    fn start_lease_round(&mut self) {
+        let epoch = self.record.epoch;
+        let seq = self
+            .lease
+            .start_round(self.me, epoch, self.now, self.spec.timing.lease());
+        self.broadcast(PeerMessage::LeaseRequest { epoch, seq });
+    }
+
+    fn note_master_probe(&mut self, reachable: bool) {
+        if reachable {
+            self.probing.master_failures = 0;
+        } else {
+            self.probing.master_failures += 1;
+            if self.probing.master_failures == self.spec.timing.probe_failures {
+                if let Some(master) = self.probing.probed_master {
+                    let failures = self.probing.master_failures;
+                    self.emit(Event::MasterUnreachable { master, failures });
+                }
+            }
+        }
+        self.probing.master_reachable = Some(reachable);
+    }
+
+    fn known_epoch(&self) -> u64 {
+        self.record.epoch.max(self.coord.highest_logged_epoch())
+    }
+
+    fn send_report(&mut self) {
+        self.reported_epoch = self.known_epoch();
+        let report = Report {
+            epoch: self.reported_epoch,
+            master: self.record.master,
+            master_failures: self.probing.master_failures,
+            master_reachable: if self.record.master == Some(self.me) {
+                None
+            } else {
+                self.probing.master_reachable
+            },
+            local: self.is_database().then(|| self.local.view.clone()),
+        };
+        self.reports.insert(self.me, (self.now, report.clone()));
+        self.broadcast(PeerMessage::Report(report));
+    }
+
+    /// Reports young enough to act on, this node's own included.
+    pub(crate) fn fresh_reports(&self) -> BTreeMap<NodeId, &Report> {
+        let ttl = self.spec.timing.report_ttl();
+        self.reports
+            .iter()
+            .filter(|(_, (at, _))| self.now.since(*at) <= ttl)
+            .map(|(id, (_, r))| (*id, r))
+            .collect()
+    }
+
+    fn detect(&mut self) {
+        if self.record.paused || self.record.failover.is_some() {
+            return;
+        }
+        let Some(master) = self.record.master else {
+            return;
+        };
+        let reports = self.fresh_reports();
+        if let Some(reason) = dead_master_reason(&self.spec, master, &reports) {
+            self.emit(Event::MasterDead {
+                master,
+                reason: reason.clone(),
+            });
+            self.begin_failover(vec![master], reason);
+        }
+    }
+
+    // ---- inputs ---------------------------------------------------------------------
+
+    fn on_peer(&mut self, from: NodeId, message: PeerMessage) {
+        if from == self.me || self.spec.node(from).is_none() {
+            self.emit(Event::Dropped {
+                why: format!("message from {from}, who is not a peer"),
+            });
+            return;
+        }
+        match message {
+            PeerMessage::Raft(bytes) => {
+                if let Err(why) = self.coord.step(from, &bytes) {
+                    self.emit(Event::Dropped { why });
+                }
+            }
+            PeerMessage::Report(report) => {
+                self.reports.insert(from, (self.now, report));
+            }
+            PeerMessage::LeaseRequest { epoch, seq } => {
+                // Grant only the writer of record, and only while no newer epoch has
+                // reached this node's log (committed or not).
+                if self.record.writer() == Some(from)
+                    && self.record.epoch == epoch
+                    && self.coord.highest_logged_epoch() <= epoch
+                {
+                    self.send(from, PeerMessage::LeaseGrant { epoch, seq });
+                }
+            }
+            PeerMessage::LeaseGrant { epoch, seq } => {
+                let majority = self.spec.majority();
+                if self
+                    .lease
+                    .grant(from, epoch, seq, majority, self.spec.timing.lease())
+                {
+                    self.maybe_unfence();
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self, id: CommandId, result: CommandResult) {
+        let Some(pending) = self.pending.remove(&id) else {
+            self.emit(Event::Dropped {
+                why: format!("result for unknown command {id:?}"),
+            });
+            return;
+        };
+        match (pending, result) {
+            (Pending::LocalProbe, CommandResult::Probe(p)) => {
+                self.probing.local_in_flight = None;
+                self.local.view = match p {
+                    ProbeResult::Alive(status) => LocalView::Up(status),
+                    ProbeResult::Down(_) => LocalView::Down,
+                };
+                self.enforce_local();
+                self.send_report();
+            }
+            (Pending::MasterProbe { master }, CommandResult::Probe(p)) => {
+                self.probing.master_in_flight = None;
+                if self.probing.probed_master == Some(master) {
+                    self.note_master_probe(matches!(p, ProbeResult::Alive(_)));
+                    self.send_report();
+                }
+            }
+            (Pending::Enforce, CommandResult::Mysql(r)) => {
+                self.local.enforcing = false;
+                if let Err(why) = r {
+                    self.emit(Event::Dropped {
+                        why: format!("could not set read_only on the local mysqld: {why}"),
+                    });
+                }
+            }
+            (Pending::Step { epoch, node }, result) => self.on_step_result(id, epoch, node, result),
+            (Pending::Route { table, target }, CommandResult::Done(r)) => match r {
+                Ok(()) => {
+                    self.routes.succeeded(&table, target);
+                    self.emit(Event::RouteReplaced {
+                        route_table: table,
+                        target,
+                    });
+                }
+                Err(error) => {
+                    self.routes.failed(&table, self.now);
+                    self.emit(Event::RouteFailed {
+                        route_table: table,
+                        target,
+                        error,
+                    });
+                }
+            },
+            (p, r) => self.emit(Event::Dropped {
+                why: format!("result {r:?} does not fit command {p:?}"),
+            }),
+        }
+    }
+
+    fn on_operator(&mut self, req: OperatorRequest) {
+        let paused = matches!(req, OperatorRequest::Pause);
+        if self.coord.is_coordinator() {
+            self.propose(LogEntry::SetPaused { paused });
+        } else {
+            self.emit(Event::Dropped {
+                why: format!("{req:?} must go to the coordinator ({:?})", self.coord.leader()),
+            });
+        }
+    }
+
+    // ---- self-fencing ---------------------------------------------------------------
+
+    /// Keeps the local mysqld's read_only in line with the record: only the writer of
+    /// record, holding its lease, may be writable.
+    fn enforce_local(&mut self) {
+        let LocalView::Up(Some(status)) = &self.local.view else {
+            return;
+        };
+        if status.read_only {
+            self.local.read_only_seen.get_or_insert(self.now);
+            self.maybe_unfence();
+            return;
+        }
+        self.local.read_only_seen = None;
+        if self.local.enforcing {
+            return;
+        }
+        let epoch = self.record.epoch;
+        let why = if self.record.writer() != Some(self.me) {
+            Some(format!(
+                "local mysqld is writable but the writer of epoch {epoch} is {:?}",
+                self.record.writer()
+            ))
+        } else if self.coord.highest_logged_epoch() > epoch {
+            Some("a failover to a newer epoch is in the log".to_string())
+        } else if self.lease.expired(epoch, self.now, self.spec.timing.lease()) {
+            Some("lost the write lease: no majority of sidecars answered in time".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.emit(Event::SelfFenced { why });
+            self.set_local_read_only(MysqlOp::SetReadOnly);
+        }
+    }
+
+    /// The master of record that fenced itself (or started read_only) becomes writable
+    /// again once a lease round sent after it was last seen read_only is granted.
+    fn maybe_unfence(&mut self) {
+        let Some(seen) = self.local.read_only_seen else {
+            return;
+        };
+        let epoch = self.record.epoch;
+        if self.local.enforcing
+            || self.record.master != Some(self.me)
+            || self.record.failover.is_some()
+            || self.coord.highest_logged_epoch() > epoch
+            || !self.lease.is_valid(epoch, self.now)
+            || !self.lease.granted_after(epoch, seen)
+        {
+            return;
+        }
+        self.emit(Event::Unfenced);
+        self.local.read_only_seen = None;
+        self.set_local_read_only(MysqlOp::SetWritable);
+    }
+
+    fn set_local_read_only(&mut self, op: MysqlOp) {
+        self.local.enforcing = true;
+        let me = self.me;
+        self.issue(Pending::Enforce, |id| Command::Mysql { id, node: me, op });
+    }
+
+    // ---- routes ---------------------------------------------------------------------
+
+    fn reconcile_routes(&mut self) {
+        let Some(target) = self.record.writer() else {
+            return;
+        };
+        let due = self
+            .routes
+            .due(&self.spec.vip.route_tables, target, self.now);
+        for table in due {
+            let t = table.clone();
+            let id = self.issue(
+                Pending::Route {
+                    table: table.clone(),
+                    target,
+                },
+                |id| Command::ReplaceRoute {
+                    id,
+                    route_table: t,
+                    target,
+                },
+            );
+            self.routes.issued(table, id);
+        }
+    }
+
+    pub(crate) fn routes_pending(&self, target: NodeId) -> Vec<String> {
+        self.routes.pending(&self.spec.vip.route_tables, target)
+    }
+}
+
+impl MysqlReply {
+    pub(crate) fn positions(self) -> Option<crate::command::Positions> {
+        match self {
+            MysqlReply::Positions(p) => Some(p),
+            MysqlReply::Done => None,
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! The unplanned failover, run by the coordinator as a state machine over commands.
+//!
+//! Decisions that must survive the coordinator (the failover began; who the candidate
+//! is; how it ended) are committed to the raft log before anything acts on them. All
+//! else is redone by the next coordinator: every step is idempotent, so a coordinator
+//! that takes over half-way runs the procedure again from the fence, with the
+//! committed candidate if there is one.
+//!
+//! Steps: fence (stop IO threads, read_only on suspects, optional instance stop) →
+//! choose (and catch up a behind candidate) → commit the candidate (the VIP routes move
+//! from here on) → relay log applied → salvage from the old master's host → wait out the
+//! old master's lease unless it is confirmed fenced → promote → repoint → commit.
+
+use crate::choose::{choose, most_advanced, Choice};
+use crate::cluster::NodeId;
+use crate::command::{Command, CommandId, CommandResult, MysqlOp, MysqlReply, Positions, SalvageReport};
+use crate::engine::{Engine, Pending};
+use crate::event::Event;
+use crate::message::LocalView;
+use crate::record::{FailoverReport, LogEntry};
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug)]
+pub(crate) struct FailoverRun {
+    epoch: u64,
+    /// When this coordinator took the failover on.
+    started: Time,
+    /// When this coordinator saw the epoch's begin entry applied (the lease wait runs
+    /// from here).
+    begun_at: Option<Time>,
+    phase: Phase,
+    positions: BTreeMap<NodeId, Positions>,
+    fenced: BTreeSet<NodeId>,
+    skipped: BTreeMap<NodeId, String>,
+    tried: BTreeSet<NodeId>,
+    choice: Option<Choice>,
+    caught_up_from: Option<NodeId>,
+    salvage: Option<Result<SalvageReport, String>>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    ProposingBegin { deadline: Time },
+    Fencing { waiting: BTreeSet<NodeId>, deadline: Time },
+    CatchingUp { id: CommandId, deadline: Time },
+    ProposingCandidate { deadline: Time },
+    WaitingApplied { id: CommandId, deadline: Time },
+    Salvaging { id: CommandId, deadline: Time },
+    WaitingLease { until: Time },
+    Promoting { id: CommandId, deadline: Time },
+    Repointing { waiting: BTreeSet<NodeId>, deadline: Time },
+    /// Promoted and repointed; the VIP routes are still being replaced.
+    AwaitingRoutes { deadline: Time },
+    ProposingEnd { entry: LogEntry, deadline: Time },
+}
+
+impl FailoverRun {
+    fn new(epoch: u64, now: Time, phase: Phase) -> Self {
+        FailoverRun {
+            epoch,
+            started: now,
+            begun_at: None,
+            phase,
+            positions: BTreeMap::new(),
+            fenced: BTreeSet::new(),
+            skipped: BTreeMap::new(),
+            tried: BTreeSet::new(),
+            choice: None,
+            caught_up_from: None,
+            salvage: None,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Time> {
+        Some(match &self.phase {
+            Phase::ProposingBegin { deadline }
+            | Phase::Fencing { deadline, .. }
+            | Phase::CatchingUp { deadline, .. }
+            | Phase::ProposingCandidate { deadline }
+            | Phase::WaitingApplied { deadline, .. }
+            | Phase::Salvaging { deadline, .. }
+            | Phase::Promoting { deadline, .. }
+            | Phase::Repointing { deadline, .. }
+            | Phase::AwaitingRoutes { deadline }
+            | Phase::ProposingEnd { deadline, .. } => *deadline,
+            Phase::WaitingLease { until } => *until,
+        })
+    }
+
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::ProposingBegin { .. } => "begin",
+            Phase::Fencing { .. } => "fence",
+            Phase::CatchingUp { .. } => "catch-up",
+            Phase::ProposingCandidate { .. } => "choose",
+            Phase::WaitingApplied { .. } => "relay-apply",
+            Phase::Salvaging { .. } => "salvage",
+            Phase::WaitingLease { .. } => "lease-wait",
+            Phase::Promoting { .. } => "promote",
+            Phase::Repointing { .. } => "repoint",
+            Phase::AwaitingRoutes { .. } => "routes",
+            Phase::ProposingEnd { .. } => "commit",
+        }
+    }
+
+    fn candidate(&self) -> Option<NodeId> {
+        self.choice.as_ref().map(|c| c.candidate)
+    }
+}
+
+impl Engine {
+    fn step_deadline(&self) -> Time {
+        self.now + self.spec.timing.step_timeout()
+    }
+
+    /// Commits "failover to epoch E+1 begins" (the decision comes before any action).
+    pub(crate) fn begin_failover(&mut self, suspects: Vec<NodeId>, reason: String) {
+        let epoch = self.record.epoch + 1;
+        let deadline = self.step_deadline();
+        self.emit(Event::FailoverBegun {
+            epoch,
+            suspects: suspects.clone(),
+            reason: reason.clone(),
+        });
+        self.run = Some(FailoverRun::new(epoch, self.now, Phase::ProposingBegin { deadline }));
+        let wall_ms = self.wall_ms;
+        self.propose(LogEntry::FailoverBegin {
+            epoch,
+            suspects,
+            reason,
+            wall_ms,
+        });
+    }
+
+    /// Called on the coordinator after every input: resumes a committed failover that
+    /// has no run here, ends a run the record has moved past, and handles deadlines.
+    pub(crate) fn failover_progress(&mut self) {
+        let committed = self.record.failover.as_ref().map(|f| f.epoch);
+        match (&self.run, committed) {
+            (None, Some(epoch)) => {
+                self.emit(Event::FailoverResumed { epoch });
+                let mut run = FailoverRun::new(epoch, self.now, Phase::ProposingBegin { deadline: self.now });
+                run.begun_at = Some(self.now);
+                self.run = Some(run);
+                self.start_fence();
+                return;
+            }
+            (Some(run), Some(epoch)) if run.epoch < epoch => {
+                self.run = None;
+                return;
+            }
+            (Some(run), None) if !matches!(run.phase, Phase::ProposingBegin { .. }) => {
+                self.run = None;
+                return;
+            }
+            _ => {}
+        }
+        let Some(run) = &self.run else { return };
+        let waiting_lease = matches!(run.phase, Phase::WaitingLease { .. });
+        if waiting_lease && self.unconfirmed().is_empty() {
+            return self.promote();
+        }
+        let Some(run) = &self.run else { return };
+        if let (Phase::AwaitingRoutes { .. }, Some(c)) = (&run.phase, run.candidate()) {
+            if self.routes_pending(c).is_empty() {
+                return self.commit_completion();
+            }
+        }
+        let Some(run) = &self.run else { return };
+        let now = self.now;
+        if run.deadline().is_none_or(|d| now < d) {
+            return;
+        }
+        match &run.phase {
+            Phase::ProposingBegin { .. } => {
+                // Not committed in time: this coordinator's proposal was lost. Let
+                // detection decide again.
+                self.run = None;
+            }
+            Phase::Fencing { .. } => self.after_fence(),
+            Phase::CatchingUp { .. } => self.catch_up_failed("catch-up timed out".into()),
+            Phase::ProposingCandidate { .. } => {
+                if let Some(c) = run.candidate() {
+                    let epoch = run.epoch;
+                    self.set_phase(Phase::ProposingCandidate {
+                        deadline: self.step_deadline(),
+                    });
+                    self.propose(LogEntry::CandidateChosen { epoch, candidate: c });
+                }
+            }
+            Phase::WaitingApplied { .. } => {
+                self.abort("the candidate did not apply its relay log within the step timeout".into())
+            }
+            Phase::Salvaging { .. } => {
+                self.run_mut().salvage = Some(Err("salvage timed out".into()));
+                self.after_salvage();
+            }
+            Phase::WaitingLease { .. } => self.promote(),
+            Phase::Promoting { .. } => self.abort("promotion did not finish within the step timeout".into()),
+            Phase::Repointing { waiting, .. } => {
+                let late: Vec<NodeId> = waiting.iter().copied().collect();
+                for n in late {
+                    self.run_mut().skipped.insert(n, "repoint timed out".into());
+                }
+                self.complete();
+            }
+            Phase::AwaitingRoutes { .. } => self.commit_completion(),
+            Phase::ProposingEnd { entry, .. } => {
+                let entry = entry.clone();
+                self.set_phase(Phase::ProposingEnd {
+                    entry: entry.clone(),
+                    deadline: self.step_deadline(),
+                });
+                self.propose(entry);
+            }
+        }
+    }
+
+    fn run_mut(&mut self) -> &mut FailoverRun {
+        self.run.as_mut().expect("a failover run is active")
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.run_mut().phase = phase;
+    }
+
+    fn step(&mut self, node: NodeId, op: MysqlOp) -> CommandId {
+        let epoch = self.run_mut().epoch;
+        self.issue(Pending::Step { epoch, node }, |id| Command::Mysql { id, node, op })
+    }
+
+    pub(crate) fn on_applied_failover(&mut self, entry: &LogEntry) {
+        let Some(run) = &self.run else { return };
+        if !self.coord.is_coordinator() {
+            return;
+        }
+        match entry {
+            LogEntry::FailoverBegin { epoch, .. } if *epoch == run.epoch => {
+                if matches!(run.phase, Phase::ProposingBegin { .. }) {
+                    self.run_mut().begun_at = Some(self.now);
+                    self.start_fence();
+                }
+            }
+            LogEntry::CandidateChosen { epoch, .. } if *epoch == run.epoch => {
+                if matches!(run.phase, Phase::ProposingCandidate { .. }) {
+                    self.candidate_committed();
+                }
+            }
+            LogEntry::FailoverComplete {
+                epoch,
+                new_master,
+                report,
+                ..
+            } if *epoch == run.epoch => {
+                self.emit(Event::FailoverCompleted {
+                    epoch: *epoch,
+                    new_master: *new_master,
+                    report: report.clone(),
+                });
+                self.run = None;
+            }
+            LogEntry::FailoverAborted { epoch, .. } if *epoch == run.epoch => {
+                self.run = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn suspects(&self) -> Vec<NodeId> {
+        self.record
+            .failover
+            .as_ref()
+            .map(|f| f.suspects.clone())
+            .unwrap_or_default()
+    }
+
+    fn start_fence(&mut self) {
+        let suspects = self.suspects();
+        let epoch = self.run_mut().epoch;
+        let fresh: BTreeSet<NodeId> = self.fresh_reports().keys().copied().collect();
+        for s in &suspects {
+            self.step(*s, MysqlOp::SetReadOnly);
+            if self.spec.timing.stonith && !fresh.contains(s) {
+                let node = *s;
+                self.issue(Pending::Step { epoch, node }, |id| Command::StopInstance { id, node });
+            }
+        }
+        let replicas: Vec<NodeId> = self
+            .spec
+            .database_ids()
+            .filter(|id| !suspects.contains(id))
+            .collect();
+        for r in &replicas {
+            self.step(*r, MysqlOp::FenceReplica);
+        }
+        let deadline = self.step_deadline();
+        let nothing_to_wait_for = replicas.is_empty();
+        self.set_phase(Phase::Fencing {
+            waiting: replicas.into_iter().collect(),
+            deadline,
+        });
+        if nothing_to_wait_for {
+            self.after_fence();
+        }
+    }
+
+    pub(crate) fn on_step_result(&mut self, id: CommandId, epoch: u64, node: NodeId, result: CommandResult) {
+        let Some(run) = &self.run else { return };
+        if run.epoch != epoch {
+            return;
+        }
+        let suspect = self.suspects().contains(&node);
+        match result {
+            CommandResult::Mysql(r) if suspect && !matches!(run.phase, Phase::Promoting { .. }) => {
+                // The read_only fence of a suspect: a confirmation, never a blocker.
+                match r {
+                    Ok(_) => {
+                        self.run_mut().fenced.insert(node);
+                        self.emit(Event::Fenced { epoch, node });
+                        if matches!(self.run_mut().phase, Phase::WaitingLease { .. }) && self.unconfirmed().is_empty() {
+                            self.promote();
+                        }
+                    }
+                    Err(error) => self.emit(Event::FenceFailed { epoch, node, error }),
+                }
+            }
+            CommandResult::Done(r) => {
+                // StopInstance on a suspect.
+                if r.is_ok() {
+                    self.run_mut().fenced.insert(node);
+                    self.emit(Event::Fenced { epoch, node });
+                }
+            }
+            CommandResult::Mysql(r) => self.on_mysql_step(id, node, r),
+            CommandResult::Salvage(r) => {
+                if matches!(run.phase, Phase::Salvaging { id: want, .. } if want == id) {
+                    let from = self.suspects().first().copied().unwrap_or(node);
+                    self.emit(Event::Salvaged {
+                        epoch,
+                        from,
+                        outcome: r.clone(),
+                    });
+                    self.run_mut().salvage = Some(r);
+                    self.after_salvage();
+                }
+            }
+            CommandResult::Probe(_) => {}
+        }
+    }
+
+    fn on_mysql_step(&mut self, id: CommandId, node: NodeId, r: Result<MysqlReply, String>) {
+        let epoch = self.run_mut().epoch;
+        // Which step this result answers; a stale result (an earlier phase's) answers none.
+        enum Answers {
+            Fence { last: bool },
+            CatchUp,
+            Applied,
+            Promote,
+            Repoint { last: bool },
+        }
+        let answers = match &mut self.run_mut().phase {
+            Phase::Fencing { waiting, .. } if waiting.contains(&node) => {
+                waiting.remove(&node);
+                Answers::Fence { last: waiting.is_empty() }
+            }
+            Phase::CatchingUp { id: want, .. } if *want == id => Answers::CatchUp,
+            Phase::WaitingApplied { id: want, .. } if *want == id => Answers::Applied,
+            Phase::Promoting { id: want, .. } if *want == id => Answers::Promote,
+            Phase::Repointing { waiting, .. } if waiting.contains(&node) => {
+                waiting.remove(&node);
+                Answers::Repoint { last: waiting.is_empty() }
+            }
+            _ => return,
+        };
+        match answers {
+            Answers::Fence { last } => {
+                match r.map(MysqlReply::positions) {
+                    Ok(Some(p)) => {
+                        self.run_mut().positions.insert(node, p);
+                    }
+                    Ok(None) => {
+                        self.run_mut().skipped.insert(node, "fence gave no positions".into());
+                    }
+                    Err(why) => {
+                        self.emit(Event::Skipped {
+                            epoch,
+                            node,
+                            why: why.clone(),
+                        });
+                        self.run_mut().skipped.insert(node, why);
+                    }
+                }
+                if last {
+                    self.after_fence();
+                }
+            }
+            Answers::CatchUp => match r.map(MysqlReply::positions) {
+                Ok(Some(p))
+                    if self
+                        .run_mut()
+                        .choice
+                        .as_ref()
+                        .is_some_and(|c| p.executed.contains(&c.target)) =>
+                {
+                    let run = self.run_mut();
+                    run.caught_up_from = run.choice.as_ref().and_then(|c| c.catch_up_from);
+                    run.positions.insert(node, p);
+                    self.emit(Event::CaughtUp { epoch, candidate: node });
+                    self.propose_candidate();
+                }
+                Ok(_) => self.catch_up_failed("catch-up ended short of the target".into()),
+                Err(why) => self.catch_up_failed(why),
+            },
+            Answers::Applied => match r.map(MysqlReply::positions) {
+                Ok(p) => {
+                    if let Some(p) = p {
+                        self.run_mut().positions.insert(node, p);
+                    }
+                    self.emit(Event::RelayApplied { epoch, candidate: node });
+                    self.salvage();
+                }
+                Err(why) => self.abort(format!("waiting for {node} to apply its relay log failed: {why}")),
+            },
+            Answers::Promote => match r {
+                Ok(_) => {
+                    self.emit(Event::Promoted { epoch, node });
+                    self.repoint();
+                }
+                Err(why) => self.abort(format!("promotion of {node} failed: {why}")),
+            },
+            Answers::Repoint { last } => {
+                match r {
+                    Ok(_) => {
+                        let source = self.run_mut().candidate().unwrap_or(node);
+                        self.emit(Event::Repointed { epoch, node, source });
+                    }
+                    Err(why) => {
+                        self.emit(Event::Skipped {
+                            epoch,
+                            node,
+                            why: why.clone(),
+                        });
+                        self.run_mut().skipped.insert(node, format!("repoint failed: {why}"));
+                    }
+                }
+                if last {
+                    self.complete();
+                }
+            }
+        }
+    }
+
+    fn after_fence(&mut self) {
+        let epoch = self.run_mut().epoch;
+        let committed = self.record.failover.as_ref().and_then(|f| f.candidate);
+        let positions = self.run_mut().positions.clone();
+        if let Some(c) = committed {
+            let Some(pos) = positions.get(&c) else {
+                // The committed candidate is out of reach and may have been promoted:
+                // supersede this epoch, with the candidate among the suspects.
+                let mut suspects = self.suspects();
+                suspects.push(c);
+                self.begin_failover(suspects, format!("candidate {c} of epoch {epoch} is unreachable"));
+                return;
+            };
+            let (best, target) = most_advanced(&positions).expect("the candidate answered");
+            let choice = Choice {
+                candidate: c,
+                catch_up_from: (!pos.received.contains(target)).then_some(best),
+                target: target.clone(),
+            };
+            self.run_mut().choice = Some(choice);
+            if self.run_mut().choice.as_ref().is_some_and(|c| c.catch_up_from.is_some()) {
+                self.start_catch_up();
+            } else {
+                self.candidate_committed();
+            }
+            return;
+        }
+        let mut excluded: BTreeSet<NodeId> = self.suspects().into_iter().collect();
+        excluded.extend(self.run_mut().tried.iter().copied());
+        match choose(&self.spec, &positions, &excluded) {
+            Ok(choice) => {
+                self.emit(Event::CandidateChosen {
+                    epoch,
+                    candidate: choice.candidate,
+                    catch_up_from: choice.catch_up_from,
+                    target: choice.target.clone(),
+                });
+                let needs_catch_up = choice.catch_up_from.is_some();
+                self.run_mut().choice = Some(choice);
+                if needs_catch_up {
+                    self.start_catch_up();
+                } else {
+                    self.propose_candidate();
+                }
+            }
+            Err(why) => self.abort(why),
+        }
+    }
+
+    fn start_catch_up(&mut self) {
+        let choice = self.run_mut().choice.clone().expect("chosen");
+        let source = choice.catch_up_from.expect("behind");
+        let id = self.step(
+            choice.candidate,
+            MysqlOp::CatchUp {
+                source,
+                until: choice.target,
+            },
+        );
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::CatchingUp { id, deadline });
+    }
+
+    fn catch_up_failed(&mut self, why: String) {
+        let Some(c) = self.run_mut().candidate() else { return };
+        let epoch = self.run_mut().epoch;
+        self.emit(Event::Skipped {
+            epoch,
+            node: c,
+            why: format!("catch-up failed: {why}"),
+        });
+        if self.record.failover.as_ref().and_then(|f| f.candidate) == Some(c) {
+            self.abort(format!("committed candidate {c} could not catch up: {why}"));
+            return;
+        }
+        let run = self.run_mut();
+        run.tried.insert(c);
+        run.skipped.insert(c, format!("catch-up failed: {why}"));
+        run.choice = None;
+        self.after_fence();
+    }
+
+    fn propose_candidate(&mut self) {
+        let run = self.run_mut();
+        let (epoch, candidate) = (run.epoch, run.candidate().expect("chosen"));
+        if self.record.failover.as_ref().and_then(|f| f.candidate) == Some(candidate) {
+            self.candidate_committed();
+            return;
+        }
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::ProposingCandidate { deadline });
+        self.propose(LogEntry::CandidateChosen { epoch, candidate });
+    }
+
+    /// The candidate is in the record: the routes follow it from now on (the
+    /// reconciler reads the writer of record), overlapping promotion with API latency.
+    fn candidate_committed(&mut self) {
+        let committed = self.record.failover.as_ref().and_then(|f| f.candidate);
+        if committed != self.run_mut().candidate() {
+            // Another coordinator's choice won: adopt it.
+            self.run_mut().choice = None;
+            self.after_fence();
+            return;
+        }
+        let choice = self.run_mut().choice.clone().expect("chosen");
+        let pos = self.run_mut().positions.get(&choice.candidate).cloned();
+        match pos {
+            Some(p) if p.executed.contains(&p.received) && p.executed.contains(&choice.target) => self.salvage(),
+            Some(p) => {
+                let until = p.received.union(&choice.target).unwrap_or(p.received);
+                let id = self.step(choice.candidate, MysqlOp::WaitApplied { until });
+                let deadline = self.step_deadline();
+                self.set_phase(Phase::WaitingApplied { id, deadline });
+            }
+            None => self.abort(format!("no positions for candidate {}", choice.candidate)),
+        }
+    }
+
+    /// Ships the old master's binlog tail when its host's sidecar is alive.
+    fn salvage(&mut self) {
+        let Some(old) = self.suspects().first().copied() else {
+            return self.after_salvage();
+        };
+        let host_alive = self.fresh_reports().contains_key(&old);
+        let candidate = self.run_mut().candidate().expect("chosen");
+        let after = self.run_mut().positions.get(&candidate).map(|p| p.executed.clone());
+        match (host_alive, after) {
+            (true, Some(after)) => {
+                let epoch = self.run_mut().epoch;
+                let id = self.issue(Pending::Step { epoch, node: old }, |id| Command::Salvage {
+                    id,
+                    from: old,
+                    to: candidate,
+                    after,
+                });
+                let deadline = self.now + self.spec.timing.salvage_timeout();
+                self.set_phase(Phase::Salvaging { id, deadline });
+            }
+            _ => self.after_salvage(),
+        }
+    }
+
+    /// Suspects not known to be fenced: read_only did not succeed, the instance was not
+    /// stopped, and their own sidecar has not reported mysqld down from the new epoch.
+    fn unconfirmed(&mut self) -> Vec<NodeId> {
+        let epoch = self.run_mut().epoch;
+        let fenced = self.run_mut().fenced.clone();
+        let reports = self.fresh_reports();
+        self.suspects()
+            .into_iter()
+            .filter(|s| !fenced.contains(s))
+            .filter(|s| {
+                !reports
+                    .get(s)
+                    .is_some_and(|r| r.epoch >= epoch && matches!(r.local, Some(LocalView::Down)))
+            })
+            .collect()
+    }
+
+    fn after_salvage(&mut self) {
+        if self.unconfirmed().is_empty() {
+            return self.promote();
+        }
+        let begun = self.run_mut().begun_at.unwrap_or(self.now);
+        let until = begun + self.spec.timing.lease() + self.spec.timing.probe_interval();
+        if self.now >= until {
+            return self.promote();
+        }
+        let epoch = self.run_mut().epoch;
+        self.emit(Event::WaitingForLease {
+            epoch,
+            until_ms: until.as_millis(),
+        });
+        self.set_phase(Phase::WaitingLease { until });
+    }
+
+    fn promote(&mut self) {
+        let c = self.run_mut().candidate().expect("chosen");
+        let id = self.step(c, MysqlOp::Promote);
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::Promoting { id, deadline });
+    }
+
+    fn repoint(&mut self) {
+        let c = self.run_mut().candidate().expect("chosen");
+        let suspects = self.suspects();
+        let others: Vec<NodeId> = self
+            .run_mut()
+            .positions
+            .keys()
+            .copied()
+            .filter(|n| *n != c && !suspects.contains(n))
+            .collect();
+        for n in &others {
+            self.step(*n, MysqlOp::Repoint { source: c });
+        }
+        if others.is_empty() {
+            return self.complete();
+        }
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::Repointing {
+            waiting: others.into_iter().collect(),
+            deadline,
+        });
+    }
+
+    /// Promoted and repointed: wait (at most a step) for the routes, then commit.
+    fn complete(&mut self) {
+        let c = self.run_mut().candidate().expect("chosen");
+        if self.routes_pending(c).is_empty() {
+            return self.commit_completion();
+        }
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::AwaitingRoutes { deadline });
+    }
+
+    fn commit_completion(&mut self) {
+        let c = self.run_mut().candidate().expect("chosen");
+        let routes_pending = self.routes_pending(c);
+        let now = self.now;
+        let run = self.run_mut();
+        let report = FailoverReport {
+            duration_ms: now.since(run.started).as_millis() as u64,
+            skipped: run.skipped.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            caught_up_from: run.caught_up_from,
+            salvage: run.salvage.clone(),
+            routes_pending,
+        };
+        let entry = LogEntry::FailoverComplete {
+            epoch: run.epoch,
+            new_master: c,
+            report,
+            wall_ms: self.wall_ms,
+        };
+        self.end_with(entry);
+    }
+
+    fn abort(&mut self, why: String) {
+        let epoch = self.run_mut().epoch;
+        self.emit(Event::FailoverAborted {
+            epoch,
+            why: why.clone(),
+        });
+        let entry = LogEntry::FailoverAborted {
+            epoch,
+            why,
+            wall_ms: self.wall_ms,
+        };
+        self.end_with(entry);
+    }
+
+    fn end_with(&mut self, entry: LogEntry) {
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::ProposingEnd {
+            entry: entry.clone(),
+            deadline,
+        });
+        self.propose(entry);
+    }
+}

@@ -1,0 +1,189 @@
+//! MySQL GTID sets: `3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7-9,<uuid>:<intervals>`.
+
+use super::intervals::Intervals;
+use super::GtidError;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A source server's UUID, 16 bytes; displayed in lowercase as MySQL prints it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uuid(pub [u8; 16]);
+
+impl Uuid {
+    pub fn parse(s: &str) -> Result<Self, GtidError> {
+        let bad = || GtidError::BadUuid(s.to_string());
+        let groups: Vec<&str> = s.split('-').collect();
+        if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+            return Err(bad());
+        }
+        let hex: String = groups.concat();
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(Uuid(out))
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `gtid_executed`-style set: per source UUID, the transaction numbers applied.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Debug)]
+pub struct MysqlGtidSet {
+    /// Invariant: no empty `Intervals` values.
+    sources: BTreeMap<Uuid, Intervals>,
+}
+
+impl MysqlGtidSet {
+    pub fn parse(text: &str) -> Result<Self, GtidError> {
+        let mut set = Self::default();
+        for raw in text.split(',') {
+            let part = raw.trim();
+            if part.is_empty() {
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return Err(GtidError::EmptyElement(text.trim().to_string()));
+            }
+            let mut fields = part.split(':');
+            let uuid = Uuid::parse(fields.next().unwrap_or_default().trim())?;
+            let mut any = false;
+            for field in fields {
+                let field = field.trim();
+                any = true;
+                let (start, end) = parse_interval(field, part)?;
+                set.insert(uuid, start, end);
+            }
+            if !any {
+                return Err(GtidError::MissingIntervals(part.to_string()));
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn insert(&mut self, uuid: Uuid, start: u64, end: u64) {
+        if start == 0 || start > end {
+            return;
+        }
+        self.sources.entry(uuid).or_default().insert(start, end);
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = (&Uuid, &Intervals)> {
+        self.sources.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.sources
+            .values()
+            .fold(0u64, |acc, i| acc.saturating_add(i.count()))
+    }
+
+    pub fn contains_gtid(&self, uuid: &Uuid, n: u64) -> bool {
+        self.sources.get(uuid).is_some_and(|i| i.contains(n))
+    }
+
+    pub fn is_superset(&self, other: &Self) -> bool {
+        other.sources.iter().all(|(u, theirs)| {
+            self.sources
+                .get(u)
+                .is_some_and(|ours| ours.is_superset(theirs))
+        })
+    }
+
+    pub fn union(&self, other: &Self) -> Self {
+        let mut out = self.clone();
+        for (u, theirs) in &other.sources {
+            let merged = out.sources.get(u).map_or_else(|| theirs.clone(), |ours| ours.union(theirs));
+            out.sources.insert(*u, merged);
+        }
+        out
+    }
+
+    pub fn difference(&self, other: &Self) -> Self {
+        let mut out = Self::default();
+        for (u, ours) in &self.sources {
+            let d = match other.sources.get(u) {
+                Some(theirs) => ours.difference(theirs),
+                None => ours.clone(),
+            };
+            if !d.is_empty() {
+                out.sources.insert(*u, d);
+            }
+        }
+        out
+    }
+}
+
+pub(super) fn parse_interval(field: &str, element: &str) -> Result<(u64, u64), GtidError> {
+    let bad = |why: &'static str| GtidError::BadInterval {
+        interval: field.to_string(),
+        element: element.to_string(),
+        why,
+    };
+    let num = |s: &str| -> Result<u64, GtidError> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("not a number"));
+        }
+        s.parse::<u64>().map_err(|_| bad("number too large"))
+    };
+    let (start, end) = match field.split_once('-') {
+        Some((a, b)) => (num(a.trim())?, num(b.trim())?),
+        None => {
+            if !field.is_empty() && !field.bytes().all(|b| b.is_ascii_digit()) {
+                // `uuid:tag:1-5` is MySQL 8.3's tagged GTID; say so rather than "not a number".
+                if field.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') {
+                    return Err(GtidError::TaggedUnsupported(element.to_string()));
+                }
+            }
+            let n = num(field)?;
+            (n, n)
+        }
+    };
+    if start == 0 {
+        return Err(bad("transaction numbers start at 1"));
+    }
+    if start > end {
+        return Err(bad("interval start is after its end"));
+    }
+    Ok((start, end))
+}
+
+impl fmt::Display for MysqlGtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (uuid, ints)) in self.sources.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{uuid}")?;
+            for &(a, b) in ints.runs() {
+                if a == b {
+                    write!(f, ":{a}")?;
+                } else {
+                    write!(f, ":{a}-{b}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! The writer's lease: the master (or the promoted candidate) stays writable only while
+//! a majority of sidecars keeps answering its lease rounds.
+//!
+//! Safety argument, in short: a sidecar that has appended a failover entry for a newer
+//! epoch grants no more leases for the old one. Once that entry is committed, a
+//! majority holds it, so every majority of grants for a round sent after the commit
+//! includes a refusal; a lease runs `lease` from the moment its round was *sent* (on
+//! the writer's own clock). A coordinator that waits `lease` (plus a margin for clock
+//! rate and the time to set read_only) after it saw the commit therefore knows that an
+//! unreachable old master has fenced itself.
+
+use crate::cluster::NodeId;
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub(crate) struct Lease {
+    /// The epoch this lease is for; rounds of other epochs are forgotten.
+    epoch: u64,
+    seq: u64,
+    rounds: BTreeMap<u64, Round>,
+    /// The lease is valid until this instant.
+    valid_until: Option<Time>,
+    /// When the newest granted round was sent.
+    granted_round_sent: Option<Time>,
+    /// When this node became the writer for `epoch`: the grace before a first lease.
+    writer_since: Option<Time>,
+}
+
+#[derive(Debug)]
+struct Round {
+    sent: Time,
+    granted: BTreeSet<NodeId>,
+}
+
+impl Lease {
+    /// Starts a round for `epoch`; returns its sequence number. `me` grants itself.
+    pub fn start_round(&mut self, me: NodeId, epoch: u64, now: Time, lease: Duration) -> u64 {
+        self.reset_if_epoch_changed(epoch, now);
+        self.seq += 1;
+        self.rounds.retain(|_, r| now.since(r.sent) < lease);
+        self.rounds.insert(
+            self.seq,
+            Round {
+                sent: now,
+                granted: BTreeSet::from([me]),
+            },
+        );
+        self.seq
+    }
+
+    /// Records a grant; returns true when it completed a majority.
+    pub fn grant(&mut self, from: NodeId, epoch: u64, seq: u64, majority: usize, lease: Duration) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        let Some(round) = self.rounds.get_mut(&seq) else {
+            return false;
+        };
+        let had = round.granted.len() >= majority;
+        round.granted.insert(from);
+        if had || round.granted.len() < majority {
+            return false;
+        }
+        let sent = round.sent;
+        self.valid_until = self.valid_until.max(Some(sent + lease));
+        self.granted_round_sent = self.granted_round_sent.max(Some(sent));
+        true
+    }
+
+    fn reset_if_epoch_changed(&mut self, epoch: u64, now: Time) {
+        if epoch != self.epoch || self.writer_since.is_none() {
+            *self = Lease {
+                epoch,
+                seq: self.seq,
+                writer_since: Some(now),
+                ..Lease::default()
+            };
+        }
+    }
+
+    /// Forget everything: this node is not the writer.
+    pub fn clear(&mut self) {
+        *self = Lease {
+            seq: self.seq,
+            ..Lease::default()
+        };
+    }
+
+    /// Holds a lease granted by a majority for `epoch`, valid at `now`.
+    pub fn is_valid(&self, epoch: u64, now: Time) -> bool {
+        self.epoch == epoch && self.valid_until.is_some_and(|t| now < t)
+    }
+
+    /// The writer must fence itself: no valid lease, and the grace after becoming the
+    /// writer (time to collect a first majority) is over.
+    pub fn expired(&self, epoch: u64, now: Time, lease: Duration) -> bool {
+        if self.is_valid(epoch, now) {
+            return false;
+        }
+        match self.writer_since {
+            Some(since) if self.epoch == epoch => now.since(since) >= lease,
+            _ => true,
+        }
+    }
+
+    /// A round sent after `t` was granted: a proof of quorum newer than `t`.
+    pub fn granted_after(&self, epoch: u64, t: Time) -> bool {
+        self.epoch == epoch && self.granted_round_sent.is_some_and(|s| s > t)
+    }
+}

@@ -1,0 +1,64 @@
+//! # multiaz-engine
+//!
+//! The failover engine of multiaz: pure and deterministic. No I/O, no clocks, no
+//! threads, no global randomness; the same inputs in the same order give the same
+//! commands, byte for byte. The real sidecar and the simulation drive it through the
+//! same driver; only the adapters differ.
+//!
+//! ## Call contract
+//!
+//! One [`Engine`] per sidecar (per database host, plus an optional witness).
+//!
+//! 1. Start it with [`Engine::new`], giving the validated [`ClusterSpec`], this node's
+//!    id, the [`DurableState`] persisted before a restart (or `None`), and `now`.
+//! 2. Feed it inputs with [`Engine::handle`]`(now, input)`: [`Input::Tick`] when
+//!    time passes, [`Input::Peer`] for every authenticated peer message,
+//!    [`Input::Done`] with the result of every command that has an id, and
+//!    [`Input::Operator`] for operator requests. `now` is monotonic milliseconds from
+//!    the driver's origin; it must not go backwards (an earlier value is treated as
+//!    the latest one seen).
+//! 3. After each call, take the commands with [`Engine::take_commands`] and execute
+//!    them in order. [`Command::Persist`] is a barrier: write it durably (fsync) before
+//!    executing any later command, then send the messages it carries; if it cannot be
+//!    written, stop the sidecar (raft has already counted it as durable). Every other
+//!    command may run concurrently; each command with an id must eventually come back
+//!    as exactly one [`Input::Done`] (a driver-side timeout is a failed result).
+//! 4. Call `handle` with a `Tick` no later than [`Engine::next_deadline`].
+//!
+//! ## What it decides
+//!
+//! See `DESIGN.md`: detection ([`detect`]), coordination through raft-rs (the raft
+//! leader is the coordinator; the failover's decisions are committed before they are
+//! acted on; the epoch is the fencing token), the failover procedure, the writer's
+//! lease and self-fencing, and the VIP routes.
+
+pub mod choose;
+pub mod cluster;
+pub mod command;
+mod coord;
+pub mod detect;
+mod engine;
+pub mod event;
+mod failover;
+pub mod gtid;
+pub mod input;
+mod lease;
+pub mod message;
+pub mod record;
+mod routes;
+pub mod storage;
+pub mod time;
+
+pub use cluster::{ClusterSpec, NodeId, NodeKind, NodeSpec, PromotionRule, SpecError, Timing, Vip};
+pub use command::{
+    Command, CommandId, CommandResult, MysqlOp, MysqlReply, MysqlStatus, Positions, ProbeResult,
+    ReplicationStatus, SalvageReport,
+};
+pub use engine::{Engine, EngineError, EngineStatus};
+pub use event::Event;
+pub use gtid::{Flavour, GtidError, GtidSet};
+pub use input::{Input, OperatorRequest};
+pub use message::{LocalView, PeerMessage, Report};
+pub use record::{ClusterRecord, FailoverReport, JournalEntry, LogEntry, Outcome};
+pub use storage::{DurableState, HardState, PersistBatch, StoredEntry};
+pub use time::Time;

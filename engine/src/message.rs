@@ -1,0 +1,48 @@
+//! What sidecars say to each other. The driver carries these opaquely (it frames and
+//! authenticates them); only the engine reads them.
+
+use crate::cluster::NodeId;
+use crate::command::MysqlStatus;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// A raft-rs message, protobuf-encoded.
+    Raft(Vec<u8>),
+    /// A sidecar's view, sent to every peer each probe interval.
+    Report(Report),
+    /// The writer of record asks for its write lease for `epoch`.
+    LeaseRequest { epoch: u64, seq: u64 },
+    /// A peer grants the lease round `seq` of `epoch`.
+    LeaseGrant { epoch: u64, seq: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The highest epoch this sidecar knows of, including failovers not yet committed.
+    pub epoch: u64,
+    /// The master this report is about.
+    pub master: Option<NodeId>,
+    /// Consecutive failed probes of the master's mysqld (0 when it answered last).
+    pub master_failures: u32,
+    /// The last probe of the master answered. `None` when this sidecar does not probe it.
+    pub master_reachable: Option<bool>,
+    /// This host's own mysqld; `None` on a witness.
+    pub local: Option<LocalView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocalView {
+    /// Not probed yet.
+    Unknown,
+    Down,
+    Up(Option<MysqlStatus>),
+}
+
+impl LocalView {
+    /// This replica's IO thread is connected to `master`: the master still feeds it.
+    pub fn receives_from(&self, master: NodeId) -> bool {
+        matches!(self, LocalView::Up(Some(s)) if s.replication.as_ref()
+            .is_some_and(|r| r.io_running && r.source == Some(master)))
+    }
+}

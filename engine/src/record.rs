@@ -1,0 +1,236 @@
+//! The replicated cluster record and the raft log entries that change it.
+//!
+//! Every sidecar applies the same committed entries in the same order, so every
+//! sidecar holds the same record. `apply` checks each entry against the record and
+//! ignores one that no longer fits (a proposal from a coordinator that was overtaken):
+//! this is what makes "one candidate per epoch" hold even when two coordinators race.
+
+use crate::cluster::{ClusterSpec, NodeId};
+use crate::command::SalvageReport;
+use serde::{Deserialize, Serialize};
+
+/// Journal entries kept in the record; older ones are dropped.
+pub const JOURNAL_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// The fencing token: bumped when a failover begins.
+    pub epoch: u64,
+    /// The master of record; `None` after a failover aborted (the cluster is fenced and
+    /// waits for an operator).
+    pub master: Option<NodeId>,
+    /// A failover that began and has not ended.
+    pub failover: Option<FailoverState>,
+    pub paused: bool,
+    pub journal: Vec<JournalEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverState {
+    pub epoch: u64,
+    /// Nodes that may still think they are master: the old master, and the candidate of
+    /// any attempt this one superseded. All are fenced before anyone is promoted.
+    pub suspects: Vec<NodeId>,
+    pub reason: String,
+    pub begun_wall_ms: u64,
+    /// Set once, by the first committed choice; never changed within the epoch.
+    pub candidate: Option<NodeId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub epoch: u64,
+    pub old_master: Option<NodeId>,
+    pub new_master: Option<NodeId>,
+    pub reason: String,
+    pub begun_wall_ms: u64,
+    pub ended_wall_ms: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Completed(FailoverReport),
+    Aborted { why: String },
+    Superseded { by_epoch: u64 },
+}
+
+/// What the coordinator saw while it carried the failover out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverReport {
+    /// Coordinator's measure from the decision to the promotion being complete.
+    pub duration_ms: u64,
+    /// Replicas left out (unreachable, failed to repoint), with why.
+    pub skipped: Vec<(NodeId, String)>,
+    /// The candidate was behind and caught up from this replica first.
+    pub caught_up_from: Option<NodeId>,
+    /// `None` when no salvage was possible (the old master's host was gone).
+    pub salvage: Option<Result<SalvageReport, String>>,
+    /// Route tables not yet confirmed pointing at the new master (still being retried).
+    pub routes_pending: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogEntry {
+    FailoverBegin {
+        epoch: u64,
+        suspects: Vec<NodeId>,
+        reason: String,
+        wall_ms: u64,
+    },
+    CandidateChosen {
+        epoch: u64,
+        candidate: NodeId,
+    },
+    FailoverComplete {
+        epoch: u64,
+        new_master: NodeId,
+        report: FailoverReport,
+        wall_ms: u64,
+    },
+    FailoverAborted {
+        epoch: u64,
+        why: String,
+        wall_ms: u64,
+    },
+    SetPaused {
+        paused: bool,
+    },
+}
+
+impl LogEntry {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("log entries always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("undecodable log entry: {e}"))
+    }
+}
+
+/// Why an entry was not applied (it is still in the log; it just changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored(pub String);
+
+impl ClusterRecord {
+    pub fn initial(spec: &ClusterSpec) -> Self {
+        ClusterRecord {
+            epoch: 1,
+            master: Some(spec.initial_master),
+            failover: None,
+            paused: false,
+            journal: Vec::new(),
+        }
+    }
+
+    /// The one node allowed to accept writes: the master, or during a failover the
+    /// chosen candidate (which is promoted before the failover is recorded complete).
+    pub fn writer(&self) -> Option<NodeId> {
+        match &self.failover {
+            Some(f) => f.candidate,
+            None => self.master,
+        }
+    }
+
+    pub fn apply(&mut self, entry: &LogEntry) -> Result<(), Ignored> {
+        match entry {
+            LogEntry::FailoverBegin {
+                epoch,
+                suspects,
+                reason,
+                wall_ms,
+            } => {
+                if *epoch != self.epoch + 1 {
+                    return Err(Ignored(format!(
+                        "failover for epoch {epoch} but the record is at epoch {}",
+                        self.epoch
+                    )));
+                }
+                if let Some(old) = self.failover.take() {
+                    self.push_journal(JournalEntry {
+                        epoch: old.epoch,
+                        old_master: self.master,
+                        new_master: old.candidate,
+                        reason: old.reason,
+                        begun_wall_ms: old.begun_wall_ms,
+                        ended_wall_ms: *wall_ms,
+                        outcome: Outcome::Superseded { by_epoch: *epoch },
+                    });
+                }
+                self.epoch = *epoch;
+                self.failover = Some(FailoverState {
+                    epoch: *epoch,
+                    suspects: suspects.clone(),
+                    reason: reason.clone(),
+                    begun_wall_ms: *wall_ms,
+                    candidate: None,
+                });
+                Ok(())
+            }
+            LogEntry::CandidateChosen { epoch, candidate } => match &mut self.failover {
+                Some(f) if f.epoch == *epoch && f.candidate.is_none() => {
+                    f.candidate = Some(*candidate);
+                    Ok(())
+                }
+                Some(f) if f.epoch == *epoch => Err(Ignored(format!(
+                    "epoch {epoch} already has candidate {:?}",
+                    f.candidate
+                ))),
+                _ => Err(Ignored(format!("no failover in progress for epoch {epoch}"))),
+            },
+            LogEntry::FailoverComplete {
+                epoch,
+                new_master,
+                report,
+                wall_ms,
+            } => match &self.failover {
+                Some(f) if f.epoch == *epoch && f.candidate == Some(*new_master) => {
+                    let f = self.failover.take().expect("matched above");
+                    self.push_journal(JournalEntry {
+                        epoch: *epoch,
+                        old_master: self.master,
+                        new_master: Some(*new_master),
+                        reason: f.reason,
+                        begun_wall_ms: f.begun_wall_ms,
+                        ended_wall_ms: *wall_ms,
+                        outcome: Outcome::Completed(report.clone()),
+                    });
+                    self.master = Some(*new_master);
+                    Ok(())
+                }
+                _ => Err(Ignored(format!(
+                    "completion of epoch {epoch} with {new_master} does not match the failover in progress"
+                ))),
+            },
+            LogEntry::FailoverAborted { epoch, why, wall_ms } => match &self.failover {
+                Some(f) if f.epoch == *epoch => {
+                    let f = self.failover.take().expect("matched above");
+                    self.push_journal(JournalEntry {
+                        epoch: *epoch,
+                        old_master: self.master,
+                        new_master: None,
+                        reason: f.reason,
+                        begun_wall_ms: f.begun_wall_ms,
+                        ended_wall_ms: *wall_ms,
+                        outcome: Outcome::Aborted { why: why.clone() },
+                    });
+                    self.master = None;
+                    Ok(())
+                }
+                _ => Err(Ignored(format!("no failover in progress for epoch {epoch}"))),
+            },
+            LogEntry::SetPaused { paused } => {
+                self.paused = *paused;
+                Ok(())
+            }
+        }
+    }
+
+    fn push_journal(&mut self, entry: JournalEntry) {
+        self.journal.push(entry);
+        if self.journal.len() > JOURNAL_LEN {
+            let extra = self.journal.len() - JOURNAL_LEN;
+            self.journal.drain(..extra);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Raft's durable state as plain data: what the driver writes to disk, and gives back on
+//! restart. The engine keeps the working copy in raft-rs's `MemStorage`.
+
+use crate::message::PeerMessage;
+use crate::cluster::NodeId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: u64,
+    pub vote: u64,
+    pub commit: u64,
+}
+
+/// One raft log entry: its position and its protobuf encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEntry {
+    pub index: u64,
+    pub term: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// One step of durable writes. Messages that raft may only send once these writes are
+/// durable (votes, append acknowledgements) travel inside it, so a driver cannot send
+/// them first: it gets them back from [`DurableState::apply`] after writing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistBatch {
+    pub hard_state: Option<HardState>,
+    /// Entries to append; the first one's index truncates any older suffix from there.
+    pub entries: Vec<StoredEntry>,
+    pub then_send: Vec<(NodeId, PeerMessage)>,
+}
+
+/// Everything raft needs to restart: the hard state and the whole log (multiaz's log
+/// grows by a few entries per failover, so it is never compacted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableState {
+    pub hard_state: HardState,
+    pub entries: Vec<StoredEntry>,
+}
+
+impl DurableState {
+    /// Applies a batch in memory. The driver writes the result (fsync, atomic rename)
+    /// and only then sends the returned messages.
+    pub fn apply(&mut self, batch: PersistBatch) -> Vec<(NodeId, PeerMessage)> {
+        if let Some(hs) = batch.hard_state {
+            self.hard_state = hs;
+        }
+        if let Some(first) = batch.entries.first() {
+            self.entries.retain(|e| e.index < first.index);
+            self.entries.extend(batch.entries);
+        }
+        batch.then_send
+    }
+
+    /// Checks that the log is contiguous from index 1 and the commit index lies in it.
+    pub fn check(&self) -> Result<(), String> {
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.index != i as u64 + 1 {
+                return Err(format!("log entry {i} has index {} (expected {})", e.index, i + 1));
+            }
+        }
+        if self.hard_state.commit > self.entries.len() as u64 {
+            return Err(format!(
+                "commit index {} is past the last log entry {}",
+                self.hard_state.commit,
+                self.entries.len()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,585 @@
+//! An in-process cluster for engine tests: engines on a message pump with cuts and
+//! crashes, a model mysqld per database node (MariaDB GTIDs, semi-sync, read_only,
+//! IO/SQL threads), model route tables, and a client writing through the VIP.
+//!
+//! Everything advances in fixed steps of simulated time; nothing reads a clock, so a
+//! scenario replays exactly.
+
+#![allow(dead_code)]
+
+use multiaz_engine::gtid::MariadbGtidSet;
+use multiaz_engine::*;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+pub const STEP: Duration = Duration::from_millis(5);
+/// How long an operation on an unreachable server takes to fail (the driver's timeout).
+pub const UNREACHABLE_TIMEOUT: Duration = Duration::from_millis(500);
+
+pub fn spec_with(promotions: [PromotionRule; 3], client_az: Option<&str>) -> ClusterSpec {
+    let az = ["az-a", "az-b", "az-c"];
+    let nodes = (0..3)
+        .map(|i| NodeSpec {
+            id: NodeId(i as u64 + 1),
+            name: format!("db{}", i + 1),
+            az: az[i].to_string(),
+            kind: NodeKind::Database,
+            promotion: promotions[i],
+        })
+        .collect();
+    ClusterSpec {
+        name: "test".into(),
+        flavour: Flavour::Mariadb,
+        initial_master: NodeId(1),
+        client_az: client_az.map(str::to_string),
+        vip: Vip {
+            address: "10.0.100.10".parse().unwrap(),
+            route_tables: vec!["rtb-a".into(), "rtb-b".into(), "rtb-c".into()],
+        },
+        timing: Timing::default(),
+        nodes,
+    }
+    .validate()
+    .unwrap()
+}
+
+pub fn spec() -> ClusterSpec {
+    spec_with([PromotionRule::Neutral; 3], None)
+}
+
+#[derive(Debug, Clone)]
+pub struct Mysqld {
+    pub server_id: u32,
+    pub alive: bool,
+    pub read_only: bool,
+    pub executed: MariadbGtidSet,
+    pub received: MariadbGtidSet,
+    pub source: Option<NodeId>,
+    pub io_running: bool,
+    /// A test holds the IO thread off (a lagging replica), whatever the engine asks.
+    pub io_held: bool,
+}
+
+impl Mysqld {
+    fn status(&self, reachable_source: bool) -> MysqlStatus {
+        MysqlStatus {
+            read_only: self.read_only,
+            executed: GtidSet::Mariadb(self.executed.clone()),
+            received: GtidSet::Mariadb(self.received.union(&self.executed)),
+            replication: self.source.map(|s| ReplicationStatus {
+                source: Some(s),
+                io_running: self.io_running && !self.io_held && reachable_source,
+                sql_running: true,
+            }),
+        }
+    }
+
+    fn positions(&self) -> Positions {
+        Positions {
+            received: GtidSet::Mariadb(self.received.union(&self.executed)),
+            executed: GtidSet::Mariadb(self.executed.clone()),
+        }
+    }
+}
+
+pub struct Node {
+    pub engine: Option<Engine>,
+    pub durable: DurableState,
+    pub mysqld: Mysqld,
+    pub host_up: bool,
+    /// Every input this node's engine was given, for the replay test.
+    pub inputs: Vec<(Time, Input)>,
+}
+
+enum Due {
+    Message { from: NodeId, to: NodeId, message: PeerMessage },
+    Result { to: NodeId, id: CommandId, result: CommandResult },
+}
+
+pub struct Sim {
+    pub spec: ClusterSpec,
+    pub now: Time,
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Directed links that drop traffic.
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    queue: VecDeque<(Time, u64, Due)>,
+    seq: u64,
+    pub routes: BTreeMap<String, NodeId>,
+    pub api_down: bool,
+    /// (time, issuing node, command), every command any engine issued.
+    pub commands: Vec<(Time, NodeId, Command)>,
+    pub events: Vec<(Time, NodeId, Event)>,
+    /// Writes acknowledged to the client: (server, seq).
+    pub acked: Vec<(u32, u64)>,
+    /// Instants at which two mysqlds were writable at once.
+    pub two_writers: Vec<(Time, Vec<NodeId>)>,
+    pub write_every: Option<Duration>,
+    next_write: Time,
+}
+
+impl Sim {
+    pub fn new(spec: ClusterSpec) -> Sim {
+        let now = Time::ZERO;
+        let master = spec.initial_master;
+        let mut nodes = BTreeMap::new();
+        for n in &spec.nodes {
+            let engine = Engine::new(spec.clone(), n.id, None, now).unwrap();
+            let is_master = n.id == master;
+            nodes.insert(
+                n.id,
+                Node {
+                    engine: Some(engine),
+                    durable: DurableState::default(),
+                    mysqld: Mysqld {
+                        server_id: n.id.0 as u32,
+                        alive: n.is_database(),
+                        // Every server starts read_only; the sidecar makes the master
+                        // writable once it holds the lease.
+                        read_only: true,
+                        executed: MariadbGtidSet::default(),
+                        received: MariadbGtidSet::default(),
+                        source: (!is_master).then_some(master),
+                        io_running: !is_master,
+                        io_held: false,
+                    },
+                    host_up: true,
+                    inputs: Vec::new(),
+                },
+            );
+        }
+        let routes = spec
+            .vip
+            .route_tables
+            .iter()
+            .map(|t| (t.clone(), master))
+            .collect();
+        Sim {
+            spec,
+            now,
+            nodes,
+            cut: BTreeSet::new(),
+            queue: VecDeque::new(),
+            seq: 0,
+            routes,
+            api_down: false,
+            commands: Vec::new(),
+            events: Vec::new(),
+            acked: Vec::new(),
+            two_writers: Vec::new(),
+            write_every: Some(Duration::from_millis(50)),
+            next_write: now,
+        }
+    }
+
+    /// A running cluster: the master writable and some writes replicated.
+    pub fn started(spec: ClusterSpec) -> Sim {
+        let mut sim = Sim::new(spec);
+        let ok = sim.run_until(Duration::from_secs(15), |s| {
+            s.writable().len() == 1 && s.acked.len() >= 20
+        });
+        assert!(ok, "cluster did not start: writable {:?}", sim.writable());
+        sim
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn linked(&self, a: NodeId, b: NodeId) -> bool {
+        a == b
+            || (self.nodes[&a].host_up
+                && self.nodes[&b].host_up
+                && !self.cut.contains(&(a, b))
+                && !self.cut.contains(&(b, a)))
+    }
+
+    // ---- faults ---------------------------------------------------------------------
+
+    pub fn kill_mysqld(&mut self, n: NodeId) {
+        self.nodes.get_mut(&n).unwrap().mysqld.alive = false;
+    }
+
+    pub fn crash_sidecar(&mut self, n: NodeId) {
+        self.nodes.get_mut(&n).unwrap().engine = None;
+    }
+
+    pub fn restart_sidecar(&mut self, n: NodeId) {
+        let node = self.nodes.get_mut(&n).unwrap();
+        node.engine = Some(Engine::new(self.spec.clone(), n, Some(&node.durable), self.now).unwrap());
+    }
+
+    pub fn crash_host(&mut self, n: NodeId) {
+        let node = self.nodes.get_mut(&n).unwrap();
+        node.host_up = false;
+        node.engine = None;
+        node.mysqld.alive = false;
+    }
+
+    pub fn isolate(&mut self, n: NodeId) {
+        for other in self.ids() {
+            if other != n {
+                self.cut.insert((n, other));
+                self.cut.insert((other, n));
+            }
+        }
+    }
+
+    pub fn cut_both(&mut self, a: NodeId, b: NodeId) {
+        self.cut.insert((a, b));
+        self.cut.insert((b, a));
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    pub fn hold_io(&mut self, n: NodeId, held: bool) {
+        self.nodes.get_mut(&n).unwrap().mysqld.io_held = held;
+    }
+
+    // ---- observation ----------------------------------------------------------------
+
+    pub fn writable(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.mysqld.alive && !n.mysqld.read_only)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn engine(&self, n: NodeId) -> &Engine {
+        self.nodes[&n].engine.as_ref().expect("sidecar running")
+    }
+
+    pub fn record(&self, n: NodeId) -> &ClusterRecord {
+        self.engine(n).record()
+    }
+
+    pub fn coordinator(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(_, n)| n.engine.as_ref().is_some_and(|e| e.is_coordinator()))
+            .map(|(id, _)| *id)
+    }
+
+    /// (time, coordinator, target) of every Promote issued.
+    pub fn promotions(&self) -> Vec<(Time, NodeId, NodeId)> {
+        self.commands
+            .iter()
+            .filter_map(|(t, by, c)| match c {
+                Command::Mysql {
+                    node,
+                    op: MysqlOp::Promote,
+                    ..
+                } => Some((*t, *by, *node)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn count_commands(&self, f: impl Fn(&Command) -> bool) -> usize {
+        self.commands.iter().filter(|(_, _, c)| f(c)).count()
+    }
+
+    pub fn has_event(&self, f: impl Fn(&Event) -> bool) -> bool {
+        self.events.iter().any(|(_, _, e)| f(e))
+    }
+
+    /// Acknowledged writes missing from `n`'s mysqld.
+    pub fn lost_acked(&self, n: NodeId) -> Vec<(u32, u64)> {
+        let ex = &self.nodes[&n].mysqld.executed;
+        self.acked
+            .iter()
+            .filter(|(_, seq)| !ex.contains_gtid(0, *seq))
+            .copied()
+            .collect()
+    }
+
+    /// A one-line-per-command trace, for determinism checks.
+    pub fn trace(&self) -> String {
+        let mut s = String::new();
+        for (t, n, c) in &self.commands {
+            s.push_str(&format!("{t:?} {n} {c:?}\n"));
+        }
+        s
+    }
+
+    // ---- running --------------------------------------------------------------------
+
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.now < until {
+            self.step();
+        }
+    }
+
+    /// Runs until `pred` holds (checked each step) or `limit` passes; returns whether it held.
+    pub fn run_until(&mut self, limit: Duration, pred: impl Fn(&Sim) -> bool) -> bool {
+        let until = self.now + limit;
+        while self.now < until {
+            self.step();
+            if pred(self) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn step(&mut self) {
+        self.now = self.now + STEP;
+        self.replicate();
+        self.client_write();
+        // Deliver everything due, in order of scheduling.
+        let mut due = Vec::new();
+        let mut rest = VecDeque::new();
+        while let Some(item) = self.queue.pop_front() {
+            if item.0 <= self.now {
+                due.push(item);
+            } else {
+                rest.push_back(item);
+            }
+        }
+        self.queue = rest;
+        due.sort_by_key(|(t, seq, _)| (*t, *seq));
+        for (_, _, d) in due {
+            match d {
+                Due::Message { from, to, message } => {
+                    if self.linked(from, to) {
+                        self.input(to, Input::Peer { from, message });
+                    }
+                }
+                Due::Result { to, id, result } => self.input(to, Input::Done { id, result }),
+            }
+        }
+        for id in self.ids() {
+            let wall = 1_700_000_000_000 + self.now.as_millis();
+            self.input(id, Input::Tick { wall_unix_ms: wall });
+        }
+        let w = self.writable();
+        if w.len() > 1 {
+            self.two_writers.push((self.now, w));
+        }
+    }
+
+    fn input(&mut self, n: NodeId, input: Input) {
+        let now = self.now;
+        let node = self.nodes.get_mut(&n).unwrap();
+        let Some(engine) = node.engine.as_mut() else {
+            return;
+        };
+        node.inputs.push((now, input.clone()));
+        engine.handle(now, input);
+        let cmds = engine.take_commands();
+        for c in cmds {
+            self.execute(n, c);
+        }
+    }
+
+    fn schedule(&mut self, after: Duration, due: Due) {
+        self.seq += 1;
+        self.queue.push_back((self.now + after, self.seq, due));
+    }
+
+    fn result(&mut self, to: NodeId, id: CommandId, after: Duration, result: CommandResult) {
+        self.schedule(after, Due::Result { to, id, result });
+    }
+
+    fn replicate(&mut self) {
+        for id in self.ids() {
+            let r = &self.nodes[&id].mysqld;
+            let Some(src) = r.source else { continue };
+            if !r.alive || !r.io_running || r.io_held || !self.linked(id, src) {
+                continue;
+            }
+            let s = &self.nodes[&src].mysqld;
+            if !s.alive {
+                continue;
+            }
+            let got = s.executed.clone();
+            let r = &mut self.nodes.get_mut(&id).unwrap().mysqld;
+            r.received = r.received.union(&got);
+            r.executed = r.executed.union(&r.received);
+        }
+    }
+
+    /// The client in AZ a writes through the VIP; a write is acknowledged when the
+    /// target is writable and a replica received it (semi-sync, no async fallback).
+    fn client_write(&mut self) {
+        let Some(every) = self.write_every else { return };
+        if self.now < self.next_write {
+            return;
+        }
+        self.next_write = self.now + every;
+        self.write_through_vip();
+    }
+
+    pub fn write_through_vip(&mut self) -> bool {
+        let target = self.routes["rtb-a"];
+        let m = &self.nodes[&target].mysqld;
+        if !m.alive || m.read_only || !self.nodes[&target].host_up {
+            return false;
+        }
+        let seq = m.executed.seq(0) + 1;
+        let sid = m.server_id;
+        self.nodes
+            .get_mut(&target)
+            .unwrap()
+            .mysqld
+            .executed
+            .insert(0, sid, seq, seq);
+        let acker = self.ids().into_iter().find(|r| {
+            let rm = &self.nodes[r].mysqld;
+            *r != target
+                && rm.alive
+                && rm.source == Some(target)
+                && rm.io_running
+                && !rm.io_held
+                && self.linked(*r, target)
+        });
+        match acker {
+            Some(r) => {
+                let rm = &mut self.nodes.get_mut(&r).unwrap().mysqld;
+                rm.received.insert(0, sid, seq, seq);
+                self.acked.push((sid, seq));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn reach(&self, by: NodeId, target: NodeId) -> bool {
+        self.linked(by, target) && self.nodes[&target].mysqld.alive
+    }
+
+    fn execute(&mut self, by: NodeId, cmd: Command) {
+        self.commands.push((self.now, by, cmd.clone()));
+        let ok = Duration::from_millis(2);
+        match cmd {
+            Command::Send { to, message } => {
+                if self.linked(by, to) {
+                    self.schedule(Duration::from_millis(1), Due::Message { from: by, to, message });
+                }
+            }
+            Command::Persist(batch) => {
+                let node = self.nodes.get_mut(&by).unwrap();
+                for (to, message) in node.durable.apply(batch) {
+                    if self.linked(by, to) {
+                        self.schedule(Duration::from_millis(1), Due::Message { from: by, to, message });
+                    }
+                }
+            }
+            Command::Emit(e) => self.events.push((self.now, by, e)),
+            Command::Probe { id, node } => {
+                let result = if self.reach(by, node) {
+                    let m = &self.nodes[&node].mysqld;
+                    let src_ok = m
+                        .source
+                        .is_some_and(|s| self.linked(node, s) && self.nodes[&s].mysqld.alive);
+                    CommandResult::Probe(ProbeResult::Alive(Some(m.status(src_ok))))
+                } else {
+                    CommandResult::Probe(ProbeResult::Down("no answer".into()))
+                };
+                let after = if self.linked(by, node) { ok } else { UNREACHABLE_TIMEOUT };
+                self.result(by, id, after, result);
+            }
+            Command::Mysql { id, node, op } => {
+                if !self.reach(by, node) {
+                    self.result(by, id, UNREACHABLE_TIMEOUT, CommandResult::Mysql(Err(format!("{node} unreachable"))));
+                    return;
+                }
+                let reply = self.mysql_op(node, op);
+                self.result(by, id, ok, CommandResult::Mysql(reply));
+            }
+            Command::Salvage { id, from, to, after } => {
+                // The old master's binlog is on its host's disk: readable while the host
+                // and its sidecar live, even with mysqld dead.
+                let readable = self.nodes[&from].host_up
+                    && self.nodes[&from].engine.is_some()
+                    && self.linked(by, from)
+                    && self.reach(from, to);
+                let result = if readable {
+                    let binlog = self.nodes[&from].mysqld.executed.clone();
+                    let GtidSet::Mariadb(after) = after else { panic!("flavour") };
+                    let missing = binlog.difference(&after);
+                    let t = &mut self.nodes.get_mut(&to).unwrap().mysqld;
+                    t.executed = t.executed.union(&missing);
+                    Ok(SalvageReport {
+                        recovered: missing.count(),
+                        not_recovered: vec![],
+                    })
+                } else {
+                    Err("old master's host unreachable".into())
+                };
+                self.result(by, id, ok, CommandResult::Salvage(result));
+            }
+            Command::ReplaceRoute {
+                id,
+                route_table,
+                target,
+            } => {
+                let r = if self.api_down {
+                    Err("RequestLimitExceeded".into())
+                } else {
+                    self.routes.insert(route_table, target);
+                    Ok(())
+                };
+                self.result(by, id, Duration::from_millis(50), CommandResult::Done(r));
+            }
+            Command::StopInstance { id, node } => {
+                self.crash_host(node);
+                self.result(by, id, ok, CommandResult::Done(Ok(())));
+            }
+        }
+    }
+
+    fn mysql_op(&mut self, node: NodeId, op: MysqlOp) -> Result<MysqlReply, String> {
+        let linked_src = |sim: &Sim, s: NodeId| sim.reach(node, s);
+        match op {
+            MysqlOp::SetReadOnly => {
+                self.nodes.get_mut(&node).unwrap().mysqld.read_only = true;
+                Ok(MysqlReply::Done)
+            }
+            MysqlOp::SetWritable => {
+                self.nodes.get_mut(&node).unwrap().mysqld.read_only = false;
+                Ok(MysqlReply::Done)
+            }
+            MysqlOp::FenceReplica => {
+                let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
+                m.io_running = false;
+                Ok(MysqlReply::Positions(m.positions()))
+            }
+            MysqlOp::CatchUp { source, until } => {
+                if !linked_src(self, source) {
+                    return Err(format!("{source} unreachable from {node}"));
+                }
+                let got = self.nodes[&source].mysqld.received.union(&self.nodes[&source].mysqld.executed);
+                let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
+                m.received = m.received.union(&got);
+                m.executed = m.executed.union(&m.received);
+                let p = m.positions();
+                if !p.executed.contains(&until) {
+                    return Err("source did not have the target".into());
+                }
+                Ok(MysqlReply::Positions(p))
+            }
+            MysqlOp::WaitApplied { .. } => {
+                let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
+                m.executed = m.executed.union(&m.received);
+                Ok(MysqlReply::Positions(m.positions()))
+            }
+            MysqlOp::Promote => {
+                let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
+                m.source = None;
+                m.io_running = false;
+                m.read_only = false;
+                Ok(MysqlReply::Done)
+            }
+            MysqlOp::Repoint { source } => {
+                let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
+                m.source = Some(source);
+                m.io_running = true;
+                Ok(MysqlReply::Done)
+            }
+        }
+    }
+}
