@@ -59,7 +59,10 @@ pub fn choose(
         })
         .ok_or_else(|| {
             let never: Vec<String> = positions.keys().map(|k| k.to_string()).collect();
-            format!("no replica may be promoted among those that answered ({})", never.join(", "))
+            format!(
+                "no replica may be promoted among those that answered ({})",
+                never.join(", ")
+            )
         })?;
     let catch_up_from = (!pos.received.contains(target)).then_some(best);
     Ok(Choice {

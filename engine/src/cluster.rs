@@ -182,16 +182,25 @@ impl ClusterSpec {
         for (i, n) in self.nodes.iter().enumerate() {
             let at = format!("nodes[{i}]");
             if n.id.0 == 0 {
-                return Err(invalid(format!("{at}.id"), "must be 1 or more (0 is not a valid raft id)"));
+                return Err(invalid(
+                    format!("{at}.id"),
+                    "must be 1 or more (0 is not a valid raft id)",
+                ));
             }
             if !ids.insert(n.id) {
-                return Err(invalid(format!("{at}.id"), format!("{} is used by two nodes", n.id.0)));
+                return Err(invalid(
+                    format!("{at}.id"),
+                    format!("{} is used by two nodes", n.id.0),
+                ));
             }
             if n.name.trim().is_empty() {
                 return Err(invalid(format!("{at}.name"), "must not be empty"));
             }
             if !names.insert(n.name.as_str()) {
-                return Err(invalid(format!("{at}.name"), format!("{:?} is used by two nodes", n.name)));
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("{:?} is used by two nodes", n.name),
+                ));
             }
             if n.az.trim().is_empty() {
                 return Err(invalid(format!("{at}.az"), "must not be empty"));
@@ -213,7 +222,10 @@ impl ClusterSpec {
             ));
         }
         if self.nodes.iter().filter(|n| n.is_database()).count() < 2 {
-            return Err(invalid("nodes", "at least two database nodes are needed for failover"));
+            return Err(invalid(
+                "nodes",
+                "at least two database nodes are needed for failover",
+            ));
         }
         match self.nodes.iter().find(|n| n.id == self.initial_master) {
             None => {
@@ -223,10 +235,16 @@ impl ClusterSpec {
                 ))
             }
             Some(n) if !n.is_database() => {
-                return Err(invalid("initial_master", format!("{} is a witness, not a database", n.name)))
+                return Err(invalid(
+                    "initial_master",
+                    format!("{} is a witness, not a database", n.name),
+                ))
             }
             Some(n) if n.promotion == PromotionRule::Never => {
-                return Err(invalid("initial_master", format!("{} is marked promotion = \"never\"", n.name)))
+                return Err(invalid(
+                    "initial_master",
+                    format!("{} is marked promotion = \"never\"", n.name),
+                ))
             }
             Some(_) => {}
         }
@@ -235,20 +253,32 @@ impl ClusterSpec {
             .iter()
             .any(|n| n.id != self.initial_master && n.may_be_promoted())
         {
-            return Err(invalid("nodes", "no replica may be promoted: every other database node is marked never"));
+            return Err(invalid(
+                "nodes",
+                "no replica may be promoted: every other database node is marked never",
+            ));
         }
         if let Some(az) = &self.client_az {
             if !self.nodes.iter().any(|n| &n.az == az) {
-                return Err(invalid("client_az", format!("{az:?} is not the AZ of any node")));
+                return Err(invalid(
+                    "client_az",
+                    format!("{az:?} is not the AZ of any node"),
+                ));
             }
         }
         if self.vip.route_tables.is_empty() {
-            return Err(invalid("vip.route_tables", "at least one route table must carry the VIP route"));
+            return Err(invalid(
+                "vip.route_tables",
+                "at least one route table must carry the VIP route",
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, t) in self.vip.route_tables.iter().enumerate() {
             if t.trim().is_empty() || !seen.insert(t) {
-                return Err(invalid(format!("vip.route_tables[{i}]"), "empty or repeated route table id"));
+                return Err(invalid(
+                    format!("vip.route_tables[{i}]"),
+                    "empty or repeated route table id",
+                ));
             }
         }
         let t = &self.timing;
@@ -297,6 +327,137 @@ impl ClusterSpec {
     /// the timeout from `thread_rng`).
     pub fn election_ticks(&self) -> BTreeMap<NodeId, usize> {
         let ids: BTreeSet<NodeId> = self.ids().collect();
-        ids.into_iter().enumerate().map(|(i, id)| (id, 10 + 3 * i)).collect()
+        ids.into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, 10 + 3 * i))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/cluster.toml");
+
+    fn err(text: &str) -> String {
+        ClusterSpec::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_example_parses() {
+        let spec = ClusterSpec::from_toml(EXAMPLE).unwrap();
+        assert_eq!(spec.nodes.len(), 3);
+        assert_eq!(spec.majority(), 2);
+        assert_eq!(
+            spec.node(NodeId(3)).unwrap().promotion,
+            PromotionRule::Never
+        );
+        let ticks = spec.election_ticks();
+        assert_eq!(
+            ticks.values().collect::<BTreeSet<_>>().len(),
+            3,
+            "distinct election ticks"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let e = err(&EXAMPLE.replace("probe_failures = 3", "probe_failure = 3"));
+        assert!(e.contains("probe_failure"), "{e}");
+        let e = err(&format!("colour = \"red\"\n{EXAMPLE}"));
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let cases = [
+            (EXAMPLE.replace("id = 2", "id = 1"), "nodes[1].id"),
+            (EXAMPLE.replace("id = 1\n", "id = 0\n"), "nodes[0].id"),
+            (
+                EXAMPLE.replace("name = \"db-b\"", "name = \"db-a\""),
+                "nodes[1].name",
+            ),
+            (
+                EXAMPLE.replace("initial_master = 1", "initial_master = 7"),
+                "initial_master",
+            ),
+            (
+                EXAMPLE.replace("initial_master = 1", "initial_master = 3"),
+                "initial_master",
+            ),
+            (
+                EXAMPLE.replace("lease_ms = 4000", "lease_ms = 1500"),
+                "timing.lease_ms",
+            ),
+            (
+                EXAMPLE.replace("probe_failures = 3", "probe_failures = 0"),
+                "timing.probe_failures",
+            ),
+            (
+                EXAMPLE.replace("raft_tick_ms = 100", "raft_tick_ms = 0"),
+                "timing.raft_tick_ms",
+            ),
+            (
+                EXAMPLE.replace("client_az = \"us-east-1a\"", "client_az = \"mars-1a\""),
+                "client_az",
+            ),
+            (
+                EXAMPLE.replace("[\"rtb-0a1\", \"rtb-0b2\", \"rtb-0c3\"]", "[]"),
+                "vip.route_tables",
+            ),
+            (
+                EXAMPLE.replace(
+                    "[\"rtb-0a1\", \"rtb-0b2\", \"rtb-0c3\"]",
+                    "[\"rtb-1\", \"rtb-1\"]",
+                ),
+                "vip.route_tables[1]",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = err(&text);
+            assert!(e.starts_with(field), "expected {field}: {e}");
+        }
+    }
+
+    #[test]
+    fn structural_mistakes_are_explained() {
+        let e = err(&EXAMPLE.replace("address = \"10.0.100.10\"", "address = \"10.0.100\""));
+        assert!(e.contains("address"), "{e}");
+        let db_b = "name = \"db-b\"\naz = \"us-east-1b\"\nkind = \"database\"";
+        let witness_b = "name = \"db-b\"\naz = \"us-east-1b\"\nkind = \"witness\"";
+        let e = err(&EXAMPLE.replace(db_b, witness_b));
+        assert!(e.contains("no replica may be promoted"), "{e}");
+        let both_witnesses = EXAMPLE.replace(db_b, witness_b).replace(
+            "kind = \"database\"\npromotion = \"never\"",
+            "kind = \"witness\"",
+        );
+        assert!(err(&both_witnesses).contains("at least two database"));
+        let two_nodes = EXAMPLE
+            .split("[[nodes]]")
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("[[nodes]]");
+        assert!(err(&two_nodes).contains("at least 3"));
+        let e = err(&EXAMPLE.replace(
+            "kind = \"database\"\npromotion = \"never\"",
+            "kind = \"witness\"\npromotion = \"prefer\"",
+        ));
+        assert!(e.starts_with("nodes[2].promotion"), "{e}");
+        let e = err(&EXAMPLE.replace("promotion = \"never\"", "promotion = \"sometimes\""));
+        assert!(e.contains("sometimes"), "{e}");
+        assert!(err("this is [not toml").contains("TOML"));
+    }
+
+    #[test]
+    fn a_witness_counts_as_a_voter() {
+        let text = EXAMPLE.replace(
+            "kind = \"database\"\npromotion = \"never\"",
+            "kind = \"witness\"",
+        );
+        let text = text.replace("client_az = \"us-east-1a\"", "");
+        let spec = ClusterSpec::from_toml(&text).unwrap();
+        assert_eq!(spec.database_ids().count(), 2);
+        assert_eq!(spec.majority(), 2);
     }
 }

@@ -1,9 +1,9 @@
 //! What the engine asks its driver to do: a closed set of commands, and their results.
 
 use crate::cluster::NodeId;
+use crate::event::Event;
 use crate::gtid::GtidSet;
 use crate::message::PeerMessage;
-use crate::event::Event;
 use crate::storage::PersistBatch;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -23,7 +23,11 @@ pub enum Command {
     /// Look at a mysqld: this node's own, or the master's. Result: [`CommandResult::Probe`].
     Probe { id: CommandId, node: NodeId },
     /// An operation on one node's mysqld. Result: [`CommandResult::Mysql`].
-    Mysql { id: CommandId, node: NodeId, op: MysqlOp },
+    Mysql {
+        id: CommandId,
+        node: NodeId,
+        op: MysqlOp,
+    },
     /// Ask the sidecar on `from` (the old master's host) to read its local binlog after
     /// `after` and apply every complete transaction to `to`, keeping their GTIDs.
     /// Result: [`CommandResult::Salvage`].

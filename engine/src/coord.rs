@@ -51,13 +51,18 @@ impl Coordination {
         let voters: Vec<u64> = spec.ids().map(|id| id.0).collect();
         let storage = MemStorage::new_with_conf_state(ConfState::from((voters, vec![])));
         if let Some(state) = restored {
-            state.check().map_err(|e| format!("stored raft state: {e}"))?;
+            state
+                .check()
+                .map_err(|e| format!("stored raft state: {e}"))?;
             let mut entries = Vec::with_capacity(state.entries.len());
             for e in &state.entries {
                 let entry = Entry::parse_from_bytes(&e.bytes)
                     .map_err(|err| format!("stored raft entry {}: {err}", e.index))?;
                 if entry.index != e.index || entry.term != e.term {
-                    return Err(format!("stored raft entry {} does not match its header", e.index));
+                    return Err(format!(
+                        "stored raft entry {} does not match its header",
+                        e.index
+                    ));
                 }
                 entries.push(entry);
             }
@@ -101,7 +106,9 @@ impl Coordination {
                 msg.from, msg.to
             ));
         }
-        self.node.step(msg).map_err(|e| format!("raft refused message: {e}"))
+        self.node
+            .step(msg)
+            .map_err(|e| format!("raft refused message: {e}"))
     }
 
     pub fn propose(&mut self, entry: &LogEntry) -> bool {
@@ -172,7 +179,8 @@ impl Coordination {
             let store = self.node.mut_store();
             let mut core = store.wl();
             if !rd.entries().is_empty() {
-                core.append(rd.entries()).expect("raft hands out appendable entries");
+                core.append(rd.entries())
+                    .expect("raft hands out appendable entries");
             }
             if let Some(hs) = rd.hs() {
                 core.set_hardstate(hs.clone());

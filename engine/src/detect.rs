@@ -32,7 +32,10 @@ pub fn dead_master_reason(
             return None;
         }
     }
-    if about_master.values().any(|r| r.master_reachable == Some(true)) {
+    if about_master
+        .values()
+        .any(|r| r.master_reachable == Some(true))
+    {
         return None;
     }
     if about_master
@@ -43,7 +46,9 @@ pub fn dead_master_reason(
     }
     let failing = about_master
         .values()
-        .filter(|r| r.master_reachable == Some(false) && r.master_failures >= spec.timing.probe_failures)
+        .filter(|r| {
+            r.master_reachable == Some(false) && r.master_failures >= spec.timing.probe_failures
+        })
         .count();
     (failing >= spec.majority()).then(|| {
         format!(

@@ -29,11 +29,19 @@ pub enum EngineError {
 #[derive(Debug, Clone)]
 pub(crate) enum Pending {
     LocalProbe,
-    MasterProbe { master: NodeId },
+    MasterProbe {
+        master: NodeId,
+    },
     Enforce,
     /// A failover step on `node`, for the run of `epoch`.
-    Step { epoch: u64, node: NodeId },
-    Route { table: String, target: NodeId },
+    Step {
+        epoch: u64,
+        node: NodeId,
+    },
+    Route {
+        table: String,
+        target: NodeId,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -99,7 +107,8 @@ impl Engine {
         if spec.node(me).is_none() {
             return Err(EngineError::UnknownNode(me));
         }
-        let coord = Coordination::new(&spec, me, restored, now).map_err(EngineError::Coordination)?;
+        let coord =
+            Coordination::new(&spec, me, restored, now).map_err(EngineError::Coordination)?;
         let record = ClusterRecord::initial(&spec);
         let is_db = spec.node(me).is_some_and(|n| n.is_database());
         let mut engine = Engine {
@@ -121,7 +130,11 @@ impl Engine {
             reported_epoch: 0,
             lease: Lease::default(),
             local: Local {
-                view: if is_db { LocalView::Unknown } else { LocalView::Down },
+                view: if is_db {
+                    LocalView::Unknown
+                } else {
+                    LocalView::Down
+                },
                 read_only_seen: None,
                 enforcing: false,
             },
@@ -194,7 +207,11 @@ impl Engine {
 
     // ---- plumbing -------------------------------------------------------------------
 
-    pub(crate) fn issue(&mut self, pending: Pending, make: impl FnOnce(CommandId) -> Command) -> CommandId {
+    pub(crate) fn issue(
+        &mut self,
+        pending: Pending,
+        make: impl FnOnce(CommandId) -> Command,
+    ) -> CommandId {
         self.next_id += 1;
         let id = CommandId(self.next_id);
         self.pending.insert(id, pending);
@@ -338,7 +355,10 @@ impl Engine {
         if let Some(m) = master {
             if self.probing.master_in_flight.is_none() {
                 self.probing.master_in_flight = Some(self.now);
-                self.issue(Pending::MasterProbe { master: m }, |id| Command::Probe { id, node: m });
+                self.issue(Pending::MasterProbe { master: m }, |id| Command::Probe {
+                    id,
+                    node: m,
+                });
             }
         }
         // The writer renews its lease once per probe interval.
@@ -520,7 +540,10 @@ impl Engine {
             self.propose(LogEntry::SetPaused { paused });
         } else {
             self.emit(Event::Dropped {
-                why: format!("{req:?} must go to the coordinator ({:?})", self.coord.leader()),
+                why: format!(
+                    "{req:?} must go to the coordinator ({:?})",
+                    self.coord.leader()
+                ),
             });
         }
     }
@@ -550,7 +573,10 @@ impl Engine {
             ))
         } else if self.coord.highest_logged_epoch() > epoch {
             Some("a failover to a newer epoch is in the log".to_string())
-        } else if self.lease.expired(epoch, self.now, self.spec.timing.lease()) {
+        } else if self
+            .lease
+            .expired(epoch, self.now, self.spec.timing.lease())
+        {
             Some("lost the write lease: no majority of sidecars answered in time".to_string())
         } else {
             None

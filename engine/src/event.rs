@@ -1,36 +1,106 @@
 //! Events the engine emits for logs, metrics and timelines. They change nothing.
 
 use crate::cluster::NodeId;
+use crate::command::SalvageReport;
 use crate::gtid::GtidSet;
 use crate::record::FailoverReport;
-use crate::command::SalvageReport;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    BecameCoordinator { term: u64 },
-    LostCoordination { term: u64 },
-    MasterUnreachable { master: NodeId, failures: u32 },
-    MasterDead { master: NodeId, reason: String },
-    FailoverBegun { epoch: u64, suspects: Vec<NodeId>, reason: String },
-    FailoverResumed { epoch: u64 },
-    Fenced { epoch: u64, node: NodeId },
-    FenceFailed { epoch: u64, node: NodeId, error: String },
-    Skipped { epoch: u64, node: NodeId, why: String },
-    CandidateChosen { epoch: u64, candidate: NodeId, catch_up_from: Option<NodeId>, target: GtidSet },
-    CaughtUp { epoch: u64, candidate: NodeId },
-    RelayApplied { epoch: u64, candidate: NodeId },
-    Salvaged { epoch: u64, from: NodeId, outcome: Result<SalvageReport, String> },
-    WaitingForLease { epoch: u64, until_ms: u64 },
-    Promoted { epoch: u64, node: NodeId },
-    Repointed { epoch: u64, node: NodeId, source: NodeId },
-    RouteReplaced { route_table: String, target: NodeId },
-    RouteFailed { route_table: String, target: NodeId, error: String },
-    FailoverCompleted { epoch: u64, new_master: NodeId, report: FailoverReport },
-    FailoverAborted { epoch: u64, why: String },
-    SelfFenced { why: String },
+    BecameCoordinator {
+        term: u64,
+    },
+    LostCoordination {
+        term: u64,
+    },
+    MasterUnreachable {
+        master: NodeId,
+        failures: u32,
+    },
+    MasterDead {
+        master: NodeId,
+        reason: String,
+    },
+    FailoverBegun {
+        epoch: u64,
+        suspects: Vec<NodeId>,
+        reason: String,
+    },
+    FailoverResumed {
+        epoch: u64,
+    },
+    Fenced {
+        epoch: u64,
+        node: NodeId,
+    },
+    FenceFailed {
+        epoch: u64,
+        node: NodeId,
+        error: String,
+    },
+    Skipped {
+        epoch: u64,
+        node: NodeId,
+        why: String,
+    },
+    CandidateChosen {
+        epoch: u64,
+        candidate: NodeId,
+        catch_up_from: Option<NodeId>,
+        target: GtidSet,
+    },
+    CaughtUp {
+        epoch: u64,
+        candidate: NodeId,
+    },
+    RelayApplied {
+        epoch: u64,
+        candidate: NodeId,
+    },
+    Salvaged {
+        epoch: u64,
+        from: NodeId,
+        outcome: Result<SalvageReport, String>,
+    },
+    WaitingForLease {
+        epoch: u64,
+        until_ms: u64,
+    },
+    Promoted {
+        epoch: u64,
+        node: NodeId,
+    },
+    Repointed {
+        epoch: u64,
+        node: NodeId,
+        source: NodeId,
+    },
+    RouteReplaced {
+        route_table: String,
+        target: NodeId,
+    },
+    RouteFailed {
+        route_table: String,
+        target: NodeId,
+        error: String,
+    },
+    FailoverCompleted {
+        epoch: u64,
+        new_master: NodeId,
+        report: FailoverReport,
+    },
+    FailoverAborted {
+        epoch: u64,
+        why: String,
+    },
+    SelfFenced {
+        why: String,
+    },
     Unfenced,
     Paused(bool),
     /// A message, result or entry the engine could not use (logged, never fatal).
-    Dropped { why: String },
+    Dropped {
+        why: String,
+    },
 }

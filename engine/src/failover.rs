@@ -13,7 +13,9 @@
 
 use crate::choose::{choose, most_advanced, Choice};
 use crate::cluster::NodeId;
-use crate::command::{Command, CommandId, CommandResult, MysqlOp, MysqlReply, Positions, SalvageReport};
+use crate::command::{
+    Command, CommandId, CommandResult, MysqlOp, MysqlReply, Positions, SalvageReport,
+};
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::message::LocalView;
@@ -41,18 +43,47 @@ pub(crate) struct FailoverRun {
 
 #[derive(Debug)]
 enum Phase {
-    ProposingBegin { deadline: Time },
-    Fencing { waiting: BTreeSet<NodeId>, deadline: Time },
-    CatchingUp { id: CommandId, deadline: Time },
-    ProposingCandidate { deadline: Time },
-    WaitingApplied { id: CommandId, deadline: Time },
-    Salvaging { id: CommandId, deadline: Time },
-    WaitingLease { until: Time },
-    Promoting { id: CommandId, deadline: Time },
-    Repointing { waiting: BTreeSet<NodeId>, deadline: Time },
+    ProposingBegin {
+        deadline: Time,
+    },
+    Fencing {
+        waiting: BTreeSet<NodeId>,
+        deadline: Time,
+    },
+    CatchingUp {
+        id: CommandId,
+        deadline: Time,
+    },
+    ProposingCandidate {
+        deadline: Time,
+    },
+    WaitingApplied {
+        id: CommandId,
+        deadline: Time,
+    },
+    Salvaging {
+        id: CommandId,
+        deadline: Time,
+    },
+    WaitingLease {
+        until: Time,
+    },
+    Promoting {
+        id: CommandId,
+        deadline: Time,
+    },
+    Repointing {
+        waiting: BTreeSet<NodeId>,
+        deadline: Time,
+    },
     /// Promoted and repointed; the VIP routes are still being replaced.
-    AwaitingRoutes { deadline: Time },
-    ProposingEnd { entry: LogEntry, deadline: Time },
+    AwaitingRoutes {
+        deadline: Time,
+    },
+    ProposingEnd {
+        entry: LogEntry,
+        deadline: Time,
+    },
 }
 
 impl FailoverRun {
@@ -123,7 +154,11 @@ impl Engine {
             suspects: suspects.clone(),
             reason: reason.clone(),
         });
-        self.run = Some(FailoverRun::new(epoch, self.now, Phase::ProposingBegin { deadline }));
+        self.run = Some(FailoverRun::new(
+            epoch,
+            self.now,
+            Phase::ProposingBegin { deadline },
+        ));
         let wall_ms = self.wall_ms;
         self.propose(LogEntry::FailoverBegin {
             epoch,
@@ -140,7 +175,11 @@ impl Engine {
         match (&self.run, committed) {
             (None, Some(epoch)) => {
                 self.emit(Event::FailoverResumed { epoch });
-                let mut run = FailoverRun::new(epoch, self.now, Phase::ProposingBegin { deadline: self.now });
+                let mut run = FailoverRun::new(
+                    epoch,
+                    self.now,
+                    Phase::ProposingBegin { deadline: self.now },
+                );
                 run.begun_at = Some(self.now);
                 self.run = Some(run);
                 self.start_fence();
@@ -186,18 +225,22 @@ impl Engine {
                     self.set_phase(Phase::ProposingCandidate {
                         deadline: self.step_deadline(),
                     });
-                    self.propose(LogEntry::CandidateChosen { epoch, candidate: c });
+                    self.propose(LogEntry::CandidateChosen {
+                        epoch,
+                        candidate: c,
+                    });
                 }
             }
-            Phase::WaitingApplied { .. } => {
-                self.abort("the candidate did not apply its relay log within the step timeout".into())
-            }
+            Phase::WaitingApplied { .. } => self
+                .abort("the candidate did not apply its relay log within the step timeout".into()),
             Phase::Salvaging { .. } => {
                 self.run_mut().salvage = Some(Err("salvage timed out".into()));
                 self.after_salvage();
             }
             Phase::WaitingLease { .. } => self.promote(),
-            Phase::Promoting { .. } => self.abort("promotion did not finish within the step timeout".into()),
+            Phase::Promoting { .. } => {
+                self.abort("promotion did not finish within the step timeout".into())
+            }
             Phase::Repointing { waiting, .. } => {
                 let late: Vec<NodeId> = waiting.iter().copied().collect();
                 for n in late {
@@ -227,7 +270,11 @@ impl Engine {
 
     fn step(&mut self, node: NodeId, op: MysqlOp) -> CommandId {
         let epoch = self.run_mut().epoch;
-        self.issue(Pending::Step { epoch, node }, |id| Command::Mysql { id, node, op })
+        self.issue(Pending::Step { epoch, node }, |id| Command::Mysql {
+            id,
+            node,
+            op,
+        })
     }
 
     pub(crate) fn on_applied_failover(&mut self, entry: &LogEntry) {
@@ -283,7 +330,10 @@ impl Engine {
             self.step(*s, MysqlOp::SetReadOnly);
             if self.spec.timing.stonith && !fresh.contains(s) {
                 let node = *s;
-                self.issue(Pending::Step { epoch, node }, |id| Command::StopInstance { id, node });
+                self.issue(Pending::Step { epoch, node }, |id| Command::StopInstance {
+                    id,
+                    node,
+                });
             }
         }
         let replicas: Vec<NodeId> = self
@@ -305,7 +355,13 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_step_result(&mut self, id: CommandId, epoch: u64, node: NodeId, result: CommandResult) {
+    pub(crate) fn on_step_result(
+        &mut self,
+        id: CommandId,
+        epoch: u64,
+        node: NodeId,
+        result: CommandResult,
+    ) {
         let Some(run) = &self.run else { return };
         if run.epoch != epoch {
             return;
@@ -318,7 +374,9 @@ impl Engine {
                     Ok(_) => {
                         self.run_mut().fenced.insert(node);
                         self.emit(Event::Fenced { epoch, node });
-                        if matches!(self.run_mut().phase, Phase::WaitingLease { .. }) && self.unconfirmed().is_empty() {
+                        if matches!(self.run_mut().phase, Phase::WaitingLease { .. })
+                            && self.unconfirmed().is_empty()
+                        {
                             self.promote();
                         }
                     }
@@ -362,14 +420,18 @@ impl Engine {
         let answers = match &mut self.run_mut().phase {
             Phase::Fencing { waiting, .. } if waiting.contains(&node) => {
                 waiting.remove(&node);
-                Answers::Fence { last: waiting.is_empty() }
+                Answers::Fence {
+                    last: waiting.is_empty(),
+                }
             }
             Phase::CatchingUp { id: want, .. } if *want == id => Answers::CatchUp,
             Phase::WaitingApplied { id: want, .. } if *want == id => Answers::Applied,
             Phase::Promoting { id: want, .. } if *want == id => Answers::Promote,
             Phase::Repointing { waiting, .. } if waiting.contains(&node) => {
                 waiting.remove(&node);
-                Answers::Repoint { last: waiting.is_empty() }
+                Answers::Repoint {
+                    last: waiting.is_empty(),
+                }
             }
             _ => return,
         };
@@ -380,7 +442,9 @@ impl Engine {
                         self.run_mut().positions.insert(node, p);
                     }
                     Ok(None) => {
-                        self.run_mut().skipped.insert(node, "fence gave no positions".into());
+                        self.run_mut()
+                            .skipped
+                            .insert(node, "fence gave no positions".into());
                     }
                     Err(why) => {
                         self.emit(Event::Skipped {
@@ -406,7 +470,10 @@ impl Engine {
                     let run = self.run_mut();
                     run.caught_up_from = run.choice.as_ref().and_then(|c| c.catch_up_from);
                     run.positions.insert(node, p);
-                    self.emit(Event::CaughtUp { epoch, candidate: node });
+                    self.emit(Event::CaughtUp {
+                        epoch,
+                        candidate: node,
+                    });
                     self.propose_candidate();
                 }
                 Ok(_) => self.catch_up_failed("catch-up ended short of the target".into()),
@@ -417,10 +484,15 @@ impl Engine {
                     if let Some(p) = p {
                         self.run_mut().positions.insert(node, p);
                     }
-                    self.emit(Event::RelayApplied { epoch, candidate: node });
+                    self.emit(Event::RelayApplied {
+                        epoch,
+                        candidate: node,
+                    });
                     self.salvage();
                 }
-                Err(why) => self.abort(format!("waiting for {node} to apply its relay log failed: {why}")),
+                Err(why) => self.abort(format!(
+                    "waiting for {node} to apply its relay log failed: {why}"
+                )),
             },
             Answers::Promote => match r {
                 Ok(_) => {
@@ -433,7 +505,11 @@ impl Engine {
                 match r {
                     Ok(_) => {
                         let source = self.run_mut().candidate().unwrap_or(node);
-                        self.emit(Event::Repointed { epoch, node, source });
+                        self.emit(Event::Repointed {
+                            epoch,
+                            node,
+                            source,
+                        });
                     }
                     Err(why) => {
                         self.emit(Event::Skipped {
@@ -441,7 +517,9 @@ impl Engine {
                             node,
                             why: why.clone(),
                         });
-                        self.run_mut().skipped.insert(node, format!("repoint failed: {why}"));
+                        self.run_mut()
+                            .skipped
+                            .insert(node, format!("repoint failed: {why}"));
                     }
                 }
                 if last {
@@ -461,7 +539,10 @@ impl Engine {
                 // supersede this epoch, with the candidate among the suspects.
                 let mut suspects = self.suspects();
                 suspects.push(c);
-                self.begin_failover(suspects, format!("candidate {c} of epoch {epoch} is unreachable"));
+                self.begin_failover(
+                    suspects,
+                    format!("candidate {c} of epoch {epoch} is unreachable"),
+                );
                 return;
             };
             let (best, target) = most_advanced(&positions).expect("the candidate answered");
@@ -471,7 +552,12 @@ impl Engine {
                 target: target.clone(),
             };
             self.run_mut().choice = Some(choice);
-            if self.run_mut().choice.as_ref().is_some_and(|c| c.catch_up_from.is_some()) {
+            if self
+                .run_mut()
+                .choice
+                .as_ref()
+                .is_some_and(|c| c.catch_up_from.is_some())
+            {
                 self.start_catch_up();
             } else {
                 self.candidate_committed();
@@ -515,7 +601,9 @@ impl Engine {
     }
 
     fn catch_up_failed(&mut self, why: String) {
-        let Some(c) = self.run_mut().candidate() else { return };
+        let Some(c) = self.run_mut().candidate() else {
+            return;
+        };
         let epoch = self.run_mut().epoch;
         self.emit(Event::Skipped {
             epoch,
@@ -558,7 +646,9 @@ impl Engine {
         let choice = self.run_mut().choice.clone().expect("chosen");
         let pos = self.run_mut().positions.get(&choice.candidate).cloned();
         match pos {
-            Some(p) if p.executed.contains(&p.received) && p.executed.contains(&choice.target) => self.salvage(),
+            Some(p) if p.executed.contains(&p.received) && p.executed.contains(&choice.target) => {
+                self.salvage()
+            }
             Some(p) => {
                 let until = p.received.union(&choice.target).unwrap_or(p.received);
                 let id = self.step(choice.candidate, MysqlOp::WaitApplied { until });
@@ -576,7 +666,11 @@ impl Engine {
         };
         let host_alive = self.fresh_reports().contains_key(&old);
         let candidate = self.run_mut().candidate().expect("chosen");
-        let after = self.run_mut().positions.get(&candidate).map(|p| p.executed.clone());
+        let after = self
+            .run_mut()
+            .positions
+            .get(&candidate)
+            .map(|p| p.executed.clone());
         match (host_alive, after) {
             (true, Some(after)) => {
                 let epoch = self.run_mut().epoch;

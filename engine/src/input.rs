@@ -13,7 +13,10 @@ pub enum Input {
     /// A message from a peer sidecar, already authenticated by the transport.
     Peer { from: NodeId, message: PeerMessage },
     /// A command issued earlier has finished.
-    Done { id: CommandId, result: CommandResult },
+    Done {
+        id: CommandId,
+        result: CommandResult,
+    },
     /// An operator's request (through the admin API).
     Operator(OperatorRequest),
 }

@@ -51,7 +51,14 @@ impl Lease {
     }
 
     /// Records a grant; returns true when it completed a majority.
-    pub fn grant(&mut self, from: NodeId, epoch: u64, seq: u64, majority: usize, lease: Duration) -> bool {
+    pub fn grant(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        seq: u64,
+        majority: usize,
+        lease: Duration,
+    ) -> bool {
         if epoch != self.epoch {
             return false;
         }

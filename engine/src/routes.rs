@@ -48,7 +48,8 @@ impl Routes {
         self.in_flight.remove(table);
         let tries = self.retry_at.get(table).map_or(0, |(_, n)| *n);
         let wait = (RETRY_FIRST * 2u32.saturating_pow(tries.min(8))).min(RETRY_MAX);
-        self.retry_at.insert(table.to_string(), (now + wait, tries + 1));
+        self.retry_at
+            .insert(table.to_string(), (now + wait, tries + 1));
     }
 
     pub fn pending(&self, tables: &[String], target: NodeId) -> Vec<String> {

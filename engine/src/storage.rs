@@ -1,8 +1,8 @@
 //! Raft's durable state as plain data: what the driver writes to disk, and gives back on
 //! restart. The engine keeps the working copy in raft-rs's `MemStorage`.
 
-use crate::message::PeerMessage;
 use crate::cluster::NodeId;
+use crate::message::PeerMessage;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,11 @@ impl DurableState {
     pub fn check(&self) -> Result<(), String> {
         for (i, e) in self.entries.iter().enumerate() {
             if e.index != i as u64 + 1 {
-                return Err(format!("log entry {i} has index {} (expected {})", e.index, i + 1));
+                return Err(format!(
+                    "log entry {i} has index {} (expected {})",
+                    e.index,
+                    i + 1
+                ));
             }
         }
         if self.hard_state.commit > self.entries.len() as u64 {

@@ -12,7 +12,10 @@ const N3: NodeId = NodeId(3);
 
 fn all_agree_master(sim: &Sim, m: NodeId) -> bool {
     sim.ids().into_iter().all(|id| {
-        sim.nodes[&id].engine.as_ref().is_none_or(|e| e.record().master == Some(m) && e.record().failover.is_none())
+        sim.nodes[&id]
+            .engine
+            .as_ref()
+            .is_none_or(|e| e.record().master == Some(m) && e.record().failover.is_none())
     })
 }
 
@@ -35,19 +38,29 @@ fn dead_master_mysqld_gives_exactly_one_promotion_to_the_most_advanced_replica()
     sim.run_for(Duration::from_secs(1));
     sim.kill_mysqld(N1);
     let t0 = sim.now;
-    assert!(sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N2)), "no failover");
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N2)),
+        "no failover"
+    );
     sim.hold_io(N3, false);
     sim.run_for(Duration::from_secs(3));
     let promos = sim.promotions();
     assert_eq!(promos.len(), 1, "{promos:?}");
     assert_eq!(promos[0].2, N2);
-    assert!(promos[0].0.since(t0) < Duration::from_secs(5), "took {:?}", promos[0].0.since(t0));
+    assert!(
+        promos[0].0.since(t0) < Duration::from_secs(5),
+        "took {:?}",
+        promos[0].0.since(t0)
+    );
     assert_eq!(sim.writable(), vec![N2]);
     assert_eq!(sim.record(N3).epoch, 2);
     assert!(sim.routes.values().all(|t| *t == N2), "{:?}", sim.routes);
     assert_eq!(sim.nodes[&N3].mysqld.source, Some(N2));
     assert!(sim.lost_acked(N2).is_empty());
-    assert!(sim.lost_acked(N3).is_empty(), "n3 replicates from the new master");
+    assert!(
+        sim.lost_acked(N3).is_empty(),
+        "n3 replicates from the new master"
+    );
     assert!(sim.two_writers.is_empty());
     let j = sim.record(N2).journal.last().unwrap();
     assert!(matches!(j.outcome, Outcome::Completed(_)), "{j:?}");
@@ -61,27 +74,344 @@ fn binlog_tail_of_a_dead_master_is_salvaged() {
     sim.hold_io(N3, true);
     sim.write_every = None;
     for _ in 0..5 {
-        assert!(!sim.write_through_vip(), "no replica: semi-sync cannot acknowledge");
+        assert!(
+            !sim.write_through_vip(),
+            "no replica: semi-sync cannot acknowledge"
+        );
     }
     let binlog = sim.nodes[&N1].mysqld.executed.clone();
     sim.kill_mysqld(N1);
     sim.hold_io(N2, false);
     sim.hold_io(N3, false);
-    assert!(sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N2) || all_agree_master(s, N3)));
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N2)
+            || all_agree_master(s, N3))
+    );
     let m = sim.record(N2).master.unwrap();
-    assert!(sim.nodes[&m].mysqld.executed.is_superset(&binlog), "binlog events lost");
-    assert!(sim.has_event(|e| matches!(e, Event::Salvaged { outcome: Ok(r), .. } if r.recovered == 5)));
+    assert!(
+        sim.nodes[&m].mysqld.executed.is_superset(&binlog),
+        "binlog events lost"
+    );
+    assert!(
+        sim.has_event(|e| matches!(e, Event::Salvaged { outcome: Ok(r), .. } if r.recovered == 5))
+    );
+}
+
+fn any_record(sim: &Sim) -> ClusterRecord {
+    let id = sim
+        .ids()
+        .into_iter()
+        .find(|id| sim.nodes[id].engine.is_some())
+        .unwrap();
+    sim.record(id).clone()
+}
+
+/// At most one distinct node promoted per epoch, and never two writable at once.
+fn assert_safe(sim: &Sim) {
+    assert!(
+        sim.two_writers.is_empty(),
+        "two writers: {:?}",
+        sim.two_writers
+    );
+    let targets: std::collections::BTreeSet<NodeId> =
+        sim.promotions().iter().map(|p| p.2).collect();
+    let epochs = any_record(sim).epoch - 1;
+    assert!(
+        targets.len() as u64 <= epochs.max(1),
+        "promoted {targets:?} over {epochs} failover epoch(s)"
+    );
 }
 
 #[test]
-fn debug_timeline() {
+fn coordinator_dying_after_the_candidate_is_committed_does_not_promote_a_second_node() {
     let mut sim = Sim::started(spec());
+    let coordinator = sim.coordinator().unwrap();
+    sim.kill_mysqld(N1);
+    assert!(sim.run_until(Duration::from_secs(10), |s| {
+        s.nodes[&coordinator].engine.as_ref().is_some_and(|e| {
+            e.record()
+                .failover
+                .as_ref()
+                .is_some_and(|f| f.candidate.is_some())
+        })
+    }));
+    let candidate = sim
+        .record(coordinator)
+        .failover
+        .as_ref()
+        .unwrap()
+        .candidate
+        .unwrap();
+    sim.crash_sidecar(coordinator);
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, candidate)),
+        "the next coordinator did not finish: {:?}",
+        any_record(&sim)
+    );
+    assert_ne!(sim.coordinator(), Some(coordinator));
+    assert!(sim.has_event(|e| matches!(e, Event::FailoverResumed { epoch: 2 })));
+    assert_eq!(any_record(&sim).epoch, 2, "finished in the same epoch");
+    assert!(
+        sim.promotions().iter().all(|p| p.2 == candidate),
+        "{:?}",
+        sim.promotions()
+    );
+    assert_eq!(sim.writable(), vec![candidate]);
+    assert_safe(&sim);
+    assert!(sim.lost_acked(candidate).is_empty());
+}
+
+#[test]
+fn coordinator_dying_right_after_promote_is_finished_by_the_next_one() {
+    let mut sim = Sim::started(spec());
+    let coordinator = sim.coordinator().unwrap();
+    sim.kill_mysqld(N1);
+    assert!(sim.run_until(Duration::from_secs(10), |s| !s.promotions().is_empty()));
+    let candidate = sim.promotions()[0].2;
+    sim.crash_sidecar(coordinator);
+    assert!(sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, candidate)));
+    assert!(sim.promotions().iter().all(|p| p.2 == candidate));
+    let record = any_record(&sim);
+    assert_eq!(record.epoch, 2);
+    assert!(matches!(
+        record.journal.last().unwrap().outcome,
+        Outcome::Completed(_)
+    ));
+    assert_safe(&sim);
+}
+
+#[test]
+fn master_az_partitioned_away_majority_promotes_and_old_master_self_fences() {
+    let mut sim = Sim::started(spec());
+    sim.isolate(N1);
+    let t0 = sim.now;
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| {
+            [N2, N3].iter().all(|n| {
+                s.record(*n).failover.is_none() && s.record(*n).master.is_some_and(|m| m != N1)
+            })
+        }),
+        "majority did not fail over"
+    );
+    let new_master = sim.record(N2).master.unwrap();
+    let promoted_at = sim.promotions()[0].0;
+    assert!(
+        promoted_at.since(t0) < Duration::from_secs(15),
+        "{:?}",
+        promoted_at.since(t0)
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert!(
+        sim.nodes[&N1].mysqld.read_only,
+        "old master did not fence itself"
+    );
+    assert!(sim.has_event(|e| matches!(e, Event::SelfFenced { .. })));
+    assert_eq!(sim.writable(), vec![new_master]);
+    assert_safe(&sim);
+    assert!(
+        sim.lost_acked(new_master).is_empty(),
+        "acknowledged writes lost: {:?}",
+        sim.lost_acked(new_master)
+    );
+    // After the partition heals the old master learns the new epoch and stays fenced.
+    sim.heal();
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| s.record(N1).epoch == 2
+            && s.record(N1).master == Some(new_master))
+    );
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.writable(), vec![new_master]);
+    assert_safe(&sim);
+}
+
+#[test]
+fn master_unreachable_from_one_sidecar_only_is_not_failed_over() {
+    let mut sim = Sim::started(spec());
+    sim.cut_both(N3, N1);
+    sim.run_for(Duration::from_secs(20));
+    assert!(
+        sim.has_event(|e| matches!(e, Event::MasterUnreachable { master: N1, .. })),
+        "n3 should see it down"
+    );
+    assert!(!sim.has_event(|e| matches!(e, Event::FailoverBegun { .. })));
+    assert_eq!(any_record(&sim).epoch, 1);
+    assert_eq!(sim.writable(), vec![N1]);
+    assert!(sim.promotions().is_empty());
+}
+
+#[test]
+fn a_never_candidate_is_never_promoted_even_when_most_advanced() {
+    let mut sim = Sim::started(spec_with(
+        [
+            PromotionRule::Neutral,
+            PromotionRule::Never,
+            PromotionRule::Neutral,
+        ],
+        None,
+    ));
     sim.hold_io(N3, true);
     sim.run_for(Duration::from_secs(1));
     sim.kill_mysqld(N1);
-    let t0 = sim.now;
+    sim.hold_io(N3, false);
+    assert!(sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N3)));
+    assert!(sim.promotions().iter().all(|p| p.2 == N3));
+    assert!(sim.count_commands(|c| matches!(c, Command::Mysql { node, op: MysqlOp::CatchUp { source, .. }, .. } if *node == N3 && *source == N2)) >= 1,
+        "n3 was behind n2 and had to catch up from it");
+    assert!(sim.lost_acked(N3).is_empty());
+    assert_safe(&sim);
+}
+
+#[test]
+fn a_preferred_candidate_that_is_behind_is_caught_up_before_promotion() {
+    let mut sim = Sim::started(spec_with(
+        [
+            PromotionRule::Neutral,
+            PromotionRule::Neutral,
+            PromotionRule::Prefer,
+        ],
+        None,
+    ));
+    sim.hold_io(N3, true);
+    sim.run_for(Duration::from_secs(1));
+    let n2_before = sim.nodes[&N2].mysqld.executed.clone();
+    assert!(!sim.nodes[&N3].mysqld.executed.is_superset(&n2_before));
+    sim.kill_mysqld(N1);
+    assert!(sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N3)));
+    let catch_up = sim
+        .commands
+        .iter()
+        .position(|(_, _, c)| {
+            matches!(
+                c,
+                Command::Mysql {
+                    node: N3,
+                    op: MysqlOp::CatchUp { source: N2, .. },
+                    ..
+                }
+            )
+        })
+        .expect("catch-up issued");
+    let promote = sim
+        .commands
+        .iter()
+        .position(|(_, _, c)| {
+            matches!(
+                c,
+                Command::Mysql {
+                    node: N3,
+                    op: MysqlOp::Promote,
+                    ..
+                }
+            )
+        })
+        .expect("promote issued");
+    assert!(catch_up < promote);
+    assert!(sim.nodes[&N3].mysqld.executed.is_superset(&n2_before));
+    let j = any_record(&sim).journal.last().cloned().unwrap();
+    assert!(
+        matches!(&j.outcome, Outcome::Completed(r) if r.caught_up_from == Some(N2)),
+        "{j:?}"
+    );
+    assert!(sim.lost_acked(N3).is_empty());
+    assert_safe(&sim);
+}
+
+#[test]
+fn client_az_preference_picks_the_replica_next_to_the_clients() {
+    let mut sim = Sim::started(spec_with([PromotionRule::Neutral; 3], Some("az-c")));
+    sim.kill_mysqld(N1);
+    assert!(sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N3)));
+    assert_safe(&sim);
+}
+
+#[test]
+fn paused_cluster_master_self_fences_when_isolated_and_unfences_after_heal() {
+    let mut sim = Sim::started(spec());
+    let coordinator = sim.coordinator().unwrap();
+    sim.operator(coordinator, OperatorRequest::Pause);
+    assert!(sim.run_until(Duration::from_secs(2), |s| s
+        .ids()
+        .iter()
+        .all(|n| s.record(*n).paused)));
+    sim.isolate(N1);
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| s.nodes[&N1].mysqld.read_only),
+        "no self-fence"
+    );
     sim.run_for(Duration::from_secs(10));
-    for (t, n, e) in &sim.events { if *t >= t0 { println!("{t:?} {n} {e:?}"); } }
-    for (t, n, c) in &sim.commands { if *t >= t0 && matches!(c, Command::Mysql{..}|Command::Salvage{..}) { println!("{t:?} {n} {c:?}"); } }
-    panic!();
+    assert!(
+        !sim.has_event(|e| matches!(e, Event::FailoverBegun { .. })),
+        "paused: no failover"
+    );
+    assert!(sim.writable().is_empty());
+    sim.heal();
+    let acked = sim.acked.len();
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| s.writable() == vec![N1]
+            && s.acked.len() > acked + 5)
+    );
+    assert!(sim.has_event(|e| matches!(e, Event::Unfenced)));
+    assert_safe(&sim);
+}
+
+#[test]
+fn no_promotable_replica_aborts_with_the_cluster_fenced() {
+    let mut sim = Sim::started(spec_with(
+        [
+            PromotionRule::Neutral,
+            PromotionRule::Never,
+            PromotionRule::Neutral,
+        ],
+        None,
+    ));
+    sim.isolate(N3);
+    sim.run_for(Duration::from_secs(1));
+    sim.kill_mysqld(N1);
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| s.record(N2).master.is_none()),
+        "{:?}",
+        sim.record(N2)
+    );
+    let j = sim.record(N2).journal.last().cloned().unwrap();
+    assert!(
+        matches!(&j.outcome, Outcome::Aborted { why } if why.contains("may be promoted")),
+        "{j:?}"
+    );
+    assert!(sim.promotions().is_empty());
+    assert!(sim.writable().is_empty());
+    assert!(sim.has_event(|e| matches!(e, Event::FailoverAborted { .. })));
+}
+
+#[test]
+fn a_restarted_sidecar_rebuilds_the_record_from_its_durable_log() {
+    let mut sim = Sim::started(spec());
+    sim.kill_mysqld(N1);
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N2)
+            || all_agree_master(s, N3))
+    );
+    let before = sim.record(N3).clone();
+    sim.crash_sidecar(N3);
+    sim.run_for(Duration::from_secs(1));
+    sim.restart_sidecar(N3);
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.record(N3), &before);
+    assert_safe(&sim);
+}
+
+#[test]
+fn host_crash_of_the_master_fails_over_without_salvage() {
+    let mut sim = Sim::started(spec());
+    sim.crash_host(N1);
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
+            || all_agree_master(s, N3))
+    );
+    let m = any_record(&sim).master.unwrap();
+    assert!(sim.lost_acked(m).is_empty());
+    assert!(
+        sim.count_commands(|c| matches!(c, Command::Salvage { .. })) == 0,
+        "no sidecar on the dead host to salvage from"
+    );
+    assert_safe(&sim);
 }

@@ -59,9 +59,9 @@ impl Intervals {
 
     /// Number of members (saturating: a set of all of `u64` does not fit).
     pub fn count(&self) -> u64 {
-        self.runs
-            .iter()
-            .fold(0u64, |acc, (a, b)| acc.saturating_add(b - a).saturating_add(1))
+        self.runs.iter().fold(0u64, |acc, (a, b)| {
+            acc.saturating_add(b - a).saturating_add(1)
+        })
     }
 
     pub fn contains(&self, n: u64) -> bool {

@@ -43,14 +43,21 @@ impl MariadbGtidSet {
             let field = |i: usize, what: &'static str| -> Result<u64, GtidError> {
                 let s = nums[i].trim();
                 if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(GtidError::BadMariadb { element: part.to_string(), why: what });
+                    return Err(GtidError::BadMariadb {
+                        element: part.to_string(),
+                        why: what,
+                    });
                 }
-                s.parse::<u64>()
-                    .map_err(|_| GtidError::BadMariadb { element: part.to_string(), why: what })
+                s.parse::<u64>().map_err(|_| GtidError::BadMariadb {
+                    element: part.to_string(),
+                    why: what,
+                })
             };
             let u32_field = |i: usize, what: &'static str| -> Result<u32, GtidError> {
-                u32::try_from(field(i, what)?)
-                    .map_err(|_| GtidError::BadMariadb { element: part.to_string(), why: what })
+                u32::try_from(field(i, what)?).map_err(|_| GtidError::BadMariadb {
+                    element: part.to_string(),
+                    why: what,
+                })
             };
             match (nums.len(), ranges) {
                 (3, None) => {
@@ -118,7 +125,9 @@ impl MariadbGtidSet {
     }
 
     pub fn contains_gtid(&self, domain: u32, seq: u64) -> bool {
-        self.domains.get(&domain).is_some_and(|d| d.seqs.contains(seq))
+        self.domains
+            .get(&domain)
+            .is_some_and(|d| d.seqs.contains(seq))
     }
 
     pub fn is_superset(&self, other: &Self) -> bool {
@@ -147,7 +156,13 @@ impl MariadbGtidSet {
                 None => ours.seqs.clone(),
             };
             if !seqs.is_empty() {
-                out.domains.insert(*dom, DomainPos { server_id: ours.server_id, seqs });
+                out.domains.insert(
+                    *dom,
+                    DomainPos {
+                        server_id: ours.server_id,
+                        seqs,
+                    },
+                );
             }
         }
         out

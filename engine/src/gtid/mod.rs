@@ -236,20 +236,26 @@ mod tests {
         assert!(a.is_more_advanced_than(&b));
         let errant = a.difference(&b);
         assert_eq!(errant.to_string(), "0-1:99-100,1-2-5");
-        assert_eq!(GtidSet::parse(Flavour::Mariadb, &errant.to_string()).unwrap(), errant);
+        assert_eq!(
+            GtidSet::parse(Flavour::Mariadb, &errant.to_string()).unwrap(),
+            errant
+        );
     }
 
     #[test]
     fn errors_name_the_bad_part() {
-        let e = GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-x").unwrap_err();
+        let e =
+            GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-x").unwrap_err();
         assert!(e.to_string().contains("\"1-x\""), "{e}");
         let e = GtidSet::parse(Flavour::Mariadb, "0-1-100,0-x-3").unwrap_err();
         assert!(e.to_string().contains("0-x-3"), "{e}");
-        let e = GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:5-1").unwrap_err();
+        let e =
+            GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:5-1").unwrap_err();
         assert!(e.to_string().contains("start is after its end"), "{e}");
         let e = GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33:1").unwrap_err();
         assert!(matches!(e, GtidError::BadUuid(_)), "{e}");
-        let e = GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:1").unwrap_err();
+        let e = GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:1")
+            .unwrap_err();
         assert!(matches!(e, GtidError::TaggedUnsupported(_)), "{e}");
         assert!(GtidSet::parse(Flavour::Mariadb, "0-1-100,,1-1-2").is_err());
         assert!(GtidSet::parse_any("hello").is_err());

@@ -114,7 +114,10 @@ impl MysqlGtidSet {
     pub fn union(&self, other: &Self) -> Self {
         let mut out = self.clone();
         for (u, theirs) in &other.sources {
-            let merged = out.sources.get(u).map_or_else(|| theirs.clone(), |ours| ours.union(theirs));
+            let merged = out
+                .sources
+                .get(u)
+                .map_or_else(|| theirs.clone(), |ours| ours.union(theirs));
             out.sources.insert(*u, merged);
         }
         out
@@ -152,7 +155,11 @@ pub(super) fn parse_interval(field: &str, element: &str) -> Result<(u64, u64), G
         None => {
             if !field.is_empty() && !field.bytes().all(|b| b.is_ascii_digit()) {
                 // `uuid:tag:1-5` is MySQL 8.3's tagged GTID; say so rather than "not a number".
-                if field.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') {
+                if field
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                {
                     return Err(GtidError::TaggedUnsupported(element.to_string()));
                 }
             }

@@ -92,8 +92,16 @@ pub struct Node {
 }
 
 enum Due {
-    Message { from: NodeId, to: NodeId, message: PeerMessage },
-    Result { to: NodeId, id: CommandId, result: CommandResult },
+    Message {
+        from: NodeId,
+        to: NodeId,
+        message: PeerMessage,
+    },
+    Result {
+        to: NodeId,
+        id: CommandId,
+        result: CommandResult,
+    },
 }
 
 pub struct Sim {
@@ -205,7 +213,8 @@ impl Sim {
 
     pub fn restart_sidecar(&mut self, n: NodeId) {
         let node = self.nodes.get_mut(&n).unwrap();
-        node.engine = Some(Engine::new(self.spec.clone(), n, Some(&node.durable), self.now).unwrap());
+        node.engine =
+            Some(Engine::new(self.spec.clone(), n, Some(&node.durable), self.now).unwrap());
     }
 
     pub fn crash_host(&mut self, n: NodeId) {
@@ -231,6 +240,11 @@ impl Sim {
 
     pub fn heal(&mut self) {
         self.cut.clear();
+    }
+
+    /// An operator request given to `n`'s sidecar.
+    pub fn operator(&mut self, n: NodeId, req: OperatorRequest) {
+        self.input(n, Input::Operator(req));
     }
 
     pub fn hold_io(&mut self, n: NodeId, held: bool) {
@@ -405,7 +419,9 @@ impl Sim {
     /// The client in AZ a writes through the VIP; a write is acknowledged when the
     /// target is writable and a replica received it (semi-sync, no async fallback).
     fn client_write(&mut self) {
-        let Some(every) = self.write_every else { return };
+        let Some(every) = self.write_every else {
+            return;
+        };
         if self.now < self.next_write {
             return;
         }
@@ -457,14 +473,28 @@ impl Sim {
         match cmd {
             Command::Send { to, message } => {
                 if self.linked(by, to) {
-                    self.schedule(Duration::from_millis(1), Due::Message { from: by, to, message });
+                    self.schedule(
+                        Duration::from_millis(1),
+                        Due::Message {
+                            from: by,
+                            to,
+                            message,
+                        },
+                    );
                 }
             }
             Command::Persist(batch) => {
                 let node = self.nodes.get_mut(&by).unwrap();
                 for (to, message) in node.durable.apply(batch) {
                     if self.linked(by, to) {
-                        self.schedule(Duration::from_millis(1), Due::Message { from: by, to, message });
+                        self.schedule(
+                            Duration::from_millis(1),
+                            Due::Message {
+                                from: by,
+                                to,
+                                message,
+                            },
+                        );
                     }
                 }
             }
@@ -479,18 +509,32 @@ impl Sim {
                 } else {
                     CommandResult::Probe(ProbeResult::Down("no answer".into()))
                 };
-                let after = if self.linked(by, node) { ok } else { UNREACHABLE_TIMEOUT };
+                let after = if self.linked(by, node) {
+                    ok
+                } else {
+                    UNREACHABLE_TIMEOUT
+                };
                 self.result(by, id, after, result);
             }
             Command::Mysql { id, node, op } => {
                 if !self.reach(by, node) {
-                    self.result(by, id, UNREACHABLE_TIMEOUT, CommandResult::Mysql(Err(format!("{node} unreachable"))));
+                    self.result(
+                        by,
+                        id,
+                        UNREACHABLE_TIMEOUT,
+                        CommandResult::Mysql(Err(format!("{node} unreachable"))),
+                    );
                     return;
                 }
                 let reply = self.mysql_op(node, op);
                 self.result(by, id, ok, CommandResult::Mysql(reply));
             }
-            Command::Salvage { id, from, to, after } => {
+            Command::Salvage {
+                id,
+                from,
+                to,
+                after,
+            } => {
                 // The old master's binlog is on its host's disk: readable while the host
                 // and its sidecar live, even with mysqld dead.
                 let readable = self.nodes[&from].host_up
@@ -499,7 +543,9 @@ impl Sim {
                     && self.reach(from, to);
                 let result = if readable {
                     let binlog = self.nodes[&from].mysqld.executed.clone();
-                    let GtidSet::Mariadb(after) = after else { panic!("flavour") };
+                    let GtidSet::Mariadb(after) = after else {
+                        panic!("flavour")
+                    };
                     let missing = binlog.difference(&after);
                     let t = &mut self.nodes.get_mut(&to).unwrap().mysqld;
                     t.executed = t.executed.union(&missing);
@@ -552,7 +598,10 @@ impl Sim {
                 if !linked_src(self, source) {
                     return Err(format!("{source} unreachable from {node}"));
                 }
-                let got = self.nodes[&source].mysqld.received.union(&self.nodes[&source].mysqld.executed);
+                let got = self.nodes[&source]
+                    .mysqld
+                    .received
+                    .union(&self.nodes[&source].mysqld.executed);
                 let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
                 m.received = m.received.union(&got);
                 m.executed = m.executed.union(&m.received);

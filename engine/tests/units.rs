@@ -1,0 +1,414 @@
+//! Unit-level rules: the record, the candidate choice, detection, storage, robustness.
+
+mod harness;
+
+use harness::spec;
+use multiaz_engine::choose::{choose, most_advanced};
+use multiaz_engine::detect::dead_master_reason;
+use multiaz_engine::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+const N3: NodeId = NodeId(3);
+
+fn begin(epoch: u64, suspects: &[NodeId]) -> LogEntry {
+    LogEntry::FailoverBegin {
+        epoch,
+        suspects: suspects.to_vec(),
+        reason: "test".into(),
+        wall_ms: 0,
+    }
+}
+
+fn complete(epoch: u64, new_master: NodeId) -> LogEntry {
+    LogEntry::FailoverComplete {
+        epoch,
+        new_master,
+        report: FailoverReport::default(),
+        wall_ms: 1,
+    }
+}
+
+#[test]
+fn record_accepts_one_candidate_per_epoch() {
+    let mut r = ClusterRecord::initial(&spec());
+    r.apply(&begin(2, &[N1])).unwrap();
+    assert_eq!(r.writer(), None, "no writer until a candidate is chosen");
+    r.apply(&LogEntry::CandidateChosen {
+        epoch: 2,
+        candidate: N2,
+    })
+    .unwrap();
+    assert!(r
+        .apply(&LogEntry::CandidateChosen {
+            epoch: 2,
+            candidate: N3
+        })
+        .is_err());
+    assert_eq!(r.writer(), Some(N2));
+    assert!(
+        r.apply(&complete(2, N3)).is_err(),
+        "completion must name the committed candidate"
+    );
+    r.apply(&complete(2, N2)).unwrap();
+    assert_eq!(
+        (r.epoch, r.master, r.failover.is_none()),
+        (2, Some(N2), true)
+    );
+    assert!(matches!(r.journal[0].outcome, Outcome::Completed(_)));
+}
+
+#[test]
+fn record_ignores_stale_and_duplicate_entries() {
+    let mut r = ClusterRecord::initial(&spec());
+    assert!(r.apply(&begin(3, &[N1])).is_err(), "epochs do not skip");
+    r.apply(&begin(2, &[N1])).unwrap();
+    assert!(
+        r.apply(&begin(2, &[N1])).is_err(),
+        "a re-proposed begin changes nothing"
+    );
+    assert!(r.apply(&complete(1, N2)).is_err());
+    assert!(r
+        .apply(&LogEntry::CandidateChosen {
+            epoch: 1,
+            candidate: N2
+        })
+        .is_err());
+    assert_eq!(r.epoch, 2);
+}
+
+#[test]
+fn a_superseded_failover_is_journaled_and_its_candidate_is_suspect() {
+    let mut r = ClusterRecord::initial(&spec());
+    r.apply(&begin(2, &[N1])).unwrap();
+    r.apply(&LogEntry::CandidateChosen {
+        epoch: 2,
+        candidate: N2,
+    })
+    .unwrap();
+    r.apply(&begin(3, &[N1, N2])).unwrap();
+    assert_eq!(r.writer(), None);
+    assert!(matches!(
+        r.journal[0].outcome,
+        Outcome::Superseded { by_epoch: 3 }
+    ));
+    assert_eq!(r.failover.as_ref().unwrap().suspects, vec![N1, N2]);
+}
+
+#[test]
+fn an_abort_leaves_no_master() {
+    let mut r = ClusterRecord::initial(&spec());
+    r.apply(&begin(2, &[N1])).unwrap();
+    r.apply(&LogEntry::FailoverAborted {
+        epoch: 2,
+        why: "x".into(),
+        wall_ms: 0,
+    })
+    .unwrap();
+    assert_eq!((r.master, r.writer()), (None, None));
+    assert!(matches!(&r.journal[0].outcome, Outcome::Aborted { why } if why == "x"));
+}
+
+#[test]
+fn the_journal_is_bounded() {
+    let mut r = ClusterRecord::initial(&spec());
+    for e in 2..200u64 {
+        r.apply(&begin(e, &[N1])).unwrap();
+        r.apply(&LogEntry::FailoverAborted {
+            epoch: e,
+            why: "x".into(),
+            wall_ms: 0,
+        })
+        .unwrap();
+    }
+    assert_eq!(r.journal.len(), multiaz_engine::record::JOURNAL_LEN);
+    assert_eq!(r.journal.last().unwrap().epoch, 199);
+}
+
+#[test]
+fn log_entries_round_trip_and_garbage_is_an_error() {
+    let e = begin(2, &[N1]);
+    assert_eq!(LogEntry::decode(&e.encode()).unwrap(), e);
+    assert!(LogEntry::decode(b"\xff\x00garbage").is_err());
+}
+
+fn pos(received: &str, executed: &str) -> Positions {
+    Positions {
+        received: GtidSet::parse(Flavour::Mariadb, received).unwrap(),
+        executed: GtidSet::parse(Flavour::Mariadb, executed).unwrap(),
+    }
+}
+
+#[test]
+fn choice_takes_the_most_advanced_received_set() {
+    let positions = BTreeMap::from([
+        (N2, pos("0-1-90", "0-1-80")),
+        (N3, pos("0-1-100", "0-1-70")),
+    ]);
+    let c = choose(&spec(), &positions, &BTreeSet::from([N1])).unwrap();
+    assert_eq!((c.candidate, c.catch_up_from), (N3, None));
+    assert_eq!(c.target.to_string(), "0-1-100");
+}
+
+#[test]
+fn choice_honours_prefer_never_and_exclusions() {
+    let s = harness::spec_with(
+        [
+            PromotionRule::Neutral,
+            PromotionRule::Prefer,
+            PromotionRule::Neutral,
+        ],
+        None,
+    );
+    let positions = BTreeMap::from([
+        (N2, pos("0-1-90", "0-1-90")),
+        (N3, pos("0-1-100", "0-1-100")),
+    ]);
+    let c = choose(&s, &positions, &BTreeSet::new()).unwrap();
+    assert_eq!((c.candidate, c.catch_up_from), (N2, Some(N3)));
+    let c = choose(&s, &positions, &BTreeSet::from([N2])).unwrap();
+    assert_eq!(c.candidate, N3);
+    let s = harness::spec_with(
+        [
+            PromotionRule::Neutral,
+            PromotionRule::Never,
+            PromotionRule::Neutral,
+        ],
+        None,
+    );
+    let only_n2 = BTreeMap::from([(N2, pos("0-1-90", "0-1-90"))]);
+    let e = choose(&s, &only_n2, &BTreeSet::new()).unwrap_err();
+    assert!(e.contains("may be promoted"), "{e}");
+    assert!(choose(&s, &BTreeMap::new(), &BTreeSet::new()).is_err());
+}
+
+#[test]
+fn diverged_replicas_pick_the_one_with_most_transactions() {
+    let positions = BTreeMap::from([
+        (N2, pos("0-2-50", "0-2-50")),
+        (N3, pos("0-1-40,1-1-30", "0-1-40")),
+    ]);
+    assert!(most_advanced(&positions).unwrap().0 == N3);
+}
+
+fn report(master_failures: u32, reachable: Option<bool>, local: Option<LocalView>) -> Report {
+    Report {
+        epoch: 1,
+        master: Some(N1),
+        master_failures,
+        master_reachable: reachable,
+        local,
+    }
+}
+
+fn status_replicating(io: bool) -> LocalView {
+    LocalView::Up(Some(MysqlStatus {
+        read_only: true,
+        executed: GtidSet::empty(Flavour::Mariadb),
+        received: GtidSet::empty(Flavour::Mariadb),
+        replication: Some(ReplicationStatus {
+            source: Some(N1),
+            io_running: io,
+            sql_running: true,
+        }),
+    }))
+}
+
+#[test]
+fn detection_rules() {
+    let s = spec();
+    let check = |reports: Vec<(NodeId, Report)>| {
+        let reports: Vec<(NodeId, Report)> = reports;
+        let map: BTreeMap<NodeId, &Report> = reports.iter().map(|(k, v)| (*k, v)).collect();
+        dead_master_reason(&s, N1, &map)
+    };
+    // The master's own sidecar says its mysqld is down: dead at once.
+    assert!(check(vec![(N1, report(0, None, Some(LocalView::Down)))]).is_some());
+    // The master's own sidecar sees it up: alive, whatever the others say.
+    assert!(check(vec![
+        (N1, report(0, None, Some(LocalView::Up(None)))),
+        (N2, report(5, Some(false), Some(status_replicating(false)))),
+        (N3, report(5, Some(false), Some(status_replicating(false)))),
+    ])
+    .is_none());
+    // A majority failing, nobody reaching, no replica receiving: dead.
+    assert!(check(vec![
+        (N2, report(3, Some(false), Some(status_replicating(false)))),
+        (N3, report(3, Some(false), Some(status_replicating(false)))),
+    ])
+    .is_some());
+    // Too few failures yet.
+    assert!(check(vec![
+        (N2, report(2, Some(false), Some(status_replicating(false)))),
+        (N3, report(3, Some(false), Some(status_replicating(false)))),
+    ])
+    .is_none());
+    // Reachable from one sidecar: alive.
+    assert!(check(vec![
+        (N2, report(0, Some(true), Some(status_replicating(false)))),
+        (N3, report(3, Some(false), Some(status_replicating(false)))),
+    ])
+    .is_none());
+    // Unreachable from every sidecar but still feeding a replica: alive.
+    assert!(check(vec![
+        (N2, report(3, Some(false), Some(status_replicating(true)))),
+        (N3, report(3, Some(false), Some(status_replicating(false)))),
+    ])
+    .is_none());
+    // One failing sidecar alone is no majority.
+    assert!(check(vec![(
+        N3,
+        report(9, Some(false), Some(status_replicating(false)))
+    )])
+    .is_none());
+}
+
+#[test]
+fn durable_state_truncates_an_overwritten_suffix_and_checks_gaps() {
+    let entry = |index: u64, term: u64| StoredEntry {
+        index,
+        term,
+        bytes: vec![],
+    };
+    let mut d = DurableState::default();
+    d.apply(PersistBatch {
+        hard_state: None,
+        entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
+        then_send: vec![],
+    });
+    let sent = d.apply(PersistBatch {
+        hard_state: Some(HardState {
+            term: 2,
+            vote: 2,
+            commit: 2,
+        }),
+        entries: vec![entry(3, 2)],
+        then_send: vec![(N2, PeerMessage::LeaseGrant { epoch: 1, seq: 1 })],
+    });
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        d.entries
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 1), (3, 2)]
+    );
+    assert!(d.check().is_ok());
+    d.entries.remove(1);
+    assert!(d.check().unwrap_err().contains("index 3"));
+}
+
+#[test]
+fn a_corrupt_durable_state_refuses_to_start() {
+    let mut d = DurableState::default();
+    d.entries.push(StoredEntry {
+        index: 1,
+        term: 1,
+        bytes: vec![0xff, 0xff, 0xff],
+    });
+    d.hard_state = HardState {
+        term: 1,
+        vote: 1,
+        commit: 1,
+    };
+    let e = Engine::new(spec(), N1, Some(&d), Time::ZERO).err().unwrap();
+    assert!(e.to_string().contains("stored raft entry 1"), "{e}");
+    d.hard_state.commit = 5;
+    assert!(Engine::new(spec(), N1, Some(&d), Time::ZERO).is_err());
+}
+
+#[test]
+fn an_unknown_node_cannot_start() {
+    assert_eq!(
+        Engine::new(spec(), NodeId(9), None, Time::ZERO).err(),
+        Some(EngineError::UnknownNode(NodeId(9)))
+    );
+}
+
+#[test]
+fn malformed_or_misaddressed_input_is_dropped_not_panicked_on() {
+    let mut e = Engine::new(spec(), N1, None, Time::ZERO).unwrap();
+    let dropped = |cmds: Vec<Command>| {
+        cmds.iter()
+            .any(|c| matches!(c, Command::Emit(Event::Dropped { .. })))
+    };
+    e.handle(
+        Time::from_millis(1),
+        Input::Peer {
+            from: N2,
+            message: PeerMessage::Raft(vec![0xde, 0xad, 0xbe, 0xef]),
+        },
+    );
+    assert!(dropped(e.take_commands()));
+    e.handle(
+        Time::from_millis(2),
+        Input::Peer {
+            from: NodeId(42),
+            message: PeerMessage::LeaseGrant { epoch: 1, seq: 1 },
+        },
+    );
+    assert!(dropped(e.take_commands()));
+    e.handle(
+        Time::from_millis(3),
+        Input::Done {
+            id: CommandId(999),
+            result: CommandResult::Done(Ok(())),
+        },
+    );
+    assert!(dropped(e.take_commands()));
+    // A raft message whose header claims another sender.
+    let mut other = Engine::new(spec(), N2, None, Time::ZERO).unwrap();
+    let mut raft_bytes = None;
+    for t in (0..5000).step_by(100) {
+        other.handle(Time::from_millis(t), Input::Tick { wall_unix_ms: 0 });
+        for c in other.take_commands() {
+            match c {
+                Command::Send {
+                    message: PeerMessage::Raft(b),
+                    ..
+                } => {
+                    raft_bytes.get_or_insert(b);
+                }
+                Command::Persist(p) => {
+                    for (_, m) in p.then_send {
+                        if let PeerMessage::Raft(b) = m {
+                            raft_bytes.get_or_insert(b);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let bytes = raft_bytes.expect("n2 campaigns");
+    e.handle(
+        Time::from_millis(5000),
+        Input::Peer {
+            from: N3,
+            message: PeerMessage::Raft(bytes),
+        },
+    );
+    assert!(dropped(e.take_commands()));
+}
+
+#[test]
+fn time_going_backwards_is_treated_as_now() {
+    let mut e = Engine::new(spec(), N1, None, Time::ZERO).unwrap();
+    e.handle(Time::from_millis(5000), Input::Tick { wall_unix_ms: 0 });
+    let d = e.next_deadline();
+    e.handle(Time::from_millis(10), Input::Tick { wall_unix_ms: 0 });
+    assert!(e.next_deadline() >= d);
+}
+
+#[test]
+fn the_next_deadline_is_never_in_the_past() {
+    let mut e = Engine::new(spec(), N2, None, Time::ZERO).unwrap();
+    let mut now = Time::ZERO;
+    for _ in 0..50 {
+        e.handle(now, Input::Tick { wall_unix_ms: 0 });
+        let d = e.next_deadline();
+        assert!(d >= now);
+        now = d + std::time::Duration::from_millis(1);
+    }
+}
