@@ -15,7 +15,7 @@ use crate::routes::Routes;
 use crate::storage::DurableState;
 use crate::time::Time;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -41,6 +41,11 @@ pub(crate) enum Pending {
     Route {
         table: String,
         target: NodeId,
+    },
+    /// Reattaching a replica to the master outside a failover.
+    Rejoin {
+        node: NodeId,
+        source: NodeId,
     },
 }
 
@@ -93,6 +98,9 @@ pub struct Engine {
     pub(crate) local: Local,
     pub(crate) run: Option<FailoverRun>,
     pub(crate) routes: Routes,
+    /// When each replica was last repointed outside a failover (rate limit).
+    pub(crate) repointing: BTreeMap<NodeId, Time>,
+    pub(crate) errant_reported: BTreeSet<(NodeId, u64)>,
 }
 
 impl Engine {
@@ -140,6 +148,8 @@ impl Engine {
             },
             run: None,
             routes: Routes::default(),
+            repointing: BTreeMap::new(),
+            errant_reported: BTreeSet::new(),
         };
         engine.pump();
         Ok(engine)
@@ -301,6 +311,7 @@ impl Engine {
             self.detect();
         }
         self.reconcile_routes();
+        self.reconcile_replicas();
     }
 
     fn on_applied(&mut self, entry: &LogEntry) {
@@ -421,6 +432,18 @@ impl Engine {
             .collect()
     }
 
+    /// Sidecars heard from within one and a half probe intervals (each sends a report
+    /// after every probe): the ones that are up now, this one included.
+    pub(crate) fn live_sidecars(&self) -> BTreeSet<NodeId> {
+        let recent = self.spec.timing.probe_interval() * 3 / 2;
+        self.reports
+            .iter()
+            .filter(|(_, (at, _))| self.now.since(*at) <= recent)
+            .map(|(id, _)| *id)
+            .chain(std::iter::once(self.me))
+            .collect()
+    }
+
     fn detect(&mut self) {
         if self.record.paused || self.record.failover.is_some() {
             return;
@@ -509,6 +532,9 @@ impl Engine {
                         why: format!("could not set read_only on the local mysqld: {why}"),
                     });
                 }
+            }
+            (Pending::Rejoin { node, source }, CommandResult::Mysql(r)) => {
+                self.on_rejoin_result(node, source, r.map(|_| ()))
             }
             (Pending::Step { epoch, node }, result) => self.on_step_result(id, epoch, node, result),
             (Pending::Route { table, target }, CommandResult::Done(r)) => match r {

@@ -94,6 +94,12 @@ pub enum Event {
         epoch: u64,
         why: String,
     },
+    /// A server holds transactions the master lacks; it is kept out of replication.
+    ErrantTransactions {
+        node: NodeId,
+        master: NodeId,
+        gtids: GtidSet,
+    },
     SelfFenced {
         why: String,
     },

@@ -566,6 +566,10 @@ impl Engine {
         }
         let mut excluded: BTreeSet<NodeId> = self.suspects().into_iter().collect();
         excluded.extend(self.run_mut().tried.iter().copied());
+        // A node whose sidecar is silent cannot fence itself if it is cut off later:
+        // never make it the writer.
+        let live = self.live_sidecars();
+        excluded.extend(positions.keys().filter(|id| !live.contains(id)).copied());
         match choose(&self.spec, &positions, &excluded) {
             Ok(choice) => {
                 self.emit(Event::CandidateChosen {
@@ -664,7 +668,7 @@ impl Engine {
         let Some(old) = self.suspects().first().copied() else {
             return self.after_salvage();
         };
-        let host_alive = self.fresh_reports().contains_key(&old);
+        let host_alive = self.live_sidecars().contains(&old);
         let candidate = self.run_mut().candidate().expect("chosen");
         let after = self
             .run_mut()
@@ -740,6 +744,8 @@ impl Engine {
             .collect();
         for n in &others {
             self.step(*n, MysqlOp::Repoint { source: c });
+            // The replica reconciler leaves these alone until their reports catch up.
+            self.repointing.insert(*n, self.now);
         }
         if others.is_empty() {
             return self.complete();

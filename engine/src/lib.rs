@@ -45,6 +45,7 @@ pub mod input;
 mod lease;
 pub mod message;
 pub mod record;
+mod replicas;
 mod routes;
 pub mod storage;
 pub mod time;

@@ -121,6 +121,9 @@ pub struct Sim {
     pub acked: Vec<(u32, u64)>,
     /// Instants at which two mysqlds were writable at once.
     pub two_writers: Vec<(Time, Vec<NodeId>)>,
+    /// Instants at which two mysqlds could acknowledge a write at once (writable, with
+    /// a semi-sync replica attached): split brain.
+    pub two_ackers: Vec<(Time, Vec<NodeId>)>,
     pub write_every: Option<Duration>,
     next_write: Time,
 }
@@ -174,6 +177,7 @@ impl Sim {
             events: Vec::new(),
             acked: Vec::new(),
             two_writers: Vec::new(),
+            two_ackers: Vec::new(),
             write_every: Some(Duration::from_millis(50)),
             next_write: now,
         }
@@ -205,6 +209,16 @@ impl Sim {
 
     pub fn kill_mysqld(&mut self, n: NodeId) {
         self.nodes.get_mut(&n).unwrap().mysqld.alive = false;
+    }
+
+    /// mysqld starts again, read_only (as its my.cnf says), replicating as before.
+    pub fn restart_mysqld(&mut self, n: NodeId) {
+        let node = self.nodes.get_mut(&n).unwrap();
+        if node.host_up {
+            node.mysqld.alive = true;
+            node.mysqld.read_only = true;
+            node.mysqld.io_running = node.mysqld.source.is_some();
+        }
     }
 
     pub fn crash_sidecar(&mut self, n: NodeId) {
@@ -371,6 +385,14 @@ impl Sim {
         }
         let w = self.writable();
         if w.len() > 1 {
+            let ackers: Vec<NodeId> = w
+                .iter()
+                .copied()
+                .filter(|m| self.acker(*m).is_some())
+                .collect();
+            if ackers.len() > 1 {
+                self.two_ackers.push((self.now, ackers));
+            }
             self.two_writers.push((self.now, w));
         }
     }
@@ -443,16 +465,7 @@ impl Sim {
             .mysqld
             .executed
             .insert(0, sid, seq, seq);
-        let acker = self.ids().into_iter().find(|r| {
-            let rm = &self.nodes[r].mysqld;
-            *r != target
-                && rm.alive
-                && rm.source == Some(target)
-                && rm.io_running
-                && !rm.io_held
-                && self.linked(*r, target)
-        });
-        match acker {
+        match self.acker(target) {
             Some(r) => {
                 let rm = &mut self.nodes.get_mut(&r).unwrap().mysqld;
                 rm.received.insert(0, sid, seq, seq);
@@ -461,6 +474,19 @@ impl Sim {
             }
             None => false,
         }
+    }
+
+    /// A replica that would acknowledge `master`'s next write (semi-sync).
+    fn acker(&self, master: NodeId) -> Option<NodeId> {
+        self.ids().into_iter().find(|r| {
+            let rm = &self.nodes[r].mysqld;
+            *r != master
+                && rm.alive
+                && rm.source == Some(master)
+                && rm.io_running
+                && !rm.io_held
+                && self.linked(*r, master)
+        })
     }
 
     fn reach(&self, by: NodeId, target: NodeId) -> bool {

@@ -1,0 +1,112 @@
+//! Keeps every healthy replica attached to the master of record (coordinator only).
+//!
+//! A replica left out of a failover (unreachable at the time), one whose IO thread was
+//! stopped by a fence that did not complete, or a returning old master, is repointed
+//! at the master — but only when it holds no transaction the master lacks. A server
+//! with errant transactions is left alone, read_only, and reported: replicating it into
+//! the cluster as is would spread or hide a divergence.
+
+use crate::cluster::NodeId;
+use crate::command::{Command, MysqlOp};
+use crate::engine::{Engine, Pending};
+use crate::event::Event;
+use crate::message::LocalView;
+
+impl Engine {
+    pub(crate) fn reconcile_replicas(&mut self) {
+        if self.record.failover.is_some() || self.run.is_some() {
+            return;
+        }
+        let Some(master) = self.record.master else {
+            return;
+        };
+        // Act only on a master whose sidecar is up and reports it up, and compare each
+        // replica with a master status taken after the replica's own: a detached replica
+        // does not move, so anything it has that such a status lacks is errant.
+        if !self.live_sidecars().contains(&master) {
+            return;
+        }
+        let Some((master_at, master_report)) = self.reports.get(&master) else {
+            return;
+        };
+        let Some(LocalView::Up(Some(ms))) = master_report.local.as_ref() else {
+            return;
+        };
+        let (master_at, master_executed) = (*master_at, ms.executed.clone());
+        let mut to_repoint = Vec::new();
+        let mut errant = Vec::new();
+        for id in self.spec.database_ids().filter(|id| *id != master) {
+            let Some((at, report)) = self.reports.get(&id) else {
+                continue;
+            };
+            let Some(LocalView::Up(Some(st))) = report.local.as_ref() else {
+                continue;
+            };
+            let attached = st
+                .replication
+                .as_ref()
+                .is_some_and(|r| r.source == Some(master) && r.io_running);
+            if attached
+                || !st.read_only
+                || *at >= master_at
+                || self.now.since(*at) > self.spec.timing.report_ttl()
+            {
+                continue;
+            }
+            let extra = st.executed.difference(&master_executed);
+            if extra.is_empty() {
+                to_repoint.push(id);
+            } else {
+                errant.push((id, extra));
+            }
+        }
+        let epoch = self.record.epoch;
+        let retry = self.spec.timing.step_timeout();
+        for id in to_repoint {
+            if self
+                .repointing
+                .get(&id)
+                .is_some_and(|t| self.now.since(*t) < retry)
+            {
+                continue;
+            }
+            self.repointing.insert(id, self.now);
+            self.issue(
+                Pending::Rejoin {
+                    node: id,
+                    source: master,
+                },
+                |cid| Command::Mysql {
+                    id: cid,
+                    node: id,
+                    op: MysqlOp::Repoint { source: master },
+                },
+            );
+        }
+        for (node, gtids) in errant {
+            if self.errant_reported.insert((node, epoch)) {
+                self.emit(Event::ErrantTransactions {
+                    node,
+                    master,
+                    gtids,
+                });
+            }
+        }
+    }
+
+    pub(crate) fn on_rejoin_result(&mut self, node: NodeId, source: NodeId, r: Result<(), String>) {
+        let epoch = self.record.epoch;
+        match r {
+            Ok(()) => self.emit(Event::Repointed {
+                epoch,
+                node,
+                source,
+            }),
+            Err(why) => self.emit(Event::Skipped {
+                epoch,
+                node,
+                why: format!("repoint to {source} failed: {why}"),
+            }),
+        }
+    }
+}
