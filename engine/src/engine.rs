@@ -324,6 +324,12 @@ impl Engine {
                 let _ = epoch;
             }
             LogEntry::SetPaused { paused } => self.emit(Event::Paused(*paused)),
+            LogEntry::CandidateChosen { candidate, .. } if *candidate == self.me => {
+                // Ask for the lease at once: the coordinator may promote this node
+                // before the next probe round, and a writer without a lease round
+                // under way would fence itself on its next probe.
+                self.start_lease_round();
+            }
             _ => {}
         }
         self.on_applied_failover(entry);

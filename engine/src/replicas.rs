@@ -48,7 +48,7 @@ impl Engine {
                 .is_some_and(|r| r.source == Some(master) && r.io_running);
             if attached
                 || !st.read_only
-                || *at >= master_at
+                || *at > master_at
                 || self.now.since(*at) > self.spec.timing.report_ttl()
             {
                 continue;

@@ -142,3 +142,32 @@ proptest! {
         run(&plan)?;
     }
 }
+
+// Plans that once failed, kept as regression tests.
+
+#[test]
+fn regression_old_master_restarted_after_two_mysqlds_died() {
+    run(&[
+        (0, Fault::KillMysqld(2)),
+        (0, Fault::KillMysqld(1)),
+        (1006, Fault::RestartMysqld(1)),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn regression_candidate_sidecar_dead_then_candidate_isolated() {
+    // Promoted while its sidecar was down, then cut off: writable but unable to
+    // acknowledge; never two servers that can acknowledge.
+    run(&[
+        (0, Fault::KillMysqld(1)),
+        (0, Fault::CrashSidecar(2)),
+        (1031, Fault::Isolate(2)),
+    ])
+    .unwrap();
+}
+
+#[test]
+fn regression_replica_skipped_by_the_failover_is_reattached_after_heal() {
+    run(&[(0, Fault::Isolate(2)), (0, Fault::KillMysqld(1))]).unwrap();
+}

@@ -43,6 +43,14 @@ pub fn spec_with(promotions: [PromotionRule; 3], client_az: Option<&str>) -> Clu
     .unwrap()
 }
 
+/// Two database hosts and a witness sidecar in a third AZ.
+pub fn spec_witness() -> ClusterSpec {
+    let mut s = spec();
+    s.nodes[2].kind = NodeKind::Witness;
+    s.nodes[2].name = "witness".into();
+    s.validate().unwrap()
+}
+
 pub fn spec() -> ClusterSpec {
     spec_with([PromotionRule::Neutral; 3], None)
 }
@@ -149,8 +157,8 @@ impl Sim {
                         read_only: true,
                         executed: MariadbGtidSet::default(),
                         received: MariadbGtidSet::default(),
-                        source: (!is_master).then_some(master),
-                        io_running: !is_master,
+                        source: (!is_master && n.is_database()).then_some(master),
+                        io_running: !is_master && n.is_database(),
                         io_held: false,
                     },
                     host_up: true,
@@ -421,6 +429,13 @@ impl Sim {
     }
 
     fn replicate(&mut self) {
+        // The SQL thread applies what the IO thread received, connected or not.
+        for node in self.nodes.values_mut() {
+            let m = &mut node.mysqld;
+            if m.alive && m.source.is_some() {
+                m.executed = m.executed.union(&m.received);
+            }
+        }
         for id in self.ids() {
             let r = &self.nodes[&id].mysqld;
             let Some(src) = r.source else { continue };
