@@ -25,6 +25,26 @@
 //!    as exactly one [`Input::Done`] (a driver-side timeout is a failed result).
 //! 4. Call `handle` with a `Tick` no later than [`Engine::next_deadline`].
 //!
+//! ```
+//! use multiaz_engine::{ClusterSpec, Command, Engine, Input, NodeId, Time};
+//!
+//! let spec = ClusterSpec::from_toml(include_str!("../examples/cluster.toml")).unwrap();
+//! let mut engine = Engine::new(spec, NodeId(2), None, Time::ZERO).unwrap();
+//! let mut now = Time::ZERO;
+//! let mut probes = 0;
+//! for _ in 0..20 {
+//!     engine.handle(now, Input::Tick { wall_unix_ms: 1_700_000_000_000 + now.as_millis() });
+//!     for command in engine.take_commands() {
+//!         // A driver executes each command here and feeds results back as Input::Done.
+//!         if let Command::Probe { .. } = command {
+//!             probes += 1;
+//!         }
+//!     }
+//!     now = engine.next_deadline();
+//! }
+//! assert!(probes > 0, "a replica's sidecar probes its own mysqld and the master's");
+//! ```
+//!
 //! ## What it decides
 //!
 //! See `DESIGN.md`: detection ([`detect`]), coordination through raft-rs (the raft
