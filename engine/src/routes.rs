@@ -15,7 +15,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub(crate) struct Routes {
     confirmed: BTreeMap<String, NodeId>,
     in_flight: BTreeMap<String, CommandId>,
-    retry_at: BTreeMap<String, (Time, u32)>,
+    /// When a failed table may be tried again; removed once it is.
+    retry_at: BTreeMap<String, Time>,
+    /// Failures in a row per table, for the backoff.
+    failures: BTreeMap<String, u32>,
 }
 
 impl Routes {
@@ -29,27 +32,29 @@ impl Routes {
             .iter()
             .filter(|t| self.confirmed.get(*t) != Some(&target))
             .filter(|t| !self.in_flight.contains_key(*t))
-            .filter(|t| self.retry_at.get(*t).is_none_or(|(at, _)| *at <= now))
+            .filter(|t| self.retry_at.get(*t).is_none_or(|at| *at <= now))
             .cloned()
             .collect()
     }
 
     pub fn issued(&mut self, table: String, id: CommandId) {
+        self.retry_at.remove(&table);
         self.in_flight.insert(table, id);
     }
 
     pub fn succeeded(&mut self, table: &str, target: NodeId) {
         self.in_flight.remove(table);
         self.retry_at.remove(table);
+        self.failures.remove(table);
         self.confirmed.insert(table.to_string(), target);
     }
 
     pub fn failed(&mut self, table: &str, now: Time) {
         self.in_flight.remove(table);
-        let tries = self.retry_at.get(table).map_or(0, |(_, n)| *n);
-        let wait = (RETRY_FIRST * 2u32.saturating_pow(tries.min(8))).min(RETRY_MAX);
-        self.retry_at
-            .insert(table.to_string(), (now + wait, tries + 1));
+        let tries = self.failures.entry(table.to_string()).or_insert(0);
+        let wait = (RETRY_FIRST * 2u32.saturating_pow((*tries).min(8))).min(RETRY_MAX);
+        *tries += 1;
+        self.retry_at.insert(table.to_string(), now + wait);
     }
 
     pub fn pending(&self, tables: &[String], target: NodeId) -> Vec<String> {
@@ -61,6 +66,6 @@ impl Routes {
     }
 
     pub fn next_retry(&self) -> Option<Time> {
-        self.retry_at.values().map(|(t, _)| *t).min()
+        self.retry_at.values().copied().min()
     }
 }

@@ -481,9 +481,8 @@ fn a_returning_old_master_with_errant_transactions_is_kept_out() {
     let mut sim = Sim::started(spec());
     // The master writes a transaction nobody receives, then its whole host goes away
     // (no salvage possible): that transaction is errant when the host returns.
-    // (Writes stop meanwhile: with MariaDB positions compared by sequence number, a
-    // new master that has written past the errant sequence numbers hides them; the
-    // server-side check against gtid_binlog_state belongs to the rejoin guard.)
+    // The new master goes on writing past those sequence numbers: the errant ones
+    // must still be told apart (by the per-server state, as gtid_binlog_state has it).
     sim.hold_io(N2, true);
     sim.hold_io(N3, true);
     sim.write_every = None;
@@ -493,11 +492,14 @@ fn a_returning_old_master_with_errant_transactions_is_kept_out() {
     sim.crash_host(N1);
     sim.hold_io(N2, false);
     sim.hold_io(N3, false);
+    sim.write_every = Some(Duration::from_millis(50));
     assert!(
         sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
             || all_agree_master(s, N3))
     );
+    sim.run_for(Duration::from_secs(2));
     let m = any_record(&sim).master.unwrap();
+    assert!(sim.nodes[&m].mysqld.executed.seq(0) > sim.nodes[&N1].mysqld.executed.seq(0));
     let node = sim.nodes.get_mut(&N1).unwrap();
     node.host_up = true;
     sim.restart_sidecar(N1);
@@ -510,5 +512,35 @@ fn a_returning_old_master_with_errant_transactions_is_kept_out() {
         "must not replicate into the cluster as is"
     );
     assert!(sim.nodes[&N1].mysqld.read_only);
+    assert_safe(&sim);
+}
+
+#[test]
+fn routes_are_retried_through_an_api_outage() {
+    let mut sim = Sim::started(spec());
+    sim.api_down = true;
+    sim.kill_mysqld(N1);
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N2)),
+        "failover completes without the API"
+    );
+    assert!(
+        sim.routes.values().all(|t| *t == N1),
+        "the API is down: routes unchanged"
+    );
+    let j = any_record(&sim).journal.last().cloned().unwrap();
+    assert!(
+        matches!(&j.outcome, Outcome::Completed(r) if r.routes_pending.len() == 3),
+        "{j:?}"
+    );
+    sim.run_for(Duration::from_secs(10));
+    sim.api_down = false;
+    assert!(
+        sim.run_until(Duration::from_secs(8), |s| s
+            .routes
+            .values()
+            .all(|t| *t == N2)),
+        "routes follow once the API is back"
+    );
     assert_safe(&sim);
 }

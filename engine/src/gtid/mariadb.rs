@@ -1,9 +1,18 @@
-//! MariaDB GTID positions: `domain-server-seq` per replication domain, e.g. `0-1-100,1-2-5`.
+//! MariaDB GTID sets: `domain-server-seq` elements, e.g. `0-1-100,1-2-5`.
 //!
 //! With `gtid_strict_mode`, sequence numbers grow monotonically within a domain, so a
-//! position `0-1-100` stands for transactions 1..=100 of domain 0. We keep the members as
-//! intervals so that a difference (errant transactions) is representable; a set that is
-//! not a prefix of its domain prints as `domain-server:a-b:c` (our extension, parsed back).
+//! position `0-1-100` stands for transactions 1..=100 of domain 0: positions compare
+//! per domain by sequence number ([`MariadbGtidSet::is_superset`]).
+//!
+//! A set also remembers, per domain, the last sequence number each server wrote, as
+//! `gtid_binlog_state` lists it (`0-1-435,0-2-900`). That is what tells a diverged
+//! server apart: an old master holding `0-1-437` is behind a new master at `0-2-900` by
+//! sequence number, yet `0-1-436` and `0-1-437` are in no history but its own. The
+//! difference ([`MariadbGtidSet::difference`]) counts those as errant.
+//!
+//! A set that is not a prefix of its domain prints as `domain-server:a-b:c` (our
+//! extension, parsed back); other servers' last sequence numbers follow as
+//! `domain-server:n`.
 
 use super::intervals::Intervals;
 use super::mysql::parse_interval;
@@ -13,9 +22,48 @@ use std::fmt;
 
 #[derive(Clone, Default, PartialEq, Eq, Hash, Debug)]
 pub struct DomainPos {
-    /// server_id of the highest sequence number seen in this domain.
-    pub server_id: u32,
     pub seqs: Intervals,
+    /// The last sequence number each server wrote in this domain. Invariant: every
+    /// value is in `seqs`, and the largest value is `seqs`' largest member.
+    pub servers: BTreeMap<u32, u64>,
+}
+
+impl DomainPos {
+    /// The server that wrote the highest sequence number (the larger id on a tie).
+    pub fn server_id(&self) -> u32 {
+        let top = self.seqs.last().unwrap_or(0);
+        self.servers
+            .iter()
+            .filter(|(_, n)| **n == top)
+            .map(|(s, _)| *s)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Rebuilds the server map for a subset `seqs` of this domain, keeping the
+    /// invariant: entries whose sequence number left the set go, and the new highest
+    /// member is credited to the first server whose last write lies at or above it.
+    fn restricted_to(&self, seqs: Intervals) -> DomainPos {
+        let mut servers: BTreeMap<u32, u64> = self
+            .servers
+            .iter()
+            .filter(|(_, n)| seqs.contains(**n))
+            .map(|(s, n)| (*s, *n))
+            .collect();
+        if let Some(top) = seqs.last() {
+            if !servers.values().any(|n| *n == top) {
+                let owner = self
+                    .servers
+                    .iter()
+                    .filter(|(_, n)| **n >= top)
+                    .min_by_key(|(s, n)| (**n, **s))
+                    .map(|(s, _)| *s)
+                    .unwrap_or(0);
+                servers.insert(owner, top);
+            }
+        }
+        DomainPos { seqs, servers }
+    }
 }
 
 #[derive(Clone, Default, PartialEq, Eq, Hash, Debug)]
@@ -91,15 +139,9 @@ impl MariadbGtidSet {
             return;
         }
         let d = self.domains.entry(domain).or_default();
-        // The domain's server is the writer of its highest sequence number; on a tie the
-        // larger id wins, so that union does not depend on argument order.
-        match d.seqs.last() {
-            None => d.server_id = server_id,
-            Some(last) if end > last => d.server_id = server_id,
-            Some(last) if end == last => d.server_id = d.server_id.max(server_id),
-            Some(_) => {}
-        }
         d.seqs.insert(start, end);
+        let last = d.servers.entry(server_id).or_insert(end);
+        *last = (*last).max(end);
     }
 
     pub fn domains(&self) -> impl Iterator<Item = (&u32, &DomainPos)> {
@@ -130,6 +172,7 @@ impl MariadbGtidSet {
             .is_some_and(|d| d.seqs.contains(seq))
     }
 
+    /// Per domain, by sequence number: what positions compare by.
     pub fn is_superset(&self, other: &Self) -> bool {
         other.domains.iter().all(|(dom, theirs)| {
             self.domains
@@ -141,28 +184,39 @@ impl MariadbGtidSet {
     pub fn union(&self, other: &Self) -> Self {
         let mut out = self.clone();
         for (dom, theirs) in &other.domains {
-            for &(a, b) in theirs.seqs.runs() {
-                out.insert(*dom, theirs.server_id, a, b);
+            let d = out.domains.entry(*dom).or_default();
+            d.seqs = d.seqs.union(&theirs.seqs);
+            for (s, n) in &theirs.servers {
+                let last = d.servers.entry(*s).or_insert(*n);
+                *last = (*last).max(*n);
             }
         }
         out
     }
 
+    /// Transactions of `self` that `other` lacks: sequence numbers it does not have,
+    /// and — for a server both know — what that server wrote in `self` past its last
+    /// write in `other` (the same sequence numbers, written by someone else there).
     pub fn difference(&self, other: &Self) -> Self {
         let mut out = Self::default();
         for (dom, ours) in &self.domains {
-            let seqs = match other.domains.get(dom) {
+            let mut seqs = match other.domains.get(dom) {
                 Some(theirs) => ours.seqs.difference(&theirs.seqs),
                 None => ours.seqs.clone(),
             };
+            if let Some(theirs) = other.domains.get(dom) {
+                for (s, n) in &ours.servers {
+                    if let Some(t) = theirs.servers.get(s) {
+                        if n > t {
+                            let mut diverged = Intervals::new();
+                            diverged.insert(t + 1, *n);
+                            seqs = seqs.union(&ours.seqs.intersection(&diverged));
+                        }
+                    }
+                }
+            }
             if !seqs.is_empty() {
-                out.domains.insert(
-                    *dom,
-                    DomainPos {
-                        server_id: ours.server_id,
-                        seqs,
-                    },
-                );
+                out.domains.insert(*dom, ours.restricted_to(seqs));
             }
         }
         out
@@ -171,20 +225,36 @@ impl MariadbGtidSet {
 
 impl fmt::Display for MariadbGtidSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (dom, pos)) in self.domains.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        let mut sep = |f: &mut fmt::Formatter<'_>| -> fmt::Result {
+            if !std::mem::take(&mut first) {
                 f.write_str(",")?;
             }
+            Ok(())
+        };
+        for (dom, pos) in &self.domains {
             match pos.seqs.as_prefix() {
-                Some(n) => write!(f, "{dom}-{}-{n}", pos.server_id)?,
+                // gtid_binlog_state's own form: each server's last write.
+                Some(_) => {
+                    for (s, n) in &pos.servers {
+                        sep(f)?;
+                        write!(f, "{dom}-{s}-{n}")?;
+                    }
+                }
                 None => {
-                    write!(f, "{dom}-{}", pos.server_id)?;
+                    let top = pos.server_id();
+                    sep(f)?;
+                    write!(f, "{dom}-{top}")?;
                     for &(a, b) in pos.seqs.runs() {
                         if a == b {
                             write!(f, ":{a}")?;
                         } else {
                             write!(f, ":{a}-{b}")?;
                         }
+                    }
+                    for (s, n) in pos.servers.iter().filter(|(s, _)| **s != top) {
+                        sep(f)?;
+                        write!(f, "{dom}-{s}:{n}")?;
                     }
                 }
             }

@@ -390,6 +390,16 @@ impl Sim {
         for id in self.ids() {
             let wall = 1_700_000_000_000 + self.now.as_millis();
             self.input(id, Input::Tick { wall_unix_ms: wall });
+            // A deadline at or before the tick just handled would make a driver spin
+            // without letting time pass.
+            if let Some(e) = &self.nodes[&id].engine {
+                assert!(
+                    e.next_deadline() > self.now,
+                    "{id}: deadline {:?} not after {:?}",
+                    e.next_deadline(),
+                    self.now
+                );
+            }
         }
         let w = self.writable();
         if w.len() > 1 {

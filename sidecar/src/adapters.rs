@@ -1,0 +1,53 @@
+//! What the driver needs from the world. Each trait is small so that the simulation
+//! can model exactly what fails where.
+
+use multiaz_engine::{
+    DurableState, Engine, Event, GtidSet, MysqlOp, MysqlReply, NodeId, PeerMessage, ProbeResult,
+    SalvageReport, Time,
+};
+use std::future::Future;
+
+/// Operations on any member's mysqld (the sidecar holds credentials for all of them).
+/// Implementations bound every call by their own timeout and report it as a failure.
+pub trait MysqlOps: Clone + 'static {
+    fn probe(&self, node: NodeId) -> impl Future<Output = ProbeResult>;
+    fn op(&self, node: NodeId, op: MysqlOp) -> impl Future<Output = Result<MysqlReply, String>>;
+}
+
+/// Recovering the old master's binlog tail through the sidecar on its host.
+pub trait Salvage: Clone + 'static {
+    fn salvage(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        after: GtidSet,
+    ) -> impl Future<Output = Result<SalvageReport, String>>;
+}
+
+/// The cloud control plane: VIP routes, and stopping an instance for fencing.
+pub trait RouteOps: Clone + 'static {
+    fn replace_route(
+        &self,
+        route_table: String,
+        target: NodeId,
+    ) -> impl Future<Output = Result<(), String>>;
+    fn stop_instance(&self, node: NodeId) -> impl Future<Output = Result<(), String>>;
+}
+
+/// Best-effort delivery to a peer sidecar (the transport queues, reconnects, drops).
+pub trait PeerTransport: 'static {
+    fn send(&self, to: NodeId, message: PeerMessage);
+}
+
+/// The raft state on disk: written durably (fsync, atomic rename) before returning.
+pub trait DurableStore: 'static {
+    fn persist(&mut self, state: &DurableState) -> Result<(), String>;
+}
+
+/// Where events go (logs, metrics, a timeline), and the wall clock for the journal.
+pub trait Observer: 'static {
+    fn event(&self, now: Time, event: &Event);
+    fn wall_unix_ms(&self) -> u64;
+    /// Called after every engine step; the simulation reads the record from here.
+    fn after_step(&self, _engine: &Engine) {}
+}

@@ -1,0 +1,195 @@
+//! The driver: feeds the engine its inputs and executes its commands.
+//!
+//! One loop, in this order of priority (`biased;`, so that a run replays exactly):
+//! command results, peer messages, operator requests, then the engine's deadline.
+//! Commands are executed in the order the engine gave them; `Persist` is written
+//! before anything after it runs, and only then are the messages it carries sent.
+
+use crate::adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
+use multiaz_engine::{
+    Command, CommandId, CommandResult, DurableState, Engine, Input, NodeId, OperatorRequest,
+    PeerMessage, Time,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("could not make raft state durable: {0}")]
+    Persist(String),
+}
+
+/// What the outside world uses to talk to a running driver.
+#[derive(Clone)]
+pub struct DriverHandle {
+    pub inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
+    pub operator: mpsc::UnboundedSender<OperatorRequest>,
+}
+
+pub struct Driver<M, S, R, P, D, O> {
+    engine: Engine,
+    durable: DurableState,
+    origin: Instant,
+    mysql: M,
+    salvage: S,
+    routes: R,
+    peers: P,
+    store: D,
+    observer: O,
+    inbox: mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
+    operator: mpsc::UnboundedReceiver<OperatorRequest>,
+    done_tx: mpsc::UnboundedSender<(CommandId, CommandResult)>,
+    done_rx: mpsc::UnboundedReceiver<(CommandId, CommandResult)>,
+}
+
+impl<M, S, R, P, D, O> Driver<M, S, R, P, D, O>
+where
+    M: MysqlOps,
+    S: Salvage,
+    R: RouteOps,
+    P: PeerTransport,
+    D: DurableStore,
+    O: Observer,
+{
+    /// `engine` must have been created with `Time::ZERO` as its start (the driver's
+    /// clock starts now), and `durable` is the state it was restored from.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: Engine,
+        durable: DurableState,
+        mysql: M,
+        salvage: S,
+        routes: R,
+        peers: P,
+        store: D,
+        observer: O,
+    ) -> (Self, DriverHandle) {
+        let (in_tx, inbox) = mpsc::unbounded_channel();
+        let (op_tx, operator) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            engine,
+            durable,
+            origin: Instant::now(),
+            mysql,
+            salvage,
+            routes,
+            peers,
+            store,
+            observer,
+            inbox,
+            operator,
+            done_tx,
+            done_rx,
+        };
+        let handle = DriverHandle {
+            inbox: in_tx,
+            operator: op_tx,
+        };
+        (driver, handle)
+    }
+
+    fn now(&self) -> Time {
+        Time::from_millis(self.origin.elapsed().as_millis() as u64)
+    }
+
+    /// Runs until a persist fails (the only fatal error) or every sender is gone.
+    pub async fn run(mut self) -> Result<(), DriverError> {
+        self.step(Input::Tick {
+            wall_unix_ms: self.observer.wall_unix_ms(),
+        })?;
+        loop {
+            let deadline = self.origin
+                + std::time::Duration::from_millis(self.engine.next_deadline().as_millis());
+            let input = tokio::select! {
+                biased;
+                Some((id, result)) = self.done_rx.recv() => Input::Done { id, result },
+                Some((from, message)) = self.inbox.recv() => Input::Peer { from, message },
+                Some(req) = self.operator.recv() => Input::Operator(req),
+                _ = tokio::time::sleep_until(deadline) => Input::Tick { wall_unix_ms: self.observer.wall_unix_ms() },
+            };
+            self.step(input)?;
+        }
+    }
+
+    fn step(&mut self, input: Input) -> Result<(), DriverError> {
+        let now = self.now();
+        self.engine.handle(now, input);
+        for command in self.engine.take_commands() {
+            self.execute(now, command)?;
+        }
+        self.observer.after_step(&self.engine);
+        Ok(())
+    }
+
+    fn execute(&mut self, now: Time, command: Command) -> Result<(), DriverError> {
+        match command {
+            Command::Persist(batch) => {
+                let then_send = self.durable.apply(batch);
+                self.store
+                    .persist(&self.durable)
+                    .map_err(DriverError::Persist)?;
+                for (to, message) in then_send {
+                    self.peers.send(to, message);
+                }
+            }
+            Command::Send { to, message } => self.peers.send(to, message),
+            Command::Emit(event) => self.observer.event(now, &event),
+            Command::Probe { id, node } => {
+                let mysql = self.mysql.clone();
+                self.spawn(
+                    id,
+                    async move { CommandResult::Probe(mysql.probe(node).await) },
+                );
+            }
+            Command::Mysql { id, node, op } => {
+                let mysql = self.mysql.clone();
+                self.spawn(
+                    id,
+                    async move { CommandResult::Mysql(mysql.op(node, op).await) },
+                );
+            }
+            Command::Salvage {
+                id,
+                from,
+                to,
+                after,
+            } => {
+                let salvage = self.salvage.clone();
+                self.spawn(id, async move {
+                    CommandResult::Salvage(salvage.salvage(from, to, after).await)
+                });
+            }
+            Command::ReplaceRoute {
+                id,
+                route_table,
+                target,
+            } => {
+                let routes = self.routes.clone();
+                self.spawn(id, async move {
+                    CommandResult::Done(routes.replace_route(route_table, target).await)
+                });
+            }
+            Command::StopInstance { id, node } => {
+                let routes = self.routes.clone();
+                self.spawn(id, async move {
+                    CommandResult::Done(routes.stop_instance(node).await)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        id: CommandId,
+        work: impl std::future::Future<Output = CommandResult> + 'static,
+    ) {
+        let done = self.done_tx.clone();
+        tokio::task::spawn_local(async move {
+            let result = work.await;
+            // The driver may be gone (host crash): then nobody needs the result.
+            let _ = done.send((id, result));
+        });
+    }
+}

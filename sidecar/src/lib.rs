@@ -1,0 +1,17 @@
+//! # multiaz-sidecar
+//!
+//! The driver that runs a [`multiaz_engine::Engine`] and carries out its commands, and
+//! the traits through which it reaches the world. The real sidecar implements the
+//! traits over MySQL, EC2 and TCP; the simulation (`multiaz-sim`) implements them over
+//! turmoil. Both run this same driver.
+//!
+//! The driver runs on a current-thread runtime inside a `LocalSet` (adapters need not
+//! be `Send`), spawning one local task per command that has a result.
+
+pub mod adapters;
+pub mod driver;
+pub mod frame;
+pub mod retry;
+
+pub use adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
+pub use driver::{Driver, DriverError, DriverHandle};

@@ -1,0 +1,425 @@
+//! The software on each simulated host: database hosts (model mysqld + the real
+//! engine and driver with simulated adapters), the EC2 API, and the clients.
+
+use crate::mysqld::{self, Req, Resp};
+use crate::wire;
+use crate::world::{host_name, Acked, View, World, EC2_HOST, EC2_PORT, PEER_PORT, SALVAGE_PORT};
+use multiaz_engine::{
+    DurableState, Engine, Event, GtidSet, MysqlOp, MysqlReply, NodeId, PeerMessage, ProbeResult,
+    SalvageReport, Time,
+};
+use multiaz_sidecar::frame::{read_frame, write_frame, Envelope};
+use multiaz_sidecar::retry::{with_backoff, Attempt, Backoff};
+use multiaz_sidecar::{Driver, DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use turmoil::net::TcpListener;
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+const WAITING_OP_TIMEOUT: Duration = Duration::from_secs(9);
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+// ---- adapters -----------------------------------------------------------------------
+
+#[derive(Clone)]
+struct SimMysql;
+
+impl MysqlOps for SimMysql {
+    async fn probe(&self, node: NodeId) -> ProbeResult {
+        match mysqld::ask(node, &Req::Probe, PROBE_TIMEOUT).await {
+            Ok(Resp::Status(s)) => ProbeResult::Alive(Some(s)),
+            Ok(other) => ProbeResult::Down(format!("unexpected answer {other:?}")),
+            Err(e) => ProbeResult::Down(e),
+        }
+    }
+
+    async fn op(&self, node: NodeId, op: MysqlOp) -> Result<MysqlReply, String> {
+        let within = match op {
+            MysqlOp::CatchUp { .. } | MysqlOp::WaitApplied { .. } => WAITING_OP_TIMEOUT,
+            _ => OP_TIMEOUT,
+        };
+        match mysqld::ask(node, &Req::Op(op), within).await? {
+            Resp::Op(r) => r,
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SalvageReq {
+    to: NodeId,
+    after: GtidSet,
+}
+
+#[derive(Clone)]
+struct SimSalvage;
+
+impl Salvage for SimSalvage {
+    async fn salvage(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        after: GtidSet,
+    ) -> Result<SalvageReport, String> {
+        wire::call::<_, Result<SalvageReport, String>>(
+            &host_name(from),
+            SALVAGE_PORT,
+            &SalvageReq { to, after },
+            Duration::from_secs(4),
+        )
+        .await
+        .map_err(|e| format!("salvage from {from}: {e}"))?
+    }
+}
+
+/// The sidecar's salvage service: reads this host's binlog from disk (mysqld may be
+/// dead) and applies what the new master lacks, with the original GTIDs.
+async fn salvage_service(world: World, me: NodeId) {
+    let listener = TcpListener::bind(("0.0.0.0", SALVAGE_PORT))
+        .await
+        .expect("bind salvage");
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let world = world.clone();
+        tokio::task::spawn_local(async move {
+            let Ok(req) = wire::recv::<SalvageReq>(&mut s).await else {
+                return;
+            };
+            let txns = world.mysqld(me, |m| {
+                m.binlog
+                    .iter()
+                    .filter(|t| !t.gtid.in_set(&req.after))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            let result = if txns.is_empty() {
+                Ok(SalvageReport {
+                    recovered: 0,
+                    not_recovered: vec![],
+                })
+            } else {
+                let gtids: Vec<String> = txns.iter().map(|t| t.gtid.to_string()).collect();
+                match mysqld::ask(req.to, &Req::Apply { txns }, Duration::from_secs(3)).await {
+                    Ok(Resp::Applied(Ok(n))) => Ok(SalvageReport {
+                        recovered: n,
+                        not_recovered: vec![],
+                    }),
+                    Ok(other) => Ok(SalvageReport {
+                        recovered: 0,
+                        not_recovered: {
+                            let _ = other;
+                            gtids
+                        },
+                    }),
+                    Err(e) => Err(e),
+                }
+            };
+            let _ = wire::send(&mut s, &result).await;
+        });
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Ec2Req {
+    ReplaceRoute { route_table: String, target: NodeId },
+    StopInstance { node: NodeId },
+}
+
+#[derive(Clone)]
+struct SimRoutes {
+    rng: Rc<RefCell<ChaCha8Rng>>,
+}
+
+impl SimRoutes {
+    async fn call(&self, req: Ec2Req) -> Result<(), String> {
+        let rng = self.rng.clone();
+        let jitter = move |ceiling: Duration| {
+            let f: f64 = rng.borrow_mut().random();
+            ceiling.mul_f64(f)
+        };
+        let req = Rc::new(req);
+        with_backoff(&Backoff::default(), jitter, || {
+            let req = req.clone();
+            async move {
+                match wire::call::<_, Result<(), String>>(
+                    EC2_HOST,
+                    EC2_PORT,
+                    &*req,
+                    Duration::from_secs(3),
+                )
+                .await
+                {
+                    Ok(Ok(())) => Attempt::Ok(()),
+                    Ok(Err(code))
+                        if code == "RequestLimitExceeded" || code == "ServiceUnavailable" =>
+                    {
+                        Attempt::Retry(code)
+                    }
+                    Ok(Err(code)) => Attempt::Fail(code),
+                    Err(e) => Attempt::Retry(format!("EC2 API unreachable: {e}")),
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl RouteOps for SimRoutes {
+    async fn replace_route(&self, route_table: String, target: NodeId) -> Result<(), String> {
+        self.call(Ec2Req::ReplaceRoute {
+            route_table,
+            target,
+        })
+        .await
+    }
+
+    async fn stop_instance(&self, node: NodeId) -> Result<(), String> {
+        self.call(Ec2Req::StopInstance { node }).await
+    }
+}
+
+/// The model EC2 API: latency, throttling and outage as the faults set them; route
+/// changes land in the VPC's route tables, which the clients' traffic follows.
+pub async fn ec2_host(world: World) -> turmoil::Result {
+    let listener = TcpListener::bind(("0.0.0.0", EC2_PORT)).await?;
+    loop {
+        let (mut s, _) = listener.accept().await?;
+        let world = world.clone();
+        tokio::task::spawn_local(async move {
+            let Ok(req) = wire::recv::<Ec2Req>(&mut s).await else {
+                return;
+            };
+            let latency = Duration::from_millis(30 + (world.random() * 120.0) as u64);
+            tokio::time::sleep(latency).await;
+            let roll = world.random();
+            let result = world.with(|w| {
+                w.ec2.calls += 1;
+                if w.ec2.outage {
+                    return Err("ServiceUnavailable".to_string());
+                }
+                if roll < w.ec2.throttle {
+                    w.ec2.throttled += 1;
+                    return Err("RequestLimitExceeded".to_string());
+                }
+                match req {
+                    Ec2Req::ReplaceRoute {
+                        route_table,
+                        target,
+                    } => match w.routes.get_mut(&route_table) {
+                        Some(t) => {
+                            *t = target;
+                            Ok(())
+                        }
+                        None => Err("InvalidRouteTableID.NotFound".to_string()),
+                    },
+                    Ec2Req::StopInstance { node } => {
+                        w.stop_requests.push(node);
+                        Ok(())
+                    }
+                }
+            });
+            let _ = wire::send(&mut s, &result).await;
+        });
+    }
+}
+
+/// Peer transport: one connection per peer, re-established as needed; messages are
+/// dropped when the peer is unreachable (raft and the lease tolerate loss).
+struct SimPeers {
+    queues: BTreeMap<NodeId, mpsc::Sender<PeerMessage>>,
+}
+
+impl SimPeers {
+    fn start(me: NodeId, peers: Vec<NodeId>) -> Self {
+        let mut queues = BTreeMap::new();
+        for p in peers {
+            let (tx, rx) = mpsc::channel(256);
+            queues.insert(p, tx);
+            tokio::task::spawn_local(peer_sender(me, p, rx));
+        }
+        SimPeers { queues }
+    }
+}
+
+impl PeerTransport for SimPeers {
+    fn send(&self, to: NodeId, message: PeerMessage) {
+        if let Some(q) = self.queues.get(&to) {
+            let _ = q.try_send(message);
+        }
+    }
+}
+
+async fn peer_sender(me: NodeId, peer: NodeId, mut rx: mpsc::Receiver<PeerMessage>) {
+    loop {
+        let Ok(mut s) =
+            wire::connect(&host_name(peer), PEER_PORT, Duration::from_millis(500)).await
+        else {
+            // Unreachable: drop what queued up meanwhile, try again shortly.
+            while rx.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        while let Some(message) = rx.recv().await {
+            let env = Envelope { from: me, message };
+            match tokio::time::timeout(Duration::from_millis(500), write_frame(&mut s, &env)).await
+            {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+async fn peer_listener(me: NodeId, inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>) {
+    let listener = TcpListener::bind(("0.0.0.0", PEER_PORT))
+        .await
+        .expect("bind peer port");
+    loop {
+        let Ok((mut s, addr)) = listener.accept().await else {
+            continue;
+        };
+        // The simulation's stand-in for authentication: the sender is the host the
+        // connection comes from.
+        let Some(name) = turmoil::reverse_lookup(addr.ip()) else {
+            continue;
+        };
+        let Some(from) = name
+            .strip_prefix("db")
+            .and_then(|n| n.parse().ok())
+            .map(NodeId)
+        else {
+            continue;
+        };
+        let inbox = inbox.clone();
+        tokio::task::spawn_local(async move {
+            while let Ok(env) = read_frame(&mut s).await {
+                if env.from != from || from == me {
+                    break;
+                }
+                if inbox.send((from, env.message)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+struct SimStore {
+    world: World,
+    me: NodeId,
+}
+
+impl DurableStore for SimStore {
+    fn persist(&mut self, state: &DurableState) -> Result<(), String> {
+        self.world
+            .with(|w| w.durable.insert(self.me, state.clone()));
+        Ok(())
+    }
+}
+
+struct SimObserver {
+    world: World,
+    me: NodeId,
+}
+
+impl Observer for SimObserver {
+    fn event(&self, _now: Time, event: &Event) {
+        if !matches!(event, Event::Dropped { .. }) {
+            self.world
+                .with(|w| w.events.push((now(), self.me, event.clone())));
+        }
+    }
+
+    fn wall_unix_ms(&self) -> u64 {
+        1_700_000_000_000 + now().as_millis() as u64
+    }
+
+    fn after_step(&self, engine: &Engine) {
+        let r = engine.record();
+        let view = View {
+            epoch: r.epoch,
+            master: r.master,
+            failover: r.failover.is_some(),
+            coordinator: engine.is_coordinator(),
+        };
+        self.world.with(|w| w.views.insert(self.me, view));
+    }
+}
+
+/// A database host: mysqld, the salvage service, and the sidecar.
+pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
+    world.mysqld(me, |m| m.start());
+    tokio::task::spawn_local(mysqld::run(world.clone(), me));
+    tokio::task::spawn_local(salvage_service(world.clone(), me));
+    let (spec, durable) = world.with(|w| (w.spec.clone(), w.durable.get(&me).cloned()));
+    let engine = Engine::new(spec.clone(), me, durable.as_ref(), Time::ZERO)?;
+    let peers: Vec<NodeId> = spec.ids().filter(|id| *id != me).collect();
+    let (driver, handle) = Driver::new(
+        engine,
+        durable.unwrap_or_default(),
+        SimMysql,
+        SimSalvage,
+        SimRoutes {
+            rng: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed))),
+        },
+        SimPeers::start(me, peers),
+        SimStore {
+            world: world.clone(),
+            me,
+        },
+        SimObserver {
+            world: world.clone(),
+            me,
+        },
+    );
+    tokio::task::spawn_local(peer_listener(me, handle.inbox.clone()));
+    // Keep the handle alive: the driver stops when every sender is gone.
+    let _handle = handle;
+    driver.run().await?;
+    Ok(())
+}
+
+/// A client in one AZ: writes through the VIP (its subnet's route table) and records
+/// every write the database acknowledged.
+pub async fn client_host(
+    world: World,
+    id: u32,
+    route_table: String,
+    every: Duration,
+) -> turmoil::Result {
+    let mut n = 0u64;
+    loop {
+        tokio::time::sleep(every).await;
+        n += 1;
+        let target = world.with(|w| w.routes.get(&route_table).copied());
+        let Some(target) = target else { continue };
+        if let Ok(Resp::Written(Ok(gtid))) = mysqld::ask(
+            target,
+            &Req::Write { client: id, n },
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            world.with(|w| {
+                w.acked.push(Acked {
+                    at: now(),
+                    client: id,
+                    server: target,
+                    gtid,
+                })
+            });
+        }
+    }
+}

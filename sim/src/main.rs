@@ -1,0 +1,227 @@
+//! `multiaz-sim`: run one simulated failover, or sweep many seeds.
+
+use clap::{Parser, Subcommand};
+use multiaz_engine::Flavour;
+use multiaz_sim::run::percentiles;
+use multiaz_sim::{run, RunConfig, RunReport, Scenario};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "multiaz-sim",
+    about = "Deterministic simulation of a three-AZ multiaz cluster under faults",
+    long_about = "Runs the real multiaz engine and driver on simulated hosts (turmoil): three \
+database hosts with a model mysqld, a model EC2 API whose route tables carry the VIP, and a \
+client per AZ writing through the VIP. Each seed draws its faults; every run checks that no \
+acknowledged write and no binlog event is lost, that two servers never acknowledge writes at \
+once, and that writes resume after the faults heal. The same seed replays the same timeline."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One run: the timeline (faults, detection, each failover step, route switch,
+    /// first write after) and the invariant verdicts. Exits non-zero if one fails.
+    Run {
+        #[arg(long, value_enum)]
+        scenario: Scenario,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = FlavourArg::Mariadb)]
+        flavour: FlavourArg,
+        /// Simulated seconds.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+    },
+    /// Many seeds: a progress line on stderr, a summary (or one JSON object with
+    /// --json) on stdout. Exits non-zero if any seed fails.
+    Sweep {
+        #[arg(long, value_enum)]
+        scenario: Scenario,
+        /// How many seeds.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        start_seed: u64,
+        #[arg(long, value_enum, default_value_t = FlavourArg::Mariadb)]
+        flavour: FlavourArg,
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FlavourArg {
+    Mariadb,
+    Mysql,
+}
+
+impl From<FlavourArg> for Flavour {
+    fn from(f: FlavourArg) -> Flavour {
+        match f {
+            FlavourArg::Mariadb => Flavour::Mariadb,
+            FlavourArg::Mysql => Flavour::Mysql,
+        }
+    }
+}
+
+fn reproduce(r: &RunReport) -> String {
+    format!(
+        "reproduce: multiaz-sim run --scenario {} --seed {}",
+        r.scenario, r.seed
+    )
+}
+
+fn print_failures(r: &RunReport) {
+    let v = &r.verdicts;
+    for (what, items) in [
+        ("lost acknowledged writes", &v.lost_acked_writes),
+        ("lost binlog events", &v.lost_binlog_events),
+        ("errant transactions on replicas", &v.errant_on_survivors),
+    ] {
+        if !items.is_empty() {
+            println!("  FAIL {what}: {} (first: {})", items.len(), items[0]);
+        }
+    }
+    if !v.split_brain_ms.is_empty() {
+        println!("  FAIL split brain: two servers could acknowledge writes at {} ms (and {} more instants)", v.split_brain_ms[0], v.split_brain_ms.len() - 1);
+    }
+    if !v.live_after_heal {
+        println!("  FAIL no write acknowledged within 30 s after the faults healed");
+    }
+    if let Some(e) = &v.software_error {
+        println!("  FAIL host software error: {e}");
+    }
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Cmd::Run {
+            scenario,
+            seed,
+            flavour,
+            seconds,
+        } => {
+            let r = run(&RunConfig {
+                scenario,
+                seed,
+                flavour: flavour.into(),
+                duration: Duration::from_secs(seconds),
+            });
+            println!("scenario {scenario}, seed {seed}: {}", r.profile);
+            for (t, line) in &r.timeline {
+                println!("{:>9.3}s  {line}", t.as_secs_f64());
+            }
+            println!();
+            println!(
+                "epoch {}, master {:?}, {} writes acknowledged, failover {}",
+                r.final_epoch,
+                r.final_master,
+                r.acked_writes,
+                r.failover_ms.map_or("none".to_string(), |ms| format!(
+                    "{ms} ms (fault to first acknowledged write)"
+                ))
+            );
+            let v = &r.verdicts;
+            println!("lost acknowledged writes: {}", v.lost_acked_writes.len());
+            println!("lost binlog events:       {}", v.lost_binlog_events.len());
+            println!("split brain instants:     {}", v.split_brain_ms.len());
+            println!("errant on replicas:       {}", v.errant_on_survivors.len());
+            println!(
+                "writes after heal:        {}",
+                if v.live_after_heal { "yes" } else { "NO" }
+            );
+            println!(
+                "{:.0} simulated seconds in {:.2} s",
+                r.sim_seconds, r.wall_seconds
+            );
+            if r.verdicts.ok() {
+                println!("PASS");
+                ExitCode::SUCCESS
+            } else {
+                print_failures(&r);
+                println!("{}", reproduce(&r));
+                ExitCode::FAILURE
+            }
+        }
+        Cmd::Sweep {
+            scenario,
+            seeds,
+            start_seed,
+            flavour,
+            seconds,
+            json,
+        } => {
+            let wall = Instant::now();
+            let mut failed = Vec::new();
+            let mut failover = Vec::new();
+            let (mut acked, mut lost_acked, mut lost_binlog, mut split, mut sim_s) =
+                (0usize, 0usize, 0usize, 0usize, 0.0f64);
+            for (i, seed) in (start_seed..start_seed + seeds).enumerate() {
+                let r = run(&RunConfig {
+                    scenario,
+                    seed,
+                    flavour: flavour.into(),
+                    duration: Duration::from_secs(seconds),
+                });
+                acked += r.acked_writes;
+                lost_acked += r.verdicts.lost_acked_writes.len();
+                lost_binlog += r.verdicts.lost_binlog_events.len();
+                split += r.verdicts.split_brain_ms.len();
+                sim_s += r.sim_seconds;
+                failover.extend(r.failover_ms);
+                if !r.verdicts.ok() {
+                    failed.push(seed);
+                    eprintln!("seed {seed} FAILED ({})", r.profile);
+                    eprintln!("  {}", reproduce(&r));
+                }
+                eprint!(
+                    "\r{scenario}: {}/{seeds} seeds, {} failed   ",
+                    i + 1,
+                    failed.len()
+                );
+            }
+            eprintln!();
+            let wall_s = wall.elapsed().as_secs_f64();
+            let p = percentiles(failover.clone());
+            if json {
+                let out = serde_json::json!({
+                    "scenario": scenario.to_string(),
+                    "seeds": seeds,
+                    "failed_seeds": failed,
+                    "failover_ms": p,
+                    "acked_writes": acked,
+                    "lost_acked_writes": lost_acked,
+                    "lost_binlog_events": lost_binlog,
+                    "split_brain": split,
+                    "sim_seconds": sim_s,
+                    "wall_seconds": wall_s,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "scenario {scenario}: {seeds} seeds, {} failed {:?}",
+                    failed.len(),
+                    failed
+                );
+                println!("failover (fault to first acknowledged write), over {} runs with a failover: p50 {} ms, p99 {} ms, max {} ms", failover.len(), p["p50"], p["p99"], p["max"]);
+                println!("acknowledged writes {acked}, lost {lost_acked}; lost binlog events {lost_binlog}; split-brain instants {split}");
+                println!(
+                    "{sim_s:.0} simulated seconds in {wall_s:.1} s ({:.0}x)",
+                    sim_s / wall_s.max(1e-9)
+                );
+            }
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The model mysqld as network services on its host: the client/admin protocol, the
+//! replication stream it serves, and its replica-side IO and SQL threads.
+//!
+//! Semi-sync AFTER_SYNC: a write is in the binlog first, and acknowledged to the client
+//! only once a replica has acknowledged receiving it; there is no fallback to async.
+
+use crate::wire;
+use crate::world::{host_name, Gtid, Txn, World, MYSQL_PORT};
+use multiaz_engine::{
+    GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ReplicationStatus,
+};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use turmoil::net::{TcpListener, TcpStream};
+
+/// How long an operation that waits (catch-up, relay apply) may take on the server.
+const OP_WAIT: Duration = Duration::from_secs(8);
+/// The replication heartbeat, and how long a replica waits before it calls the
+/// connection dead (MASTER_HEARTBEAT_PERIOD, slave_net_timeout).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+const NET_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a stopped or failed IO thread tries again (MASTER_CONNECT_RETRY).
+const CONNECT_RETRY: Duration = Duration::from_millis(1000);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Req {
+    Probe,
+    Op(MysqlOp),
+    Write { client: u32, n: u64 },
+    Subscribe { have: GtidSet },
+    Apply { txns: Vec<Txn> },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Resp {
+    Status(MysqlStatus),
+    Op(Result<MysqlReply, String>),
+    Written(Result<Gtid, String>),
+    Applied(Result<u64, String>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Stream {
+    Txn(Txn),
+    Heartbeat,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Ack {
+    Got(Gtid),
+    /// The answer to a heartbeat: the replica still hears this source.
+    Alive,
+}
+
+fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// Waits until `cond` holds (checked on every world change, and every 20 ms), or `within`.
+async fn wait_for(world: &World, within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let changed = world.changed.notified();
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            _ = changed => {}
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+/// Runs this host's mysqld: the server, the IO thread and the SQL thread.
+pub async fn run(world: World, me: NodeId) {
+    tokio::task::spawn_local(io_thread(world.clone(), me));
+    tokio::task::spawn_local(sql_thread(world.clone(), me));
+    let listener = TcpListener::bind(("0.0.0.0", MYSQL_PORT))
+        .await
+        .expect("bind mysqld");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let alive = world.mysqld(me, |m| m.alive.then_some(m.incarnation));
+        // A dead mysqld refuses: the connection closes at once.
+        if let Some(incarnation) = alive {
+            tokio::task::spawn_local(serve(world.clone(), me, incarnation, stream));
+        }
+    }
+}
+
+fn status(world: &World, me: NodeId) -> MysqlStatus {
+    world.mysqld(me, |m| MysqlStatus {
+        read_only: m.read_only,
+        executed: m.executed.clone(),
+        received: m.received(),
+        replication: m.source.map(|s| ReplicationStatus {
+            source: Some(s),
+            io_running: m.io_running && m.io_connected,
+            sql_running: true,
+        }),
+    })
+}
+
+fn positions(world: &World, me: NodeId) -> Positions {
+    world.mysqld(me, |m| Positions {
+        received: m.received(),
+        executed: m.executed.clone(),
+    })
+}
+
+async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream) {
+    let Ok(req) = wire::recv::<Req>(&mut stream).await else {
+        return;
+    };
+    let same = |w: &World| w.mysqld(me, |m| m.alive && m.incarnation == incarnation);
+    let resp = match req {
+        Req::Probe => Resp::Status(status(&world, me)),
+        Req::Op(op) => Resp::Op(op_(&world, me, op, incarnation).await),
+        Req::Write { client, n } => {
+            let gtid = world.mysqld(me, |m| {
+                if m.read_only {
+                    return Err("--read-only option: the server is read only".to_string());
+                }
+                let gtid = m.next_gtid();
+                m.apply(Txn { gtid, client, n });
+                Ok((gtid, m.semi_sync_source))
+            });
+            world.changed.notify_waiters();
+            match gtid {
+                Err(e) => Resp::Written(Err(e)),
+                Ok((gtid, semi_sync)) => {
+                    // No async fallback: wait for a replica's acknowledgement for as
+                    // long as the client waits (bounded here only to end the task).
+                    let acked = !semi_sync
+                        || wait_for(&world, Duration::from_secs(30), || {
+                            world.mysqld(me, |m| m.acked.contains(&gtid))
+                        })
+                        .await;
+                    if !same(&world) {
+                        return;
+                    }
+                    if acked {
+                        Resp::Written(Ok(gtid))
+                    } else {
+                        Resp::Written(Err("semi-sync: no acknowledgement".into()))
+                    }
+                }
+            }
+        }
+        Req::Subscribe { have } => {
+            return stream_binlog(world, me, incarnation, have, stream).await
+        }
+        Req::Apply { txns } => {
+            let n = world.mysqld(me, |m| {
+                txns.into_iter().filter(|t| m.apply(t.clone())).count()
+            });
+            world.changed.notify_waiters();
+            Resp::Applied(Ok(n as u64))
+        }
+    };
+    if same(&world) {
+        let _ = wire::send(&mut stream, &resp).await;
+    }
+}
+
+async fn op_(
+    world: &World,
+    me: NodeId,
+    op: MysqlOp,
+    incarnation: u64,
+) -> Result<MysqlReply, String> {
+    let r = match op {
+        MysqlOp::SetReadOnly => {
+            world.mysqld(me, |m| m.read_only = true);
+            MysqlReply::Done
+        }
+        MysqlOp::SetWritable => {
+            world.mysqld(me, |m| m.read_only = false);
+            MysqlReply::Done
+        }
+        MysqlOp::FenceReplica => {
+            world.mysqld(me, |m| m.io_running = false);
+            MysqlReply::Positions(positions(world, me))
+        }
+        MysqlOp::CatchUp { source, until } => {
+            world.mysqld(me, |m| {
+                m.source = Some(source);
+                m.io_running = true;
+            });
+            world.changed.notify_waiters();
+            let ok = wait_for(world, OP_WAIT, || {
+                world.mysqld(me, |m| m.executed.contains(&until))
+            })
+            .await;
+            world.mysqld(me, |m| m.io_running = false);
+            if !ok {
+                return Err(format!("catch-up from {source} did not reach {until}"));
+            }
+            MysqlReply::Positions(positions(world, me))
+        }
+        MysqlOp::WaitApplied { until } => {
+            let ok = wait_for(world, OP_WAIT, || {
+                world.mysqld(me, |m| m.executed.contains(&until))
+            })
+            .await;
+            if !ok {
+                return Err(format!("relay log not applied up to {until}"));
+            }
+            MysqlReply::Positions(positions(world, me))
+        }
+        MysqlOp::Promote => {
+            world.mysqld(me, |m| {
+                m.source = None;
+                m.io_running = false;
+                m.relay.clear();
+                m.read_only = false;
+                m.semi_sync_source = true;
+            });
+            MysqlReply::Done
+        }
+        MysqlOp::Repoint { source } => {
+            world.mysqld(me, |m| {
+                m.source = Some(source);
+                m.io_running = true;
+                m.semi_sync_source = false;
+            });
+            world.changed.notify_waiters();
+            MysqlReply::Done
+        }
+    };
+    if world.mysqld(me, |m| m.alive && m.incarnation == incarnation) {
+        Ok(r)
+    } else {
+        Err("connection lost".into())
+    }
+}
+
+/// Serves a replica: every binlog transaction it lacks, then new ones as they come,
+/// with heartbeats; its acknowledgements feed semi-sync.
+async fn stream_binlog(
+    world: World,
+    me: NodeId,
+    incarnation: u64,
+    have: GtidSet,
+    stream: TcpStream,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let acks = {
+        let world = world.clone();
+        tokio::task::spawn_local(async move {
+            while let Ok(ack) = wire::recv::<Ack>(&mut rd).await {
+                world.mysqld(me, |m| {
+                    m.last_ack_heard = now();
+                    if let Ack::Got(g) = ack {
+                        m.acked.insert(g);
+                    }
+                });
+                world.changed.notify_waiters();
+            }
+        })
+    };
+    world.mysqld(me, |m| m.subscribers += 1);
+    let mut pos = 0usize;
+    let same = |w: &World| w.mysqld(me, |m| m.alive && m.incarnation == incarnation);
+    'serve: loop {
+        let changed = world.changed.notified();
+        if !same(&world) {
+            break;
+        }
+        let fresh: Vec<Txn> = world.mysqld(me, |m| {
+            let out = m.binlog[pos..]
+                .iter()
+                .filter(|t| !t.gtid.in_set(&have))
+                .cloned()
+                .collect();
+            pos = m.binlog.len();
+            out
+        });
+        if fresh.is_empty() {
+            tokio::select! {
+                biased;
+                _ = changed => continue,
+                _ = tokio::time::sleep(HEARTBEAT) => {
+                    if wire::send(&mut wr, &Stream::Heartbeat).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        for t in fresh {
+            if wire::send(&mut wr, &Stream::Txn(t)).await.is_err() {
+                break 'serve;
+            }
+        }
+    }
+    acks.abort();
+    world.mysqld(me, |m| {
+        if m.incarnation == incarnation {
+            m.subscribers = m.subscribers.saturating_sub(1);
+        }
+    });
+}
+
+/// The replica's IO thread: connects to its source, receives into the relay log,
+/// acknowledges each transaction.
+async fn io_thread(world: World, me: NodeId) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cfg = world.mysqld(me, |m| {
+            (m.alive && m.io_running)
+                .then_some(m.source)
+                .flatten()
+                .map(|s| (s, m.incarnation))
+        });
+        let Some((source, incarnation)) = cfg else {
+            world.mysqld(me, |m| m.io_connected = false);
+            continue;
+        };
+        let still = |w: &World| {
+            w.mysqld(me, |m| {
+                m.alive && m.io_running && m.source == Some(source) && m.incarnation == incarnation
+            })
+        };
+        let Ok(stream) = wire::connect(&host_name(source), MYSQL_PORT, NET_TIMEOUT).await else {
+            tokio::time::sleep(CONNECT_RETRY).await;
+            continue;
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        let have = world.mysqld(me, |m| m.received());
+        if wire::send(&mut wr, &Req::Subscribe { have }).await.is_err() {
+            tokio::time::sleep(CONNECT_RETRY).await;
+            continue;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reader = tokio::task::spawn_local(async move {
+            while let Ok(m) = wire::recv::<Stream>(&mut rd).await {
+                if tx.send(m).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut connected = false;
+        let mut last = tokio::time::Instant::now();
+        loop {
+            let msg = tokio::select! {
+                biased;
+                m = rx.recv() => m,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    // A silent source (crashed host, partition) is dead after NET_TIMEOUT.
+                    if still(&world) && last.elapsed() < NET_TIMEOUT { continue } else { break }
+                }
+            };
+            let Some(msg) = msg else { break };
+            last = tokio::time::Instant::now();
+            if !still(&world) {
+                break;
+            }
+            if !connected {
+                connected = true;
+                world.mysqld(me, |m| m.io_connected = true);
+            }
+            let ack = match msg {
+                Stream::Heartbeat => Ack::Alive,
+                Stream::Txn(t) => {
+                    let g = t.gtid;
+                    world.mysqld(me, |m| {
+                        if !m.has(&g) {
+                            m.relay.push_back((now(), t));
+                        }
+                    });
+                    Ack::Got(g)
+                }
+            };
+            if wire::send(&mut wr, &ack).await.is_err() {
+                break;
+            }
+        }
+        reader.abort();
+        world.mysqld(me, |m| m.io_connected = false);
+    }
+}
+
+/// The replica's SQL thread: applies the relay log in order, after the node's lag.
+async fn sql_thread(world: World, me: NodeId) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let t = now();
+        let applied = world.mysqld(me, |m| {
+            let mut n = 0;
+            while m.alive
+                && m.relay
+                    .front()
+                    .is_some_and(|(at, _)| t >= *at + m.apply_lag)
+            {
+                let (_, txn) = m.relay.pop_front().expect("checked");
+                m.apply(txn);
+                n += 1;
+            }
+            n
+        });
+        if applied > 0 {
+            world.changed.notify_waiters();
+        }
+    }
+}
+
+/// Connects to `node`'s mysqld and asks one thing.
+pub async fn ask(node: NodeId, req: &Req, within: Duration) -> Result<Resp, String> {
+    wire::call(&host_name(node), MYSQL_PORT, req, within)
+        .await
+        .map_err(|e| format!("{node}: {e}"))
+}

@@ -1,0 +1,450 @@
+//! One simulated run: build the cluster on turmoil, apply the seed's faults, heal,
+//! and check the invariants.
+
+use crate::hosts::{client_host, db_host, ec2_host};
+use crate::scenario::{Fault, Plan, Scenario, CLIENTS, DB_HOSTS};
+use crate::world::{host_name, Gtid, World, EC2_HOST};
+use multiaz_engine::{
+    ClusterSpec, Event, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Timing, Vip,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+pub const ROUTE_TABLES: [&str; 3] = ["rtb-az-a", "rtb-az-b", "rtb-az-c"];
+
+pub fn cluster_spec(flavour: Flavour) -> ClusterSpec {
+    let azs = ["az-a", "az-b", "az-c"];
+    ClusterSpec {
+        name: "sim".into(),
+        flavour,
+        initial_master: NodeId(1),
+        client_az: None,
+        vip: Vip {
+            address: "10.0.100.10".parse().expect("literal"),
+            route_tables: ROUTE_TABLES.iter().map(|s| s.to_string()).collect(),
+        },
+        timing: Timing::default(),
+        nodes: (0..3)
+            .map(|i| NodeSpec {
+                id: NodeId(i as u64 + 1),
+                name: DB_HOSTS[i].into(),
+                az: azs[i].into(),
+                kind: NodeKind::Database,
+                promotion: PromotionRule::Neutral,
+            })
+            .collect(),
+    }
+    .validate()
+    .expect("the simulated cluster is valid")
+}
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub flavour: Flavour,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdicts {
+    pub lost_acked_writes: Vec<String>,
+    pub lost_binlog_events: Vec<String>,
+    /// Instants (ms) at which two servers could acknowledge writes.
+    pub split_brain_ms: Vec<u64>,
+    pub errant_on_survivors: Vec<String>,
+    /// Writes succeeded within 30 s after everything healed.
+    pub live_after_heal: bool,
+    pub software_error: Option<String>,
+}
+
+impl Verdicts {
+    pub fn ok(&self) -> bool {
+        self.lost_acked_writes.is_empty()
+            && self.lost_binlog_events.is_empty()
+            && self.split_brain_ms.is_empty()
+            && self.errant_on_survivors.is_empty()
+            && self.live_after_heal
+            && self.software_error.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub profile: String,
+    pub acked_writes: usize,
+    /// From the first fault to the first write acknowledged after it (if the master
+    /// changed).
+    pub failover_ms: Option<u64>,
+    pub final_epoch: u64,
+    pub final_master: Option<NodeId>,
+    pub verdicts: Verdicts,
+    pub sim_seconds: f64,
+    pub wall_seconds: f64,
+    /// Hash of the whole timeline: same seed, same hash.
+    pub trace_hash: u64,
+    #[serde(skip)]
+    pub timeline: Vec<(Duration, String)>,
+}
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= *b as u64;
+        *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+fn describe(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::MasterDead { master, reason } => format!("detected: {master} dead ({reason})"),
+        Event::FailoverBegun {
+            epoch, suspects, ..
+        } => format!("failover to epoch {epoch} begins (fencing {suspects:?})"),
+        Event::FailoverResumed { epoch } => {
+            format!("new coordinator resumes the failover of epoch {epoch}")
+        }
+        Event::Fenced { node, .. } => format!("{node} fenced"),
+        Event::Skipped { node, why, .. } => format!("{node} skipped: {why}"),
+        Event::CandidateChosen {
+            candidate,
+            catch_up_from,
+            ..
+        } => match catch_up_from {
+            Some(f) => format!("candidate {candidate}, catching up from {f}"),
+            None => format!("candidate {candidate}"),
+        },
+        Event::CaughtUp { candidate, .. } => format!("{candidate} caught up"),
+        Event::RelayApplied { candidate, .. } => format!("{candidate} applied its relay log"),
+        Event::Salvaged { from, outcome, .. } => match outcome {
+            Ok(r) => format!(
+                "salvaged {} transaction(s) from {from}'s binlog",
+                r.recovered
+            ),
+            Err(e) => format!("salvage from {from} failed: {e}"),
+        },
+        Event::WaitingForLease { until_ms, .. } => format!(
+            "waiting for the old master's lease (until {until_ms} ms on the coordinator's clock)"
+        ),
+        Event::Promoted { node, .. } => format!("{node} promoted"),
+        Event::Repointed { node, source, .. } => format!("{node} replicates from {source}"),
+        Event::RouteReplaced {
+            route_table,
+            target,
+        } => format!("route {route_table} -> {target}"),
+        Event::RouteFailed {
+            route_table, error, ..
+        } => format!("route {route_table} failed: {error}"),
+        Event::FailoverCompleted {
+            epoch,
+            new_master,
+            report,
+        } => {
+            format!("failover to epoch {epoch} complete: master {new_master} ({} ms on the coordinator)", report.duration_ms)
+        }
+        Event::FailoverAborted { why, .. } => format!("failover aborted: {why}"),
+        Event::SelfFenced { why } => format!("self-fenced: {why}"),
+        Event::Unfenced => "writable again (lease regained)".into(),
+        Event::ErrantTransactions { node, gtids, .. } => {
+            format!("{node} has errant transactions {gtids}; kept out")
+        }
+        Event::BecameCoordinator { term } => format!("coordinator (term {term})"),
+        _ => return None,
+    })
+}
+
+pub fn run(cfg: &RunConfig) -> RunReport {
+    let wall = Instant::now();
+    let plan = Plan::draw(cfg.scenario, cfg.seed);
+    let spec = cluster_spec(cfg.flavour);
+    let world = World::new(spec.clone(), cfg.seed);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(cfg.duration + Duration::from_secs(5))
+        .tick_duration(Duration::from_millis(5))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(3))
+        .rng_seed(cfg.seed)
+        .build();
+    for n in spec.database_ids() {
+        let w = world.clone();
+        let seed = cfg.seed ^ (n.0 << 32);
+        sim.host(host_name(n), move || db_host(w.clone(), n, seed));
+    }
+    {
+        let w = world.clone();
+        sim.host(EC2_HOST, move || ec2_host(w.clone()));
+    }
+    for (i, c) in CLIENTS.iter().enumerate() {
+        let w = world.clone();
+        let table = ROUTE_TABLES[i].to_string();
+        sim.host(*c, move || {
+            client_host(
+                w.clone(),
+                i as u32 + 1,
+                table.clone(),
+                Duration::from_millis(50),
+            )
+        });
+    }
+
+    let mut pending: Vec<(Duration, Fault)> = plan.faults.clone();
+    let mut healed = false;
+    let mut crashed: BTreeSet<NodeId> = BTreeSet::new();
+    let mut killed: BTreeSet<NodeId> = BTreeSet::new();
+    let mut held: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut binlog_at_kill: Vec<Gtid> = Vec::new();
+    let mut split_brain = Vec::new();
+    let mut software_error = None;
+    let mut timeline: Vec<(Duration, String)> = Vec::new();
+
+    while sim.elapsed() < cfg.duration {
+        let now = sim.elapsed();
+        let due: Vec<Fault> = {
+            let (now_due, later): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|(t, _)| *t <= now);
+            pending = later;
+            now_due.into_iter().map(|(_, f)| f).collect()
+        };
+        for f in due {
+            timeline.push((now, format!("FAULT {f}")));
+            match &f {
+                Fault::KillMysqld(n) => {
+                    if plan.salvage_expected {
+                        binlog_at_kill =
+                            world.mysqld(*n, |m| m.binlog.iter().map(|t| t.gtid).collect());
+                    }
+                    world.mysqld(*n, |m| m.kill());
+                    world.changed.notify_waiters();
+                    killed.insert(*n);
+                }
+                Fault::StartMysqld(n) => {
+                    world.mysqld(*n, |m| m.start());
+                    killed.remove(n);
+                }
+                Fault::CrashHost(n) => {
+                    world.mysqld(*n, |m| m.kill());
+                    sim.crash(host_name(*n));
+                    crashed.insert(*n);
+                }
+                Fault::BounceHost(n) => {
+                    sim.bounce(host_name(*n));
+                    crashed.remove(n);
+                }
+                Fault::Partition(a, b) => {
+                    for x in a {
+                        for y in b {
+                            sim.partition(x.as_str(), y.as_str());
+                        }
+                    }
+                }
+                Fault::PartitionOneway(a, b) => {
+                    for x in a {
+                        for y in b {
+                            sim.partition_oneway(x.as_str(), y.as_str());
+                        }
+                    }
+                }
+                Fault::Hold(a, b) => {
+                    sim.hold(a.as_str(), b.as_str());
+                    held.insert((a.clone(), b.clone()));
+                }
+                Fault::Release(a, b) => {
+                    sim.release(a.as_str(), b.as_str());
+                    held.remove(&(a.clone(), b.clone()));
+                }
+                Fault::RepairAll => repair_all(&mut sim),
+                Fault::ApiThrottle(r) => world.with(|w| w.ec2.throttle = *r),
+                Fault::ApiOutage(on) => world.with(|w| w.ec2.outage = *on),
+            }
+        }
+        if !healed && now >= plan.heal_at {
+            healed = true;
+            timeline.push((
+                now,
+                "HEAL network repaired, hosts and mysqlds restarted, EC2 API normal".into(),
+            ));
+            repair_all(&mut sim);
+            for (a, b) in std::mem::take(&mut held) {
+                sim.release(a.as_str(), b.as_str());
+            }
+            world.with(|w| {
+                w.ec2.throttle = 0.0;
+                w.ec2.outage = false;
+            });
+            for n in std::mem::take(&mut crashed) {
+                sim.bounce(host_name(n));
+            }
+            for n in std::mem::take(&mut killed) {
+                world.mysqld(n, |m| m.start());
+            }
+        }
+        // Instances the EC2 API was asked to stop (STONITH).
+        for n in world.with(|w| std::mem::take(&mut w.stop_requests)) {
+            timeline.push((now, format!("EC2 stops the instance of {n}")));
+            world.mysqld(n, |m| m.kill());
+            sim.crash(host_name(n));
+            crashed.insert(n);
+        }
+        if let Err(e) = sim.step() {
+            software_error = Some(e.to_string());
+            break;
+        }
+        let now = sim.elapsed();
+        let ackers: Vec<NodeId> = world.with(|w| {
+            w.mysqld
+                .iter()
+                .filter(|(_, m)| m.can_acknowledge(now))
+                .map(|(id, _)| *id)
+                .collect()
+        });
+        if ackers.len() > 1 {
+            split_brain.push(now.as_millis() as u64);
+        }
+    }
+
+    // ---- verdicts -------------------------------------------------------------------
+    let end = sim.elapsed();
+    let (views, acked, events, mut world_timeline) = world.with(|w| {
+        (
+            w.views.clone(),
+            w.acked.clone(),
+            w.events.clone(),
+            w.timeline.clone(),
+        )
+    });
+    let final_view = views
+        .iter()
+        .filter(|(n, _)| !crashed.contains(n))
+        .max_by_key(|(_, v)| v.epoch)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let final_master = final_view.master;
+    let master_binlog: BTreeSet<Gtid> = final_master
+        .map(|m| world.mysqld(m, |x| x.binlog.iter().map(|t| t.gtid).collect()))
+        .unwrap_or_default();
+    let lost_acked_writes: Vec<String> = acked
+        .iter()
+        .filter(|a| !master_binlog.contains(&a.gtid))
+        .map(|a| {
+            format!(
+                "{} (client {}, acked by {} at {:?})",
+                a.gtid, a.client, a.server, a.at
+            )
+        })
+        .collect();
+    let lost_binlog_events: Vec<String> = binlog_at_kill
+        .iter()
+        .filter(|g| !master_binlog.contains(g))
+        .map(|g| g.to_string())
+        .collect();
+    let mut errant_on_survivors = Vec::new();
+    if let Some(m) = final_master {
+        for n in spec.database_ids().filter(|n| *n != m) {
+            let (attached, extra) = world.mysqld(n, |x| {
+                (
+                    x.alive && x.source == Some(m),
+                    x.binlog
+                        .iter()
+                        .filter(|t| !master_binlog.contains(&t.gtid))
+                        .map(|t| t.gtid.to_string())
+                        .collect::<Vec<_>>(),
+                )
+            });
+            if attached && !extra.is_empty() {
+                errant_on_survivors.push(format!("{n}: {}", extra.join(",")));
+            }
+        }
+    }
+    let live_after_heal = acked
+        .iter()
+        .any(|a| a.at >= plan.heal_at && a.at <= plan.heal_at + Duration::from_secs(30));
+    let master_changed = final_view.epoch > 1;
+    let failover_ms = acked
+        .iter()
+        .find(|a| a.at > plan.fault_at)
+        .filter(|_| master_changed)
+        .map(|a| (a.at - plan.fault_at).as_millis() as u64);
+
+    for (t, n, e) in &events {
+        if let Some(text) = describe(e) {
+            timeline.push((*t, format!("{n} {text}")));
+        }
+    }
+    if let Some(a) = acked.iter().find(|a| a.at > plan.fault_at) {
+        timeline.push((
+            a.at,
+            format!("first write acknowledged after the fault, by {}", a.server),
+        ));
+    }
+    timeline.append(&mut world_timeline);
+    timeline.sort_by_key(|a| a.0);
+
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (t, line) in &timeline {
+        fnv(&mut h, &t.as_millis().to_le_bytes());
+        fnv(&mut h, line.as_bytes());
+    }
+    for a in &acked {
+        fnv(
+            &mut h,
+            format!("{:?}{}{}", a.at, a.gtid, a.server).as_bytes(),
+        );
+    }
+
+    RunReport {
+        scenario: cfg.scenario,
+        seed: cfg.seed,
+        profile: plan.profile,
+        acked_writes: acked.len(),
+        failover_ms,
+        final_epoch: final_view.epoch,
+        final_master,
+        verdicts: Verdicts {
+            lost_acked_writes,
+            lost_binlog_events,
+            split_brain_ms: split_brain,
+            errant_on_survivors,
+            live_after_heal,
+            software_error,
+        },
+        sim_seconds: end.as_secs_f64(),
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        trace_hash: h,
+        timeline,
+    }
+}
+
+fn repair_all(sim: &mut turmoil::Sim<'_>) {
+    let mut hosts: Vec<String> = DB_HOSTS
+        .iter()
+        .chain(CLIENTS.iter())
+        .map(|s| s.to_string())
+        .collect();
+    hosts.push(EC2_HOST.into());
+    for a in &hosts {
+        for b in &hosts {
+            if a != b {
+                sim.repair_oneway(a.as_str(), b.as_str());
+            }
+        }
+    }
+}
+
+/// Per-scenario latency figures for a sweep.
+pub fn percentiles(mut v: Vec<u64>) -> BTreeMap<&'static str, u64> {
+    v.sort_unstable();
+    let at = |q: f64| -> u64 {
+        if v.is_empty() {
+            return 0;
+        }
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v[i]
+    };
+    BTreeMap::from([
+        ("p50", at(0.5)),
+        ("p99", at(0.99)),
+        ("max", v.last().copied().unwrap_or(0)),
+    ])
+}

@@ -1,0 +1,238 @@
+//! Scenarios and the fault plan each seed draws.
+
+use multiaz_engine::NodeId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// SIGKILL of the master's mysqld; its host and sidecar live on.
+    MasterKill,
+    /// The master's whole host crashes.
+    HostCrash,
+    /// The master's AZ (its database host and its clients) is cut off.
+    AzPartition,
+    /// The master's mysqld dies while half of the EC2 API calls are throttled.
+    ApiThrottle,
+    /// The master's mysqld dies while the EC2 API is down for 30 s.
+    ApiOutage,
+    /// Faults drawn from the seed.
+    Mixed,
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Scenario::MasterKill => "master-kill",
+            Scenario::HostCrash => "host-crash",
+            Scenario::AzPartition => "az-partition",
+            Scenario::ApiThrottle => "api-throttle",
+            Scenario::ApiOutage => "api-outage",
+            Scenario::Mixed => "mixed",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    KillMysqld(NodeId),
+    StartMysqld(NodeId),
+    CrashHost(NodeId),
+    BounceHost(NodeId),
+    /// Cut every link between the two groups of host names, both ways.
+    Partition(Vec<String>, Vec<String>),
+    /// Cut the links from the first group to the second only.
+    PartitionOneway(Vec<String>, Vec<String>),
+    /// Hold messages between two hosts (a clogged link) until released.
+    Hold(String, String),
+    Release(String, String),
+    RepairAll,
+    ApiThrottle(f64),
+    ApiOutage(bool),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::KillMysqld(n) => write!(f, "kill -9 mysqld on {n}"),
+            Fault::StartMysqld(n) => write!(f, "mysqld on {n} starts again"),
+            Fault::CrashHost(n) => write!(f, "host {n} crashes"),
+            Fault::BounceHost(n) => write!(f, "host {n} boots again"),
+            Fault::Partition(a, b) => write!(f, "partition {a:?} | {b:?}"),
+            Fault::PartitionOneway(a, b) => write!(f, "one-way partition {a:?} -> {b:?}"),
+            Fault::Hold(a, b) => write!(f, "clog link {a} <-> {b}"),
+            Fault::Release(a, b) => write!(f, "release link {a} <-> {b}"),
+            Fault::RepairAll => write!(f, "network healed"),
+            Fault::ApiThrottle(r) => write!(f, "EC2 API throttles {:.0}% of calls", r * 100.0),
+            Fault::ApiOutage(true) => write!(f, "EC2 API down"),
+            Fault::ApiOutage(false) => write!(f, "EC2 API back"),
+        }
+    }
+}
+
+pub struct Plan {
+    pub faults: Vec<(Duration, Fault)>,
+    /// One line describing the draw (swarm testing: each run prints its profile).
+    pub profile: String,
+    /// When the first fault hits.
+    pub fault_at: Duration,
+    /// Everything is healed from here on; liveness is judged after it.
+    pub heal_at: Duration,
+    /// A master whose host survives is killed: every binlog event must survive too.
+    pub salvage_expected: bool,
+}
+
+pub const DB_HOSTS: [&str; 3] = ["db1", "db2", "db3"];
+pub const CLIENTS: [&str; 3] = ["client-a", "client-b", "client-c"];
+
+fn az_group(i: usize) -> Vec<String> {
+    vec![DB_HOSTS[i].to_string(), CLIENTS[i].to_string()]
+}
+
+fn others(i: usize) -> Vec<String> {
+    let mut v: Vec<String> = (0..3).filter(|j| *j != i).flat_map(az_group).collect();
+    v.push("ec2".into());
+    v
+}
+
+fn s(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs)
+}
+
+impl Plan {
+    pub fn draw(scenario: Scenario, seed: u64) -> Plan {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xfa17);
+        let master = NodeId(1);
+        // The fault lands at a seed-drawn moment so that it hits every phase of the
+        // probe and lease cycles.
+        let at = s(10.0 + rng.random::<f64>() * 2.0);
+        let heal = s(60.0);
+        let (faults, salvage_expected) = match scenario {
+            Scenario::MasterKill => (vec![(at, Fault::KillMysqld(master))], true),
+            Scenario::HostCrash => (vec![(at, Fault::CrashHost(master))], false),
+            Scenario::AzPartition => (vec![(at, Fault::Partition(az_group(0), others(0)))], false),
+            Scenario::ApiThrottle => (
+                vec![
+                    (at, Fault::ApiThrottle(0.5)),
+                    (at, Fault::KillMysqld(master)),
+                    (at + s(40.0), Fault::ApiThrottle(0.0)),
+                ],
+                true,
+            ),
+            Scenario::ApiOutage => (
+                vec![
+                    (at, Fault::ApiOutage(true)),
+                    (at, Fault::KillMysqld(master)),
+                    (at + s(30.0), Fault::ApiOutage(false)),
+                ],
+                true,
+            ),
+            Scenario::Mixed => return Self::draw_mixed(&mut rng, at, heal),
+        };
+        let profile = faults
+            .iter()
+            .map(|(t, f)| format!("{:.1}s {f}", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Plan {
+            faults,
+            profile,
+            fault_at: at,
+            heal_at: heal,
+            salvage_expected,
+        }
+    }
+
+    fn draw_mixed(rng: &mut ChaCha8Rng, at: Duration, heal: Duration) -> Plan {
+        let mut faults = Vec::new();
+        let count = 1 + rng.random_range(0..3);
+        let mut host_faults = 0;
+        let mut net_faults = false;
+        let mut killed_master = false;
+        for k in 0..count {
+            let t = if k == 0 {
+                at
+            } else {
+                at + s(rng.random::<f64>() * 25.0)
+            };
+            let node = NodeId(1 + rng.random_range(0..3u64));
+            let i = (node.0 - 1) as usize;
+            match rng.random_range(0..7) {
+                0 | 1 => {
+                    // At most one database host is lost at a time, as a 3-node cluster
+                    // tolerates; a second loss is covered by the heal phase.
+                    if host_faults == 0 {
+                        host_faults += 1;
+                        faults.push((t, Fault::KillMysqld(node)));
+                        killed_master |= node == NodeId(1) && k == 0;
+                    }
+                }
+                2 => {
+                    if host_faults == 0 {
+                        host_faults += 1;
+                        faults.push((t, Fault::CrashHost(node)));
+                    }
+                }
+                3 => {
+                    net_faults = true;
+                    faults.push((t, Fault::Partition(az_group(i), others(i))));
+                    faults.push((t + s(5.0 + rng.random::<f64>() * 20.0), Fault::RepairAll));
+                }
+                4 => {
+                    net_faults = true;
+                    let (a, b) = if rng.random::<bool>() {
+                        (az_group(i), others(i))
+                    } else {
+                        (others(i), az_group(i))
+                    };
+                    faults.push((t, Fault::PartitionOneway(a, b)));
+                    faults.push((t + s(5.0 + rng.random::<f64>() * 20.0), Fault::RepairAll));
+                }
+                5 => {
+                    net_faults = true;
+                    let j = (i + 1 + rng.random_range(0..2)) % 3;
+                    let (a, b) = (DB_HOSTS[i].to_string(), DB_HOSTS[j].to_string());
+                    faults.push((t, Fault::Hold(a.clone(), b.clone())));
+                    faults.push((
+                        t + s(1.0 + rng.random::<f64>() * 10.0),
+                        Fault::Release(a, b),
+                    ));
+                }
+                _ => {
+                    if rng.random::<bool>() {
+                        faults.push((t, Fault::ApiThrottle(0.2 + rng.random::<f64>() * 0.6)));
+                        faults.push((
+                            t + s(5.0 + rng.random::<f64>() * 30.0),
+                            Fault::ApiThrottle(0.0),
+                        ));
+                    } else {
+                        faults.push((t, Fault::ApiOutage(true)));
+                        faults.push((
+                            t + s(5.0 + rng.random::<f64>() * 25.0),
+                            Fault::ApiOutage(false),
+                        ));
+                    }
+                }
+            }
+        }
+        faults.sort_by_key(|a| a.0);
+        let profile = faults
+            .iter()
+            .map(|(t, f)| format!("{:.1}s {f}", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let fault_at = faults.first().map(|f| f.0).unwrap_or(at);
+        Plan {
+            faults,
+            profile,
+            fault_at,
+            heal_at: heal,
+            salvage_expected: killed_master && !net_faults,
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The simulated world's state that outlives any host's software: each database host's
+//! disk (binlog, relay log) and mysqld process state, the VPC's route tables (the data
+//! plane), every acknowledged write, and the timeline.
+//!
+//! Software on the hosts reaches other hosts' state only over the simulated network;
+//! the shared state here stands for what is on a host's own disk or in its own process.
+
+use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Uuid};
+use multiaz_engine::{ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId, Time};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub fn host_name(n: NodeId) -> String {
+    format!("db{}", n.0)
+}
+
+pub const MYSQL_PORT: u16 = 3306;
+pub const PEER_PORT: u16 = 7001;
+pub const SALVAGE_PORT: u16 = 7100;
+pub const EC2_PORT: u16 = 443;
+pub const EC2_HOST: &str = "ec2";
+
+/// One transaction's identity, either flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Gtid {
+    Mariadb { domain: u32, server: u32, seq: u64 },
+    Mysql { source: u8, n: u64 },
+}
+
+/// The UUID of model server `source` (MySQL flavour).
+pub fn server_uuid(source: u8) -> Uuid {
+    let mut b = [0x5au8; 16];
+    b[15] = source;
+    Uuid(b)
+}
+
+impl Gtid {
+    pub fn add_to(&self, set: &mut GtidSet) {
+        match (self, set) {
+            (
+                Gtid::Mariadb {
+                    domain,
+                    server,
+                    seq,
+                },
+                GtidSet::Mariadb(s),
+            ) => s.insert(*domain, *server, *seq, *seq),
+            (Gtid::Mysql { source, n }, GtidSet::Mysql(s)) => {
+                s.insert(server_uuid(*source), *n, *n)
+            }
+            _ => {}
+        }
+    }
+
+    pub fn in_set(&self, set: &GtidSet) -> bool {
+        match (self, set) {
+            (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => {
+                s.contains_gtid(*domain, *seq)
+            }
+            (Gtid::Mysql { source, n }, GtidSet::Mysql(s)) => {
+                s.contains_gtid(&server_uuid(*source), *n)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Gtid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gtid::Mariadb {
+                domain,
+                server,
+                seq,
+            } => write!(f, "{domain}-{server}-{seq}"),
+            Gtid::Mysql { source, n } => write!(f, "{}:{n}", server_uuid(*source)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub gtid: Gtid,
+    /// Which client wrote it and its own sequence number.
+    pub client: u32,
+    pub n: u64,
+}
+
+/// A model mysqld: its process state and its disk.
+#[derive(Debug)]
+pub struct Mysqld {
+    pub flavour: Flavour,
+    pub server_id: u32,
+    pub alive: bool,
+    /// Bumped whenever the process dies or starts: connections of an older
+    /// incarnation close.
+    pub incarnation: u64,
+    pub read_only: bool,
+    pub semi_sync_source: bool,
+    /// The binlog: every executed transaction in order (log_slave_updates on).
+    pub binlog: Vec<Txn>,
+    pub executed: GtidSet,
+    /// Received, not yet applied: (arrival, txn).
+    pub relay: VecDeque<(Duration, Txn)>,
+    pub source: Option<NodeId>,
+    /// The IO thread is configured to run (START SLAVE).
+    pub io_running: bool,
+    /// The IO thread is connected to its source right now.
+    pub io_connected: bool,
+    /// How long a received transaction waits before the SQL thread applies it.
+    pub apply_lag: Duration,
+    /// Transactions a replica acknowledged receiving (semi-sync).
+    pub acked: BTreeSet<Gtid>,
+    /// Replica streams connected to this server now.
+    pub subscribers: usize,
+    /// When a replica last answered (an acknowledgement or a heartbeat reply).
+    pub last_ack_heard: Duration,
+}
+
+impl Mysqld {
+    pub fn new(flavour: Flavour, server_id: u32, master: Option<NodeId>) -> Self {
+        Mysqld {
+            flavour,
+            server_id,
+            alive: true,
+            incarnation: 1,
+            read_only: master.is_some(),
+            semi_sync_source: master.is_none(),
+            binlog: Vec::new(),
+            executed: GtidSet::empty(flavour),
+            relay: VecDeque::new(),
+            source: master,
+            io_running: master.is_some(),
+            io_connected: false,
+            apply_lag: Duration::from_millis(2),
+            acked: BTreeSet::new(),
+            subscribers: 0,
+            last_ack_heard: Duration::ZERO,
+        }
+    }
+
+    pub fn received(&self) -> GtidSet {
+        let mut r = self.executed.clone();
+        for (_, t) in &self.relay {
+            t.gtid.add_to(&mut r);
+        }
+        r
+    }
+
+    pub fn has(&self, g: &Gtid) -> bool {
+        g.in_set(&self.executed) || self.relay.iter().any(|(_, t)| t.gtid == *g)
+    }
+
+    /// Appends a transaction to the binlog unless it is already executed.
+    pub fn apply(&mut self, txn: Txn) -> bool {
+        if txn.gtid.in_set(&self.executed) {
+            return false;
+        }
+        txn.gtid.add_to(&mut self.executed);
+        self.binlog.push(txn);
+        true
+    }
+
+    /// The GTID this server gives its next own transaction.
+    pub fn next_gtid(&self) -> Gtid {
+        match &self.executed {
+            GtidSet::Mariadb(s) => Gtid::Mariadb {
+                domain: 0,
+                server: self.server_id,
+                seq: s.seq(0) + 1,
+            },
+            GtidSet::Mysql(s) => {
+                let uuid = server_uuid(self.server_id as u8);
+                let last = s
+                    .sources()
+                    .find(|(u, _)| **u == uuid)
+                    .and_then(|(_, i)| i.last())
+                    .unwrap_or(0);
+                Gtid::Mysql {
+                    source: self.server_id as u8,
+                    n: last + 1,
+                }
+            }
+        }
+    }
+
+    pub fn kill(&mut self) {
+        self.alive = false;
+        self.incarnation += 1;
+        self.io_connected = false;
+        self.subscribers = 0;
+    }
+
+    /// mysqld starts again: read_only as its my.cnf says, replication as configured;
+    /// the relay log is applied as usual.
+    pub fn start(&mut self) {
+        if !self.alive {
+            self.alive = true;
+            self.incarnation += 1;
+            self.read_only = true;
+            self.semi_sync_source = false;
+        }
+    }
+
+    /// Able to acknowledge a write right now: writable, with a replica attached that
+    /// answered within the replication timeout.
+    pub fn can_acknowledge(&self, now: Duration) -> bool {
+        self.alive
+            && !self.read_only
+            && self.subscribers > 0
+            && now.saturating_sub(self.last_ack_heard) < Duration::from_secs(2)
+    }
+}
+
+pub fn empty_set(flavour: Flavour) -> GtidSet {
+    match flavour {
+        Flavour::Mariadb => GtidSet::Mariadb(MariadbGtidSet::default()),
+        Flavour::Mysql => GtidSet::Mysql(MysqlGtidSet::default()),
+    }
+}
+
+/// The model EC2 API's behaviour, changed by faults.
+#[derive(Debug, Clone, Default)]
+pub struct Ec2State {
+    /// Share of calls answered RequestLimitExceeded.
+    pub throttle: f64,
+    /// Every call fails with ServiceUnavailable.
+    pub outage: bool,
+    pub calls: u64,
+    pub throttled: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Acked {
+    pub at: Duration,
+    pub client: u32,
+    pub server: NodeId,
+    pub gtid: Gtid,
+}
+
+/// What each sidecar last believed, for invariants and the timeline.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub epoch: u64,
+    pub master: Option<NodeId>,
+    pub failover: bool,
+    pub coordinator: bool,
+}
+
+pub struct WorldState {
+    pub spec: ClusterSpec,
+    pub mysqld: BTreeMap<NodeId, Mysqld>,
+    /// Route table → node whose interface the VIP route points at.
+    pub routes: BTreeMap<String, NodeId>,
+    pub durable: BTreeMap<NodeId, DurableState>,
+    pub ec2: Ec2State,
+    /// Instances the EC2 API was asked to stop; the simulation loop crashes them.
+    pub stop_requests: Vec<NodeId>,
+    pub acked: Vec<Acked>,
+    pub views: BTreeMap<NodeId, View>,
+    pub timeline: Vec<(Duration, String)>,
+    pub events: Vec<(Duration, NodeId, Event)>,
+    pub rng: ChaCha8Rng,
+}
+
+/// Shared by every host's software (turmoil runs them all on one thread).
+#[derive(Clone)]
+pub struct World {
+    pub state: Rc<RefCell<WorldState>>,
+    /// Woken whenever a binlog grows or an acknowledgement arrives.
+    pub changed: Rc<Notify>,
+}
+
+impl World {
+    pub fn new(spec: ClusterSpec, seed: u64) -> World {
+        let master = spec.initial_master;
+        let mysqld = spec
+            .nodes
+            .iter()
+            .filter(|n| n.is_database())
+            .map(|n| {
+                let m = Mysqld::new(
+                    spec.flavour,
+                    n.id.0 as u32,
+                    (n.id != master).then_some(master),
+                );
+                (n.id, m)
+            })
+            .collect();
+        let routes = spec
+            .vip
+            .route_tables
+            .iter()
+            .map(|t| (t.clone(), master))
+            .collect();
+        World {
+            state: Rc::new(RefCell::new(WorldState {
+                spec,
+                mysqld,
+                routes,
+                durable: BTreeMap::new(),
+                ec2: Ec2State::default(),
+                stop_requests: Vec::new(),
+                acked: Vec::new(),
+                views: BTreeMap::new(),
+                timeline: Vec::new(),
+                events: Vec::new(),
+                rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_3a1d),
+            })),
+            changed: Rc::new(Notify::new()),
+        }
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut WorldState) -> R) -> R {
+        f(&mut self.state.borrow_mut())
+    }
+
+    pub fn mysqld<R>(&self, n: NodeId, f: impl FnOnce(&mut Mysqld) -> R) -> R {
+        f(self
+            .state
+            .borrow_mut()
+            .mysqld
+            .get_mut(&n)
+            .expect("database node"))
+    }
+
+    /// A number in [0, 1) from the world's seeded generator.
+    pub fn random(&self) -> f64 {
+        self.state.borrow_mut().rng.random::<f64>()
+    }
+
+    pub fn note(&self, text: impl Into<String>) {
+        let now = turmoil::sim_elapsed().unwrap_or_default();
+        self.state.borrow_mut().timeline.push((now, text.into()));
+    }
+}
+
+/// Converts simulated elapsed time to the engine's `Time` (for reports only).
+pub fn time_of(d: Duration) -> Time {
+    Time::from_millis(d.as_millis() as u64)
+}
