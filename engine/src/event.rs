@@ -90,6 +90,12 @@ pub enum Event {
         new_master: NodeId,
         report: FailoverReport,
     },
+    /// An attempt could not finish; the cluster stays fenced and tries again in a new
+    /// epoch.
+    FailoverAttemptFailed {
+        epoch: u64,
+        why: String,
+    },
     FailoverAborted {
         epoch: u64,
         why: String,

@@ -84,6 +84,12 @@ enum Phase {
         entry: LogEntry,
         deadline: Time,
     },
+    /// The attempt failed; a new epoch starts at `until`.
+    Retrying {
+        until: Time,
+        why: String,
+        suspect: Option<NodeId>,
+    },
 }
 
 impl FailoverRun {
@@ -115,7 +121,7 @@ impl FailoverRun {
             | Phase::Repointing { deadline, .. }
             | Phase::AwaitingRoutes { deadline }
             | Phase::ProposingEnd { deadline, .. } => *deadline,
-            Phase::WaitingLease { until } => *until,
+            Phase::WaitingLease { until } | Phase::Retrying { until, .. } => *until,
         })
     }
 
@@ -132,6 +138,7 @@ impl FailoverRun {
             Phase::Repointing { .. } => "repoint",
             Phase::AwaitingRoutes { .. } => "routes",
             Phase::ProposingEnd { .. } => "commit",
+            Phase::Retrying { .. } => "retry-wait",
         }
     }
 
@@ -231,15 +238,24 @@ impl Engine {
                     });
                 }
             }
-            Phase::WaitingApplied { .. } => self
-                .abort("the candidate did not apply its relay log within the step timeout".into()),
+            Phase::WaitingApplied { .. } => self.retry(
+                "the candidate did not apply its relay log within the step timeout".into(),
+                None,
+            ),
             Phase::Salvaging { .. } => {
                 self.run_mut().salvage = Some(Err("salvage timed out".into()));
                 self.after_salvage();
             }
             Phase::WaitingLease { .. } => self.promote(),
             Phase::Promoting { .. } => {
-                self.abort("promotion did not finish within the step timeout".into())
+                let c = run.candidate();
+                self.retry("promotion did not finish within the step timeout".into(), c)
+            }
+            Phase::Retrying { why, suspect, .. } => {
+                let why = format!("retry after: {why}");
+                let mut suspects = self.suspects();
+                suspects.extend(*suspect);
+                self.begin_failover(suspects, why);
             }
             Phase::Repointing { waiting, .. } => {
                 let late: Vec<NodeId> = waiting.iter().copied().collect();
@@ -307,7 +323,11 @@ impl Engine {
                 });
                 self.run = None;
             }
-            LogEntry::FailoverAborted { epoch, .. } if *epoch == run.epoch => {
+            LogEntry::FailoverAborted { epoch, why, .. } if *epoch == run.epoch => {
+                self.emit(Event::FailoverAborted {
+                    epoch: *epoch,
+                    why: why.clone(),
+                });
                 self.run = None;
             }
             _ => {}
@@ -336,10 +356,12 @@ impl Engine {
                 });
             }
         }
+        // Quarantined servers are read_only and attached to nobody: neither fenced,
+        // nor candidates, nor a source of transactions for the new master.
         let replicas: Vec<NodeId> = self
             .spec
             .database_ids()
-            .filter(|id| !suspects.contains(id))
+            .filter(|id| !suspects.contains(id) && !self.record.quarantined.contains_key(id))
             .collect();
         for r in &replicas {
             self.step(*r, MysqlOp::FenceReplica);
@@ -490,16 +512,18 @@ impl Engine {
                     });
                     self.salvage();
                 }
-                Err(why) => self.abort(format!(
-                    "waiting for {node} to apply its relay log failed: {why}"
-                )),
+                Err(why) => self.retry(
+                    format!("waiting for {node} to apply its relay log failed: {why}"),
+                    None,
+                ),
             },
             Answers::Promote => match r {
                 Ok(_) => {
                     self.emit(Event::Promoted { epoch, node });
                     self.repoint();
                 }
-                Err(why) => self.abort(format!("promotion of {node} failed: {why}")),
+                // It may have become writable before the error: a suspect from now on.
+                Err(why) => self.retry(format!("promotion of {node} failed: {why}"), Some(node)),
             },
             Answers::Repoint { last } => {
                 match r {
@@ -586,7 +610,7 @@ impl Engine {
                     self.propose_candidate();
                 }
             }
-            Err(why) => self.abort(why),
+            Err(why) => self.retry(why, None),
         }
     }
 
@@ -615,7 +639,10 @@ impl Engine {
             why: format!("catch-up failed: {why}"),
         });
         if self.record.failover.as_ref().and_then(|f| f.candidate) == Some(c) {
-            self.abort(format!("committed candidate {c} could not catch up: {why}"));
+            self.retry(
+                format!("committed candidate {c} could not catch up: {why}"),
+                None,
+            );
             return;
         }
         let run = self.run_mut();
@@ -659,7 +686,10 @@ impl Engine {
                 let deadline = self.step_deadline();
                 self.set_phase(Phase::WaitingApplied { id, deadline });
             }
-            None => self.abort(format!("no positions for candidate {}", choice.candidate)),
+            None => self.retry(
+                format!("no positions for candidate {}", choice.candidate),
+                None,
+            ),
         }
     }
 
@@ -788,18 +818,22 @@ impl Engine {
         self.end_with(entry);
     }
 
-    fn abort(&mut self, why: String) {
+    /// This attempt cannot finish; the cluster stays fenced (no writer). After a pause
+    /// the failover starts over in a new epoch, with `suspect` (a candidate that may
+    /// have become writable) fenced like the old master. Nothing is given up for good:
+    /// a replica that was unreachable may be back by then.
+    fn retry(&mut self, why: String, suspect: Option<NodeId>) {
         let epoch = self.run_mut().epoch;
-        self.emit(Event::FailoverAborted {
+        self.emit(Event::FailoverAttemptFailed {
             epoch,
             why: why.clone(),
         });
-        let entry = LogEntry::FailoverAborted {
-            epoch,
+        let until = self.now + self.spec.timing.probe_interval() * 2;
+        self.set_phase(Phase::Retrying {
+            until,
             why,
-            wall_ms: self.wall_ms,
-        };
-        self.end_with(entry);
+            suspect,
+        });
     }
 
     fn end_with(&mut self, entry: LogEntry) {

@@ -8,6 +8,7 @@
 use crate::cluster::{ClusterSpec, NodeId};
 use crate::command::SalvageReport;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Journal entries kept in the record; older ones are dropped.
 pub const JOURNAL_LEN: usize = 64;
@@ -23,6 +24,11 @@ pub struct ClusterRecord {
     pub failover: Option<FailoverState>,
     pub paused: bool,
     pub journal: Vec<JournalEntry>,
+    /// Servers kept out of replication and never promoted, with why: every failed
+    /// master until it is checked for errant transactions, and any server found with
+    /// some. Released when a check finds it clean.
+    #[serde(default)]
+    pub quarantined: BTreeMap<NodeId, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +102,11 @@ pub enum LogEntry {
     SetPaused {
         paused: bool,
     },
+    /// `Some(why)` keeps `node` out; `None` lets it back in.
+    Quarantine {
+        node: NodeId,
+        why: Option<String>,
+    },
 }
 
 impl LogEntry {
@@ -120,6 +131,7 @@ impl ClusterRecord {
             failover: None,
             paused: false,
             journal: Vec::new(),
+            quarantined: BTreeMap::new(),
         }
     }
 
@@ -195,6 +207,13 @@ impl ClusterRecord {
                         ended_wall_ms: *wall_ms,
                         outcome: Outcome::Completed(report.clone()),
                     });
+                    // A failed master may hold transactions nobody else has: it
+                    // rejoins only once checked.
+                    for s in f.suspects.iter().filter(|s| *s != new_master) {
+                        self.quarantined
+                            .entry(*s)
+                            .or_insert_with(|| format!("failed master of epoch {}; not yet checked for errant transactions", epoch - 1));
+                    }
                     self.master = Some(*new_master);
                     Ok(())
                 }
@@ -219,6 +238,17 @@ impl ClusterRecord {
                 }
                 _ => Err(Ignored(format!("no failover in progress for epoch {epoch}"))),
             },
+            LogEntry::Quarantine { node, why } => {
+                match why {
+                    Some(w) => {
+                        self.quarantined.insert(*node, w.clone());
+                    }
+                    None => {
+                        self.quarantined.remove(node);
+                    }
+                }
+                Ok(())
+            }
             LogEntry::SetPaused { paused } => {
                 self.paused = *paused;
                 Ok(())

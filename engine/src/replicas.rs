@@ -11,6 +11,7 @@ use crate::command::{Command, MysqlOp};
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::message::LocalView;
+use crate::record::LogEntry;
 
 impl Engine {
     pub(crate) fn reconcile_replicas(&mut self) {
@@ -34,6 +35,7 @@ impl Engine {
         };
         let (master_at, master_executed) = (*master_at, ms.executed.clone());
         let mut to_repoint = Vec::new();
+        let mut to_release = Vec::new();
         let mut errant = Vec::new();
         for id in self.spec.database_ids().filter(|id| *id != master) {
             let Some((at, report)) = self.reports.get(&id) else {
@@ -53,11 +55,13 @@ impl Engine {
             {
                 continue;
             }
-            let extra = st.executed.difference(&master_executed);
-            if extra.is_empty() {
-                to_repoint.push(id);
-            } else {
-                errant.push((id, extra));
+            // What it received counts too: its SQL thread will apply the relay log.
+            let extra = st.received.difference(&master_executed);
+            let quarantined = self.record.quarantined.contains_key(&id);
+            match (extra.is_empty(), quarantined) {
+                (true, false) => to_repoint.push(id),
+                (true, true) => to_release.push(id),
+                (false, _) => errant.push((id, extra)),
             }
         }
         let epoch = self.record.epoch;
@@ -83,12 +87,29 @@ impl Engine {
                 },
             );
         }
+        // Checked clean: let it back in (it is repointed on a later round).
+        for node in to_release {
+            if self
+                .repointing
+                .get(&node)
+                .is_some_and(|t| self.now.since(*t) < retry)
+            {
+                continue;
+            }
+            self.repointing.insert(node, self.now);
+            self.propose(LogEntry::Quarantine { node, why: None });
+        }
         for (node, gtids) in errant {
             if self.errant_reported.insert((node, epoch)) {
+                let why = format!("errant transactions {gtids}, not on master {master}");
                 self.emit(Event::ErrantTransactions {
                     node,
                     master,
                     gtids,
+                });
+                self.propose(LogEntry::Quarantine {
+                    node,
+                    why: Some(why),
                 });
             }
         }

@@ -355,7 +355,7 @@ fn paused_cluster_master_self_fences_when_isolated_and_unfences_after_heal() {
 }
 
 #[test]
-fn no_promotable_replica_aborts_with_the_cluster_fenced() {
+fn with_no_promotable_replica_the_cluster_stays_fenced_and_retries_until_one_is_back() {
     let mut sim = Sim::started(spec_with(
         [
             PromotionRule::Neutral,
@@ -367,19 +367,24 @@ fn no_promotable_replica_aborts_with_the_cluster_fenced() {
     sim.isolate(N3);
     sim.run_for(Duration::from_secs(1));
     sim.kill_mysqld(N1);
-    assert!(
-        sim.run_until(Duration::from_secs(20), |s| s.record(N2).master.is_none()),
-        "{:?}",
-        sim.record(N2)
-    );
-    let j = sim.record(N2).journal.last().cloned().unwrap();
-    assert!(
-        matches!(&j.outcome, Outcome::Aborted { why } if why.contains("may be promoted")),
-        "{j:?}"
-    );
+    sim.run_for(Duration::from_secs(20));
+    assert!(sim.has_event(
+        |e| matches!(e, Event::FailoverAttemptFailed { why, .. } if why.contains("may be promoted"))
+    ));
     assert!(sim.promotions().is_empty());
-    assert!(sim.writable().is_empty());
-    assert!(sim.has_event(|e| matches!(e, Event::FailoverAborted { .. })));
+    assert!(sim.writable().is_empty(), "fenced: nobody writable");
+    let r = sim.record(N2).clone();
+    assert_eq!(r.writer(), None);
+    assert!(r.epoch > 2, "each attempt is its own epoch: {}", r.epoch);
+    assert!(r
+        .journal
+        .iter()
+        .all(|j| matches!(j.outcome, Outcome::Superseded { .. })));
+    // n3 comes back: the next attempt promotes it.
+    sim.heal();
+    assert!(sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N3)));
+    assert!(sim.lost_acked(N3).is_empty());
+    assert_safe(&sim);
 }
 
 #[test]
@@ -473,6 +478,10 @@ fn a_returning_old_master_without_errant_transactions_rejoins_as_a_replica() {
         "old master did not rejoin"
     );
     assert!(sim.nodes[&N1].mysqld.read_only);
+    assert!(
+        any_record(&sim).quarantined.is_empty(),
+        "checked clean, released"
+    );
     assert_safe(&sim);
 }
 
@@ -511,6 +520,12 @@ fn a_returning_old_master_with_errant_transactions_is_kept_out() {
         Some(m),
         "must not replicate into the cluster as is"
     );
+    let why = any_record(&sim)
+        .quarantined
+        .get(&N1)
+        .cloned()
+        .expect("quarantined in the record");
+    assert!(why.contains("errant"), "{why}");
     assert!(sim.nodes[&N1].mysqld.read_only);
     assert_safe(&sim);
 }

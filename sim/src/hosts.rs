@@ -8,18 +8,17 @@ use multiaz_engine::{
     DurableState, Engine, Event, GtidSet, MysqlOp, MysqlReply, NodeId, PeerMessage, ProbeResult,
     SalvageReport, Time,
 };
-use multiaz_sidecar::frame::{read_frame, write_frame, Envelope};
+use multiaz_sidecar::frame::Envelope;
 use multiaz_sidecar::retry::{with_backoff, Attempt, Backoff};
 use multiaz_sidecar::{Driver, DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use turmoil::net::TcpListener;
+use turmoil::net::{TcpListener, UdpSocket};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -235,84 +234,70 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
     }
 }
 
-/// Peer transport: one connection per peer, re-established as needed; messages are
-/// dropped when the peer is unreachable (raft and the lease tolerate loss).
+/// Peer transport over UDP: one datagram per message. Raft and the lease tolerate loss
+/// and reordering, and a datagram cannot stall behind a lost one as a simulated TCP
+/// stream does after a partition (the real sidecar uses TCP, whose retransmission
+/// recovers by itself).
 struct SimPeers {
-    queues: BTreeMap<NodeId, mpsc::Sender<PeerMessage>>,
+    queue: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
 }
 
 impl SimPeers {
-    fn start(me: NodeId, peers: Vec<NodeId>) -> Self {
-        let mut queues = BTreeMap::new();
-        for p in peers {
-            let (tx, rx) = mpsc::channel(256);
-            queues.insert(p, tx);
-            tokio::task::spawn_local(peer_sender(me, p, rx));
-        }
-        SimPeers { queues }
+    fn start(me: NodeId, socket: Rc<UdpSocket>) -> Self {
+        let (queue, mut rx) = mpsc::unbounded_channel::<(NodeId, PeerMessage)>();
+        tokio::task::spawn_local(async move {
+            while let Some((to, message)) = rx.recv().await {
+                let env = Envelope { from: me, message };
+                let Ok(bytes) = serde_json::to_vec(&env) else {
+                    continue;
+                };
+                if bytes.len() > MAX_DATAGRAM {
+                    continue;
+                }
+                let _ = socket
+                    .send_to(&bytes, (host_name(to).as_str(), PEER_PORT))
+                    .await;
+            }
+        });
+        SimPeers { queue }
     }
 }
 
 impl PeerTransport for SimPeers {
     fn send(&self, to: NodeId, message: PeerMessage) {
-        if let Some(q) = self.queues.get(&to) {
-            let _ = q.try_send(message);
-        }
+        let _ = self.queue.send((to, message));
     }
 }
 
-async fn peer_sender(me: NodeId, peer: NodeId, mut rx: mpsc::Receiver<PeerMessage>) {
-    loop {
-        let Ok(mut s) =
-            wire::connect(&host_name(peer), PEER_PORT, Duration::from_millis(500)).await
-        else {
-            // Unreachable: drop what queued up meanwhile, try again shortly.
-            while rx.try_recv().is_ok() {}
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        while let Some(message) = rx.recv().await {
-            let env = Envelope { from: me, message };
-            match tokio::time::timeout(Duration::from_millis(500), write_frame(&mut s, &env)).await
-            {
-                Ok(Ok(())) => {}
-                _ => break,
-            }
-        }
-    }
-}
+const MAX_DATAGRAM: usize = 60_000;
 
-async fn peer_listener(me: NodeId, inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>) {
-    let listener = TcpListener::bind(("0.0.0.0", PEER_PORT))
-        .await
-        .expect("bind peer port");
+async fn peer_listener(
+    me: NodeId,
+    socket: Rc<UdpSocket>,
+    inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let Ok((mut s, addr)) = listener.accept().await else {
+        let Ok((n, addr)) = socket.recv_from(&mut buf).await else {
             continue;
         };
         // The simulation's stand-in for authentication: the sender is the host the
-        // connection comes from.
-        let Some(name) = turmoil::reverse_lookup(addr.ip()) else {
-            continue;
-        };
-        let Some(from) = name
-            .strip_prefix("db")
-            .and_then(|n| n.parse().ok())
+        // datagram comes from.
+        let Some(from) = turmoil::reverse_lookup(addr.ip())
+            .and_then(|name| name.strip_prefix("db").and_then(|n| n.parse().ok()))
             .map(NodeId)
         else {
             continue;
         };
-        let inbox = inbox.clone();
-        tokio::task::spawn_local(async move {
-            while let Ok(env) = read_frame(&mut s).await {
-                if env.from != from || from == me {
-                    break;
-                }
-                if inbox.send((from, env.message)).is_err() {
-                    break;
-                }
-            }
-        });
+        let Ok(env) = serde_json::from_slice::<Envelope>(&buf[..n]) else {
+            continue;
+        };
+        if env.from != from || from == me {
+            continue;
+        }
+        if inbox.send((from, env.message)).is_err() {
+            return;
+        }
     }
 }
 
@@ -365,7 +350,7 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
     tokio::task::spawn_local(salvage_service(world.clone(), me));
     let (spec, durable) = world.with(|w| (w.spec.clone(), w.durable.get(&me).cloned()));
     let engine = Engine::new(spec.clone(), me, durable.as_ref(), Time::ZERO)?;
-    let peers: Vec<NodeId> = spec.ids().filter(|id| *id != me).collect();
+    let socket = Rc::new(UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?);
     let (driver, handle) = Driver::new(
         engine,
         durable.unwrap_or_default(),
@@ -374,7 +359,7 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
         SimRoutes {
             rng: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed))),
         },
-        SimPeers::start(me, peers),
+        SimPeers::start(me, socket.clone()),
         SimStore {
             world: world.clone(),
             me,
@@ -384,7 +369,7 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
             me,
         },
     );
-    tokio::task::spawn_local(peer_listener(me, handle.inbox.clone()));
+    tokio::task::spawn_local(peer_listener(me, socket, handle.inbox.clone()));
     // Keep the handle alive: the driver stops when every sender is gone.
     let _handle = handle;
     driver.run().await?;

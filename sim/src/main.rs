@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use multiaz_engine::Flavour;
 use multiaz_sim::run::percentiles;
 use multiaz_sim::{run, RunConfig, RunReport, Scenario};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -135,7 +136,13 @@ fn main() -> ExitCode {
             println!("errant on replicas:       {}", v.errant_on_survivors.len());
             println!(
                 "writes after heal:        {}",
-                if v.live_after_heal { "yes" } else { "NO" }
+                if r.diverged {
+                    "no: every replica holds errant transactions (an operator rebuilds one)"
+                } else if v.live_after_heal {
+                    "yes"
+                } else {
+                    "NO"
+                }
             );
             println!(
                 "{:.0} simulated seconds in {:.2} s",
@@ -159,10 +166,12 @@ fn main() -> ExitCode {
             json,
         } => {
             let wall = Instant::now();
+            let tty = std::io::stderr().is_terminal();
             let mut failed = Vec::new();
             let mut failover = Vec::new();
             let (mut acked, mut lost_acked, mut lost_binlog, mut split, mut sim_s) =
                 (0usize, 0usize, 0usize, 0usize, 0.0f64);
+            let mut diverged = Vec::new();
             for (i, seed) in (start_seed..start_seed + seeds).enumerate() {
                 let r = run(&RunConfig {
                     scenario,
@@ -175,19 +184,28 @@ fn main() -> ExitCode {
                 lost_binlog += r.verdicts.lost_binlog_events.len();
                 split += r.verdicts.split_brain_ms.len();
                 sim_s += r.sim_seconds;
+                if r.diverged {
+                    diverged.push(seed);
+                }
                 failover.extend(r.failover_ms);
                 if !r.verdicts.ok() {
                     failed.push(seed);
                     eprintln!("seed {seed} FAILED ({})", r.profile);
                     eprintln!("  {}", reproduce(&r));
                 }
-                eprint!(
-                    "\r{scenario}: {}/{seeds} seeds, {} failed   ",
-                    i + 1,
-                    failed.len()
-                );
+                let done = i as u64 + 1;
+                if tty {
+                    eprint!(
+                        "\r{scenario}: {done}/{seeds} seeds, {} failed   ",
+                        failed.len()
+                    );
+                } else if done % 50 == 0 || done == seeds {
+                    eprintln!("{scenario}: {done}/{seeds} seeds, {} failed", failed.len());
+                }
             }
-            eprintln!();
+            if tty {
+                eprintln!();
+            }
             let wall_s = wall.elapsed().as_secs_f64();
             let p = percentiles(failover.clone());
             if json {
@@ -200,6 +218,7 @@ fn main() -> ExitCode {
                     "lost_acked_writes": lost_acked,
                     "lost_binlog_events": lost_binlog,
                     "split_brain": split,
+                    "diverged_seeds": diverged,
                     "sim_seconds": sim_s,
                     "wall_seconds": wall_s,
                 });
@@ -212,6 +231,7 @@ fn main() -> ExitCode {
                 );
                 println!("failover (fault to first acknowledged write), over {} runs with a failover: p50 {} ms, p99 {} ms, max {} ms", failover.len(), p["p50"], p["p99"], p["max"]);
                 println!("acknowledged writes {acked}, lost {lost_acked}; lost binlog events {lost_binlog}; split-brain instants {split}");
+                println!("runs that ended with every replica holding errant transactions (writes wait for an operator): {diverged:?}");
                 println!(
                     "{sim_s:.0} simulated seconds in {wall_s:.1} s ({:.0}x)",
                     sim_s / wall_s.max(1e-9)

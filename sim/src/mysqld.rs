@@ -10,6 +10,8 @@ use multiaz_engine::{
     GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ReplicationStatus,
 };
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use turmoil::net::{TcpListener, TcpStream};
@@ -252,10 +254,13 @@ async fn stream_binlog(
     stream: TcpStream,
 ) {
     let (mut rd, mut wr) = stream.into_split();
+    let heard_from = Rc::new(Cell::new(now()));
     let acks = {
         let world = world.clone();
+        let heard = heard_from.clone();
         tokio::task::spawn_local(async move {
             while let Ok(ack) = wire::recv::<Ack>(&mut rd).await {
+                heard.set(now());
                 world.mysqld(me, |m| {
                     m.last_ack_heard = now();
                     if let Ack::Got(g) = ack {
@@ -269,9 +274,15 @@ async fn stream_binlog(
     world.mysqld(me, |m| m.subscribers += 1);
     let mut pos = 0usize;
     let same = |w: &World| w.mysqld(me, |m| m.alive && m.incarnation == incarnation);
+    let heard = heard_from.clone();
     'serve: loop {
         let changed = world.changed.notified();
         if !same(&world) {
+            break;
+        }
+        // The replica answers every heartbeat: silence means the stream is dead
+        // (a lost segment stalls a simulated TCP stream for good).
+        if now().saturating_sub(heard.get()) > NET_TIMEOUT {
             break;
         }
         let fresh: Vec<Txn> = world.mysqld(me, |m| {

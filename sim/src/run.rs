@@ -81,6 +81,8 @@ pub struct RunReport {
     pub failover_ms: Option<u64>,
     pub final_epoch: u64,
     pub final_master: Option<NodeId>,
+    /// Every replica ended with errant transactions: writes wait for an operator.
+    pub diverged: bool,
     pub verdicts: Verdicts,
     pub sim_seconds: f64,
     pub wall_seconds: f64,
@@ -357,9 +359,25 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             }
         }
     }
-    let live_after_heal = acked
-        .iter()
-        .any(|a| a.at >= plan.heal_at && a.at <= plan.heal_at + Duration::from_secs(30));
+    // Semi-sync needs a replica. When every other server holds transactions the
+    // master lacks (each was a master that wrote unacknowledged transactions before it
+    // was cut off), they are rightly kept out and writes wait for an operator: counted
+    // as diverged, not as a liveness failure.
+    let clean_replicas = final_master.map_or(0, |m| {
+        spec.database_ids()
+            .filter(|n| *n != m)
+            .filter(|n| {
+                world.mysqld(*n, |x| {
+                    x.alive && x.binlog.iter().all(|t| master_binlog.contains(&t.gtid))
+                })
+            })
+            .count()
+    });
+    let diverged = final_master.is_some() && clean_replicas == 0;
+    let live_after_heal = diverged
+        || acked
+            .iter()
+            .any(|a| a.at >= plan.heal_at && a.at <= plan.heal_at + Duration::from_secs(30));
     let master_changed = final_view.epoch > 1;
     let failover_ms = acked
         .iter()
@@ -401,6 +419,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         failover_ms,
         final_epoch: final_view.epoch,
         final_master,
+        diverged,
         verdicts: Verdicts {
             lost_acked_writes,
             lost_binlog_events,

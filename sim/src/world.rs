@@ -197,14 +197,16 @@ impl Mysqld {
         self.subscribers = 0;
     }
 
-    /// mysqld starts again: read_only as its my.cnf says, replication as configured;
-    /// the relay log is applied as usual.
+    /// mysqld starts again with the configuration multiaz asks for: `read_only=ON` and
+    /// `skip_slave_start` (the sidecars decide whom it replicates from: its old source
+    /// may be a failed master with errant transactions). The relay log is applied.
     pub fn start(&mut self) {
         if !self.alive {
             self.alive = true;
             self.incarnation += 1;
             self.read_only = true;
             self.semi_sync_source = false;
+            self.io_running = false;
         }
     }
 

@@ -225,7 +225,8 @@ impl Sim {
         if node.host_up {
             node.mysqld.alive = true;
             node.mysqld.read_only = true;
-            node.mysqld.io_running = node.mysqld.source.is_some();
+            // skip_slave_start: the sidecars decide whom it replicates from.
+            node.mysqld.io_running = false;
         }
     }
 
