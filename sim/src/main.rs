@@ -199,7 +199,7 @@ fn main() -> ExitCode {
                         "\r{scenario}: {done}/{seeds} seeds, {} failed   ",
                         failed.len()
                     );
-                } else if done % 50 == 0 || done == seeds {
+                } else if done.is_multiple_of(50) || done == seeds {
                     eprintln!("{scenario}: {done}/{seeds} seeds, {} failed", failed.len());
                 }
             }
