@@ -142,7 +142,8 @@ async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream
                     // long as the client waits (bounded here only to end the task).
                     let acked = !semi_sync
                         || wait_for(&world, Duration::from_secs(30), || {
-                            world.mysqld(me, |m| m.acked.contains(&gtid))
+                            // A killed mysqld drops the connection at once.
+                            world.mysqld(me, |m| m.acked.contains(&gtid) || m.incarnation != incarnation)
                         })
                         .await;
                     if !same(&world) {

@@ -112,28 +112,34 @@ impl Plan {
         // probe and lease cycles.
         let at = s(10.0 + rng.random::<f64>() * 2.0);
         let heal = s(60.0);
-        let (faults, salvage_expected) = match scenario {
-            Scenario::MasterKill => (vec![(at, Fault::KillMysqld(master))], true),
+        // Before mysqld dies, its last transactions reach no replica (the link drops
+        // them), so they are in its binlog only: salvage must bring them back.
+        let unreplicated_tail = |at: Duration| {
+            vec![
+                (at - s(0.3), Fault::PartitionOneway(vec![DB_HOSTS[0].into()], vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()])),
+                (at, Fault::KillMysqld(master)),
+                (at + s(0.01), Fault::RepairAll),
+            ]
+        };
+        let (mut faults, salvage_expected) = match scenario {
+            Scenario::MasterKill => (unreplicated_tail(at), true),
             Scenario::HostCrash => (vec![(at, Fault::CrashHost(master))], false),
             Scenario::AzPartition => (vec![(at, Fault::Partition(az_group(0), others(0)))], false),
-            Scenario::ApiThrottle => (
-                vec![
-                    (at, Fault::ApiThrottle(0.5)),
-                    (at, Fault::KillMysqld(master)),
-                    (at + s(40.0), Fault::ApiThrottle(0.0)),
-                ],
-                true,
-            ),
-            Scenario::ApiOutage => (
-                vec![
-                    (at, Fault::ApiOutage(true)),
-                    (at, Fault::KillMysqld(master)),
-                    (at + s(30.0), Fault::ApiOutage(false)),
-                ],
-                true,
-            ),
+            Scenario::ApiThrottle => {
+                let mut f = unreplicated_tail(at);
+                f.push((at, Fault::ApiThrottle(0.5)));
+                f.push((at + s(40.0), Fault::ApiThrottle(0.0)));
+                (f, true)
+            }
+            Scenario::ApiOutage => {
+                let mut f = unreplicated_tail(at);
+                f.push((at, Fault::ApiOutage(true)));
+                f.push((at + s(30.0), Fault::ApiOutage(false)));
+                (f, true)
+            }
             Scenario::Mixed => return Self::draw_mixed(&mut rng, at, heal),
         };
+        faults.sort_by_key(|f| f.0);
         let profile = faults
             .iter()
             .map(|(t, f)| format!("{:.1}s {f}", t.as_secs_f64()))
