@@ -115,12 +115,10 @@ async fn salvage_service(world: World, me: NodeId) {
                         recovered: n,
                         not_recovered: vec![],
                     }),
-                    Ok(other) => Ok(SalvageReport {
+                    // The new master refused them: report every one as not recovered.
+                    Ok(_) => Ok(SalvageReport {
                         recovered: 0,
-                        not_recovered: {
-                            let _ = other;
-                            gtids
-                        },
+                        not_recovered: gtids,
                     }),
                     Err(e) => Err(e),
                 }

@@ -143,7 +143,9 @@ async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream
                     let acked = !semi_sync
                         || wait_for(&world, Duration::from_secs(30), || {
                             // A killed mysqld drops the connection at once.
-                            world.mysqld(me, |m| m.acked.contains(&gtid) || m.incarnation != incarnation)
+                            world.mysqld(me, |m| {
+                                m.acked.contains(&gtid) || m.incarnation != incarnation
+                            })
                         })
                         .await;
                     if !same(&world) {

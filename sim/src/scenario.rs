@@ -116,7 +116,13 @@ impl Plan {
         // them), so they are in its binlog only: salvage must bring them back.
         let unreplicated_tail = |at: Duration| {
             vec![
-                (at - s(0.3), Fault::PartitionOneway(vec![DB_HOSTS[0].into()], vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()])),
+                (
+                    at - s(0.3),
+                    Fault::PartitionOneway(
+                        vec![DB_HOSTS[0].into()],
+                        vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
+                    ),
+                ),
                 (at, Fault::KillMysqld(master)),
                 (at + s(0.01), Fault::RepairAll),
             ]

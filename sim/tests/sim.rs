@@ -36,7 +36,9 @@ fn master_kill_fails_over_fast_and_salvages_the_binlog_tail() {
         let ms = r.failover_ms.expect("a failover");
         assert!(ms <= 5_000, "failover took {ms} ms");
         assert!(
-            r.timeline.iter().any(|(_, l)| l.contains("salvaged") && !l.contains("salvaged 0")),
+            r.timeline
+                .iter()
+                .any(|(_, l)| l.contains("salvaged") && !l.contains("salvaged 0")),
             "the unreplicated tail was salvaged"
         );
     }
@@ -75,7 +77,11 @@ fn api_outage_completes_within_5_seconds_of_the_api_returning() {
         let r = sim(Scenario::ApiOutage, seed);
         assert_ok(&r);
         // The outage lasts 30 s from the failure.
-        assert!(r.failover_ms.expect("a failover") <= 35_000, "{:?}", r.failover_ms);
+        assert!(
+            r.failover_ms.expect("a failover") <= 35_000,
+            "{:?}",
+            r.failover_ms
+        );
     }
 }
 
@@ -107,7 +113,10 @@ fn the_same_seed_gives_the_same_timeline() {
         assert_eq!(a.trace_hash, b.trace_hash);
         assert_eq!(a.acked_writes, b.acked_writes);
     }
-    assert_ne!(sim(Scenario::Mixed, 3).trace_hash, sim(Scenario::Mixed, 4).trace_hash);
+    assert_ne!(
+        sim(Scenario::Mixed, 3).trace_hash,
+        sim(Scenario::Mixed, 4).trace_hash
+    );
 }
 
 /// Seeds the simulation found failing, each fixed at its cause:

@@ -1,0 +1,147 @@
+//! The driver against recording adapters, on paused tokio time.
+
+use multiaz_engine::*;
+use multiaz_sidecar::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+#[derive(Clone)]
+struct Fake(Log);
+
+impl MysqlOps for Fake {
+    async fn probe(&self, node: NodeId) -> ProbeResult {
+        self.0.borrow_mut().push(format!("probe {node}"));
+        ProbeResult::Down("nobody home".into())
+    }
+    async fn op(&self, node: NodeId, op: MysqlOp) -> Result<MysqlReply, String> {
+        self.0.borrow_mut().push(format!("op {node} {op:?}"));
+        Err("unreachable".into())
+    }
+}
+
+impl Salvage for Fake {
+    async fn salvage(&self, _: NodeId, _: NodeId, _: GtidSet) -> Result<SalvageReport, String> {
+        Err("no".into())
+    }
+}
+
+impl RouteOps for Fake {
+    async fn replace_route(&self, t: String, n: NodeId) -> Result<(), String> {
+        self.0.borrow_mut().push(format!("route {t} {n}"));
+        Ok(())
+    }
+    async fn stop_instance(&self, _: NodeId) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl PeerTransport for Fake {
+    fn send(&self, to: NodeId, message: PeerMessage) {
+        let kind = match message {
+            PeerMessage::Raft(_) => "raft",
+            PeerMessage::Report(_) => "report",
+            PeerMessage::LeaseRequest { .. } => "lease-request",
+            PeerMessage::LeaseGrant { .. } => "lease-grant",
+        };
+        self.0.borrow_mut().push(format!("send {to} {kind}"));
+    }
+}
+
+impl DurableStore for Fake {
+    fn persist(&mut self, state: &DurableState) -> Result<(), String> {
+        self.0
+            .borrow_mut()
+            .push(format!("persist term {}", state.hard_state.term));
+        Ok(())
+    }
+}
+
+impl Observer for Fake {
+    fn event(&self, _: Time, _: &Event) {}
+    fn wall_unix_ms(&self) -> u64 {
+        0
+    }
+}
+
+fn spec() -> ClusterSpec {
+    ClusterSpec::from_toml(include_str!("../../engine/examples/cluster.toml")).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_node_probes_campaigns_and_persists_before_it_asks_for_votes() {
+    let log: Log = Rc::default();
+    let engine = Engine::new(spec(), NodeId(2), None, Time::ZERO).unwrap();
+    let f = Fake(log.clone());
+    let (driver, handle) = Driver::new(
+        engine,
+        DurableState::default(),
+        f.clone(),
+        f.clone(),
+        f.clone(),
+        f.clone(),
+        f.clone(),
+        f,
+    );
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let _keep = handle;
+            let _ = tokio::time::timeout(Duration::from_secs(5), driver.run()).await;
+        })
+        .await;
+    let log = log.borrow();
+    assert!(log.iter().any(|l| l == "probe n2"), "probes its own mysqld");
+    assert!(log.iter().any(|l| l == "probe n1"), "probes the master");
+    assert!(
+        log.iter().any(|l| l.starts_with("send n1 report")),
+        "reports to its peers"
+    );
+    let first_raft = log
+        .iter()
+        .position(|l| l.ends_with(" raft"))
+        .expect("campaigns");
+    let first_persist = log
+        .iter()
+        .position(|l| l.starts_with("persist"))
+        .expect("persists");
+    assert!(
+        first_persist < first_raft,
+        "votes are asked only after the term is durable: {log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.starts_with("route")),
+        "alone, it never coordinates"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_persist_stops_the_driver() {
+    struct Broken;
+    impl DurableStore for Broken {
+        fn persist(&mut self, _: &DurableState) -> Result<(), String> {
+            Err("disk full".into())
+        }
+    }
+    let log: Log = Rc::default();
+    let f = Fake(log);
+    let engine = Engine::new(spec(), NodeId(2), None, Time::ZERO).unwrap();
+    let (driver, _handle) = Driver::new(
+        engine,
+        DurableState::default(),
+        f.clone(),
+        f.clone(),
+        f.clone(),
+        f.clone(),
+        Broken,
+        f,
+    );
+    let local = tokio::task::LocalSet::new();
+    let r = local
+        .run_until(tokio::time::timeout(Duration::from_secs(10), driver.run()))
+        .await
+        .expect("stops before the timeout");
+    assert!(r.unwrap_err().to_string().contains("disk full"));
+}
