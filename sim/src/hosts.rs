@@ -96,30 +96,31 @@ async fn salvage_service(world: World, me: NodeId) {
             let Ok(req) = wire::recv::<SalvageReq>(&mut s).await else {
                 return;
             };
+            // Everything in this binlog that is not in the new master's history as
+            // the very same transaction.
             let txns = world.mysqld(me, |m| {
                 m.binlog
                     .iter()
-                    .filter(|t| !t.gtid.in_set(&req.after))
+                    .filter(|t| !t.gtid.in_history(&req.after))
                     .cloned()
                     .collect::<Vec<_>>()
             });
+            let gtids: Vec<String> = txns.iter().map(|t| t.gtid.to_string()).collect();
             let result = if txns.is_empty() {
                 Ok(SalvageReport {
                     recovered: 0,
                     not_recovered: vec![],
                 })
             } else {
-                let gtids: Vec<String> = txns.iter().map(|t| t.gtid.to_string()).collect();
                 match mysqld::ask(req.to, &Req::Apply { txns }, Duration::from_secs(3)).await {
-                    Ok(Resp::Applied(Ok(n))) => Ok(SalvageReport {
-                        recovered: n,
-                        not_recovered: vec![],
+                    Ok(Resp::Applied {
+                        applied,
+                        stopped_at,
+                    }) => Ok(SalvageReport {
+                        recovered: applied,
+                        not_recovered: stopped_at.map(|i| gtids[i..].to_vec()).unwrap_or_default(),
                     }),
-                    // The new master refused them: report every one as not recovered.
-                    Ok(_) => Ok(SalvageReport {
-                        recovered: 0,
-                        not_recovered: gtids,
-                    }),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
                     Err(e) => Err(e),
                 }
             };

@@ -39,7 +39,11 @@ pub enum Resp {
     Status(MysqlStatus),
     Op(Result<MysqlReply, String>),
     Written(Result<Gtid, String>),
-    Applied(Result<u64, String>),
+    /// Transactions applied; the index of the first one refused, if any.
+    Applied {
+        applied: u64,
+        stopped_at: Option<usize>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -163,11 +167,28 @@ async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream
             return stream_binlog(world, me, incarnation, have, stream).await
         }
         Req::Apply { txns } => {
-            let n = world.mysqld(me, |m| {
-                txns.into_iter().filter(|t| m.apply(t.clone())).count()
+            // In order, each whole; stop at the first whose sequence number this server
+            // already holds from another writer (applying past it would splice two
+            // histories).
+            let (applied, stopped_at) = world.mysqld(me, |m| {
+                let mut n = 0u64;
+                for (i, t) in txns.into_iter().enumerate() {
+                    if m.binlog.iter().any(|b| b.gtid == t.gtid) {
+                        continue;
+                    }
+                    if t.gtid.in_set(&m.executed) {
+                        return (n, Some(i));
+                    }
+                    m.apply(t);
+                    n += 1;
+                }
+                (n, None)
             });
             world.changed.notify_waiters();
-            Resp::Applied(Ok(n as u64))
+            Resp::Applied {
+                applied,
+                stopped_at,
+            }
         }
     };
     if same(&world) {

@@ -58,6 +58,27 @@ impl Gtid {
         }
     }
 
+    /// In `set` as this very transaction, not merely its sequence number: the server
+    /// that wrote it had written up to here in `set`'s history (binlog-state check).
+    pub fn in_history(&self, set: &GtidSet) -> bool {
+        match (self, set) {
+            (
+                Gtid::Mariadb {
+                    domain,
+                    server,
+                    seq,
+                },
+                GtidSet::Mariadb(s),
+            ) => s
+                .domains()
+                .find(|(d, _)| **d == *domain)
+                .is_some_and(|(_, d)| {
+                    d.seqs.contains(*seq) && d.servers.get(server).is_some_and(|last| last >= seq)
+                }),
+            _ => self.in_set(set),
+        }
+    }
+
     pub fn in_set(&self, set: &GtidSet) -> bool {
         match (self, set) {
             (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => {

@@ -133,11 +133,15 @@ fn the_same_seed_gives_the_same_timeline() {
 /// - mixed 335, 452: a failed master with errant transactions was repointed by the next
 ///   failover (now quarantined until checked).
 /// - api-outage 1: a route retry deadline in the past made the driver spin.
+/// - mixed 758: salvage into a candidate that had already written its own
+///   transactions spliced two histories (now: exact-history filter, stop at a conflict).
+/// - mixed 999: errant transactions of a server the master never heard from went
+///   unnoticed (now: every server's last write counts).
 #[test]
 fn regression_seeds() {
     assert_ok(&sim(Scenario::AzPartition, 1));
     assert_ok(&sim(Scenario::ApiOutage, 1));
-    for seed in [32, 40, 54, 152, 160, 214, 219, 335, 452] {
+    for seed in [32, 40, 54, 152, 160, 214, 219, 335, 452, 758, 999] {
         assert_ok(&sim(Scenario::Mixed, seed));
     }
 }

@@ -8,7 +8,8 @@
 //! `gtid_binlog_state` lists it (`0-1-435,0-2-900`). That is what tells a diverged
 //! server apart: an old master holding `0-1-437` is behind a new master at `0-2-900` by
 //! sequence number, yet `0-1-436` and `0-1-437` are in no history but its own. The
-//! difference ([`MariadbGtidSet::difference`]) counts those as errant.
+//! difference ([`MariadbGtidSet::difference`]) counts those as errant; compare binlog
+//! states with it, not bare positions.
 //!
 //! A set that is not a prefix of its domain prints as `domain-server:a-b:c` (our
 //! extension, parsed back); other servers' last sequence numbers follow as
@@ -195,8 +196,10 @@ impl MariadbGtidSet {
     }
 
     /// Transactions of `self` that `other` lacks: sequence numbers it does not have,
-    /// and — for a server both know — what that server wrote in `self` past its last
-    /// write in `other` (the same sequence numbers, written by someone else there).
+    /// and what each server wrote in `self` past its last write in `other` (there the
+    /// same sequence numbers were written by someone else). Both sets must be full
+    /// binlog states (`gtid_binlog_state`): a bare position names only the last
+    /// server, and every other server's transactions would count as missing.
     pub fn difference(&self, other: &Self) -> Self {
         let mut out = Self::default();
         for (dom, ours) in &self.domains {
@@ -204,15 +207,16 @@ impl MariadbGtidSet {
                 Some(theirs) => ours.seqs.difference(&theirs.seqs),
                 None => ours.seqs.clone(),
             };
-            if let Some(theirs) = other.domains.get(dom) {
-                for (s, n) in &ours.servers {
-                    if let Some(t) = theirs.servers.get(s) {
-                        if n > t {
-                            let mut diverged = Intervals::new();
-                            diverged.insert(t + 1, *n);
-                            seqs = seqs.union(&ours.seqs.intersection(&diverged));
-                        }
-                    }
+            // A server whose last write here is past its last write there (or that
+            // never wrote there at all) wrote those transactions in a history `other`
+            // does not share, whatever sequence numbers `other` holds.
+            let theirs = other.domains.get(dom);
+            for (s, n) in &ours.servers {
+                let t = theirs.and_then(|d| d.servers.get(s)).copied().unwrap_or(0);
+                if *n > t {
+                    let mut diverged = Intervals::new();
+                    diverged.insert(t + 1, *n);
+                    seqs = seqs.union(&ours.seqs.intersection(&diverged));
                 }
             }
             if !seqs.is_empty() {
