@@ -316,14 +316,16 @@ impl Engine {
 
     fn on_applied(&mut self, entry: &LogEntry) {
         match entry {
-            LogEntry::FailoverBegin { epoch, .. } => {
-                // A newer epoch: this node is no longer the writer it may have been.
-                if self.record.writer() != Some(self.me) {
-                    self.lease.clear();
-                }
-                let _ = epoch;
+            // A newer epoch: this node is no longer the writer it may have been.
+            LogEntry::FailoverBegin { .. } if self.record.writer() != Some(self.me) => {
+                self.lease.clear();
             }
             LogEntry::SetPaused { paused } => self.emit(Event::Paused(*paused)),
+            LogEntry::FailoverComplete { new_master, .. } if *new_master == self.me => {
+                // Promoted: a read_only seen before the promotion is stale; the next
+                // probe tells.
+                self.local.read_only_seen = None;
+            }
             LogEntry::CandidateChosen { candidate, .. } if *candidate == self.me => {
                 // Ask for the lease at once: the coordinator may promote this node
                 // before the next probe round, and a writer without a lease round
