@@ -12,6 +12,7 @@ pub mod adapters;
 pub mod driver;
 pub mod frame;
 pub mod retry;
+pub mod state_file;
 
 pub use adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
 pub use driver::{Driver, DriverError, DriverHandle};

@@ -1,0 +1,158 @@
+//! The raft state on disk: one file in the state directory, replaced atomically
+//! (write a temporary file, fsync it, rename it over the old one, fsync the directory)
+//! and checksummed. A file that does not check out is reported and refused: starting
+//! fresh would let this node vote twice in a term or forget committed entries.
+
+use crate::adapters::DurableStore;
+use multiaz_engine::DurableState;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"MULTIAZ1";
+const FILE: &str = "raft-state";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt ({why}); refusing to start. Restore it from a backup, or remove it to rejoin this node as a new member after checking the cluster")]
+    Corrupt { path: PathBuf, why: String },
+}
+
+/// The state file of one sidecar.
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(dir: &Path) -> StateFile {
+        StateFile {
+            path: dir.join(FILE),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `None` when there is no state yet (first start).
+    pub fn load(&self) -> Result<Option<DurableState>, StateError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        let corrupt = |why: String| StateError::Corrupt {
+            path: self.path.clone(),
+            why,
+        };
+        if bytes.len() < 16 || &bytes[..8] != MAGIC {
+            return Err(corrupt("not a multiaz state file (bad header)".into()));
+        }
+        let len = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        let body = &bytes[16..];
+        if body.len() != len {
+            return Err(corrupt(format!(
+                "{} bytes of state where the header says {len}",
+                body.len()
+            )));
+        }
+        if crc32fast::hash(body) != crc {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let state: DurableState =
+            serde_json::from_slice(body).map_err(|e| corrupt(format!("undecodable state: {e}")))?;
+        state.check().map_err(corrupt)?;
+        Ok(Some(state))
+    }
+
+    fn write(&self, state: &DurableState) -> std::io::Result<()> {
+        let body = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+        let len = u32::try_from(body.len())
+            .map_err(|_| std::io::Error::other("state larger than 4 GiB"))?;
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(MAGIC)?;
+            f.write_all(&len.to_be_bytes())?;
+            f.write_all(&crc32fast::hash(&body).to_be_bytes())?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl DurableStore for StateFile {
+    fn persist(&mut self, state: &DurableState) -> Result<(), String> {
+        self.write(state)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multiaz_engine::{HardState, StoredEntry};
+
+    fn state() -> DurableState {
+        DurableState {
+            hard_state: HardState {
+                term: 3,
+                vote: 2,
+                commit: 1,
+            },
+            entries: vec![StoredEntry {
+                index: 1,
+                term: 3,
+                bytes: vec![1, 2, 3],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = StateFile::new(dir.path());
+        assert!(f.load().unwrap().is_none());
+        f.persist(&state()).unwrap();
+        assert_eq!(f.load().unwrap(), Some(state()));
+        assert!(!f.path().with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = StateFile::new(dir.path());
+        f.persist(&state()).unwrap();
+        let mut bytes = fs::read(f.path()).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x40;
+        fs::write(f.path(), &bytes).unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("raft-state") && e.contains("checksum"), "{e}");
+        fs::write(f.path(), &bytes[..bytes.len() - 5]).unwrap();
+        assert!(f.load().unwrap_err().to_string().contains("header says"));
+        fs::write(f.path(), b"hello").unwrap();
+        assert!(f.load().unwrap_err().to_string().contains("bad header"));
+    }
+}
