@@ -9,6 +9,7 @@
 //! be `Send`), spawning one local task per command that has a result.
 
 pub mod adapters;
+pub mod auth;
 pub mod driver;
 pub mod frame;
 pub mod retry;
