@@ -12,6 +12,7 @@ pub mod adapters;
 pub mod auth;
 pub mod driver;
 pub mod frame;
+pub mod peers;
 pub mod retry;
 pub mod state_file;
 
