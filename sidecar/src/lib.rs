@@ -10,6 +10,7 @@
 
 pub mod adapters;
 pub mod auth;
+pub mod config;
 pub mod driver;
 pub mod frame;
 pub mod peers;

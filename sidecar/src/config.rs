@@ -1,0 +1,426 @@
+//! The sidecar's configuration file (TOML). Unknown keys are refused; every error names
+//! the file, the key and the reason. Secrets (MySQL password, cluster key, admin token)
+//! come from a file or an environment variable, never from the file itself, and never
+//! reach a log: [`Secret`]'s `Debug` is redacted.
+
+use multiaz_engine::{
+    ClusterSpec, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Timing, Vip,
+};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {why}")]
+    Invalid { file: PathBuf, why: String },
+    #[error("{file}: {key}: {why}")]
+    Key {
+        file: PathBuf,
+        key: String,
+        why: String,
+    },
+}
+
+/// A secret value: compared and used, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    node_id: NodeId,
+    state_dir: PathBuf,
+    cluster: RawCluster,
+    vip: Vip,
+    #[serde(default)]
+    timing: Timing,
+    aws: Aws,
+    mysql: RawMysql,
+    peers: RawPeers,
+    #[serde(default)]
+    admin: RawAdmin,
+    nodes: Vec<RawNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    flavour: Flavour,
+    initial_master: NodeId,
+    #[serde(default)]
+    client_az: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aws {
+    pub region: String,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    #[serde(default = "default_api_deadline")]
+    pub api_deadline_ms: u64,
+}
+
+fn default_api_deadline() -> u64 {
+    20_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretSource {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMysql {
+    user: String,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    password_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeers {
+    listen: SocketAddr,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    key_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: SocketAddr,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    token_env: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+            token_file: None,
+            token_env: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:7080".parse().expect("literal")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: NodeId,
+    name: String,
+    az: String,
+    kind: NodeKind,
+    #[serde(default)]
+    promotion: PromotionRule,
+    #[serde(default)]
+    mysql: Option<String>,
+    peer: SocketAddr,
+    #[serde(default)]
+    instance_id: Option<String>,
+    #[serde(default)]
+    eni_id: Option<String>,
+}
+
+/// Where a member is and what it is in EC2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub peer: SocketAddr,
+    /// `host:port` of its mysqld (database nodes).
+    pub mysql: Option<String>,
+    pub instance_id: Option<String>,
+    pub eni_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub me: NodeId,
+    pub state_dir: PathBuf,
+    pub spec: ClusterSpec,
+    pub members: BTreeMap<NodeId, Member>,
+    pub aws: Aws,
+    pub mysql_user: String,
+    pub mysql_password: Secret,
+    pub peer_listen: SocketAddr,
+    pub cluster_key: Secret,
+    pub admin_listen: SocketAddr,
+    /// `None`: mutating admin calls are refused.
+    pub admin_token: Option<Secret>,
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            why: format!("cannot read: {e}"),
+        })?;
+        Self::parse(file, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` as if read from `file`; `env` looks up environment variables.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |why: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            why,
+        };
+        let key = |key: &str, why: String| ConfigError::Key {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            why,
+        };
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let mut members = BTreeMap::new();
+        let mut nodes = Vec::new();
+        for (i, n) in raw.nodes.into_iter().enumerate() {
+            if n.kind == NodeKind::Database {
+                for (field, v) in [
+                    ("mysql", &n.mysql),
+                    ("instance_id", &n.instance_id),
+                    ("eni_id", &n.eni_id),
+                ] {
+                    if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                        return Err(key(
+                            &format!("nodes[{i}].{field}"),
+                            "a database node needs it".into(),
+                        ));
+                    }
+                }
+            }
+            members.insert(
+                n.id,
+                Member {
+                    peer: n.peer,
+                    mysql: n.mysql,
+                    instance_id: n.instance_id,
+                    eni_id: n.eni_id,
+                },
+            );
+            nodes.push(NodeSpec {
+                id: n.id,
+                name: n.name,
+                az: n.az,
+                kind: n.kind,
+                promotion: n.promotion,
+            });
+        }
+        let spec = ClusterSpec {
+            name: raw.cluster.name,
+            flavour: raw.cluster.flavour,
+            initial_master: raw.cluster.initial_master,
+            client_az: raw.cluster.client_az,
+            vip: raw.vip,
+            timing: raw.timing,
+            nodes,
+        }
+        .validate()
+        .map_err(|e| invalid(e.to_string()))?;
+        if spec.node(raw.node_id).is_none() {
+            return Err(key(
+                "node_id",
+                format!("{} is not one of the [[nodes]]", raw.node_id.0),
+            ));
+        }
+        let secret = |name: &str,
+                      src: SecretSource,
+                      required: bool|
+         -> Result<Option<Secret>, ConfigError> {
+            let value = match (src.file, src.env) {
+                (Some(_), Some(_)) => {
+                    return Err(key(
+                        name,
+                        "give a file or an environment variable, not both".into(),
+                    ))
+                }
+                (Some(path), None) => std::fs::read(&path)
+                    .map_err(|e| key(name, format!("cannot read {}: {e}", path.display())))?,
+                (None, Some(var)) => env(&var)
+                    .ok_or_else(|| key(name, format!("environment variable {var} is not set")))?
+                    .into_bytes(),
+                (None, None) if required => {
+                    return Err(key(name, "missing: give a _file or an _env".into()))
+                }
+                (None, None) => return Ok(None),
+            };
+            // A trailing newline from `echo > file` is not part of the secret.
+            let trimmed = value.strip_suffix(b"\n").unwrap_or(&value).to_vec();
+            if trimmed.is_empty() {
+                return Err(key(name, "is empty".into()));
+            }
+            Ok(Some(Secret(trimmed)))
+        };
+        let mysql_password = secret(
+            "mysql.password",
+            SecretSource {
+                file: raw.mysql.password_file,
+                env: raw.mysql.password_env,
+            },
+            true,
+        )?
+        .expect("required");
+        let cluster_key = secret(
+            "peers.key",
+            SecretSource {
+                file: raw.peers.key_file,
+                env: raw.peers.key_env,
+            },
+            true,
+        )?
+        .expect("required");
+        if cluster_key.0.len() < 16 {
+            return Err(key(
+                "peers.key",
+                format!("{} bytes; at least 16 are needed", cluster_key.0.len()),
+            ));
+        }
+        let admin_token = secret(
+            "admin.token",
+            SecretSource {
+                file: raw.admin.token_file,
+                env: raw.admin.token_env,
+            },
+            false,
+        )?;
+        Ok(Config {
+            file: file.to_path_buf(),
+            me: raw.node_id,
+            state_dir: raw.state_dir,
+            spec,
+            members,
+            aws: raw.aws,
+            mysql_user: raw.mysql.user,
+            mysql_password,
+            peer_listen: raw.peers.listen,
+            cluster_key,
+            admin_listen: raw.admin.listen,
+            admin_token,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/multiaz.toml");
+
+    fn env_ok(name: &str) -> Option<String> {
+        match name {
+            "MYSQL_PW" => Some("s3cret-password".into()),
+            "KEY" => Some("0123456789abcdef0123".into()),
+            _ => None,
+        }
+    }
+
+    /// The example with its secrets taken from the environment.
+    fn example() -> String {
+        EXAMPLE
+            .replace(
+                "password_file = \"/etc/multiaz/mysql-password\"",
+                "password_env = \"MYSQL_PW\"",
+            )
+            .replace(
+                "key_file = \"/etc/multiaz/cluster-key\"",
+                "key_env = \"KEY\"",
+            )
+            .replace("token_file = \"/etc/multiaz/admin-token\"", "")
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/multiaz/multiaz.toml"), text, &env_ok)
+    }
+
+    #[test]
+    fn the_example_parses_and_secrets_do_not_print() {
+        let c = parse(&example()).unwrap();
+        assert_eq!(c.me, NodeId(1));
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(
+            c.members[&NodeId(2)].eni_id.as_deref(),
+            Some("eni-0bbbbbbbbbbbbbbb2")
+        );
+        assert_eq!(c.mysql_password.expose(), b"s3cret-password");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("0123456789"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_file_and_key() {
+        let e = parse(&example().replace("probe_failures = 3", "probe_falures = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/etc/multiaz/multiaz.toml") && e.contains("probe_falures"),
+            "{e}"
+        );
+        let e = parse(&example().replace(
+            "user = \"multiaz\"",
+            "user = \"multiaz\"\npassword = \"inline\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("password"), "an inline password is refused: {e}");
+    }
+
+    #[test]
+    fn missing_and_wrong_fields_are_named() {
+        let e = parse(&example().replace("eni_id = \"eni-0ccccccccccccccc3\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nodes[2].eni_id"), "{e}");
+        let e = parse(&example().replace("node_id = 1", "node_id = 9"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node_id"), "{e}");
+        let e = parse(&example().replace("key_env = \"KEY\"", "key_env = \"NOPE\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("peers.key") && e.contains("NOPE"), "{e}");
+        let e = parse(&example().replace("initial_master = 1", "initial_master = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initial_master"), "{e}");
+        let e = parse(&example().replace("peer = \"10.0.2.10:7001\"", "peer = \"nowhere\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("peer"), "{e}");
+    }
+}
