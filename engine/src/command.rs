@@ -95,6 +95,15 @@ pub enum MysqlReply {
     Positions(Positions),
 }
 
+impl MysqlReply {
+    pub fn positions(self) -> Option<Positions> {
+        match self {
+            MysqlReply::Positions(p) => Some(p),
+            MysqlReply::Done => None,
+        }
+    }
+}
+
 /// What a probe saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProbeResult {

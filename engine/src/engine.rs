@@ -2,7 +2,7 @@
 //! coordinator) detection, the failover procedure and the VIP routes.
 
 use crate::cluster::{ClusterSpec, NodeId};
-use crate::command::{Command, CommandId, CommandResult, MysqlOp, MysqlReply, ProbeResult};
+use crate::command::{Command, CommandId, CommandResult, MysqlOp, ProbeResult};
 use crate::coord::Coordination;
 use crate::detect::dead_master_reason;
 use crate::event::Event;
@@ -432,10 +432,13 @@ impl Engine {
 
     /// Reports young enough to act on, this node's own included.
     pub(crate) fn fresh_reports(&self) -> BTreeMap<NodeId, &Report> {
-        let ttl = self.spec.timing.report_ttl();
+        self.reports_within(self.spec.timing.report_ttl())
+    }
+
+    fn reports_within(&self, age: std::time::Duration) -> BTreeMap<NodeId, &Report> {
         self.reports
             .iter()
-            .filter(|(_, (at, _))| self.now.since(*at) <= ttl)
+            .filter(|(_, (at, _))| self.now.since(*at) <= age)
             .map(|(id, (_, r))| (*id, r))
             .collect()
     }
@@ -443,11 +446,8 @@ impl Engine {
     /// Sidecars heard from within one and a half probe intervals (each sends a report
     /// after every probe): the ones that are up now, this one included.
     pub(crate) fn live_sidecars(&self) -> BTreeSet<NodeId> {
-        let recent = self.spec.timing.probe_interval() * 3 / 2;
-        self.reports
-            .iter()
-            .filter(|(_, (at, _))| self.now.since(*at) <= recent)
-            .map(|(id, _)| *id)
+        self.reports_within(self.spec.timing.probe_interval() * 3 / 2)
+            .into_keys()
             .chain(std::iter::once(self.me))
             .collect()
     }
@@ -676,14 +676,5 @@ impl Engine {
 
     pub(crate) fn routes_pending(&self, target: NodeId) -> Vec<String> {
         self.routes.pending(&self.spec.vip.route_tables, target)
-    }
-}
-
-impl MysqlReply {
-    pub(crate) fn positions(self) -> Option<crate::command::Positions> {
-        match self {
-            MysqlReply::Positions(p) => Some(p),
-            MysqlReply::Done => None,
-        }
     }
 }

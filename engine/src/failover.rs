@@ -723,13 +723,15 @@ impl Engine {
 
     /// Suspects not known to be fenced: read_only did not succeed, the instance was not
     /// stopped, and their own sidecar has not reported mysqld down from the new epoch.
-    fn unconfirmed(&mut self) -> Vec<NodeId> {
-        let epoch = self.run_mut().epoch;
-        let fenced = self.run_mut().fenced.clone();
+    fn unconfirmed(&self) -> Vec<NodeId> {
+        let Some(run) = &self.run else {
+            return Vec::new();
+        };
+        let epoch = run.epoch;
         let reports = self.fresh_reports();
         self.suspects()
             .into_iter()
-            .filter(|s| !fenced.contains(s))
+            .filter(|s| !run.fenced.contains(s))
             .filter(|s| {
                 !reports
                     .get(s)

@@ -5,7 +5,7 @@
 //! only once a replica has acknowledged receiving it; there is no fallback to async.
 
 use crate::wire;
-use crate::world::{host_name, Gtid, Txn, World, MYSQL_PORT};
+use crate::world::{host_name, Gtid, Txn, World, MYSQL_PORT, REPLICATION_TIMEOUT};
 use multiaz_engine::{
     GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ReplicationStatus,
 };
@@ -21,7 +21,6 @@ const OP_WAIT: Duration = Duration::from_secs(8);
 /// The replication heartbeat, and how long a replica waits before it calls the
 /// connection dead (MASTER_HEARTBEAT_PERIOD, slave_net_timeout).
 const HEARTBEAT: Duration = Duration::from_millis(500);
-const NET_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a stopped or failed IO thread tries again (MASTER_CONNECT_RETRY).
 const CONNECT_RETRY: Duration = Duration::from_millis(1000);
 
@@ -306,7 +305,7 @@ async fn stream_binlog(
         }
         // The replica answers every heartbeat: silence means the stream is dead
         // (a lost segment stalls a simulated TCP stream for good).
-        if now().saturating_sub(heard.get()) > NET_TIMEOUT {
+        if now().saturating_sub(heard.get()) > REPLICATION_TIMEOUT {
             break;
         }
         let fresh: Vec<Txn> = world.mysqld(me, |m| {
@@ -363,7 +362,8 @@ async fn io_thread(world: World, me: NodeId) {
                 m.alive && m.io_running && m.source == Some(source) && m.incarnation == incarnation
             })
         };
-        let Ok(stream) = wire::connect(&host_name(source), MYSQL_PORT, NET_TIMEOUT).await else {
+        let Ok(stream) = wire::connect(&host_name(source), MYSQL_PORT, REPLICATION_TIMEOUT).await
+        else {
             tokio::time::sleep(CONNECT_RETRY).await;
             continue;
         };
@@ -388,8 +388,8 @@ async fn io_thread(world: World, me: NodeId) {
                 biased;
                 m = rx.recv() => m,
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    // A silent source (crashed host, partition) is dead after NET_TIMEOUT.
-                    if still(&world) && last.elapsed() < NET_TIMEOUT { continue } else { break }
+                    // A silent source (crashed host, partition) is dead after REPLICATION_TIMEOUT.
+                    if still(&world) && last.elapsed() < REPLICATION_TIMEOUT { continue } else { break }
                 }
             };
             let Some(msg) = msg else { break };

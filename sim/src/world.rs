@@ -5,8 +5,8 @@
 //! Software on the hosts reaches other hosts' state only over the simulated network;
 //! the shared state here stands for what is on a host's own disk or in its own process.
 
-use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Uuid};
-use multiaz_engine::{ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId, Time};
+use multiaz_engine::gtid::Uuid;
+use multiaz_engine::{ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,9 @@ pub const PEER_PORT: u16 = 7001;
 pub const SALVAGE_PORT: u16 = 7100;
 pub const EC2_PORT: u16 = 443;
 pub const EC2_HOST: &str = "ec2";
+/// How long replication tolerates silence from the other end (the replica's
+/// slave_net_timeout, and the source's wait for heartbeat replies).
+pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One transaction's identity, either flavour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -69,12 +72,9 @@ impl Gtid {
                     seq,
                 },
                 GtidSet::Mariadb(s),
-            ) => s
-                .domains()
-                .find(|(d, _)| **d == *domain)
-                .is_some_and(|(_, d)| {
-                    d.seqs.contains(*seq) && d.servers.get(server).is_some_and(|last| last >= seq)
-                }),
+            ) => s.domain(*domain).is_some_and(|d| {
+                d.seqs.contains(*seq) && d.servers.get(server).is_some_and(|last| last >= seq)
+            }),
             _ => self.in_set(set),
         }
     }
@@ -237,14 +237,7 @@ impl Mysqld {
         self.alive
             && !self.read_only
             && self.subscribers > 0
-            && now.saturating_sub(self.last_ack_heard) < Duration::from_secs(2)
-    }
-}
-
-pub fn empty_set(flavour: Flavour) -> GtidSet {
-    match flavour {
-        Flavour::Mariadb => GtidSet::Mariadb(MariadbGtidSet::default()),
-        Flavour::Mysql => GtidSet::Mysql(MysqlGtidSet::default()),
+            && now.saturating_sub(self.last_ack_heard) < REPLICATION_TIMEOUT
     }
 }
 
@@ -362,9 +355,4 @@ impl World {
         let now = turmoil::sim_elapsed().unwrap_or_default();
         self.state.borrow_mut().timeline.push((now, text.into()));
     }
-}
-
-/// Converts simulated elapsed time to the engine's `Time` (for reports only).
-pub fn time_of(d: Duration) -> Time {
-    Time::from_millis(d.as_millis() as u64)
 }

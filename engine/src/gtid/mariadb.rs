@@ -149,12 +149,13 @@ impl MariadbGtidSet {
         self.domains.iter()
     }
 
+    pub fn domain(&self, domain: u32) -> Option<&DomainPos> {
+        self.domains.get(&domain)
+    }
+
     /// The highest sequence number in `domain` (0 when none).
     pub fn seq(&self, domain: u32) -> u64 {
-        self.domains
-            .get(&domain)
-            .and_then(|d| d.seqs.last())
-            .unwrap_or(0)
+        self.domain(domain).and_then(|d| d.seqs.last()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,9 +169,7 @@ impl MariadbGtidSet {
     }
 
     pub fn contains_gtid(&self, domain: u32, seq: u64) -> bool {
-        self.domains
-            .get(&domain)
-            .is_some_and(|d| d.seqs.contains(seq))
+        self.domain(domain).is_some_and(|d| d.seqs.contains(seq))
     }
 
     /// Per domain, by sequence number: what positions compare by.

@@ -519,35 +519,22 @@ impl Sim {
         self.linked(by, target) && self.nodes[&target].mysqld.alive
     }
 
+    /// A peer message on the wire: 1 ms, unless the link is cut.
+    fn transmit(&mut self, from: NodeId, to: NodeId, message: PeerMessage) {
+        if self.linked(from, to) {
+            self.schedule(Duration::from_millis(1), Due::Message { from, to, message });
+        }
+    }
+
     fn execute(&mut self, by: NodeId, cmd: Command) {
         self.commands.push((self.now, by, cmd.clone()));
         let ok = Duration::from_millis(2);
         match cmd {
-            Command::Send { to, message } => {
-                if self.linked(by, to) {
-                    self.schedule(
-                        Duration::from_millis(1),
-                        Due::Message {
-                            from: by,
-                            to,
-                            message,
-                        },
-                    );
-                }
-            }
+            Command::Send { to, message } => self.transmit(by, to, message),
             Command::Persist(batch) => {
                 let node = self.nodes.get_mut(&by).unwrap();
                 for (to, message) in node.durable.apply(batch) {
-                    if self.linked(by, to) {
-                        self.schedule(
-                            Duration::from_millis(1),
-                            Due::Message {
-                                from: by,
-                                to,
-                                message,
-                            },
-                        );
-                    }
+                    self.transmit(by, to, message);
                 }
             }
             Command::Emit(e) => self.events.push((self.now, by, e)),
