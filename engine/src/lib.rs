@@ -75,7 +75,7 @@ pub use command::{
     Command, CommandId, CommandResult, MysqlOp, MysqlReply, MysqlStatus, Positions, ProbeResult,
     ReplicationStatus, SalvageReport,
 };
-pub use engine::{Engine, EngineError, EngineStatus};
+pub use engine::{Engine, EngineError, EngineStatus, NodeView, Role};
 pub use event::Event;
 pub use gtid::{Flavour, GtidError, GtidSet};
 pub use input::{Input, OperatorRequest};

@@ -140,6 +140,58 @@ impl Opener {
     }
 }
 
+/// A liveness challenge for `multiaz check`: `PING | nonce | tag`. It never reaches the
+/// engine and does not touch the replay state of [`Opener`]; the answer
+/// `PONG | tag(nonce)` proves the peer holds the cluster key for this very nonce.
+const PING: &[u8; 8] = b"MAZPING1";
+const PONG: &[u8; 8] = b"MAZPONG1";
+pub const NONCE: usize = 16;
+
+impl ClusterKey {
+    fn tag(&self, domain: &[u8], nonce: &[u8]) -> Vec<u8> {
+        let mut mac = self.mac();
+        mac.update(domain);
+        mac.update(nonce);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    pub fn ping(&self, nonce: &[u8; NONCE]) -> Vec<u8> {
+        let mut f = PING.to_vec();
+        f.extend_from_slice(nonce);
+        f.extend_from_slice(&self.tag(PING, nonce));
+        f
+    }
+
+    /// `Some(Ok(pong))` for a ping signed with this key, `Some(Err)` for a forged one,
+    /// `None` when the frame is not a ping at all.
+    pub fn answer(&self, frame: &[u8]) -> Option<Result<Vec<u8>, AuthError>> {
+        let rest = frame.strip_prefix(PING.as_slice())?;
+        if rest.len() != NONCE + TAG {
+            return Some(Err(AuthError::Short));
+        }
+        let (nonce, tag) = rest.split_at(NONCE);
+        let mut mac = self.mac();
+        mac.update(PING);
+        mac.update(nonce);
+        if mac.verify_slice(tag).is_err() {
+            return Some(Err(AuthError::BadTag));
+        }
+        let mut f = PONG.to_vec();
+        f.extend_from_slice(&self.tag(PONG, nonce));
+        Some(Ok(f))
+    }
+
+    pub fn pong_is_valid(&self, nonce: &[u8; NONCE], frame: &[u8]) -> bool {
+        let Some(tag) = frame.strip_prefix(PONG.as_slice()) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(PONG);
+        mac.update(nonce);
+        mac.verify_slice(tag).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +202,25 @@ mod tests {
 
     fn msg() -> PeerMessage {
         PeerMessage::LeaseRequest { epoch: 2, seq: 7 }
+    }
+
+    #[test]
+    fn a_ping_is_answered_only_with_the_right_key() {
+        let nonce = [7u8; NONCE];
+        let ping = key(1).ping(&nonce);
+        let pong = key(1).answer(&ping).unwrap().unwrap();
+        assert!(key(1).pong_is_valid(&nonce, &pong));
+        assert!(
+            !key(1).pong_is_valid(&[8u8; NONCE], &pong),
+            "bound to the nonce"
+        );
+        assert!(!key(2).pong_is_valid(&nonce, &pong));
+        assert_eq!(key(2).answer(&ping).unwrap(), Err(AuthError::BadTag));
+        assert_eq!(
+            key(1).answer(b"MAZPING1short").unwrap(),
+            Err(AuthError::Short)
+        );
+        assert!(key(1).answer(b"not a ping").is_none());
     }
 
     #[test]

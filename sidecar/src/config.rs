@@ -10,6 +10,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::mysql::Address;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -28,6 +31,10 @@ pub enum ConfigError {
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(bytes)
+    }
+
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
@@ -97,6 +104,16 @@ struct RawMysql {
     password_file: Option<PathBuf>,
     #[serde(default)]
     password_env: Option<String>,
+    /// The user replicas log in to their source with; the sidecar's own by default.
+    #[serde(default)]
+    replication_user: Option<String>,
+    #[serde(default)]
+    replication_password_file: Option<PathBuf>,
+    #[serde(default)]
+    replication_password_env: Option<String>,
+    /// Bound of one probe (connect and queries); at most the probe interval.
+    #[serde(default)]
+    probe_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,8 +173,8 @@ struct RawNode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub peer: SocketAddr,
-    /// `host:port` of its mysqld (database nodes).
-    pub mysql: Option<String>,
+    /// Its mysqld (database nodes).
+    pub mysql: Option<Address>,
     pub instance_id: Option<String>,
     pub eni_id: Option<String>,
 }
@@ -172,6 +189,9 @@ pub struct Config {
     pub aws: Aws,
     pub mysql_user: String,
     pub mysql_password: Secret,
+    pub replication_user: String,
+    pub replication_password: Secret,
+    pub probe_timeout: Duration,
     pub peer_listen: SocketAddr,
     pub cluster_key: Secret,
     pub admin_listen: SocketAddr,
@@ -222,11 +242,17 @@ impl Config {
                     }
                 }
             }
+            let mysql = match &n.mysql {
+                Some(text) => Some(
+                    Address::parse(text).map_err(|why| key(&format!("nodes[{i}].mysql"), why))?,
+                ),
+                None => None,
+            };
             members.insert(
                 n.id,
                 Member {
                     peer: n.peer,
-                    mysql: n.mysql,
+                    mysql,
                     instance_id: n.instance_id,
                     eni_id: n.eni_id,
                 },
@@ -293,6 +319,26 @@ impl Config {
             true,
         )?
         .expect("required");
+        let replication_password = secret(
+            "mysql.replication_password",
+            SecretSource {
+                file: raw.mysql.replication_password_file,
+                env: raw.mysql.replication_password_env,
+            },
+            false,
+        )?
+        .unwrap_or_else(|| mysql_password.clone());
+        let probe_interval = spec.timing.probe_interval_ms;
+        let probe_timeout_ms = raw
+            .mysql
+            .probe_timeout_ms
+            .unwrap_or(probe_interval.min(1000));
+        if probe_timeout_ms == 0 || probe_timeout_ms > probe_interval {
+            return Err(key(
+                "mysql.probe_timeout_ms",
+                format!("{probe_timeout_ms}: must be between 1 and timing.probe_interval_ms ({probe_interval})"),
+            ));
+        }
         let cluster_key = secret(
             "peers.key",
             SecretSource {
@@ -323,8 +369,14 @@ impl Config {
             spec,
             members,
             aws: raw.aws,
+            replication_user: raw
+                .mysql
+                .replication_user
+                .unwrap_or_else(|| raw.mysql.user.clone()),
             mysql_user: raw.mysql.user,
             mysql_password,
+            replication_password,
+            probe_timeout: Duration::from_millis(probe_timeout_ms),
             peer_listen: raw.peers.listen,
             cluster_key,
             admin_listen: raw.admin.listen,

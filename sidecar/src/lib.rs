@@ -9,13 +9,22 @@
 //! be `Send`), spawning one local task per command that has a result.
 
 pub mod adapters;
+pub mod admin;
+pub mod admin_client;
 pub mod auth;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod driver;
+pub mod ec2;
 pub mod frame;
+pub mod mysql;
 pub mod peers;
 pub mod retry;
+pub mod run;
 pub mod state_file;
+pub mod status;
+pub mod telemetry;
 
 pub use adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
 pub use driver::{Driver, DriverError, DriverHandle};

@@ -43,7 +43,7 @@ impl TcpPeers {
         log: LogLine,
     ) -> Self {
         let opener = Rc::new(RefCell::new(Opener::new(key.clone())));
-        tokio::task::spawn_local(listen(listener, opener, inbox, log.clone()));
+        tokio::task::spawn_local(listen(listener, key.clone(), opener, inbox, log.clone()));
         let mut queues = BTreeMap::new();
         for (peer, addr) in peers.into_iter().filter(|(p, _)| *p != me) {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -82,15 +82,9 @@ async fn send_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
         let _ = stream.set_nodelay(true);
         let mut stream = stream;
         while let Some(frame) = rx.recv().await {
-            let write = async {
-                stream
-                    .write_all(&(frame.len() as u32).to_be_bytes())
-                    .await?;
-                stream.write_all(&frame).await
-            };
-            match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                Ok(Ok(())) => {}
-                _ => {
+            match write_frame(&mut stream, &frame).await {
+                Ok(()) => {}
+                Err(_) => {
                     log(format!(
                         "peer {peer} at {addr}: connection lost; reconnecting"
                     ));
@@ -106,6 +100,7 @@ async fn send_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
 
 async fn listen(
     listener: TcpListener,
+    key: ClusterKey,
     opener: Rc<RefCell<Opener>>,
     inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
     log: LogLine,
@@ -114,7 +109,7 @@ async fn listen(
         let Ok((mut stream, addr)) = listener.accept().await else {
             continue;
         };
-        let (opener, inbox, log) = (opener.clone(), inbox.clone(), log.clone());
+        let (key, opener, inbox, log) = (key.clone(), opener.clone(), inbox.clone(), log.clone());
         tokio::task::spawn_local(async move {
             loop {
                 let mut len = [0u8; 4];
@@ -129,6 +124,17 @@ async fn listen(
                 let mut frame = vec![0u8; len];
                 if stream.read_exact(&mut frame).await.is_err() {
                     return;
+                }
+                match key.answer(&frame) {
+                    Some(Ok(pong)) => {
+                        let _ = write_frame(&mut stream, &pong).await;
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        log(format!("ping from {addr}: {e}; dropped, connection closed"));
+                        return;
+                    }
+                    None => {}
                 }
                 let opened = opener.borrow_mut().open(&frame);
                 match opened {
@@ -147,6 +153,55 @@ async fn listen(
             }
         });
     }
+}
+
+async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> std::io::Result<()> {
+    let write = async {
+        stream
+            .write_all(&(frame.len() as u32).to_be_bytes())
+            .await?;
+        stream.write_all(frame).await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Asks the sidecar at `addr` to prove it holds the cluster key (`multiaz check`).
+/// Returns the round-trip time.
+pub async fn ping(addr: SocketAddr, key: &ClusterKey) -> Result<Duration, String> {
+    let start = tokio::time::Instant::now();
+    let nonce: [u8; crate::auth::NONCE] = rand::random();
+    let work = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        write_frame(&mut stream, &key.ping(&nonce))
+            .await
+            .map_err(|e| format!("cannot send: {e}"))?;
+        let mut len = [0u8; 4];
+        stream
+            .read_exact(&mut len)
+            .await
+            .map_err(|_| "closed the connection: it does not hold this cluster key".to_string())?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > 1024 {
+            return Err(format!("answered with a {len}-byte frame, not a pong"));
+        }
+        let mut frame = vec![0u8; len];
+        stream
+            .read_exact(&mut frame)
+            .await
+            .map_err(|e| format!("answer cut short: {e}"))?;
+        if key.pong_is_valid(&nonce, &frame) {
+            Ok(start.elapsed())
+        } else {
+            Err("answered, but not with this cluster's key".to_string())
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), work)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 3 s".into()))
 }
 
 #[cfg(test)]

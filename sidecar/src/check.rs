@@ -1,0 +1,581 @@
+//! `multiaz check`: a preflight in the spirit of MHA's `masterha_check_repl`, wider.
+//! Every check yields a pass/fail line; a failure says what to do about it.
+
+use crate::admin_client;
+use crate::auth::ClusterKey;
+use crate::config::Config;
+use crate::peers;
+use crate::run::{ec2_routes, mysql_adapter};
+use axum::http::Method;
+use multiaz_engine::{Flavour, NodeId};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub ok: bool,
+    pub area: &'static str,
+    pub subject: String,
+    pub what: String,
+    /// For a failure: what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Default)]
+struct Report {
+    lines: Vec<Line>,
+}
+
+impl Report {
+    fn pass(&mut self, area: &'static str, subject: &str, what: impl Into<String>) {
+        self.lines.push(Line {
+            ok: true,
+            area,
+            subject: subject.to_string(),
+            what: what.into(),
+            fix: None,
+        });
+    }
+
+    fn fail(
+        &mut self,
+        area: &'static str,
+        subject: &str,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.lines.push(Line {
+            ok: false,
+            area,
+            subject: subject.to_string(),
+            what: what.into(),
+            fix: Some(fix.into()),
+        });
+    }
+
+    fn expect(
+        &mut self,
+        ok: bool,
+        area: &'static str,
+        subject: &str,
+        what: String,
+        fix: impl Into<String>,
+    ) {
+        if ok {
+            self.pass(area, subject, what)
+        } else {
+            self.fail(area, subject, what, fix)
+        }
+    }
+}
+
+/// Renders the lines as a table; failures carry their fix on the next line.
+pub fn render(lines: &[Line]) -> String {
+    let subject_w = lines.iter().map(|l| l.subject.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for l in lines {
+        let mark = if l.ok { "PASS" } else { "FAIL" };
+        out.push_str(&format!(
+            "{mark}  {:<6} {:<subject_w$}  {}\n",
+            l.area, l.subject, l.what
+        ));
+        if let Some(fix) = &l.fix {
+            out.push_str(&format!("      {:<6} {:<subject_w$}  -> {fix}\n", "", ""));
+        }
+    }
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    out.push_str(&format!(
+        "\n{} checks, {} passed, {failed} failed\n",
+        lines.len(),
+        lines.len() - failed
+    ));
+    out
+}
+
+/// What one server said about itself.
+struct Server {
+    server_id: u64,
+    version: String,
+    vars: BTreeMap<&'static str, Option<String>>,
+    replica: Option<Row>,
+}
+
+fn on(v: &Option<String>) -> bool {
+    v.as_deref()
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"))
+}
+
+fn shown(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "(not available)".into())
+}
+
+/// The variables checked, per flavour: (name in the report, expression).
+fn variables(flavour: Flavour) -> Vec<(&'static str, &'static str)> {
+    match flavour {
+        Flavour::Mariadb => vec![
+            ("log_bin", "@@global.log_bin"),
+            ("binlog_format", "@@global.binlog_format"),
+            ("log_slave_updates", "@@global.log_slave_updates"),
+            ("read_only", "@@global.read_only"),
+            ("gtid_strict_mode", "@@global.gtid_strict_mode"),
+            ("semi_sync_source", "@@global.rpl_semi_sync_master_enabled"),
+            ("semi_sync_replica", "@@global.rpl_semi_sync_slave_enabled"),
+            (
+                "semi_sync_wait_point",
+                "@@global.rpl_semi_sync_master_wait_point",
+            ),
+        ],
+        Flavour::Mysql => vec![
+            ("log_bin", "@@global.log_bin"),
+            ("binlog_format", "@@global.binlog_format"),
+            ("log_replica_updates", "@@global.log_replica_updates"),
+            ("read_only", "@@global.read_only"),
+            ("gtid_mode", "@@global.gtid_mode"),
+            (
+                "enforce_gtid_consistency",
+                "@@global.enforce_gtid_consistency",
+            ),
+            ("semi_sync_source", "@@global.rpl_semi_sync_source_enabled"),
+            (
+                "semi_sync_replica",
+                "@@global.rpl_semi_sync_replica_enabled",
+            ),
+            (
+                "semi_sync_wait_point",
+                "@@global.rpl_semi_sync_source_wait_point",
+            ),
+        ],
+    }
+}
+
+async fn scalar(conn: &mut Conn, expr: &str) -> Option<String> {
+    conn.query_first::<Row, _>(format!("SELECT {expr}"))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.get_opt::<Option<String>, usize>(0))
+        .and_then(|r| r.ok())
+        .flatten()
+}
+
+async fn inspect(conn: &mut Conn, flavour: Flavour) -> Result<Server, String> {
+    let version = scalar(conn, "VERSION()").await.unwrap_or_default();
+    let server_id = scalar(conn, "@@global.server_id")
+        .await
+        .and_then(|v| v.parse().ok())
+        .ok_or("cannot read server_id")?;
+    let mut vars = BTreeMap::new();
+    for (name, expr) in variables(flavour) {
+        vars.insert(name, scalar(conn, expr).await);
+    }
+    let status = match flavour {
+        Flavour::Mariadb => "SHOW SLAVE STATUS",
+        Flavour::Mysql => "SHOW REPLICA STATUS",
+    };
+    let replica = conn
+        .query_first::<Row, _>(status)
+        .await
+        .map_err(|e| format!("{status}: {e}"))?;
+    Ok(Server {
+        server_id,
+        version,
+        vars,
+        replica,
+    })
+}
+
+fn col(row: &Row, name: &str) -> String {
+    row.get_opt::<Option<String>, &str>(name)
+        .and_then(|r| r.ok())
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// The master to check against: the running sidecar's record when its admin API
+/// answers, otherwise the configuration's initial master.
+async fn current_master(config: &Config, r: &mut Report) -> NodeId {
+    let asked = admin_client::call(config.admin_listen, Method::GET, "/status", None).await;
+    let from_admin = asked.ok().and_then(|(code, body)| {
+        if !code.is_success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["record"]["master"].as_u64().map(NodeId)
+    });
+    match from_admin {
+        Some(m) => {
+            r.pass(
+                "record",
+                "master",
+                format!("{m} (from the running sidecar's record)"),
+            );
+            m
+        }
+        None => {
+            let m = config.spec.initial_master;
+            r.pass(
+                "record",
+                "master",
+                format!(
+                    "{m} (cluster.initial_master; no sidecar answered on {})",
+                    config.admin_listen
+                ),
+            );
+            m
+        }
+    }
+}
+
+pub async fn run(config: &Config) -> Vec<Line> {
+    let mut r = Report::default();
+    let flavour = config.spec.flavour;
+    let master = current_master(config, &mut r).await;
+    let name = |id: NodeId| {
+        config
+            .spec
+            .node(id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let mysql = mysql_adapter(config);
+    let mut servers: BTreeMap<NodeId, Server> = BTreeMap::new();
+    for id in config.spec.database_ids().collect::<Vec<_>>() {
+        let n = name(id);
+        let addr = config.members[&id]
+            .mysql
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut conn = match mysql.connect(id).await {
+            Ok(c) => c,
+            Err(e) => {
+                r.fail(
+                    "mysql",
+                    &n,
+                    format!("cannot connect to {addr}: {e}"),
+                    "start mysqld, or fix nodes.mysql and the [mysql] credentials",
+                );
+                continue;
+            }
+        };
+        match inspect(&mut conn, flavour).await {
+            Ok(s) => {
+                let is_maria = s.version.to_ascii_lowercase().contains("mariadb");
+                r.expect(
+                    is_maria == (flavour == Flavour::Mariadb),
+                    "mysql",
+                    &n,
+                    format!("{addr} runs {} (cluster.flavour = {flavour})", s.version),
+                    "set cluster.flavour to the servers' flavour",
+                );
+                servers.insert(id, s);
+            }
+            Err(e) => r.fail(
+                "mysql",
+                &n,
+                e,
+                "grant the multiaz user the privileges in the README",
+            ),
+        }
+        check_grants(&mut conn, config, &n, &mut r).await;
+        let _ = conn.disconnect().await;
+    }
+
+    for (id, s) in &servers {
+        let n = name(*id);
+        let is_master = *id == master;
+        let v = &s.vars;
+        r.expect(
+            on(&v["log_bin"]),
+            "mysql",
+            &n,
+            format!("log_bin = {}", shown(&v["log_bin"])),
+            "enable the binary log (log_bin) in my.cnf and restart",
+        );
+        r.expect(
+            v["binlog_format"]
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case("ROW")),
+            "mysql",
+            &n,
+            format!("binlog_format = {}", shown(&v["binlog_format"])),
+            "SET GLOBAL binlog_format = ROW, and in my.cnf",
+        );
+        let updates = match flavour {
+            Flavour::Mariadb => "log_slave_updates",
+            Flavour::Mysql => "log_replica_updates",
+        };
+        r.expect(on(&v[updates]), "mysql", &n, format!("{updates} = {}", shown(&v[updates])),
+            format!("set {updates} = ON in my.cnf and restart: a promoted replica must have every transaction in its binlog"));
+        match flavour {
+            Flavour::Mariadb => r.expect(
+                on(&v["gtid_strict_mode"]),
+                "mysql",
+                &n,
+                format!("gtid_strict_mode = {}", shown(&v["gtid_strict_mode"])),
+                "SET GLOBAL gtid_strict_mode = ON, and in my.cnf",
+            ),
+            Flavour::Mysql => {
+                r.expect(
+                    v["gtid_mode"].as_deref() == Some("ON"),
+                    "mysql",
+                    &n,
+                    format!("gtid_mode = {}", shown(&v["gtid_mode"])),
+                    "set gtid_mode = ON (through OFF_PERMISSIVE, ON_PERMISSIVE)",
+                );
+                r.expect(
+                    on(&v["enforce_gtid_consistency"]),
+                    "mysql",
+                    &n,
+                    format!(
+                        "enforce_gtid_consistency = {}",
+                        shown(&v["enforce_gtid_consistency"])
+                    ),
+                    "SET GLOBAL enforce_gtid_consistency = ON, and in my.cnf",
+                );
+            }
+        }
+        let (src, rep) = (&v["semi_sync_source"], &v["semi_sync_replica"]);
+        if src.is_none() && rep.is_none() {
+            r.fail(
+                "mysql",
+                &n,
+                "semi-sync is not available",
+                "load the semi-sync plugins (MySQL: rpl_semi_sync_source / rpl_semi_sync_replica)",
+            );
+        } else if is_master {
+            r.expect(on(src), "mysql", &n, format!("master: semi-sync source = {}", shown(src)),
+                "on the master: semi-sync source on (acknowledged writes survive a failover only then)");
+            let wp = &v["semi_sync_wait_point"];
+            r.expect(
+                wp.as_deref()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("AFTER_SYNC")),
+                "mysql",
+                &n,
+                format!("semi-sync wait point = {}", shown(wp)),
+                "set the semi-sync wait point to AFTER_SYNC (lossless)",
+            );
+        } else {
+            r.expect(
+                !on(src) && on(rep),
+                "mysql",
+                &n,
+                format!(
+                    "replica: semi-sync source = {}, replica = {}",
+                    shown(src),
+                    shown(rep)
+                ),
+                "on replicas: semi-sync replica on, source off",
+            );
+        }
+        let ro = on(&v["read_only"]);
+        if is_master {
+            r.expect(
+                !ro,
+                "mysql",
+                &n,
+                format!("master: read_only = {}", shown(&v["read_only"])),
+                "the master must be writable; multiaz sets this itself once it runs",
+            );
+        } else {
+            r.expect(
+                ro,
+                "mysql",
+                &n,
+                format!("replica: read_only = {}", shown(&v["read_only"])),
+                "SET GLOBAL read_only = ON on every replica, and in my.cnf",
+            );
+        }
+        if is_master {
+            r.expect(
+                s.replica.is_none(),
+                "repl",
+                &n,
+                "master: replicates from nobody".into(),
+                "the master must not be a replica: STOP SLAVE; RESET SLAVE ALL",
+            );
+        } else {
+            check_replica(s, config, master, &n, &name(master), flavour, &mut r);
+        }
+    }
+    let mut ids: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for (id, s) in &servers {
+        ids.entry(s.server_id).or_default().push(name(*id));
+    }
+    for (sid, names) in ids {
+        r.expect(
+            names.len() == 1,
+            "mysql",
+            &names.join(","),
+            format!("server_id = {sid}"),
+            "give every server its own server_id",
+        );
+    }
+
+    check_ec2(config, master, &mut r).await;
+    check_peers(config, &mut r).await;
+    r.lines
+}
+
+fn check_replica(
+    s: &Server,
+    config: &Config,
+    master: NodeId,
+    n: &str,
+    master_name: &str,
+    flavour: Flavour,
+    r: &mut Report,
+) {
+    let Some(row) = &s.replica else {
+        return r.fail(
+            "repl",
+            n,
+            "not a replica",
+            format!("point it at the master {master_name} (CHANGE MASTER TO ..., with GTID)"),
+        );
+    };
+    let cols = crate::mysql::dialect::Dialect(flavour).columns();
+    let host = col(row, cols.host);
+    let port = col(row, cols.port);
+    let expected = config.members[&master].mysql.as_ref();
+    let from_master = expected.is_some_and(|a| a.host == host && a.port.to_string() == port);
+    r.expect(
+        from_master,
+        "repl",
+        n,
+        format!("replicates from {host}:{port}"),
+        format!(
+            "replicate from the master {master_name} ({})",
+            expected.map(|a| a.to_string()).unwrap_or_default()
+        ),
+    );
+    let io = col(row, cols.io_running);
+    let sql = col(row, cols.sql_running);
+    r.expect(
+        io == "Yes" && sql == "Yes",
+        "repl",
+        n,
+        format!("IO thread {io}, SQL thread {sql}"),
+        format!(
+            "START SLAVE; see Last_IO_Error / Last_SQL_Error: {:?} {:?}",
+            col(row, cols.last_io_error),
+            col(row, cols.last_error)
+        ),
+    );
+    if flavour == Flavour::Mariadb {
+        let g = col(row, "Using_Gtid");
+        r.expect(
+            g != "No" && !g.is_empty(),
+            "repl",
+            n,
+            format!("Using_Gtid = {g}"),
+            "CHANGE MASTER TO MASTER_USE_GTID = slave_pos",
+        );
+    } else {
+        let auto = col(row, "Auto_Position");
+        r.expect(
+            auto == "1",
+            "repl",
+            n,
+            format!("Auto_Position = {auto}"),
+            "CHANGE REPLICATION SOURCE TO SOURCE_AUTO_POSITION = 1",
+        );
+    }
+}
+
+async fn check_grants(conn: &mut Conn, config: &Config, n: &str, r: &mut Report) {
+    let grants: Vec<String> = conn.query("SHOW GRANTS").await.unwrap_or_default();
+    let all = grants.join("\n").to_ascii_uppercase();
+    r.expect(
+        all.contains("ALL PRIVILEGES") || all.contains("SUPER"),
+        "grants",
+        n,
+        format!("{} may manage replication and read_only", config.mysql_user),
+        format!(
+            "GRANT ALL ON *.* TO '{}'@'%' (or SUPER, REPLICATION SLAVE ADMIN, READ_ONLY ADMIN)",
+            config.mysql_user
+        ),
+    );
+    let repl: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM mysql.user WHERE User = ? AND Repl_slave_priv = 'Y'",
+            (config.replication_user.clone(),),
+        )
+        .await
+        .ok()
+        .flatten();
+    r.expect(
+        repl.unwrap_or(0) > 0,
+        "grants",
+        n,
+        format!("{} has REPLICATION SLAVE", config.replication_user),
+        format!(
+            "GRANT REPLICATION SLAVE ON *.* TO '{}'@'%'",
+            config.replication_user
+        ),
+    );
+}
+
+async fn check_ec2(config: &Config, master: NodeId, r: &mut Report) {
+    let routes = match ec2_routes(config, Rc::new(|_: &str| {})).await {
+        Ok(x) => x,
+        Err(e) => return r.fail("ec2", "vip", e.to_string(), "fix vip.address"),
+    };
+    let eni = config.members[&master].eni_id.clone().unwrap_or_default();
+    match routes.route_targets(&config.spec.vip.route_tables).await {
+        Ok(targets) => {
+            for (rt, target) in targets {
+                match target {
+                    Some(t) => r.expect(t == eni, "ec2", &rt,
+                        format!("{} -> {t} (master's interface: {eni})", routes.destination()),
+                        format!("aws ec2 replace-route --route-table-id {rt} --destination-cidr-block {} --network-interface-id {eni}", routes.destination())),
+                    None => r.fail("ec2", &rt, format!("no route for {}", routes.destination()),
+                        format!("aws ec2 create-route --route-table-id {rt} --destination-cidr-block {} --network-interface-id {eni}", routes.destination())),
+                }
+            }
+        }
+        Err(e) => r.fail(
+            "ec2",
+            "route tables",
+            e,
+            "check vip.route_tables, aws.region and the IAM permission ec2:DescribeRouteTables",
+        ),
+    }
+    for id in config.spec.database_ids().collect::<Vec<_>>() {
+        let Some(instance) = config.members[&id].instance_id.clone() else {
+            continue;
+        };
+        match routes.source_dest_check(&instance).await {
+            Ok(check) => r.expect(!check, "ec2", &instance,
+                format!("source/destination check {}", if check { "on" } else { "off" }),
+                format!("aws ec2 modify-instance-attribute --instance-id {instance} --no-source-dest-check")),
+            Err(e) => r.fail("ec2", &instance, e, "check the IAM permission ec2:DescribeInstanceAttribute"),
+        }
+    }
+}
+
+async fn check_peers(config: &Config, r: &mut Report) {
+    let key = match ClusterKey::new(config.cluster_key.expose().to_vec()) {
+        Ok(k) => k,
+        Err(e) => return r.fail("peers", "key", e, "use a cluster key of at least 16 bytes"),
+    };
+    for (id, m) in &config.members {
+        if *id == config.me {
+            continue;
+        }
+        let n = config
+            .spec
+            .node(*id)
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
+        match peers::ping(m.peer, &key).await {
+            Ok(rtt) => r.pass("peers", &n, format!("{} answered with the cluster key in {rtt:?}", m.peer)),
+            Err(e) => r.fail("peers", &n, format!("{}: {e}", m.peer),
+                "start multiaz there, open the peer port between hosts, use the same cluster key everywhere"),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! `multiaz`: the sidecar and its tools. See `multiaz --help`.
+
+use clap::Parser;
+use multiaz_sidecar::cli::{Cli, Command, LogFormat};
+use multiaz_sidecar::config::Config;
+use multiaz_sidecar::{check, status};
+use std::process::ExitCode;
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("multiaz: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&runtime, async move {
+        match cli.command {
+            Command::Run { config } => {
+                let config = Config::load(&config)?;
+                multiaz_sidecar::run::run(config).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Check { config, json } => {
+                let config = Config::load(&config)?;
+                let lines = check::run(&config).await;
+                if json {
+                    for l in &lines {
+                        println!("{}", serde_json::to_string(l)?);
+                    }
+                } else {
+                    print!("{}", check::render(&lines));
+                }
+                Ok(if lines.iter().all(|l| l.ok) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            Command::Status { config, json } => {
+                let config = Config::load(&config)?;
+                print!("{}", status::show(&config, json).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let e: anyhow::Error = e;
+            eprintln!("multiaz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

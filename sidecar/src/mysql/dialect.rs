@@ -1,0 +1,259 @@
+//! What differs between MariaDB and MySQL 8: statement spellings, variable names, and
+//! the columns of the replication status. Everything here is plain data, so it is
+//! tested without a server.
+
+use multiaz_engine::{Flavour, GtidSet};
+
+/// One flavour's spelling of the statements the adapter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect(pub Flavour);
+
+/// A replication source and the credentials a replica logs in with.
+pub struct SourceSpec<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a [u8],
+}
+
+/// Quotes a string literal for SQL. Doubling quotes works whatever `sql_mode` says;
+/// backslashes are escaped too and the session runs with `NO_BACKSLASH_ESCAPES` off
+/// (the adapter sets `sql_mode = ''` before a statement that carries a literal).
+pub fn quote(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for &b in text {
+        match b {
+            b'\'' => out.push_str("''"),
+            b'\\' => out.push_str("\\\\"),
+            0 => out.push_str("\\0"),
+            b => out.push(b as char),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+impl Dialect {
+    /// The variables a probe reads, in this order: read_only, executed set.
+    /// MariaDB's executed set is `gtid_binlog_state` (every server's last GTID per
+    /// domain), not `gtid_current_pos`: the engine compares per-server history.
+    pub fn probe_vars(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => "SELECT @@global.read_only, @@global.gtid_binlog_state",
+            Flavour::Mysql => "SELECT @@global.read_only, @@global.gtid_executed",
+        }
+    }
+
+    pub fn replica_status(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => "SHOW SLAVE STATUS",
+            Flavour::Mysql => "SHOW REPLICA STATUS",
+        }
+    }
+
+    pub fn set_read_only(self) -> &'static [&'static str] {
+        match self.0 {
+            Flavour::Mariadb => &["SET GLOBAL read_only = ON"],
+            // super_read_only implies read_only and also stops SUPER users.
+            Flavour::Mysql => &["SET GLOBAL super_read_only = ON"],
+        }
+    }
+
+    pub fn set_writable(self) -> &'static [&'static str] {
+        match self.0 {
+            Flavour::Mariadb => &["SET GLOBAL read_only = OFF"],
+            Flavour::Mysql => &[
+                "SET GLOBAL super_read_only = OFF",
+                "SET GLOBAL read_only = OFF",
+            ],
+        }
+    }
+
+    pub fn stop_io_thread(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => "STOP SLAVE IO_THREAD",
+            Flavour::Mysql => "STOP REPLICA IO_THREAD",
+        }
+    }
+
+    pub fn stop_replication(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => "STOP SLAVE",
+            Flavour::Mysql => "STOP REPLICA",
+        }
+    }
+
+    pub fn start_replication(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => "START SLAVE",
+            Flavour::Mysql => "START REPLICA",
+        }
+    }
+
+    pub fn reset_replication(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => "RESET SLAVE ALL",
+            Flavour::Mysql => "RESET REPLICA ALL",
+        }
+    }
+
+    /// Semi-sync settings of a master (source side on, replica side off).
+    pub fn semi_sync_as_source(self) -> &'static [&'static str] {
+        match self.0 {
+            Flavour::Mariadb => &[
+                "SET GLOBAL rpl_semi_sync_slave_enabled = OFF",
+                "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+            ],
+            Flavour::Mysql => &[
+                "SET GLOBAL rpl_semi_sync_replica_enabled = OFF",
+                "SET GLOBAL rpl_semi_sync_source_enabled = ON",
+            ],
+        }
+    }
+
+    pub fn semi_sync_as_replica(self) -> &'static [&'static str] {
+        match self.0 {
+            Flavour::Mariadb => &[
+                "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+                "SET GLOBAL rpl_semi_sync_slave_enabled = ON",
+            ],
+            Flavour::Mysql => &[
+                "SET GLOBAL rpl_semi_sync_source_enabled = OFF",
+                "SET GLOBAL rpl_semi_sync_replica_enabled = ON",
+            ],
+        }
+    }
+
+    /// Statements run with replication stopped, before it starts from `source`.
+    ///
+    /// MariaDB: `gtid_slave_pos` is first set to `gtid_current_pos`, so a former master
+    /// continues after its own last transaction rather than after the last one it
+    /// replicated (for a replica that only ever replicated, the two are the same).
+    pub fn point_at(self, source: &SourceSpec) -> Vec<String> {
+        match self.0 {
+            Flavour::Mariadb => vec![
+                "SET GLOBAL gtid_slave_pos = @@global.gtid_current_pos".to_string(),
+                format!(
+                    "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, \
+                     MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, \
+                     MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
+                    quote(source.host.as_bytes()),
+                    source.port,
+                    quote(source.user.as_bytes()),
+                    quote(source.password),
+                ),
+            ],
+            Flavour::Mysql => vec![format!(
+                "CHANGE REPLICATION SOURCE TO SOURCE_HOST = {}, SOURCE_PORT = {}, \
+                 SOURCE_USER = {}, SOURCE_PASSWORD = {}, SOURCE_AUTO_POSITION = 1, \
+                 SOURCE_CONNECT_RETRY = 1, SOURCE_HEARTBEAT_PERIOD = 1, \
+                 GET_SOURCE_PUBLIC_KEY = 1",
+                quote(source.host.as_bytes()),
+                source.port,
+                quote(source.user.as_bytes()),
+                quote(source.password),
+            )],
+        }
+    }
+
+    /// Column names of the replication status row.
+    pub fn columns(self) -> StatusColumns {
+        match self.0 {
+            Flavour::Mariadb => StatusColumns {
+                host: "Master_Host",
+                port: "Master_Port",
+                io_running: "Slave_IO_Running",
+                sql_running: "Slave_SQL_Running",
+                received: "Gtid_IO_Pos",
+                last_error: "Last_Error",
+                last_io_error: "Last_IO_Error",
+            },
+            Flavour::Mysql => StatusColumns {
+                host: "Source_Host",
+                port: "Source_Port",
+                io_running: "Replica_IO_Running",
+                sql_running: "Replica_SQL_Running",
+                received: "Retrieved_Gtid_Set",
+                last_error: "Last_Error",
+                last_io_error: "Last_IO_Error",
+            },
+        }
+    }
+
+    /// Parses a GTID set as the server prints it (MySQL wraps long sets in newlines).
+    pub fn gtids(self, text: &str) -> Result<GtidSet, String> {
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        GtidSet::parse(self.0, &compact).map_err(|e| format!("bad GTID set {text:?}: {e}"))
+    }
+}
+
+pub struct StatusColumns {
+    pub host: &'static str,
+    pub port: &'static str,
+    pub io_running: &'static str,
+    pub sql_running: &'static str,
+    pub received: &'static str,
+    pub last_error: &'static str,
+    pub last_io_error: &'static str,
+}
+
+/// Server error codes that prove mysqld is up although the query failed: as MHA does,
+/// a server that refuses us is alive, and must not be failed over.
+pub fn means_alive(code: u16) -> bool {
+    matches!(
+        code,
+        1040 // ER_CON_COUNT_ERROR: too many connections
+        | 1044 // ER_DBACCESS_DENIED_ERROR
+        | 1045 // ER_ACCESS_DENIED_ERROR
+        | 1129 // ER_HOST_IS_BLOCKED
+        | 1130 // ER_HOST_NOT_PRIVILEGED
+        | 1203 // ER_TOO_MANY_USER_CONNECTIONS
+        | 1226 // ER_USER_LIMIT_REACHED
+        | 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR
+        | 1142 // ER_TABLEACCESS_DENIED_ERROR
+    )
+}
+
+/// Codes that say "this server is not a replica": stopping replication that is not
+/// configured is already done.
+pub fn means_not_a_replica(code: u16) -> bool {
+    matches!(code, 1200 | 1617 | 3083)
+}
+
+/// `ER_UNKNOWN_SYSTEM_VARIABLE`: the semi-sync plugin is not loaded (MySQL).
+pub const UNKNOWN_VARIABLE: u16 = 1193;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_quotes_and_backslashes() {
+        assert_eq!(quote(b"a'b\\c"), "'a''b\\\\c'");
+        assert_eq!(quote(b""), "''");
+    }
+
+    #[test]
+    fn mariadb_points_with_gtid_and_a_quoted_password() {
+        let s = Dialect(Flavour::Mariadb).point_at(&SourceSpec {
+            host: "10.0.0.1",
+            port: 3306,
+            user: "repl",
+            password: b"p'w",
+        });
+        assert!(s[0].contains("gtid_current_pos"));
+        assert!(s[1].contains("MASTER_USE_GTID = slave_pos"));
+        assert!(s[1].contains("'p''w'"));
+    }
+
+    #[test]
+    fn mysql_sets_are_parsed_across_line_breaks() {
+        let d = Dialect(Flavour::Mysql);
+        let set = d
+            .gtids("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5,\n4e11fa47-71ca-11e1-9e33-c80aa9429562:1-2")
+            .unwrap();
+        assert_eq!(set.count(), 7);
+        assert!(d.gtids("nonsense").is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! The MySQL / MariaDB adapter on mysql_async: probes and the failover's operations.
+//!
+//! Every call opens its own connection and closes it: a probe must see whether a *new*
+//! client can get in (a pool would hide "too many connections"), and nothing is left
+//! half-open on a server that is being fenced. Every call is bounded by a timeout and a
+//! timeout is a failure, never a hang.
+
+pub mod dialect;
+
+use crate::adapters::MysqlOps;
+use crate::config::Secret;
+use dialect::{Dialect, SourceSpec};
+use multiaz_engine::{
+    Flavour, GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ProbeResult,
+    ReplicationStatus,
+};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::time::{timeout, Instant};
+
+/// How often a waiting operation (catch-up, relay-log apply) looks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A mysqld's address as the config gives it (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Address {
+    pub fn parse(text: &str) -> Result<Address, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?} is not host:port"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("{text:?}: bad port {port:?}"))?;
+        if host.is_empty() {
+            return Err(format!("{text:?}: empty host"));
+        }
+        Ok(Address {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Login details: the sidecar's own, and those replicas use to reach their source.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Secret,
+    pub replication_user: String,
+    pub replication_password: Secret,
+}
+
+#[derive(Clone)]
+pub struct MysqlAdapter {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    dialect: Dialect,
+    members: BTreeMap<NodeId, Address>,
+    credentials: Credentials,
+    probe_timeout: Duration,
+    op_timeout: Duration,
+}
+
+/// Why a call failed: the server refused (it is alive) or it could not be reached.
+enum Failure {
+    Server(u16, String),
+    Unreachable(String),
+}
+
+impl Failure {
+    fn text(&self) -> String {
+        match self {
+            Failure::Server(code, msg) => format!("server error {code}: {msg}"),
+            Failure::Unreachable(msg) => msg.clone(),
+        }
+    }
+}
+
+impl From<mysql_async::Error> for Failure {
+    fn from(e: mysql_async::Error) -> Self {
+        match e {
+            mysql_async::Error::Server(s) => Failure::Server(s.code, s.message),
+            other => Failure::Unreachable(other.to_string()),
+        }
+    }
+}
+
+impl MysqlAdapter {
+    pub fn new(
+        flavour: Flavour,
+        members: BTreeMap<NodeId, Address>,
+        credentials: Credentials,
+        probe_timeout: Duration,
+        op_timeout: Duration,
+    ) -> Self {
+        MysqlAdapter {
+            inner: Rc::new(Inner {
+                dialect: Dialect(flavour),
+                members,
+                credentials,
+                probe_timeout,
+                op_timeout,
+            }),
+        }
+    }
+
+    fn address(&self, node: NodeId) -> Result<&Address, String> {
+        self.inner
+            .members
+            .get(&node)
+            .ok_or_else(|| format!("node {node} has no mysql address"))
+    }
+
+    /// Opens a connection as the sidecar's user.
+    pub async fn connect(&self, node: NodeId) -> Result<Conn, String> {
+        self.connect_raw(node)
+            .await
+            .map_err(|f| format!("{node}: {}", f.text()))
+    }
+
+    async fn connect_raw(&self, node: NodeId) -> Result<Conn, Failure> {
+        let addr = self.address(node).map_err(Failure::Unreachable)?;
+        let c = &self.inner.credentials;
+        let password = String::from_utf8(c.password.expose().to_vec())
+            .map_err(|_| Failure::Unreachable("the MySQL password is not UTF-8".into()))?;
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(addr.host.clone())
+            .tcp_port(addr.port)
+            .user(Some(c.user.clone()))
+            .pass(Some(password))
+            .prefer_socket(false)
+            .tcp_nodelay(true);
+        Ok(Conn::new(opts).await?)
+    }
+
+    /// The server's version string (`SELECT VERSION()`), for `multiaz check`.
+    pub async fn version(&self, conn: &mut Conn) -> Result<String, String> {
+        let v: Option<String> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(v.unwrap_or_default())
+    }
+
+    async fn probe_inner(&self, node: NodeId) -> Result<MysqlStatus, Failure> {
+        let mut conn = self.connect_raw(node).await?;
+        let status = self.status(&mut conn).await;
+        let _ = conn.disconnect().await;
+        status
+    }
+
+    async fn status(&self, conn: &mut Conn) -> Result<MysqlStatus, Failure> {
+        let d = self.inner.dialect;
+        let row: Option<Row> = conn.query_first(d.probe_vars()).await?;
+        let row = row.ok_or_else(|| Failure::Unreachable("no row from probe".into()))?;
+        let read_only = text(&row, 0).is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("OFF"));
+        let executed = d
+            .gtids(&text(&row, 1).unwrap_or_default())
+            .map_err(Failure::Unreachable)?;
+        let replica: Option<Row> = conn.query_first(d.replica_status()).await?;
+        let (received, replication) = match replica {
+            None => (executed.clone(), None),
+            Some(r) => self.replication(&r, &executed)?,
+        };
+        Ok(MysqlStatus {
+            read_only,
+            executed,
+            received,
+            replication,
+        })
+    }
+
+    /// Reads a replication status row: the received set (executed plus what the IO
+    /// thread fetched) and where it replicates from.
+    fn replication(
+        &self,
+        row: &Row,
+        executed: &GtidSet,
+    ) -> Result<(GtidSet, Option<ReplicationStatus>), Failure> {
+        let d = self.inner.dialect;
+        let cols = d.columns();
+        let io_pos = d
+            .gtids(&named(row, cols.received).unwrap_or_default())
+            .map_err(Failure::Unreachable)?;
+        let received = executed
+            .union(&io_pos)
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
+        let host = named(row, cols.host).unwrap_or_default();
+        let port: Option<u16> = named(row, cols.port).and_then(|p| p.parse().ok());
+        let source = self
+            .inner
+            .members
+            .iter()
+            .find(|(_, a)| a.host == host && Some(a.port) == port)
+            .map(|(id, _)| *id);
+        let io_running = named(row, cols.io_running).as_deref() == Some("Yes");
+        let sql_running = named(row, cols.sql_running).as_deref() == Some("Yes");
+        Ok((
+            received,
+            Some(ReplicationStatus {
+                source,
+                io_running,
+                sql_running,
+            }),
+        ))
+    }
+
+    async fn positions(&self, conn: &mut Conn) -> Result<Positions, String> {
+        let s = self.status(conn).await.map_err(|f| f.text())?;
+        Ok(Positions {
+            received: s.received,
+            executed: s.executed,
+        })
+    }
+
+    /// The last replication errors (IO, SQL) of a replica, for error messages.
+    async fn replication_errors(&self, conn: &mut Conn) -> String {
+        let d = self.inner.dialect;
+        let cols = d.columns();
+        match conn.query_first::<Row, _>(d.replica_status()).await {
+            Ok(Some(r)) => {
+                let io = named(&r, cols.last_io_error).unwrap_or_default();
+                let sql = named(&r, cols.last_error).unwrap_or_default();
+                match (io.is_empty(), sql.is_empty()) {
+                    (true, true) => String::new(),
+                    _ => format!(" (IO error: {io:?}; SQL error: {sql:?})"),
+                }
+            }
+            _ => String::new(),
+        }
+    }
+
+    async fn run_all(conn: &mut Conn, statements: &[&str]) -> Result<(), String> {
+        for s in statements {
+            conn.query_drop(*s).await.map_err(|e| format!("{s}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Semi-sync settings are best effort: MySQL without the plugin has no such
+    /// variables, and refusing to promote for that would leave the cluster without a
+    /// master. `multiaz check` reports a missing plugin.
+    async fn semi_sync(conn: &mut Conn, statements: &[&str]) -> Result<(), String> {
+        for s in statements {
+            match conn.query_drop(*s).await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {
+                    tracing::warn!(statement = *s, "semi-sync is not available: {}", e.message);
+                }
+                Err(e) => return Err(format!("{s}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, conn: &mut Conn, statement: &str) -> Result<(), String> {
+        match conn.query_drop(statement).await {
+            Ok(()) => Ok(()),
+            Err(mysql_async::Error::Server(e)) if dialect::means_not_a_replica(e.code) => Ok(()),
+            Err(e) => Err(format!("{statement}: {e}")),
+        }
+    }
+
+    /// Stops replication and starts it again from `source`.
+    async fn replicate_from(&self, conn: &mut Conn, source: NodeId) -> Result<(), String> {
+        let d = self.inner.dialect;
+        let addr = self.address(source)?.clone();
+        let c = &self.inner.credentials;
+        self.stop(conn, d.stop_replication()).await?;
+        Self::run_all(conn, &["SET SESSION sql_mode = ''"]).await?;
+        let spec = SourceSpec {
+            host: &addr.host,
+            port: addr.port,
+            user: &c.replication_user,
+            password: c.replication_password.expose(),
+        };
+        for s in d.point_at(&spec) {
+            // The statement carries the password: never put it in an error.
+            conn.query_drop(&s)
+                .await
+                .map_err(|e| format!("pointing at {source} ({addr}): {}", redact(&e, c)))?;
+        }
+        Self::run_all(conn, &[d.start_replication()]).await
+    }
+
+    /// Waits until the server has applied `until`, polling; bounded by the op timeout.
+    async fn wait_applied(&self, conn: &mut Conn, until: &GtidSet) -> Result<Positions, String> {
+        let deadline = Instant::now() + self.inner.op_timeout;
+        loop {
+            let p = self.positions(conn).await?;
+            if p.executed.contains(until) {
+                return Ok(p);
+            }
+            if Instant::now() >= deadline {
+                let errors = self.replication_errors(conn).await;
+                return Err(format!(
+                    "not applied within {:?}: missing {}{errors}",
+                    self.inner.op_timeout,
+                    until.difference(&p.executed)
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn run_op(&self, node: NodeId, op: MysqlOp) -> Result<MysqlReply, String> {
+        let d = self.inner.dialect;
+        let mut conn = self.connect(node).await?;
+        let conn = &mut conn;
+        let reply = match op {
+            MysqlOp::SetReadOnly => {
+                Self::run_all(conn, d.set_read_only()).await?;
+                MysqlReply::Done
+            }
+            MysqlOp::SetWritable => {
+                Self::run_all(conn, d.set_writable()).await?;
+                MysqlReply::Done
+            }
+            MysqlOp::FenceReplica => {
+                self.stop(conn, d.stop_io_thread()).await?;
+                MysqlReply::Positions(self.positions(conn).await?)
+            }
+            MysqlOp::CatchUp { source, until } => {
+                Self::run_all(conn, d.set_read_only()).await?;
+                self.replicate_from(conn, source).await?;
+                let reached = self.wait_applied(conn, &until).await;
+                self.stop(conn, d.stop_replication()).await?;
+                MysqlReply::Positions(
+                    reached.map_err(|e| format!("catching up from {source}: {e}"))?,
+                )
+            }
+            MysqlOp::WaitApplied { until } => {
+                MysqlReply::Positions(self.wait_applied(conn, &until).await?)
+            }
+            MysqlOp::Promote => {
+                self.stop(conn, d.stop_replication()).await?;
+                self.stop(conn, d.reset_replication()).await?;
+                Self::semi_sync(conn, d.semi_sync_as_source()).await?;
+                Self::run_all(conn, d.set_writable()).await?;
+                MysqlReply::Done
+            }
+            MysqlOp::Repoint { source } => {
+                // A replica is never writable, whatever happened before.
+                Self::run_all(conn, d.set_read_only()).await?;
+                let already = match self.status(conn).await {
+                    Ok(MysqlStatus {
+                        replication: Some(r),
+                        ..
+                    }) => r.source == Some(source) && r.io_running && r.sql_running,
+                    _ => false,
+                };
+                if !already {
+                    self.stop(conn, d.stop_replication()).await?;
+                    Self::semi_sync(conn, d.semi_sync_as_replica()).await?;
+                    self.replicate_from(conn, source).await?;
+                }
+                MysqlReply::Done
+            }
+        };
+        Ok(reply)
+    }
+}
+
+/// The error text of a statement that carried the replication password, without it.
+fn redact(e: &mysql_async::Error, c: &Credentials) -> String {
+    let text = e.to_string();
+    let password = String::from_utf8_lossy(c.replication_password.expose()).to_string();
+    if password.is_empty() {
+        text
+    } else {
+        text.replace(&password, "<redacted>")
+    }
+}
+
+/// A column as text, by position; `None` for NULL or a value that is not text.
+fn text(row: &Row, index: usize) -> Option<String> {
+    row.get_opt::<Option<String>, usize>(index)
+        .and_then(|r| r.ok())
+        .flatten()
+}
+
+fn named(row: &Row, name: &str) -> Option<String> {
+    row.get_opt::<Option<String>, &str>(name)
+        .and_then(|r| r.ok())
+        .flatten()
+}
+
+/// `ER_SERVER_SHUTDOWN`: the server is going away; for failure detection, it is down.
+const SHUTDOWN_IN_PROGRESS: u16 = 1053;
+
+impl MysqlOps for MysqlAdapter {
+    async fn probe(&self, node: NodeId) -> ProbeResult {
+        let limit = self.inner.probe_timeout;
+        match timeout(limit, self.probe_inner(node)).await {
+            Err(_) => ProbeResult::Down(format!("no answer within {limit:?}")),
+            Ok(Ok(status)) => ProbeResult::Alive(Some(status)),
+            Ok(Err(Failure::Server(code, msg))) if code == SHUTDOWN_IN_PROGRESS => {
+                ProbeResult::Down(format!("shutting down: {msg}"))
+            }
+            // It answered, even if only to refuse us: alive (as MHA counts it).
+            Ok(Err(Failure::Server(code, msg))) => {
+                tracing::debug!(%node, code, "probe refused: {msg}");
+                ProbeResult::Alive(None)
+            }
+            Ok(Err(Failure::Unreachable(msg))) => ProbeResult::Down(msg),
+        }
+    }
+
+    async fn op(&self, node: NodeId, op: MysqlOp) -> Result<MysqlReply, String> {
+        // Waiting operations bound themselves; the margin covers connect and stop.
+        let limit = self.inner.op_timeout + self.inner.probe_timeout * 2;
+        let name = format!("{op:?}");
+        let name = name
+            .split([' ', '{', '('])
+            .next()
+            .unwrap_or("op")
+            .to_string();
+        match timeout(limit, self.run_op(node, op)).await {
+            Err(_) => Err(format!("{name} on {node}: no answer within {limit:?}")),
+            Ok(r) => r.map_err(|e| format!("{name} on {node}: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_with_a_clear_error() {
+        assert_eq!(
+            Address::parse("10.0.0.1:3306").unwrap(),
+            Address {
+                host: "10.0.0.1".into(),
+                port: 3306
+            }
+        );
+        assert_eq!(Address::parse("[::1]:3307").unwrap().host, "::1");
+        assert!(Address::parse("db-a").unwrap_err().contains("host:port"));
+        assert!(Address::parse("db-a:x").unwrap_err().contains("bad port"));
+    }
+}

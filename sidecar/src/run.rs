@@ -1,0 +1,177 @@
+//! `multiaz run`: the sidecar, wired from its configuration. The state file is read
+//! first (a corrupt one stops the start), then the engine, the adapters, the peer
+//! transport and the admin API are started and the driver runs until SIGINT/SIGTERM.
+
+use crate::adapters::Salvage;
+use crate::admin;
+use crate::auth::ClusterKey;
+use crate::config::Config;
+use crate::driver::Driver;
+use crate::ec2::{self, Ec2Routes};
+use crate::mysql::{Credentials, MysqlAdapter};
+use crate::peers::TcpPeers;
+use crate::retry::Backoff;
+use crate::state_file::StateFile;
+use crate::telemetry::Telemetry;
+use anyhow::{anyhow, Context};
+use multiaz_engine::{Engine, GtidSet, NodeId, SalvageReport, Time};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Until the binlog reader lands (issue 5), a failover proceeds without salvage: the
+/// journal records that nothing was recovered from the old master's binlog, and why.
+#[derive(Clone)]
+pub struct NoSalvage;
+
+impl Salvage for NoSalvage {
+    async fn salvage(
+        &self,
+        from: NodeId,
+        _to: NodeId,
+        _after: GtidSet,
+    ) -> Result<SalvageReport, String> {
+        Err(format!(
+            "binlog salvage from {from} is not available in this version"
+        ))
+    }
+}
+
+/// The mysql adapter for a configuration (also used by `multiaz check`).
+pub fn mysql_adapter(config: &Config) -> MysqlAdapter {
+    let members = config
+        .members
+        .iter()
+        .filter_map(|(id, m)| m.mysql.clone().map(|a| (*id, a)))
+        .collect();
+    MysqlAdapter::new(
+        config.spec.flavour,
+        members,
+        Credentials {
+            user: config.mysql_user.clone(),
+            password: config.mysql_password.clone(),
+            replication_user: config.replication_user.clone(),
+            replication_password: config.replication_password.clone(),
+        },
+        config.probe_timeout,
+        config.spec.timing.step_timeout(),
+    )
+}
+
+/// The EC2 adapter for a configuration; `on_error` counts API errors by code.
+pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Result<Ec2Routes> {
+    let client = ec2::client(&config.aws.region, config.aws.endpoint_url.as_deref()).await;
+    let vip = config.spec.vip.address;
+    let pick = |f: fn(&crate::config::Member) -> Option<String>| -> BTreeMap<NodeId, String> {
+        config
+            .members
+            .iter()
+            .filter_map(|(id, m)| f(m).map(|v| (*id, v)))
+            .collect()
+    };
+    Ok(Ec2Routes::new(
+        client,
+        vip,
+        pick(|m| m.eni_id.clone()),
+        pick(|m| m.instance_id.clone()),
+        Backoff {
+            deadline: Duration::from_millis(config.aws.api_deadline_ms),
+            ..Backoff::default()
+        },
+        on_error,
+    ))
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the sidecar until a signal or a fatal error (a failed state write).
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let me = config.me;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let store = StateFile::new(&config.state_dir);
+    let restored = store.load()?;
+    tracing::info!(
+        node = %me,
+        cluster = %config.spec.name,
+        state = %store.path().display(),
+        restored = restored.is_some(),
+        "starting"
+    );
+    let engine = Engine::new(config.spec.clone(), me, restored.as_ref(), Time::ZERO)
+        .map_err(|e| anyhow!("cannot start the engine: {e:?}"))?;
+
+    let telemetry = Telemetry::new();
+    let mysql = mysql_adapter(&config);
+    let errors = telemetry.clone();
+    let routes = ec2_routes(&config, Rc::new(move |code: &str| errors.ec2_error(code))).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.peer_listen)
+        .await
+        .with_context(|| format!("peers.listen {}", config.peer_listen))?;
+    let key = ClusterKey::new(config.cluster_key.expose().to_vec()).map_err(|e| anyhow!(e))?;
+    let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
+    let dropped = telemetry.clone();
+    let peers = TcpPeers::start(
+        me,
+        key,
+        unix_ms(),
+        listener,
+        config.members.iter().map(|(id, m)| (*id, m.peer)).collect(),
+        peer_tx,
+        Rc::new(move |line: String| {
+            if line.contains("dropped") {
+                dropped.peer_frame_dropped();
+            }
+            tracing::warn!("{line}");
+        }),
+    );
+
+    let (driver, handle) = Driver::new(
+        engine,
+        restored.unwrap_or_default(),
+        mysql,
+        NoSalvage,
+        routes,
+        peers,
+        store,
+        telemetry.clone(),
+    );
+    let inbox = handle.inbox.clone();
+    tokio::task::spawn_local(async move {
+        while let Some(m) = peer_rx.recv().await {
+            if inbox.send(m).is_err() {
+                return;
+            }
+        }
+    });
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("admin.listen {}", config.admin_listen))?;
+    let app = admin::router(
+        config.spec.name.clone(),
+        telemetry,
+        handle.operator.clone(),
+        config.admin_token.clone(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, app).await {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
+    tracing::info!(peers = %config.peer_listen, admin = %config.admin_listen, "running");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = driver.run() => r.map_err(|e| anyhow!("{e}")),
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); Ok(()) }
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
+    }
+}

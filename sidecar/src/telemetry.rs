@@ -1,0 +1,244 @@
+//! What a running sidecar tells the outside: log lines for every engine event, the
+//! Prometheus metrics, and the status snapshot the admin API serves.
+//!
+//! The driver calls [`Telemetry`] (as its [`Observer`]) on its own thread; the admin
+//! server reads the snapshot from another task, hence the mutex.
+
+use crate::adapters::Observer;
+use multiaz_engine::{Engine, EngineStatus, Event, LocalView, Outcome, Role, Time};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+type Labels = Vec<(String, String)>;
+
+struct Metrics {
+    epoch: Gauge,
+    coordinator: Gauge,
+    role: Family<Labels, Gauge>,
+    failovers: Gauge,
+    last_failover_seconds: Gauge<f64, AtomicU64>,
+    failover_in_progress: Gauge,
+    master_probe_failures: Gauge,
+    lag: Family<Labels, Gauge>,
+    mysqld_up: Family<Labels, Gauge>,
+    ec2_errors: Family<Labels, Counter>,
+    peer_frames_dropped: Counter,
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            epoch: Gauge::default(),
+            coordinator: Gauge::default(),
+            role: Family::default(),
+            failovers: Gauge::default(),
+            last_failover_seconds: Gauge::default(),
+            failover_in_progress: Gauge::default(),
+            master_probe_failures: Gauge::default(),
+            lag: Family::default(),
+            mysqld_up: Family::default(),
+            ec2_errors: Family::default(),
+            peer_frames_dropped: Counter::default(),
+        };
+        let r = registry;
+        r.register(
+            "multiaz_epoch",
+            "Failover epoch of the cluster record",
+            m.epoch.clone(),
+        );
+        r.register(
+            "multiaz_coordinator",
+            "1 when this sidecar is the raft leader (the coordinator)",
+            m.coordinator.clone(),
+        );
+        r.register(
+            "multiaz_role",
+            "1 for this node's role (master, candidate, replica, quarantined, witness)",
+            m.role.clone(),
+        );
+        // A gauge, not a counter: it is read from the replicated journal, so it is the
+        // cluster's count and the same on every sidecar.
+        r.register(
+            "multiaz_failovers",
+            "Completed failovers in the cluster's journal",
+            m.failovers.clone(),
+        );
+        r.register(
+            "multiaz_last_failover_duration_seconds",
+            "Decision to promotion of the last completed failover",
+            m.last_failover_seconds.clone(),
+        );
+        r.register(
+            "multiaz_failover_in_progress",
+            "1 while a failover has begun and not ended",
+            m.failover_in_progress.clone(),
+        );
+        r.register(
+            "multiaz_master_probe_failures",
+            "Consecutive failed probes of the master by this sidecar",
+            m.master_probe_failures.clone(),
+        );
+        r.register(
+            "multiaz_replication_lag_transactions",
+            "Transactions the master executed that a replica has not",
+            m.lag.clone(),
+        );
+        r.register(
+            "multiaz_mysqld_up",
+            "1 when a node's mysqld answered its sidecar's last probe",
+            m.mysqld_up.clone(),
+        );
+        r.register(
+            "multiaz_ec2_api_errors",
+            "EC2 API errors by code",
+            m.ec2_errors.clone(),
+        );
+        r.register(
+            "multiaz_peer_frames_dropped",
+            "Peer frames dropped: oversized, unauthenticated, altered or replayed",
+            m.peer_frames_dropped.clone(),
+        );
+        m
+    }
+}
+
+struct Shared {
+    status: Mutex<Option<EngineStatus>>,
+    registry: Registry,
+    metrics: Metrics,
+}
+
+/// Cheap to clone; every clone sees the same snapshot and metrics.
+#[derive(Clone)]
+pub struct Telemetry {
+    shared: Arc<Shared>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        Telemetry {
+            shared: Arc::new(Shared {
+                status: Mutex::new(None),
+                registry,
+                metrics,
+            }),
+        }
+    }
+
+    /// The latest status, `None` before the engine's first step.
+    pub fn status(&self) -> Option<EngineStatus> {
+        self.shared.status.lock().map(|s| s.clone()).unwrap_or(None)
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.shared.registry);
+        out
+    }
+
+    pub fn ec2_error(&self, code: &str) {
+        self.shared
+            .metrics
+            .ec2_errors
+            .get_or_create(&vec![("code".to_string(), code.to_string())])
+            .inc();
+    }
+
+    pub fn peer_frame_dropped(&self) {
+        self.shared.metrics.peer_frames_dropped.inc();
+    }
+
+    fn update(&self, status: EngineStatus) {
+        let m = &self.shared.metrics;
+        m.epoch.set(status.record.epoch as i64);
+        m.coordinator.set(status.coordinator as i64);
+        m.failover_in_progress
+            .set(status.record.failover.is_some() as i64);
+        m.master_probe_failures.set(status.master_failures as i64);
+        let completed: Vec<u64> = status
+            .record
+            .journal
+            .iter()
+            .filter_map(|j| match &j.outcome {
+                Outcome::Completed(r) => Some(r.duration_ms),
+                _ => None,
+            })
+            .collect();
+        m.failovers.set(completed.len() as i64);
+        if let Some(ms) = completed.last() {
+            m.last_failover_seconds.set(*ms as f64 / 1000.0);
+        }
+        let mine = status.nodes.get(&status.me).map(|n| n.role);
+        for role in [
+            Role::Master,
+            Role::Candidate,
+            Role::Replica,
+            Role::Quarantined,
+            Role::Witness,
+        ] {
+            let name = serde_json::to_value(role)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            m.role
+                .get_or_create(&vec![("role".to_string(), name)])
+                .set((mine == Some(role)) as i64);
+        }
+        for n in status.nodes.values() {
+            let label = vec![("node".to_string(), n.name.clone())];
+            if let Some(lag) = n.lag_transactions {
+                m.lag.get_or_create(&label).set(lag as i64);
+            }
+            if let Some(view) = &n.mysqld {
+                let up = matches!(view, LocalView::Up(_));
+                m.mysqld_up.get_or_create(&label).set(up as i64);
+            }
+        }
+        if let Ok(mut s) = self.shared.status.lock() {
+            *s = Some(status);
+        }
+    }
+}
+
+impl Observer for Telemetry {
+    fn event(&self, now: Time, event: &Event) {
+        let at_ms = now.as_millis();
+        match event {
+            Event::FenceFailed { .. }
+            | Event::RouteFailed { .. }
+            | Event::FailoverAttemptFailed { .. }
+            | Event::FailoverAborted { .. }
+            | Event::ErrantTransactions { .. }
+            | Event::SelfFenced { .. }
+            | Event::MasterDead { .. } => tracing::warn!(at_ms, "{event:?}"),
+            Event::Dropped { .. } => tracing::debug!(at_ms, "{event:?}"),
+            _ => tracing::info!(at_ms, "{event:?}"),
+        }
+    }
+
+    fn wall_unix_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn after_step(&self, engine: &Engine) {
+        self.update(engine.status());
+    }
+}
