@@ -649,18 +649,12 @@ impl Engine {
         }
     }
 
+    /// Any sidecar accepts an operator request: a follower's proposal is forwarded by
+    /// raft to the leader (refused, with an event, while there is none). Setting the
+    /// pause flag is safe from any record, so it needs no coordinator-side decision.
     fn on_operator(&mut self, req: OperatorRequest) {
         let paused = matches!(req, OperatorRequest::Pause);
-        if self.coord.is_coordinator() {
-            self.propose(LogEntry::SetPaused { paused });
-        } else {
-            self.emit(Event::Dropped {
-                why: format!(
-                    "{req:?} must go to the coordinator ({:?})",
-                    self.coord.leader()
-                ),
-            });
-        }
+        self.propose(LogEntry::SetPaused { paused });
     }
 
     // ---- self-fencing ---------------------------------------------------------------

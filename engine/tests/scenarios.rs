@@ -325,6 +325,23 @@ fn client_az_preference_picks_the_replica_next_to_the_clients() {
 }
 
 #[test]
+fn pause_and_resume_sent_to_a_follower_reach_the_record() {
+    let mut sim = Sim::started(spec());
+    let coordinator = sim.coordinator().unwrap();
+    let follower = *sim.ids().iter().find(|n| **n != coordinator).unwrap();
+    sim.operator(follower, OperatorRequest::Pause);
+    assert!(sim.run_until(Duration::from_secs(2), |s| s
+        .ids()
+        .iter()
+        .all(|n| s.record(*n).paused)));
+    sim.operator(follower, OperatorRequest::Resume);
+    assert!(sim.run_until(Duration::from_secs(2), |s| s
+        .ids()
+        .iter()
+        .all(|n| !s.record(*n).paused)));
+}
+
+#[test]
 fn paused_cluster_master_self_fences_when_isolated_and_unfences_after_heal() {
     let mut sim = Sim::started(spec());
     let coordinator = sim.coordinator().unwrap();

@@ -48,7 +48,14 @@ fn mysqld(v: &Value) -> (String, String) {
     } else {
         "up, writable"
     };
-    (ro.into(), text(&up["executed"]))
+    // A GTID set serializes as {flavour, set}.
+    let executed = &up["executed"];
+    let set = if executed["set"].is_string() {
+        &executed["set"]
+    } else {
+        executed
+    };
+    (ro.into(), text(set))
 }
 
 pub fn render(v: &Value) -> String {

@@ -1,0 +1,111 @@
+//! The `multiaz` binary refuses bad input with an error that names it, and its help
+//! says what each command does.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const EXAMPLE: &str = include_str!("../examples/multiaz.toml");
+
+fn multiaz(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_multiaz"))
+        .args(args)
+        .env("MYSQL_PW", "s3cret-password")
+        .env("KEY", "0123456789abcdef0123")
+        .output()
+        .expect("multiaz runs")
+}
+
+/// The example config with secrets from the environment and state in `dir`.
+fn config(dir: &Path, edit: impl Fn(String) -> String) -> String {
+    let text = EXAMPLE
+        .replace(
+            "password_file = \"/etc/multiaz/mysql-password\"",
+            "password_env = \"MYSQL_PW\"",
+        )
+        .replace(
+            "key_file = \"/etc/multiaz/cluster-key\"",
+            "key_env = \"KEY\"",
+        )
+        .replace("token_file = \"/etc/multiaz/admin-token\"", "")
+        .replace("/var/lib/multiaz", &dir.join("state").display().to_string())
+        .replace("0.0.0.0:7001", "127.0.0.1:0")
+        .replace("127.0.0.1:7080", "127.0.0.1:0");
+    let path = dir.join("multiaz.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path.display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn help_describes_every_command() {
+    let top = multiaz(&["--help"]);
+    assert!(top.status.success());
+    let text = String::from_utf8_lossy(&top.stdout);
+    for cmd in ["run", "check", "status"] {
+        assert!(text.contains(cmd), "--help lists {cmd}: {text}");
+    }
+    let check = String::from_utf8_lossy(&multiaz(&["check", "--help"]).stdout).into_owned();
+    assert!(
+        check.contains("binlog_format") && check.contains("exits 1"),
+        "{check}"
+    );
+    let run = String::from_utf8_lossy(&multiaz(&["run", "--help"]).stdout).into_owned();
+    assert!(
+        run.contains("state_dir") && run.contains("/metrics"),
+        "{run}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), |t| t.replace("probe_failures", "probe_falures"));
+    let o = multiaz(&["run", "--config", &path]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains(&path) && e.contains("probe_falures"), "{e}");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let o = multiaz(&["check", "--config", "/nonexistent/multiaz.toml"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/nonexistent/multiaz.toml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_corrupt_state_file_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), |t| t);
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let state = dir.path().join("state").join("raft-state");
+    std::fs::write(&state, b"multiaz-state v1 garbage").unwrap();
+    let o = multiaz(&["run", "--config", &path]);
+    assert!(!o.status.success(), "started on a corrupt state file");
+    let e = stderr(&o);
+    assert!(
+        e.contains("corrupt") && e.contains("refusing to start"),
+        "{e}"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), |t| t.replace("node_id = 1", "node_id = 7"));
+    let o = multiaz(&["run", "--config", &path]);
+    assert!(!o.status.success());
+    let all = format!("{}{}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+    assert!(all.contains("node_id"), "{all}");
+    assert!(
+        !all.contains("s3cret") && !all.contains("0123456789abcdef"),
+        "{all}"
+    );
+}

@@ -1,0 +1,671 @@
+//! The real thing on one machine: three MariaDB servers on loopback ports replicating
+//! with GTID and semi-sync, `moto_server` as the EC2 API with the VIP route tables, and
+//! three `multiaz run` processes. `multiaz check` passes; a writer commits rows; the
+//! master's mysqld is killed with SIGKILL; within 10 s a replica is writable, the other
+//! replicates from it, every VIP route points at its interface, every acknowledged row
+//! is on it, and `multiaz status` shows the new epoch.
+//!
+//! Needs Debian's `mariadb-server` and `moto_server` (`pip install 'moto[server]'`);
+//! `ci/test` installs both. Missing, the test fails and says so: it never skips.
+
+use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "multiaz-test-password";
+const APP_PASSWORD: &str = "app-password";
+const VIP: &str = "10.0.100.10";
+const REGION: &str = "us-east-1";
+const AZS: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+/// A child process killed when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(program: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/sbin"]) {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "{program} not found (PATH, /usr/sbin, or ${env}). This test needs Debian's \
+         mariadb-server and `pip install 'moto[server]'`; `ci/test` installs both."
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Mariadb {
+    port: u16,
+    socket: PathBuf,
+    child: Guard,
+}
+
+fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
+    let data = dir.join(format!("db{id}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let out = Command::new(find("mariadb-install-db", "MULTIAZ_MARIADB_INSTALL_DB"))
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .output()
+        .expect("mariadb-install-db runs");
+    assert!(
+        out.status.success(),
+        "mariadb-install-db: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let socket = dir.join(format!("db{id}.sock"));
+    let on = |b: bool| if b { "ON" } else { "OFF" };
+    let child = Command::new(find("mariadbd", "MULTIAZ_MARIADBD"))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!(
+            "--pid-file={}",
+            dir.join(format!("db{id}.pid")).display()
+        ))
+        .arg(format!(
+            "--log-error={}",
+            dir.join(format!("db{id}.err")).display()
+        ))
+        .arg(format!("--port={port}"))
+        .args([
+            "--user=root",
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            "--log-bin=binlog",
+            "--log-slave-updates=ON",
+            "--binlog-format=ROW",
+            "--gtid-strict-mode=ON",
+            "--skip-slave-start",
+            "--slave-net-timeout=4",
+            "--innodb-buffer-pool-size=16M",
+            "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+            "--rpl-semi-sync-master-timeout=10000",
+        ])
+        .arg(format!("--server-id={id}"))
+        .arg(format!("--read-only={}", on(!master)))
+        .arg(format!("--rpl-semi-sync-master-enabled={}", on(master)))
+        .arg(format!("--rpl-semi-sync-slave-enabled={}", on(!master)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mariadbd starts");
+    Mariadb {
+        port,
+        socket,
+        child: Guard(child),
+    }
+}
+
+/// Runs SQL as root over the server's socket with the `mariadb` client.
+fn root_sql(db: &Mariadb, sql: &str) {
+    let out = Command::new(find("mariadb", "MULTIAZ_MARIADB_CLIENT"))
+        .args(["--no-defaults", "-uroot"])
+        .arg(format!("--socket={}", db.socket.display()))
+        .args(["-e", sql])
+        .output()
+        .expect("mariadb client runs");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn connect(port: u16, user: &str, password: &str) -> Result<Conn, mysql_async::Error> {
+    Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some(user))
+            .pass(Some(password))
+            .prefer_socket(false),
+    )
+    .await
+}
+
+async fn query_row(port: u16, sql: &str) -> Option<Row> {
+    let mut c = tokio::time::timeout(Duration::from_secs(1), connect(port, "multiaz", PASSWORD))
+        .await
+        .ok()?
+        .ok()?;
+    let r = c.query_first::<Row, _>(sql).await.ok().flatten();
+    let _ = c.disconnect().await;
+    r
+}
+
+fn col(row: &Row, name: &str) -> String {
+    row.get_opt::<Option<String>, &str>(name)
+        .and_then(|r| r.ok())
+        .flatten()
+        .unwrap_or_default()
+}
+
+struct Ec2World {
+    enis: Vec<String>,
+    instances: Vec<String>,
+    route_tables: Vec<String>,
+}
+
+async fn build_vpc(client: &aws_sdk_ec2::Client) -> Ec2World {
+    let vpc = client
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .expect("CreateVpc")
+        .vpc
+        .unwrap()
+        .vpc_id
+        .unwrap();
+    let images = client
+        .describe_images()
+        .send()
+        .await
+        .expect("DescribeImages");
+    let image = images
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .expect("moto offers an image")
+        .to_string();
+    let mut w = Ec2World {
+        enis: vec![],
+        instances: vec![],
+        route_tables: vec![],
+    };
+    for (i, az) in AZS.iter().enumerate() {
+        let subnet = client
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{}.0/24", i + 1))
+            .availability_zone(*az)
+            .send()
+            .await
+            .expect("CreateSubnet")
+            .subnet
+            .unwrap()
+            .subnet_id
+            .unwrap();
+        let run = client
+            .run_instances()
+            .image_id(&image)
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&subnet)
+            .send()
+            .await
+            .expect("RunInstances");
+        let inst = &run.instances()[0];
+        let id = inst.instance_id().unwrap().to_string();
+        let eni = inst.network_interfaces()[0]
+            .network_interface_id()
+            .unwrap()
+            .to_string();
+        client
+            .modify_instance_attribute()
+            .instance_id(&id)
+            .source_dest_check(AttributeBooleanValue::builder().value(false).build())
+            .send()
+            .await
+            .expect("ModifyInstanceAttribute");
+        w.instances.push(id);
+        w.enis.push(eni);
+    }
+    for _ in 0..3 {
+        let rt = client
+            .create_route_table()
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("CreateRouteTable")
+            .route_table
+            .unwrap()
+            .route_table_id
+            .unwrap();
+        client
+            .create_route()
+            .route_table_id(&rt)
+            .destination_cidr_block(format!("{VIP}/32"))
+            .network_interface_id(&w.enis[0])
+            .send()
+            .await
+            .expect("CreateRoute");
+        w.route_tables.push(rt);
+    }
+    w
+}
+
+async fn vip_targets(client: &aws_sdk_ec2::Client, tables: &[String]) -> Vec<String> {
+    let out = client
+        .describe_route_tables()
+        .set_route_table_ids(Some(tables.to_vec()))
+        .send()
+        .await
+        .expect("DescribeRouteTables");
+    out.route_tables()
+        .iter()
+        .map(|t| {
+            t.routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some(&format!("{VIP}/32")))
+                .and_then(|r| r.network_interface_id())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+struct Ports {
+    peer: u16,
+    admin: u16,
+}
+
+fn write_config(
+    dir: &Path,
+    me: usize,
+    dbs: &[Mariadb],
+    ports: &[Ports],
+    w: &Ec2World,
+    endpoint: &str,
+) -> PathBuf {
+    let mut t = format!(
+        r#"node_id = {id}
+state_dir = "{state}"
+
+[cluster]
+name = "it"
+flavour = "mariadb"
+initial_master = 1
+
+[vip]
+address = "{VIP}"
+route_tables = [{tables}]
+
+[timing]
+probe_interval_ms = 1000
+probe_failures = 3
+lease_ms = 4000
+step_timeout_ms = 10000
+salvage_timeout_ms = 2000
+raft_tick_ms = 100
+
+[aws]
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+api_deadline_ms = 10000
+
+[mysql]
+user = "multiaz"
+password_file = "{dir}/password"
+
+[peers]
+listen = "127.0.0.1:{peer}"
+key_file = "{dir}/cluster-key"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+token_file = "{dir}/admin-token"
+"#,
+        id = me + 1,
+        state = dir.join(format!("state{}", me + 1)).display(),
+        tables = w
+            .route_tables
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir = dir.display(),
+        peer = ports[me].peer,
+        admin = ports[me].admin,
+    );
+    for i in 0..3 {
+        t.push_str(&format!(
+            r#"
+[[nodes]]
+id = {id}
+name = "db-{id}"
+az = "{az}"
+kind = "database"
+mysql = "127.0.0.1:{port}"
+peer = "127.0.0.1:{peer}"
+instance_id = "{inst}"
+eni_id = "{eni}"
+"#,
+            id = i + 1,
+            az = AZS[i],
+            port = dbs[i].port,
+            peer = ports[i].peer,
+            inst = w.instances[i],
+            eni = w.enis[i],
+        ));
+    }
+    let path = dir.join(format!("node{}.toml", me + 1));
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+fn multiaz(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_multiaz"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("multiaz runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledged_rows() {
+    // Kept after the run (under target/) so that the sidecars' logs can be read.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("real_cluster");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.as_path();
+    eprintln!("servers' files and sidecar logs: {}", dir.display());
+    std::fs::write(dir.join("password"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(dir.join("cluster-key"), "integration-test-cluster-key-0123").unwrap();
+    std::fs::write(dir.join("admin-token"), "admin-token-for-tests").unwrap();
+
+    // --- three MariaDB servers, GTID + semi-sync replication from db-1 -----------------
+    let dbs: Vec<Mariadb> = (1..=3).map(|i| start_mariadb(dir, i, i == 1)).collect();
+    for db in &dbs {
+        wait_until(
+            "mariadbd accepts connections",
+            Duration::from_secs(60),
+            || async { db.socket.exists().then_some(()) },
+        )
+        .await;
+        root_sql(
+            db,
+            &format!(
+                "SET sql_log_bin = 0; \
+                 CREATE USER 'multiaz'@'%' IDENTIFIED BY '{PASSWORD}'; \
+                 GRANT ALL ON *.* TO 'multiaz'@'%' WITH GRANT OPTION; \
+                 CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+                 GRANT SELECT, INSERT ON app.* TO 'app'@'%';"
+            ),
+        );
+    }
+    root_sql(
+        &dbs[0],
+        "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;",
+    );
+    for db in &dbs[1..] {
+        root_sql(
+            db,
+            &format!(
+                "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
+                 MASTER_USER = 'multiaz', MASTER_PASSWORD = '{PASSWORD}', \
+                 MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1, \
+                 MASTER_CONNECT_RETRY = 1; START SLAVE;",
+                dbs[0].port
+            ),
+        );
+    }
+    for db in &dbs[1..] {
+        wait_until("replicas have the schema", Duration::from_secs(20), || async {
+            let r = query_row(db.port, "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'app'").await?;
+            (col(&r, "n") == "1").then_some(())
+        })
+        .await;
+    }
+
+    // --- moto: a VPC, three subnets and instances, route tables with the VIP -----------
+    let moto_port = free_port();
+    let moto = Command::new(find("moto_server", "MULTIAZ_MOTO_SERVER"))
+        .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let _moto = Guard(moto);
+    let endpoint = format!("http://127.0.0.1:{moto_port}");
+    wait_until("moto_server listens", Duration::from_secs(30), || async {
+        std::net::TcpStream::connect(("127.0.0.1", moto_port))
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let ec2 = multiaz_sidecar::ec2::client(REGION, Some(&endpoint)).await;
+    let world = build_vpc(&ec2).await;
+
+    // --- three sidecars -----------------------------------------------------------------
+    let ports: Vec<Ports> = (0..3)
+        .map(|_| Ports {
+            peer: free_port(),
+            admin: free_port(),
+        })
+        .collect();
+    let configs: Vec<PathBuf> = (0..3)
+        .map(|i| write_config(dir, i, &dbs, &ports, &world, &endpoint))
+        .collect();
+    let mut sidecars = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("sidecar{}.log", i + 1))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_multiaz"))
+            .args(["run", "--config"])
+            .arg(c)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("multiaz run starts");
+        sidecars.push(Guard(child));
+    }
+    let dump_logs = || {
+        for i in 1..=3 {
+            let log =
+                std::fs::read_to_string(dir.join(format!("sidecar{i}.log"))).unwrap_or_default();
+            eprintln!("----- sidecar {i} -----\n{log}");
+        }
+    };
+    wait_until(
+        "a coordinator is elected and every sidecar is live",
+        Duration::from_secs(30),
+        || async {
+            let out = multiaz(&["status", "--json"], &configs[0]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let live = v["nodes"]
+                .as_object()?
+                .values()
+                .all(|n| n["sidecar_live"] == true);
+            (!v["leader"].is_null() && live).then_some(())
+        },
+    )
+    .await;
+
+    let check = multiaz(&["check"], &configs[1]);
+    let table = String::from_utf8_lossy(&check.stdout);
+    eprintln!("{table}{}", String::from_utf8_lossy(&check.stderr));
+    if !check.status.success() {
+        dump_logs();
+    }
+    assert!(check.status.success(), "multiaz check fails:\n{table}");
+    assert!(
+        table.contains("PASS  peers") && table.contains("PASS  ec2"),
+        "{table}"
+    );
+
+    // --- a writer commits rows; the master's mysqld is killed -----------------------------
+    let acked = Arc::new(Mutex::new(BTreeSet::<i64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop, port) = (acked.clone(), stop.clone(), dbs[0].port);
+        tokio::spawn(async move {
+            let mut conn = connect(port, "app", APP_PASSWORD)
+                .await
+                .expect("writer connects");
+            let mut id = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let r = conn
+                    .exec_drop("INSERT INTO app.t VALUES (?, ?)", (id, format!("row {id}")))
+                    .await;
+                match r {
+                    Ok(()) => {
+                        acked.lock().unwrap().insert(id);
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = acked.lock().unwrap().len();
+    assert!(
+        before > 10,
+        "the writer committed only {before} rows through semi-sync"
+    );
+
+    let mut dbs = dbs;
+    let killed_at = Instant::now();
+    dbs[0].child.0.kill().expect("SIGKILL the master mysqld");
+    let _ = dbs[0].child.0.wait();
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let acked: BTreeSet<i64> = acked.lock().unwrap().clone();
+
+    // --- within 10 s: a writable replica, the other replicating from it, routes moved ----
+    let limit = Duration::from_secs(10);
+    let outcome = tokio::time::timeout(limit, async {
+        loop {
+            for (new, other) in [(1usize, 2usize), (2, 1)] {
+                let Some(r) = query_row(dbs[new].port, "SELECT @@read_only AS ro").await else {
+                    continue;
+                };
+                if col(&r, "ro") != "0" {
+                    continue;
+                }
+                let Some(s) = query_row(dbs[other].port, "SHOW SLAVE STATUS").await else {
+                    continue;
+                };
+                let follows = col(&s, "Master_Port") == dbs[new].port.to_string()
+                    && col(&s, "Slave_IO_Running") == "Yes"
+                    && col(&s, "Slave_SQL_Running") == "Yes";
+                let routes = vip_targets(&ec2, &world.route_tables).await;
+                if follows && routes.iter().all(|t| *t == world.enis[new]) {
+                    return new;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let Ok(new) = outcome else {
+        dump_logs();
+        panic!("no complete failover within {limit:?} of the SIGKILL");
+    };
+    let took = killed_at.elapsed();
+    eprintln!(
+        "failover to db-{} complete {took:?} after the SIGKILL",
+        new + 1
+    );
+
+    let mut conn = connect(dbs[new].port, "multiaz", PASSWORD).await.unwrap();
+    let ids: Vec<i64> = conn.query("SELECT id FROM app.t").await.unwrap();
+    let present: BTreeSet<i64> = ids.into_iter().collect();
+    let lost: Vec<&i64> = acked.difference(&present).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged rows are missing on the new master: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+    eprintln!(
+        "all {} acknowledged rows are on the new master",
+        acked.len()
+    );
+
+    let out = multiaz(&["status", "--json"], &configs[new]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert!(v["record"]["epoch"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert_eq!(v["record"]["master"].as_u64(), Some(new as u64 + 1), "{v}");
+    let human = multiaz(&["status"], &configs[new]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    eprintln!("{human}");
+    assert!(human.contains("last failover: epoch"), "{human}");
+    let metrics = multiaz_sidecar::admin_client::call(
+        format!("127.0.0.1:{}", ports[new].admin).parse().unwrap(),
+        axum::http::Method::GET,
+        "/metrics",
+        None,
+    )
+    .await
+    .unwrap()
+    .1;
+    assert!(metrics.contains("multiaz_failovers 1"), "{metrics}");
+
+    // Mutating admin calls need the token.
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", ports[new].admin).parse().unwrap();
+    let post = |token: Option<&'static [u8]>| {
+        multiaz_sidecar::admin_client::call(admin, axum::http::Method::POST, "/pause", token)
+    };
+    assert_eq!(post(None).await.unwrap().0, 401);
+    assert_eq!(post(Some(b"wrong-token")).await.unwrap().0, 401);
+    assert_eq!(post(Some(b"admin-token-for-tests")).await.unwrap().0, 202);
+    wait_until(
+        "the pause is committed",
+        Duration::from_secs(10),
+        || async {
+            let out = multiaz(&["status", "--json"], &configs[new]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["record"]["paused"] == true).then_some(())
+        },
+    )
+    .await;
+    drop(sidecars);
+}
