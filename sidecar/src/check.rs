@@ -189,10 +189,7 @@ async fn inspect(conn: &mut Conn, flavour: Flavour) -> Result<Server, String> {
 }
 
 fn col(row: &Row, name: &str) -> String {
-    row.get_opt::<Option<String>, &str>(name)
-        .and_then(|r| r.ok())
-        .flatten()
-        .unwrap_or_default()
+    crate::mysql::named(row, name).unwrap_or_default()
 }
 
 /// The master to check against: the running sidecar's record when its admin API

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::mysql::Address;
+use crate::address::Address;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -81,10 +81,17 @@ pub struct Aws {
     pub endpoint_url: Option<String>,
     #[serde(default = "default_api_deadline")]
     pub api_deadline_ms: u64,
+    /// Bound of one API attempt; a hung call is abandoned and retried after this.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_ms: u64,
 }
 
 fn default_api_deadline() -> u64 {
     20_000
+}
+
+fn default_attempt_timeout() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,6 +326,15 @@ impl Config {
             true,
         )?
         .expect("required");
+        if raw.aws.attempt_timeout_ms == 0 || raw.aws.attempt_timeout_ms > raw.aws.api_deadline_ms {
+            return Err(key(
+                "aws.attempt_timeout_ms",
+                format!(
+                    "{}: must be between 1 and aws.api_deadline_ms ({})",
+                    raw.aws.attempt_timeout_ms, raw.aws.api_deadline_ms
+                ),
+            ));
+        }
         let replication_password = secret(
             "mysql.replication_password",
             SecretSource {

@@ -50,14 +50,14 @@ struct Inner {
 /// Builds a client from the default credential chain (environment, profile, IMDSv2),
 /// or against an emulator when `endpoint_url` is given. Retries and attempt timeouts
 /// are set here so that a hung connection is a retryable failure, not a hang.
-pub async fn client(region: &str, endpoint_url: Option<&str>) -> Client {
+pub async fn client(region: &str, endpoint_url: Option<&str>, attempt_timeout: Duration) -> Client {
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(attempt_timeout)
         .build();
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))

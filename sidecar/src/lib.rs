@@ -9,21 +9,31 @@
 //! be `Send`), spawning one local task per command that has a result.
 
 pub mod adapters;
+pub mod address;
+#[cfg(feature = "real")]
 pub mod admin;
+#[cfg(feature = "real")]
 pub mod admin_client;
 pub mod auth;
+#[cfg(feature = "real")]
 pub mod check;
+#[cfg(feature = "real")]
 pub mod cli;
 pub mod config;
 pub mod driver;
+#[cfg(feature = "real")]
 pub mod ec2;
 pub mod frame;
+#[cfg(feature = "real")]
 pub mod mysql;
 pub mod peers;
 pub mod retry;
+#[cfg(feature = "real")]
 pub mod run;
 pub mod state_file;
+#[cfg(feature = "real")]
 pub mod status;
+#[cfg(feature = "real")]
 pub mod telemetry;
 
 pub use adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};

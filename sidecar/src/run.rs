@@ -61,7 +61,12 @@ pub fn mysql_adapter(config: &Config) -> MysqlAdapter {
 
 /// The EC2 adapter for a configuration; `on_error` counts API errors by code.
 pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Result<Ec2Routes> {
-    let client = ec2::client(&config.aws.region, config.aws.endpoint_url.as_deref()).await;
+    let client = ec2::client(
+        &config.aws.region,
+        config.aws.endpoint_url.as_deref(),
+        Duration::from_millis(config.aws.attempt_timeout_ms),
+    )
+    .await;
     let vip = config.spec.vip.address;
     let pick = |f: fn(&crate::config::Member) -> Option<String>| -> BTreeMap<NodeId, String> {
         config

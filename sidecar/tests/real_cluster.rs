@@ -478,7 +478,7 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     .await;
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    let ec2 = multiaz_sidecar::ec2::client(REGION, Some(&endpoint)).await;
+    let ec2 = multiaz_sidecar::ec2::client(REGION, Some(&endpoint), Duration::from_secs(5)).await;
     let world = build_vpc(&ec2).await;
 
     // --- three sidecars -----------------------------------------------------------------

@@ -8,6 +8,7 @@
 pub mod dialect;
 
 use crate::adapters::MysqlOps;
+pub use crate::address::Address;
 use crate::config::Secret;
 use dialect::{Dialect, SourceSpec};
 use multiaz_engine::{
@@ -23,37 +24,6 @@ use tokio::time::{timeout, Instant};
 
 /// How often a waiting operation (catch-up, relay-log apply) looks again.
 const POLL: Duration = Duration::from_millis(20);
-
-/// A mysqld's address as the config gives it (`host:port`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Address {
-    pub host: String,
-    pub port: u16,
-}
-
-impl Address {
-    pub fn parse(text: &str) -> Result<Address, String> {
-        let (host, port) = text
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{text:?} is not host:port"))?;
-        let port = port
-            .parse()
-            .map_err(|_| format!("{text:?}: bad port {port:?}"))?;
-        if host.is_empty() {
-            return Err(format!("{text:?}: empty host"));
-        }
-        Ok(Address {
-            host: host.trim_matches(['[', ']']).to_string(),
-            port,
-        })
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
 
 /// Login details: the sidecar's own, and those replicas use to reach their source.
 #[derive(Clone)]
@@ -395,7 +365,8 @@ fn text(row: &Row, index: usize) -> Option<String> {
         .flatten()
 }
 
-fn named(row: &Row, name: &str) -> Option<String> {
+/// A column as text, by name; `None` for NULL, a missing column or a non-text value.
+pub(crate) fn named(row: &Row, name: &str) -> Option<String> {
     row.get_opt::<Option<String>, &str>(name)
         .and_then(|r| r.ok())
         .flatten()
@@ -435,24 +406,5 @@ impl MysqlOps for MysqlAdapter {
             Err(_) => Err(format!("{name} on {node}: no answer within {limit:?}")),
             Ok(r) => r.map_err(|e| format!("{name} on {node}: {e}")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_parse_with_a_clear_error() {
-        assert_eq!(
-            Address::parse("10.0.0.1:3306").unwrap(),
-            Address {
-                host: "10.0.0.1".into(),
-                port: 3306
-            }
-        );
-        assert_eq!(Address::parse("[::1]:3307").unwrap().host, "::1");
-        assert!(Address::parse("db-a").unwrap_err().contains("host:port"));
-        assert!(Address::parse("db-a:x").unwrap_err().contains("bad port"));
     }
 }
