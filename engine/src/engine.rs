@@ -112,6 +112,27 @@ pub enum Role {
     Witness,
 }
 
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Master,
+        Role::Candidate,
+        Role::Replica,
+        Role::Quarantined,
+        Role::Witness,
+    ];
+
+    /// The name `multiaz status` and the metrics use (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Candidate => "candidate",
+            Role::Replica => "replica",
+            Role::Quarantined => "quarantined",
+            Role::Witness => "witness",
+        }
+    }
+}
+
 pub struct Engine {
     pub(crate) spec: ClusterSpec,
     pub(crate) me: NodeId,
@@ -251,11 +272,12 @@ impl Engine {
 
     fn node_views(&self) -> BTreeMap<NodeId, NodeView> {
         let live = self.live_sidecars();
+        let reports = self.fresh_reports();
         let mysqld = |id: NodeId| -> Option<LocalView> {
             if id == self.me {
                 Some(self.local.view.clone())
             } else {
-                self.fresh_reports().get(&id).and_then(|r| r.local.clone())
+                reports.get(&id).and_then(|r| r.local.clone())
             }
         };
         let executed = |id: NodeId| match mysqld(id) {

@@ -412,3 +412,13 @@ fn the_next_deadline_is_never_in_the_past() {
         now = d + std::time::Duration::from_millis(1);
     }
 }
+
+#[test]
+fn role_names_are_the_serialized_names() {
+    for role in multiaz_engine::Role::ALL {
+        assert_eq!(
+            serde_json::to_value(role).unwrap(),
+            serde_json::Value::String(role.name().to_string())
+        );
+    }
+}

@@ -157,9 +157,7 @@ async fn scalar(conn: &mut Conn, expr: &str) -> Option<String> {
         .await
         .ok()
         .flatten()
-        .and_then(|r| r.get_opt::<Option<String>, usize>(0))
-        .and_then(|r| r.ok())
-        .flatten()
+        .and_then(|r| crate::mysql::column(&r, 0))
 }
 
 async fn inspect(conn: &mut Conn, flavour: Flavour) -> Result<Server, String> {
@@ -189,7 +187,7 @@ async fn inspect(conn: &mut Conn, flavour: Flavour) -> Result<Server, String> {
 }
 
 fn col(row: &Row, name: &str) -> String {
-    crate::mysql::named(row, name).unwrap_or_default()
+    crate::mysql::column(row, name).unwrap_or_default()
 }
 
 /// The master to check against: the running sidecar's record when its admin API

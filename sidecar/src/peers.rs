@@ -23,7 +23,24 @@ const QUEUE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub type LogLine = Rc<dyn Fn(String)>;
+/// Something the transport reports: a frame refused (counted in the metrics) or a
+/// connection being re-established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerNote {
+    Dropped(String),
+    Reconnecting(String),
+}
+
+impl std::fmt::Display for PeerNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerNote::Dropped(why) => write!(f, "{why}; dropped, connection closed"),
+            PeerNote::Reconnecting(why) => write!(f, "{why}; reconnecting"),
+        }
+    }
+}
+
+pub type LogLine = Rc<dyn Fn(PeerNote)>;
 
 pub struct TcpPeers {
     sealer: Rc<RefCell<Sealer>>,
@@ -85,9 +102,9 @@ async fn send_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
             match write_frame(&mut stream, &frame).await {
                 Ok(()) => {}
                 Err(_) => {
-                    log(format!(
-                        "peer {peer} at {addr}: connection lost; reconnecting"
-                    ));
+                    log(PeerNote::Reconnecting(format!(
+                        "peer {peer} at {addr}: connection lost"
+                    )));
                     break;
                 }
             }
@@ -118,7 +135,9 @@ async fn listen(
                 }
                 let len = u32::from_be_bytes(len) as usize;
                 if len > MAX_FRAME {
-                    log(format!("peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit; dropped, connection closed"));
+                    log(PeerNote::Dropped(format!(
+                        "peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit"
+                    )));
                     return;
                 }
                 let mut frame = vec![0u8; len];
@@ -131,7 +150,7 @@ async fn listen(
                         return;
                     }
                     Some(Err(e)) => {
-                        log(format!("ping from {addr}: {e}; dropped, connection closed"));
+                        log(PeerNote::Dropped(format!("ping from {addr}: {e}")));
                         return;
                     }
                     None => {}
@@ -144,9 +163,7 @@ async fn listen(
                         }
                     }
                     Err(e) => {
-                        log(format!(
-                            "peer frame from {addr}: {e}; dropped, connection closed"
-                        ));
+                        log(PeerNote::Dropped(format!("peer frame from {addr}: {e}")));
                         return;
                     }
                 }
@@ -228,7 +245,7 @@ mod tests {
                 let lines: Rc<RefCell<Vec<String>>> = Rc::default();
                 let log: LogLine = {
                     let lines = lines.clone();
-                    Rc::new(move |l| lines.borrow_mut().push(l))
+                    Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
                 };
                 let (in1, _rx1) = mpsc::unbounded_channel();
                 let (in2, mut rx2) = mpsc::unbounded_channel();
@@ -272,7 +289,7 @@ mod tests {
                 let lines: Rc<RefCell<Vec<String>>> = Rc::default();
                 let log: LogLine = {
                     let lines = lines.clone();
-                    Rc::new(move |l| lines.borrow_mut().push(l))
+                    Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
                 };
                 let (inbox, _rx) = mpsc::unbounded_channel();
                 let _p = TcpPeers::start(NodeId(1), key(7), 1, l, BTreeMap::new(), inbox, log);

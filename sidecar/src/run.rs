@@ -2,14 +2,14 @@
 //! first (a corrupt one stops the start), then the engine, the adapters, the peer
 //! transport and the admin API are started and the driver runs until SIGINT/SIGTERM.
 
-use crate::adapters::Salvage;
+use crate::adapters::{Observer, Salvage};
 use crate::admin;
 use crate::auth::ClusterKey;
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::ec2::{self, Ec2Routes};
 use crate::mysql::{Credentials, MysqlAdapter};
-use crate::peers::TcpPeers;
+use crate::peers::{PeerNote, TcpPeers};
 use crate::retry::Backoff;
 use crate::state_file::StateFile;
 use crate::telemetry::Telemetry;
@@ -88,13 +88,6 @@ pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Re
     ))
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Runs the sidecar until a signal or a fatal error (a failed state write).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let me = config.me;
@@ -126,15 +119,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peers = TcpPeers::start(
         me,
         key,
-        unix_ms(),
+        telemetry.wall_unix_ms(),
         listener,
         config.members.iter().map(|(id, m)| (*id, m.peer)).collect(),
         peer_tx,
-        Rc::new(move |line: String| {
-            if line.contains("dropped") {
+        Rc::new(move |note: PeerNote| {
+            if matches!(note, PeerNote::Dropped(_)) {
                 dropped.peer_frame_dropped();
             }
-            tracing::warn!("{line}");
+            tracing::warn!("{note}");
         }),
     );
 

@@ -184,19 +184,9 @@ impl Telemetry {
             m.last_failover_seconds.set(*ms as f64 / 1000.0);
         }
         let mine = status.nodes.get(&status.me).map(|n| n.role);
-        for role in [
-            Role::Master,
-            Role::Candidate,
-            Role::Replica,
-            Role::Quarantined,
-            Role::Witness,
-        ] {
-            let name = serde_json::to_value(role)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+        for role in Role::ALL {
             m.role
-                .get_or_create(&vec![("role".to_string(), name)])
+                .get_or_create(&vec![("role".to_string(), role.name().to_string())])
                 .set((mine == Some(role)) as i64);
         }
         for n in status.nodes.values() {

@@ -139,9 +139,9 @@ impl MysqlAdapter {
         let d = self.inner.dialect;
         let row: Option<Row> = conn.query_first(d.probe_vars()).await?;
         let row = row.ok_or_else(|| Failure::Unreachable("no row from probe".into()))?;
-        let read_only = text(&row, 0).is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("OFF"));
+        let read_only = column(&row, 0).is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("OFF"));
         let executed = d
-            .gtids(&text(&row, 1).unwrap_or_default())
+            .gtids(&column(&row, 1).unwrap_or_default())
             .map_err(Failure::Unreachable)?;
         let replica: Option<Row> = conn.query_first(d.replica_status()).await?;
         let (received, replication) = match replica {
@@ -166,21 +166,21 @@ impl MysqlAdapter {
         let d = self.inner.dialect;
         let cols = d.columns();
         let io_pos = d
-            .gtids(&named(row, cols.received).unwrap_or_default())
+            .gtids(&column(row, cols.received).unwrap_or_default())
             .map_err(Failure::Unreachable)?;
         let received = executed
             .union(&io_pos)
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
-        let host = named(row, cols.host).unwrap_or_default();
-        let port: Option<u16> = named(row, cols.port).and_then(|p| p.parse().ok());
+        let host = column(row, cols.host).unwrap_or_default();
+        let port: Option<u16> = column(row, cols.port).and_then(|p| p.parse().ok());
         let source = self
             .inner
             .members
             .iter()
             .find(|(_, a)| a.host == host && Some(a.port) == port)
             .map(|(id, _)| *id);
-        let io_running = named(row, cols.io_running).as_deref() == Some("Yes");
-        let sql_running = named(row, cols.sql_running).as_deref() == Some("Yes");
+        let io_running = column(row, cols.io_running).as_deref() == Some("Yes");
+        let sql_running = column(row, cols.sql_running).as_deref() == Some("Yes");
         Ok((
             received,
             Some(ReplicationStatus {
@@ -205,8 +205,8 @@ impl MysqlAdapter {
         let cols = d.columns();
         match conn.query_first::<Row, _>(d.replica_status()).await {
             Ok(Some(r)) => {
-                let io = named(&r, cols.last_io_error).unwrap_or_default();
-                let sql = named(&r, cols.last_error).unwrap_or_default();
+                let io = column(&r, cols.last_io_error).unwrap_or_default();
+                let sql = column(&r, cols.last_error).unwrap_or_default();
                 match (io.is_empty(), sql.is_empty()) {
                     (true, true) => String::new(),
                     _ => format!(" (IO error: {io:?}; SQL error: {sql:?})"),
@@ -336,7 +336,7 @@ impl MysqlAdapter {
                     _ => false,
                 };
                 if !already {
-                    self.stop(conn, d.stop_replication()).await?;
+                    // Takes effect when replicate_from restarts the IO thread.
                     Self::semi_sync(conn, d.semi_sync_as_replica()).await?;
                     self.replicate_from(conn, source).await?;
                 }
@@ -358,16 +358,10 @@ fn redact(e: &mysql_async::Error, c: &Credentials) -> String {
     }
 }
 
-/// A column as text, by position; `None` for NULL or a value that is not text.
-fn text(row: &Row, index: usize) -> Option<String> {
-    row.get_opt::<Option<String>, usize>(index)
-        .and_then(|r| r.ok())
-        .flatten()
-}
-
-/// A column as text, by name; `None` for NULL, a missing column or a non-text value.
-pub(crate) fn named(row: &Row, name: &str) -> Option<String> {
-    row.get_opt::<Option<String>, &str>(name)
+/// A column as text, by position or name; `None` for NULL, a missing column or a value
+/// that is not text (never a panic, unlike `Row::get`).
+pub(crate) fn column<I: mysql_async::prelude::ColumnIndex>(row: &Row, index: I) -> Option<String> {
+    row.get_opt::<Option<String>, I>(index)
         .and_then(|r| r.ok())
         .flatten()
 }
