@@ -139,6 +139,10 @@ pub struct SalvageReport {
     pub recovered: u64,
     /// GTIDs found in the binlog but not applied (torn, or failed to apply).
     pub not_recovered: Vec<String>,
+    /// Why it stopped before the end, if it did (a transaction the new master
+    /// refused, the deadline, damage in the binlog).
+    #[serde(default)]
+    pub stopped: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,4 +69,58 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a binlog from its files (no server needed): forensics and salvage.
+    #[command(subcommand)]
+    Binlog(BinlogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BinlogCommand {
+    /// List the complete transactions after a GTID set: GTID, time, size, tables.
+    ///
+    /// Follows the binlog index across rotations, verifies every event's CRC32, and
+    /// stops at the first damaged or cut-off event, saying which file and byte offset;
+    /// everything whole before it is listed. Safe on the files of a crashed server.
+    /// Exit status: 0 when the binlog reads to its end or is only cut inside its last
+    /// event (what a crash leaves); 2 when damage stopped the read earlier.
+    Tail {
+        #[command(flatten)]
+        source: BinlogSource,
+        /// One JSON object per transaction per line (fields gtid, timestamp, file,
+        /// offset, size, tables).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the transactions after a GTID set to a server, each whole or not at all,
+    /// under their original GTIDs.
+    ///
+    /// Transactions the server already has are skipped, so running it twice is safe.
+    /// Stops at the first transaction the server refuses; prints how many were applied
+    /// and the GTIDs that were not. The server's user needs the BINLOG REPLAY (or
+    /// SUPER) privilege, and READ_ONLY ADMIN when the server is read_only.
+    Salvage {
+        #[command(flatten)]
+        source: BinlogSource,
+        /// The server to apply to: mysql://USER[:PASSWORD]@HOST[:PORT]. The password
+        /// may instead come from $MULTIAZ_APPLY_PASSWORD; it is never printed.
+        #[arg(long, value_name = "URL")]
+        apply: String,
+        /// Print the outcome as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BinlogSource {
+    /// Directory holding the binlog files (the server's datadir or log_bin path).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The binlog index file; by default the one `*.index` file in --dir.
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// Only transactions not in this set: a MariaDB (0-1-100,1-2-5) or MySQL
+    /// (uuid:1-100) GTID set; "" for every transaction.
+    #[arg(long, value_name = "GTIDSET", allow_hyphen_values = true)]
+    pub after: String,
 }

@@ -16,6 +16,10 @@ pub mod admin;
 pub mod admin_client;
 pub mod auth;
 #[cfg(feature = "real")]
+pub mod binlog;
+#[cfg(feature = "real")]
+pub mod binlog_cmd;
+#[cfg(feature = "real")]
 pub mod check;
 #[cfg(feature = "real")]
 pub mod cli;

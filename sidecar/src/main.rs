@@ -1,9 +1,9 @@
 //! `multiaz`: the sidecar and its tools. See `multiaz --help`.
 
 use clap::Parser;
-use multiaz_sidecar::cli::{Cli, Command, LogFormat};
+use multiaz_sidecar::cli::{BinlogCommand, Cli, Command, LogFormat};
 use multiaz_sidecar::config::Config;
-use multiaz_sidecar::{check, status};
+use multiaz_sidecar::{binlog_cmd, check, status};
 use std::process::ExitCode;
 
 fn init_logs(format: LogFormat) {
@@ -61,6 +61,12 @@ fn main() -> ExitCode {
                 print!("{}", status::show(&config, json).await?);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Binlog(BinlogCommand::Tail { source, json }) => binlog_cmd::tail(&source, json),
+            Command::Binlog(BinlogCommand::Salvage {
+                source,
+                apply,
+                json,
+            }) => binlog_cmd::salvage(&source, &apply, json).await,
         }
     });
     match result {

@@ -8,185 +8,22 @@
 //! Needs Debian's `mariadb-server` and `moto_server` (`pip install 'moto[server]'`);
 //! `ci/test` installs both. Missing, the test fails and says so: it never skips.
 
+mod support;
+
+use support::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Row};
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "multiaz-test-password";
 const APP_PASSWORD: &str = "app-password";
 const VIP: &str = "10.0.100.10";
 const REGION: &str = "us-east-1";
 const AZS: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
-
-/// A child process killed when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find(program: &str, env: &str) -> PathBuf {
-    if let Ok(p) = std::env::var(env) {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/sbin"]) {
-        let p = Path::new(dir).join(program);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "{program} not found (PATH, /usr/sbin, or ${env}). This test needs Debian's \
-         mariadb-server and `pip install 'moto[server]'`; `ci/test` installs both."
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-struct Mariadb {
-    port: u16,
-    socket: PathBuf,
-    child: Guard,
-}
-
-fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
-    let data = dir.join(format!("db{id}"));
-    std::fs::create_dir_all(&data).unwrap();
-    let out = Command::new(find("mariadb-install-db", "MULTIAZ_MARIADB_INSTALL_DB"))
-        .args([
-            "--no-defaults",
-            "--user=root",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-        ])
-        .arg(format!("--datadir={}", data.display()))
-        .output()
-        .expect("mariadb-install-db runs");
-    assert!(
-        out.status.success(),
-        "mariadb-install-db: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = free_port();
-    let socket = dir.join(format!("db{id}.sock"));
-    let on = |b: bool| if b { "ON" } else { "OFF" };
-    let child = Command::new(find("mariadbd", "MULTIAZ_MARIADBD"))
-        .arg("--no-defaults")
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--socket={}", socket.display()))
-        .arg(format!(
-            "--pid-file={}",
-            dir.join(format!("db{id}.pid")).display()
-        ))
-        .arg(format!(
-            "--log-error={}",
-            dir.join(format!("db{id}.err")).display()
-        ))
-        .arg(format!("--port={port}"))
-        .args([
-            "--user=root",
-            "--bind-address=127.0.0.1",
-            "--skip-name-resolve",
-            "--log-bin=binlog",
-            "--log-slave-updates=ON",
-            "--binlog-format=ROW",
-            "--gtid-strict-mode=ON",
-            "--skip-slave-start",
-            "--slave-net-timeout=4",
-            "--innodb-buffer-pool-size=16M",
-            "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
-            "--rpl-semi-sync-master-timeout=10000",
-        ])
-        .arg(format!("--server-id={id}"))
-        .arg(format!("--read-only={}", on(!master)))
-        .arg(format!("--rpl-semi-sync-master-enabled={}", on(master)))
-        .arg(format!("--rpl-semi-sync-slave-enabled={}", on(!master)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mariadbd starts");
-    Mariadb {
-        port,
-        socket,
-        child: Guard(child),
-    }
-}
-
-/// Runs SQL as root over the server's socket with the `mariadb` client.
-fn root_sql(db: &Mariadb, sql: &str) {
-    let out = Command::new(find("mariadb", "MULTIAZ_MARIADB_CLIENT"))
-        .args(["--no-defaults", "-uroot"])
-        .arg(format!("--socket={}", db.socket.display()))
-        .args(["-e", sql])
-        .output()
-        .expect("mariadb client runs");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn connect(port: u16, user: &str, password: &str) -> Result<Conn, mysql_async::Error> {
-    Conn::new(
-        OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(port)
-            .user(Some(user))
-            .pass(Some(password))
-            .prefer_socket(false),
-    )
-    .await
-}
-
-async fn query_row(port: u16, sql: &str) -> Option<Row> {
-    let mut c = tokio::time::timeout(Duration::from_secs(1), connect(port, "multiaz", PASSWORD))
-        .await
-        .ok()?
-        .ok()?;
-    let r = c.query_first::<Row, _>(sql).await.ok().flatten();
-    let _ = c.disconnect().await;
-    r
-}
-
-fn col(row: &Row, name: &str) -> String {
-    row.get_opt::<Option<String>, &str>(name)
-        .and_then(|r| r.ok())
-        .flatten()
-        .unwrap_or_default()
-}
 
 struct Ec2World {
     enis: Vec<String>,

@@ -110,6 +110,7 @@ async fn salvage_service(world: World, me: NodeId) {
                 Ok(SalvageReport {
                     recovered: 0,
                     not_recovered: vec![],
+                    stopped: None,
                 })
             } else {
                 match mysqld::ask(req.to, &Req::Apply { txns }, Duration::from_secs(3)).await {
@@ -119,6 +120,7 @@ async fn salvage_service(world: World, me: NodeId) {
                     }) => Ok(SalvageReport {
                         recovered: applied,
                         not_recovered: stopped_at.map(|i| gtids[i..].to_vec()).unwrap_or_default(),
+                        stopped: stopped_at.map(|i| format!("{} was refused", gtids[i])),
                     }),
                     Ok(other) => Err(format!("unexpected answer {other:?}")),
                     Err(e) => Err(e),

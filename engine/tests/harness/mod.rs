@@ -591,6 +591,7 @@ impl Sim {
                     Ok(SalvageReport {
                         recovered: missing.count(),
                         not_recovered: vec![],
+                    stopped: None,
                     })
                 } else {
                     Err("old master's host unreachable".into())

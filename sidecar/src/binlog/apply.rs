@@ -1,0 +1,227 @@
+//! Replaying salvaged transactions on another server, each whole or not at all, under
+//! its original GTID (so no errant transaction appears, and the other replicas can
+//! fetch them from the new master's binlog like any other).
+//!
+//! Row events go through `BINLOG '<base64>'`, as `mariadb-binlog | mariadb` would send
+//! them; statements (DDL, and BEGIN / COMMIT) go as text. The server must accept
+//! `BINLOG` (privilege BINLOG REPLAY or SUPER) and writes while read_only (READ_ONLY
+//! ADMIN or SUPER): the new master is still read_only when salvage runs.
+
+use super::event::{Decoded, Gtid};
+use super::scan::Transaction;
+use base64::Engine as _;
+use multiaz_engine::{Flavour, GtidSet, SalvageReport};
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+const INTVAR: u8 = 5;
+const RAND: u8 = 13;
+const TABLE_MAP: u8 = 19;
+/// Rows events: v1 (23–25), v2 (30–32), MySQL partial update (39), MariaDB's
+/// compressed ones (166–171).
+const ROWS: &[u8] = &[23, 24, 25, 30, 31, 32, 39, 166, 167, 168, 169, 170, 171];
+const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
+/// Rows event flag: the last event of its statement.
+const STMT_END: u16 = 1;
+
+/// The statements that replay `tx`. `format` is the format description the session
+/// last received: it is sent again only when the transaction's file has another.
+pub fn statements(
+    tx: &Transaction,
+    format: &mut Option<Arc<[u8]>>,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let fde = tx
+        .format
+        .as_ref()
+        .ok_or("no format description event kept with the transaction")?;
+    if format.as_ref() != Some(fde) {
+        out.push(binlog_statement(fde));
+        *format = Some(fde.clone());
+    }
+    match tx.gtid {
+        Gtid::Mariadb {
+            domain,
+            server,
+            seq,
+        } => {
+            out.push(format!(
+                "SET @@session.gtid_domain_id={domain}, @@session.server_id={server}, \
+                 @@session.gtid_seq_no={seq}"
+            ));
+            if !tx.standalone {
+                out.push("BEGIN".into());
+            }
+        }
+        Gtid::Mysql { .. } => out.push(format!("SET @@session.gtid_next='{}'", tx.gtid)),
+    }
+    let mut rows: Vec<u8> = Vec::new();
+    for ev in &tx.events {
+        let t = ev.event_type;
+        if t == TABLE_MAP || ROWS.contains(&t) {
+            rows.extend_from_slice(&ev.bytes);
+            let ends = ROWS.contains(&t)
+                && ev
+                    .bytes
+                    .get(25..27)
+                    .is_some_and(|f| u16::from_le_bytes([f[0], f[1]]) & STMT_END != 0);
+            if ends {
+                out.push(binlog_statement(&rows));
+                rows.clear();
+            }
+            continue;
+        }
+        if !rows.is_empty() {
+            out.push(binlog_statement(&rows));
+            rows.clear();
+        }
+        match &ev.decoded {
+            Decoded::Query { schema, sql } => {
+                if !schema.is_empty() {
+                    out.push(format!("USE `{}`", schema.replace('`', "``")));
+                }
+                out.push(sql.clone());
+            }
+            Decoded::Commit if t == MYSQL_TRANSACTION_PAYLOAD => {
+                return Err("compressed transaction payloads are not replayed yet".into())
+            }
+            Decoded::Commit => out.push("COMMIT".into()),
+            Decoded::XaPrepare => return Err("XA transactions are not replayed".into()),
+            Decoded::StatementContext(INTVAR) => out.push(intvar(&ev.bytes)?),
+            Decoded::StatementContext(RAND) => out.push(rand_seed(&ev.bytes)?),
+            Decoded::StatementContext(_) => {
+                return Err("statement-based user variables are not replayed (use binlog_format=ROW)".into())
+            }
+            _ => {}
+        }
+    }
+    if !rows.is_empty() {
+        out.push(binlog_statement(&rows));
+    }
+    if matches!(tx.gtid, Gtid::Mysql { .. }) {
+        out.push("SET @@session.gtid_next='AUTOMATIC'".into());
+    }
+    Ok(out)
+}
+
+fn binlog_statement(events: &[u8]) -> String {
+    format!(
+        "BINLOG '{}'",
+        base64::engine::general_purpose::STANDARD.encode(events)
+    )
+}
+
+const BODY: usize = 19;
+
+fn intvar(bytes: &[u8]) -> Result<String, String> {
+    let kind = *bytes.get(BODY).ok_or("INTVAR event too short")?;
+    let value = bytes
+        .get(BODY + 1..BODY + 9)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or("INTVAR event too short")?;
+    Ok(match kind {
+        1 => format!("SET LAST_INSERT_ID={value}"),
+        _ => format!("SET INSERT_ID={value}"),
+    })
+}
+
+fn rand_seed(bytes: &[u8]) -> Result<String, String> {
+    let seed = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or("RAND event too short")
+    };
+    Ok(format!(
+        "SET @@RAND_SEED1={}, @@RAND_SEED2={}",
+        seed(BODY)?,
+        seed(BODY + 8)?
+    ))
+}
+
+/// The transactions the server already has (what it executed, or was given before).
+pub async fn executed(conn: &mut Conn, flavour: Flavour) -> Result<GtidSet, String> {
+    let sql = match flavour {
+        Flavour::Mariadb => {
+            "SELECT CONCAT_WS(',', NULLIF(@@global.gtid_binlog_state, ''), \
+             NULLIF(@@global.gtid_slave_pos, ''))"
+        }
+        Flavour::Mysql => "SELECT @@global.gtid_executed",
+    };
+    let text: Option<String> = conn.query_first(sql).await.map_err(|e| e.to_string())?;
+    let text = text.unwrap_or_default().replace('\n', "");
+    GtidSet::parse(flavour, &text).map_err(|e| format!("the server's GTID set {text:?}: {e}"))
+}
+
+/// Applies `txs` in order, skipping those the server already has; stops at the first
+/// that fails (order matters: a later one may depend on it) or at `deadline`. Every
+/// GTID not applied is listed in the report.
+pub async fn apply(
+    conn: &mut Conn,
+    txs: &[Transaction],
+    deadline: Option<Instant>,
+) -> Result<SalvageReport, String> {
+    let Some(first) = txs.first() else {
+        return Ok(SalvageReport {
+            recovered: 0,
+            not_recovered: Vec::new(),
+            stopped: None,
+        });
+    };
+    let flavour = first.gtid.flavour();
+    let have = executed(conn, flavour).await?;
+    let mut format = None;
+    let mut report = SalvageReport {
+        recovered: 0,
+        not_recovered: Vec::new(),
+        stopped: None,
+    };
+    let mut failed: Option<String> = None;
+    for tx in txs {
+        if failed.is_some() {
+            report.not_recovered.push(tx.gtid.to_string());
+            continue;
+        }
+        if tx.gtid.is_in(&have) {
+            continue;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            failed = Some("salvage deadline passed".into());
+            report.not_recovered.push(tx.gtid.to_string());
+            continue;
+        }
+        if let Err(e) = apply_one(conn, tx, &mut format).await {
+            failed = Some(format!("{}: {e}", tx.gtid));
+            report.not_recovered.push(tx.gtid.to_string());
+            continue;
+        }
+        report.recovered += 1;
+    }
+    report.stopped = failed;
+    Ok(report)
+}
+
+async fn apply_one(
+    conn: &mut Conn,
+    tx: &Transaction,
+    format: &mut Option<Arc<[u8]>>,
+) -> Result<(), String> {
+    let statements = statements(tx, format)?;
+    for s in &statements {
+        if let Err(e) = conn.query_drop(s.as_str()).await {
+            // Nothing of a failed transaction stays: roll back, and forget the
+            // session's GTID so the next statement does not take it.
+            let _ = conn.query_drop("ROLLBACK").await;
+            let reset = match tx.gtid.flavour() {
+                Flavour::Mariadb => "SET @@session.gtid_seq_no=0",
+                Flavour::Mysql => "SET @@session.gtid_next='AUTOMATIC'",
+            };
+            let _ = conn.query_drop(reset).await;
+            *format = None;
+            return Err(e.to_string());
+        }
+    }
+    Ok(())
+}

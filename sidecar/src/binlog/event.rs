@@ -1,0 +1,251 @@
+//! What the reader needs to know of each event. mysql_common parses the format
+//! description, query, table map, MySQL GTID and PREVIOUS_GTIDS events; it returns
+//! MariaDB's GTID (162) and GTID_LIST (163) events raw, so those are decoded here.
+
+use super::frame::{Frame, FORMAT_DESCRIPTION};
+use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Uuid};
+use multiaz_engine::{Flavour, GtidSet};
+use mysql_common::binlog::consts::BinlogVersion;
+use mysql_common::binlog::events::{
+    Event, FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent,
+    TableMapEvent,
+};
+use std::fmt;
+
+const QUERY: u8 = 2;
+const ROTATE: u8 = 4;
+const INTVAR: u8 = 5;
+const RAND: u8 = 13;
+const USER_VAR: u8 = 14;
+const XID: u8 = 16;
+const TABLE_MAP: u8 = 19;
+const MYSQL_GTID: u8 = 33;
+const MYSQL_ANONYMOUS_GTID: u8 = 34;
+const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+const XA_PREPARE: u8 = 38;
+const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
+const MYSQL_TAGGED_GTID: u8 = 42;
+const MARIADB_ANNOTATE_ROWS: u8 = 160;
+const MARIADB_GTID: u8 = 162;
+const MARIADB_GTID_LIST: u8 = 163;
+/// MariaDB GTID flag: a statement outside any BEGIN … COMMIT (DDL and the like).
+const FL_STANDALONE: u8 = 1;
+
+/// One transaction's identity, as the server wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Gtid {
+    Mariadb { domain: u32, server: u32, seq: u64 },
+    Mysql { sid: [u8; 16], gno: u64 },
+}
+
+impl Gtid {
+    /// Whether `set` already holds this transaction.
+    pub fn is_in(&self, set: &GtidSet) -> bool {
+        match (self, set) {
+            (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => s.contains_gtid(*domain, *seq),
+            (Gtid::Mysql { sid, gno }, GtidSet::Mysql(s)) => s.contains_gtid(&Uuid(*sid), *gno),
+            _ => false,
+        }
+    }
+
+    pub fn flavour(&self) -> Flavour {
+        match self {
+            Gtid::Mariadb { .. } => Flavour::Mariadb,
+            Gtid::Mysql { .. } => Flavour::Mysql,
+        }
+    }
+}
+
+impl fmt::Display for Gtid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Gtid::Mariadb {
+                domain,
+                server,
+                seq,
+            } => write!(f, "{domain}-{server}-{seq}"),
+            Gtid::Mysql { sid, gno } => write!(f, "{}:{gno}", Uuid(*sid)),
+        }
+    }
+}
+
+/// The events that matter for finding whole transactions and what they touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    FormatDescription {
+        flavour: Flavour,
+        server_version: String,
+    },
+    /// Opens a transaction. `standalone`: it is a single statement with no COMMIT.
+    Gtid { gtid: Gtid, standalone: bool },
+    /// A MySQL anonymous transaction (GTIDs off): not salvageable by GTID.
+    AnonymousGtid,
+    /// The set of transactions written before this file (GTID_LIST, PREVIOUS_GTIDS).
+    Before(GtidSet),
+    Query { schema: String, sql: String },
+    TableMap { schema: String, table: String },
+    /// Ends a transaction (XID, or MySQL's compressed transaction payload).
+    Commit,
+    /// An XA PREPARE: ends the prepared part of an XA transaction.
+    XaPrepare,
+    Rotate { next: String },
+    /// Statement-based context (INTVAR, RAND, USER_VAR).
+    StatementContext(u8),
+    /// Rows events, MariaDB's annotations and everything else a transaction carries.
+    Other,
+}
+
+/// Why an intact event could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+/// Keeps the format description event in force and decodes frames against it.
+pub struct Decoder {
+    fde: FormatDescriptionEvent<'static>,
+    flavour: Option<Flavour>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            fde: FormatDescriptionEvent::new(BinlogVersion::Version4),
+            flavour: None,
+        }
+    }
+}
+
+impl Decoder {
+    pub fn flavour(&self) -> Option<Flavour> {
+        self.flavour
+    }
+
+    pub fn decode(&mut self, frame: &Frame<'_>) -> Result<Decoded, DecodeError> {
+        let kind = frame.event_type();
+        let body = frame.body();
+        let err = |what: &str, e: std::io::Error| DecodeError(format!("{what} event: {e}"));
+        Ok(match kind {
+            FORMAT_DESCRIPTION => {
+                let ev = self.event(frame).map_err(|e| err("format description", e))?;
+                let fde = ev
+                    .read_event::<FormatDescriptionEvent<'_>>()
+                    .map_err(|e| err("format description", e))?
+                    .with_footer(ev.footer());
+                let server_version = fde.server_version().trim_end_matches('\0').to_string();
+                let flavour = if server_version.contains("MariaDB") {
+                    Flavour::Mariadb
+                } else {
+                    Flavour::Mysql
+                };
+                self.fde = fde.into_owned();
+                self.flavour = Some(flavour);
+                Decoded::FormatDescription {
+                    flavour,
+                    server_version,
+                }
+            }
+            MARIADB_GTID => {
+                let seq = le_u64(body, 0).ok_or_else(|| short("MariaDB GTID"))?;
+                let domain = le_u32(body, 8).ok_or_else(|| short("MariaDB GTID"))?;
+                let flags = *body.get(12).ok_or_else(|| short("MariaDB GTID"))?;
+                Decoded::Gtid {
+                    gtid: Gtid::Mariadb {
+                        domain,
+                        server: frame.server_id(),
+                        seq,
+                    },
+                    standalone: flags & FL_STANDALONE != 0,
+                }
+            }
+            MARIADB_GTID_LIST => {
+                let word = le_u32(body, 0).ok_or_else(|| short("MariaDB GTID list"))?;
+                let count = (word & 0x0fff_ffff) as usize;
+                let mut set = MariadbGtidSet::default();
+                for i in 0..count {
+                    let at = 4 + i * 16;
+                    let (Some(domain), Some(server), Some(seq)) =
+                        (le_u32(body, at), le_u32(body, at + 4), le_u64(body, at + 8))
+                    else {
+                        return Err(short("MariaDB GTID list"));
+                    };
+                    set.insert(domain, server, 1, seq);
+                }
+                Decoded::Before(GtidSet::Mariadb(set))
+            }
+            MYSQL_GTID | MYSQL_TAGGED_GTID => {
+                let ev = self.event(frame).map_err(|e| err("GTID", e))?;
+                let g = ev.read_event::<GtidEvent>().map_err(|e| err("GTID", e))?;
+                Decoded::Gtid {
+                    gtid: Gtid::Mysql {
+                        sid: g.sid(),
+                        gno: g.gno(),
+                    },
+                    // MySQL marks nothing: a GTID followed by a query other than BEGIN
+                    // is a single-statement transaction (see the scanner).
+                    standalone: false,
+                }
+            }
+            MYSQL_ANONYMOUS_GTID => Decoded::AnonymousGtid,
+            MYSQL_PREVIOUS_GTIDS => {
+                let ev = self.event(frame).map_err(|e| err("previous GTIDs", e))?;
+                let p = ev
+                    .read_event::<PreviousGtidsEvent<'_>>()
+                    .map_err(|e| err("previous GTIDs", e))?;
+                let mut set = MysqlGtidSet::default();
+                for sid in p.sids() {
+                    for i in sid.intervals() {
+                        // mysql_common's interval end is exclusive.
+                        set.insert(Uuid(sid.uuid()), i.start(), i.end().saturating_sub(1));
+                    }
+                }
+                Decoded::Before(GtidSet::Mysql(set))
+            }
+            QUERY => {
+                let ev = self.event(frame).map_err(|e| err("query", e))?;
+                let q = ev.read_event::<QueryEvent<'_>>().map_err(|e| err("query", e))?;
+                Decoded::Query {
+                    schema: q.schema().into_owned(),
+                    sql: q.query().into_owned(),
+                }
+            }
+            TABLE_MAP => {
+                let ev = self.event(frame).map_err(|e| err("table map", e))?;
+                let t = ev
+                    .read_event::<TableMapEvent<'_>>()
+                    .map_err(|e| err("table map", e))?;
+                Decoded::TableMap {
+                    schema: t.database_name().into_owned(),
+                    table: t.table_name().into_owned(),
+                }
+            }
+            XID | MYSQL_TRANSACTION_PAYLOAD => Decoded::Commit,
+            XA_PREPARE => Decoded::XaPrepare,
+            ROTATE => {
+                let ev = self.event(frame).map_err(|e| err("rotate", e))?;
+                let r = ev.read_event::<RotateEvent<'_>>().map_err(|e| err("rotate", e))?;
+                Decoded::Rotate {
+                    next: r.name().into_owned(),
+                }
+            }
+            INTVAR | RAND | USER_VAR => Decoded::StatementContext(kind),
+            MARIADB_ANNOTATE_ROWS => Decoded::Other,
+            _ => Decoded::Other,
+        })
+    }
+
+    fn event(&self, frame: &Frame<'_>) -> std::io::Result<Event> {
+        // The frame is whole and checked, so `Event::read` cannot run off its end.
+        Event::read(&self.fde, frame.bytes)
+    }
+}
+
+fn short(what: &str) -> DecodeError {
+    DecodeError(format!("{what} event is too short"))
+}
+
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}

@@ -1,0 +1,35 @@
+//! Reading a dead master's binlog from its disk and applying what no replica received.
+//!
+//! `frame` cuts and checks events, `event` decodes the few that matter, `scan` groups
+//! them into whole transactions across the files `files` finds, and `apply` replays
+//! transactions on another server under their original GTIDs.
+
+pub mod apply;
+pub mod event;
+pub mod files;
+pub mod frame;
+pub mod scan;
+
+pub use event::{Decoded, Gtid};
+pub use files::{binlog_files, files_after};
+pub use frame::{Damage, DamageKind, Framer};
+pub use scan::{scan, FileDamage, ScanEnd, ScanOptions, Transaction, TxEvent};
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+/// Every complete transaction after `options.after` in the binlog that `dir` (and
+/// optionally `index`) name, with how the read ended.
+pub fn read_tail(
+    dir: &Path,
+    index: Option<&Path>,
+    options: &ScanOptions,
+) -> Result<(Vec<Transaction>, ScanEnd), String> {
+    let files: Vec<PathBuf> = files_after(&binlog_files(dir, index)?, options.after.as_ref());
+    let mut out = Vec::new();
+    let end = scan(&files, options, |tx| {
+        out.push(tx);
+        ControlFlow::Continue(())
+    });
+    Ok((out, end))
+}

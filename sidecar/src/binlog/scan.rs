@@ -1,0 +1,290 @@
+//! Events into whole transactions (GTID to XID / COMMIT), across the files of a binlog.
+//! Only complete transactions come out; one still open where the read stops (the file
+//! ends, or damage) is reported as torn, never applied.
+
+use super::event::{Decoded, Decoder, Gtid};
+use super::frame::{Damage, DamageKind, Framer};
+use multiaz_engine::{Flavour, GtidSet};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An event a transaction carries, kept for applying it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxEvent {
+    pub event_type: u8,
+    pub decoded: Decoded,
+    /// The event as on disk (header and checksum included).
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    pub gtid: Gtid,
+    /// Unix seconds of its first event.
+    pub timestamp: u32,
+    pub file: Arc<Path>,
+    /// Offset of its GTID event in `file`.
+    pub offset: u64,
+    /// Bytes from its GTID event to the end of its last event.
+    pub size: u64,
+    /// `schema.table` of every table its rows events touch.
+    pub tables: BTreeSet<String>,
+    /// Its events after the GTID event; empty unless the scan keeps events.
+    pub events: Vec<TxEvent>,
+    /// MariaDB: a single statement with no BEGIN … COMMIT.
+    pub standalone: bool,
+    /// The format description event of its file (kept with the events).
+    pub format: Option<Arc<[u8]>>,
+}
+
+/// Where reading stopped early, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDamage {
+    pub file: PathBuf,
+    pub damage: Damage,
+}
+
+impl std::fmt::Display for FileDamage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.file.display(), self.damage)
+    }
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Default)]
+pub struct ScanEnd {
+    pub flavour: Option<Flavour>,
+    /// The first damage met; nothing after it is read.
+    pub damage: Option<FileDamage>,
+    /// The transaction still open when reading stopped: found, but not whole.
+    pub torn: Option<Gtid>,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// What to read and what to keep.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Only transactions not in this set; `None`: all of them.
+    pub after: Option<GtidSet>,
+    /// Keep each transaction's events (for applying them); listing needs none.
+    pub keep_events: bool,
+}
+
+/// How a transaction ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// At XID, COMMIT, ROLLBACK or XA PREPARE.
+    AtCommit,
+    /// At its first statement (MariaDB standalone GTID).
+    AtStatement,
+    /// MySQL: BEGIN next means `AtCommit`, any other statement is the whole transaction.
+    Undecided,
+}
+
+struct Open {
+    tx: Transaction,
+    ends: Ends,
+}
+
+/// Reads `files` in order and calls `each` with every complete transaction that
+/// `options.after` lacks; `each` can stop the scan early.
+pub fn scan(
+    files: &[PathBuf],
+    options: &ScanOptions,
+    mut each: impl FnMut(Transaction) -> ControlFlow<()>,
+) -> ScanEnd {
+    let mut end = ScanEnd::default();
+    for path in files {
+        end.files += 1;
+        let file: Arc<Path> = Arc::from(path.as_path());
+        let damaged = |damage| FileDamage {
+            file: path.clone(),
+            damage,
+        };
+        let input = match File::open(path) {
+            Ok(f) => BufReader::with_capacity(1 << 20, f),
+            Err(e) => {
+                end.damage = Some(damaged(Damage {
+                    offset: 0,
+                    kind: DamageKind::Unreadable(e.to_string()),
+                }));
+                return end;
+            }
+        };
+        let mut framer = match Framer::new(input) {
+            Ok(f) => f,
+            Err(d) => {
+                end.damage = Some(damaged(d));
+                return end;
+            }
+        };
+        let mut decoder = Decoder::default();
+        let mut format: Option<Arc<[u8]>> = None;
+        let mut open: Option<Open> = None;
+        loop {
+            let frame = match framer.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(d) => {
+                    end.damage = Some(damaged(d));
+                    end.torn = open.map(|o| o.tx.gtid);
+                    return end;
+                }
+            };
+            end.bytes += frame.bytes.len() as u64;
+            if !decodes(frame.event_type(), open.is_some()) {
+                if let Some(o) = open.as_mut() {
+                    o.tx.size = frame.offset + frame.bytes.len() as u64 - o.tx.offset;
+                    if options.keep_events {
+                        o.tx.events.push(TxEvent {
+                            event_type: frame.event_type(),
+                            decoded: Decoded::Other,
+                            bytes: frame.bytes.to_vec(),
+                        });
+                    }
+                }
+                continue;
+            }
+            let decoded = match decoder.decode(&frame) {
+                Ok(d) => d,
+                Err(e) => {
+                    end.damage = Some(damaged(Damage {
+                        offset: frame.offset,
+                        kind: DamageKind::Unreadable(e.0),
+                    }));
+                    end.torn = open.map(|o| o.tx.gtid);
+                    return end;
+                }
+            };
+            let (offset, len, ts, ty) = (
+                frame.offset,
+                frame.bytes.len() as u64,
+                frame.timestamp(),
+                frame.event_type(),
+            );
+            match decoded {
+                Decoded::FormatDescription { flavour, .. } => {
+                    end.flavour = Some(flavour);
+                    if options.keep_events {
+                        format = Some(Arc::from(frame.bytes));
+                    }
+                    continue;
+                }
+                Decoded::Gtid { gtid, standalone } => {
+                    // A GTID inside an open transaction means the last one never ended
+                    // (the server restarted mid-write): it is torn.
+                    if let Some(o) = open.take() {
+                        end.torn = Some(o.tx.gtid);
+                    }
+                    open = Some(Open {
+                        ends: match (gtid.flavour(), standalone) {
+                            (Flavour::Mysql, _) => Ends::Undecided,
+                            (Flavour::Mariadb, true) => Ends::AtStatement,
+                            (Flavour::Mariadb, false) => Ends::AtCommit,
+                        },
+                        tx: Transaction {
+                            gtid,
+                            timestamp: ts,
+                            file: file.clone(),
+                            offset,
+                            size: len,
+                            tables: BTreeSet::new(),
+                            events: Vec::new(),
+                            standalone,
+                            format: format.clone(),
+                        },
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(o) = open.as_mut() else {
+                continue;
+            };
+            o.tx.size = offset + len - o.tx.offset;
+            let done = match &decoded {
+                Decoded::TableMap { schema, table } => {
+                    o.tx.tables.insert(format!("{schema}.{table}"));
+                    false
+                }
+                Decoded::Commit | Decoded::XaPrepare => true,
+                Decoded::Query { sql, .. } => match (statement(sql), o.ends) {
+                    (Statement::Begin, Ends::Undecided) => {
+                        o.ends = Ends::AtCommit;
+                        false
+                    }
+                    (Statement::End, _) => true,
+                    (_, Ends::AtStatement | Ends::Undecided) => true,
+                    _ => false,
+                },
+                _ => false,
+            };
+            if options.keep_events {
+                o.tx.events.push(TxEvent {
+                    event_type: ty,
+                    decoded,
+                    bytes: frame.bytes.to_vec(),
+                });
+            }
+            if done {
+                let tx = open.take().expect("open").tx;
+                let wanted = options.after.as_ref().is_none_or(|a| !tx.gtid.is_in(a));
+                if wanted && each(tx).is_break() {
+                    return end;
+                }
+            }
+        }
+        if let Some(o) = open.take() {
+            end.torn = Some(o.tx.gtid);
+        }
+    }
+    end
+}
+
+/// Events worth decoding: inside a transaction the ones that shape it; outside, the
+/// ones that open one or describe the file. Rows events are only carried.
+fn decodes(event_type: u8, in_transaction: bool) -> bool {
+    const ALWAYS: &[u8] = &[15, 33, 34, 42, 162];
+    const INSIDE: &[u8] = &[2, 5, 13, 14, 16, 19, 38, 40];
+    ALWAYS.contains(&event_type) || (in_transaction && INSIDE.contains(&event_type))
+}
+
+enum Statement {
+    Begin,
+    /// COMMIT or ROLLBACK: the transaction is over either way.
+    End,
+    Other,
+}
+
+fn statement(sql: &str) -> Statement {
+    let s = sql.trim().trim_end_matches(';').trim();
+    if s.eq_ignore_ascii_case("BEGIN") || s.eq_ignore_ascii_case("START TRANSACTION") {
+        Statement::Begin
+    } else if s.eq_ignore_ascii_case("COMMIT") || s.eq_ignore_ascii_case("ROLLBACK") {
+        Statement::End
+    } else {
+        Statement::Other
+    }
+}
+
+/// The set of transactions written before `path` (its GTID_LIST / PREVIOUS_GTIDS),
+/// `None` when the file does not say.
+pub fn written_before(path: &Path) -> Option<GtidSet> {
+    let input = BufReader::new(File::open(path).ok()?);
+    let mut framer = Framer::new(input).ok()?;
+    let mut decoder = Decoder::default();
+    for _ in 0..8 {
+        let frame = framer.next_frame().ok()??;
+        match decoder.decode(&frame).ok()? {
+            Decoded::Before(set) => return Some(set),
+            Decoded::Gtid { .. } => return None,
+            _ => {}
+        }
+    }
+    None
+}

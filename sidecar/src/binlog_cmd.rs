@@ -1,0 +1,182 @@
+//! `multiaz binlog tail` and `multiaz binlog salvage`: the binlog reader on its own,
+//! for forensics after a crash and for salvaging by hand.
+
+use crate::binlog::{self, apply, ScanEnd, ScanOptions, Transaction};
+use crate::cli::BinlogSource;
+use anyhow::{anyhow, Context};
+use multiaz_engine::GtidSet;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+/// Exit status when damage (not a crash's cut-off last event) stopped the read.
+const DAMAGED: u8 = 2;
+
+fn options(source: &BinlogSource, keep_events: bool) -> anyhow::Result<ScanOptions> {
+    let after = if source.after.trim().is_empty() {
+        None
+    } else {
+        Some(GtidSet::parse_any(&source.after).map_err(|e| anyhow!("--after: {e}"))?)
+    };
+    Ok(ScanOptions { after, keep_events })
+}
+
+fn read(source: &BinlogSource, keep_events: bool) -> anyhow::Result<(Vec<Transaction>, ScanEnd)> {
+    let options = options(source, keep_events)?;
+    binlog::read_tail(&source.dir, source.index.as_deref(), &options).map_err(|e| anyhow!(e))
+}
+
+/// The line for a transaction in `tail`'s JSON output.
+pub fn json_line(tx: &Transaction) -> serde_json::Value {
+    json!({
+        "gtid": tx.gtid.to_string(),
+        "timestamp": tx.timestamp,
+        "file": tx.file.display().to_string(),
+        "offset": tx.offset,
+        "size": tx.size,
+        "tables": tx.tables,
+    })
+}
+
+/// What went wrong at the end of the read, for stderr, and the exit status it earns.
+fn ending(end: &ScanEnd, last_file: bool) -> (Option<String>, ExitCode) {
+    let mut text = String::new();
+    if let Some(d) = &end.damage {
+        let _ = write!(text, "binlog read stopped: {d}");
+        if let Some(t) = &end.torn {
+            let _ = write!(text, " (transaction {t} is incomplete and was not listed)");
+        }
+    } else if let Some(t) = &end.torn {
+        let _ = write!(text, "transaction {t} is incomplete at the end of the binlog");
+    }
+    let crash_cut = end
+        .damage
+        .as_ref()
+        .is_none_or(|d| d.damage.is_truncation() && last_file);
+    let code = if crash_cut {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(DAMAGED)
+    };
+    ((!text.is_empty()).then_some(text), code)
+}
+
+pub fn tail(source: &BinlogSource, json: bool) -> anyhow::Result<ExitCode> {
+    let files = binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
+    let (txs, end) = read(source, false)?;
+    let mut out = String::new();
+    if json {
+        for tx in &txs {
+            let _ = writeln!(out, "{}", json_line(tx));
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10} {:>9}  {:<22} TABLES",
+            "GTID", "TIMESTAMP", "BYTES", "FILE:OFFSET"
+        );
+        for tx in &txs {
+            let name = tx
+                .file
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let tables: Vec<&str> = tx.tables.iter().map(String::as_str).collect();
+            let _ = writeln!(
+                out,
+                "{:<28} {:>10} {:>9}  {:<22} {}",
+                tx.gtid.to_string(),
+                tx.timestamp,
+                tx.size,
+                format!("{name}:{}", tx.offset),
+                tables.join(",")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} transaction(s), {} file(s), {} bytes read",
+            txs.len(),
+            end.files,
+            end.bytes
+        );
+    }
+    print!("{out}");
+    let last_file = end
+        .damage
+        .as_ref()
+        .is_some_and(|d| files.last() == Some(&d.file));
+    let (note, code) = ending(&end, last_file);
+    if let Some(n) = note {
+        eprintln!("multiaz: {n}");
+    }
+    Ok(code)
+}
+
+/// Connection options from `--apply`: a mysql:// URL, the password possibly from the
+/// environment. Errors never repeat the URL (it may hold a password).
+pub fn apply_target(url: &str) -> anyhow::Result<(Opts, String)> {
+    let opts = Opts::from_url(url).map_err(|_| {
+        anyhow!("--apply: not a mysql://USER[:PASSWORD]@HOST[:PORT] URL")
+    })?;
+    let mut b = OptsBuilder::from_opts(opts.clone()).prefer_socket(false);
+    if opts.pass().is_none() {
+        if let Ok(p) = std::env::var("MULTIAZ_APPLY_PASSWORD") {
+            b = b.pass(Some(p));
+        }
+    }
+    let shown = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+    Ok((b.into(), shown))
+}
+
+pub async fn salvage(source: &BinlogSource, url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let (opts, shown) = apply_target(url)?;
+    let files = binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
+    let (txs, end) = read(source, true)?;
+    let mut conn = Conn::new(opts)
+        .await
+        .with_context(|| format!("cannot connect to {shown}"))?;
+    let report = apply::apply(&mut conn, &txs, None)
+        .await
+        .map_err(|e| anyhow!("{shown}: {e}"))?;
+    let _ = conn.disconnect().await;
+    let last_file = end
+        .damage
+        .as_ref()
+        .is_some_and(|d| files.last() == Some(&d.file));
+    let (note, code) = ending(&end, last_file);
+    let mut not_recovered = report.not_recovered.clone();
+    not_recovered.extend(end.torn.map(|g| g.to_string()));
+    if json {
+        println!(
+            "{}",
+            json!({
+                "found": txs.len(),
+                "recovered": report.recovered,
+                "not_recovered": not_recovered,
+                "stopped": report.stopped,
+                "binlog": note,
+            })
+        );
+    } else {
+        println!(
+            "{} complete transaction(s) found after the set, {} applied to {shown}",
+            txs.len(),
+            report.recovered
+        );
+        if let Some(why) = &report.stopped {
+            println!("stopped: {why}");
+        }
+        if !not_recovered.is_empty() {
+            println!("not recovered: {}", not_recovered.join(","));
+        }
+        if let Some(n) = &note {
+            eprintln!("multiaz: {n}");
+        }
+    }
+    Ok(if report.stopped.is_some() {
+        ExitCode::FAILURE
+    } else {
+        code
+    })
+}

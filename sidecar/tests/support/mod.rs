@@ -1,0 +1,176 @@
+//! What the real-server tests share: finding the programs, starting MariaDB servers on
+//! loopback ports, and talking to them.
+#![allow(dead_code)] // each test binary uses its own part
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "multiaz-test-password";
+
+/// A child process killed when the test ends, however it ends.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn find(program: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':').chain(["/usr/sbin", "/usr/bin", "/sbin"]) {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "{program} not found (PATH, /usr/sbin, or ${env}). This test needs Debian's \
+         mariadb-server and `pip install 'moto[server]'`; `ci/test` installs both."
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub struct Mariadb {
+    pub port: u16,
+    pub socket: PathBuf,
+    pub child: Guard,
+}
+
+pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
+    let data = dir.join(format!("db{id}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let out = Command::new(find("mariadb-install-db", "MULTIAZ_MARIADB_INSTALL_DB"))
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .arg(format!("--datadir={}", data.display()))
+        .output()
+        .expect("mariadb-install-db runs");
+    assert!(
+        out.status.success(),
+        "mariadb-install-db: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    let socket = dir.join(format!("db{id}.sock"));
+    let on = |b: bool| if b { "ON" } else { "OFF" };
+    let child = Command::new(find("mariadbd", "MULTIAZ_MARIADBD"))
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!(
+            "--pid-file={}",
+            dir.join(format!("db{id}.pid")).display()
+        ))
+        .arg(format!(
+            "--log-error={}",
+            dir.join(format!("db{id}.err")).display()
+        ))
+        .arg(format!("--port={port}"))
+        .args([
+            "--user=root",
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            "--log-bin=binlog",
+            "--log-slave-updates=ON",
+            "--binlog-format=ROW",
+            "--gtid-strict-mode=ON",
+            "--skip-slave-start",
+            "--slave-net-timeout=4",
+            "--innodb-buffer-pool-size=16M",
+            "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
+            "--rpl-semi-sync-master-timeout=10000",
+        ])
+        .arg(format!("--server-id={id}"))
+        .arg(format!("--read-only={}", on(!master)))
+        .arg(format!("--rpl-semi-sync-master-enabled={}", on(master)))
+        .arg(format!("--rpl-semi-sync-slave-enabled={}", on(!master)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mariadbd starts");
+    Mariadb {
+        port,
+        socket,
+        child: Guard(child),
+    }
+}
+
+/// Runs SQL as root over the server's socket with the `mariadb` client.
+pub fn root_sql(db: &Mariadb, sql: &str) {
+    let out = Command::new(find("mariadb", "MULTIAZ_MARIADB_CLIENT"))
+        .args(["--no-defaults", "-uroot"])
+        .arg(format!("--socket={}", db.socket.display()))
+        .args(["-e", sql])
+        .output()
+        .expect("mariadb client runs");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub async fn connect(port: u16, user: &str, password: &str) -> Result<Conn, mysql_async::Error> {
+    Conn::new(
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(port)
+            .user(Some(user))
+            .pass(Some(password))
+            .prefer_socket(false),
+    )
+    .await
+}
+
+pub async fn query_row(port: u16, sql: &str) -> Option<Row> {
+    let mut c = tokio::time::timeout(Duration::from_secs(1), connect(port, "multiaz", PASSWORD))
+        .await
+        .ok()?
+        .ok()?;
+    let r = c.query_first::<Row, _>(sql).await.ok().flatten();
+    let _ = c.disconnect().await;
+    r
+}
+
+pub fn col(row: &Row, name: &str) -> String {
+    row.get_opt::<Option<String>, &str>(name)
+        .and_then(|r| r.ok())
+        .flatten()
+        .unwrap_or_default()
+}
+
