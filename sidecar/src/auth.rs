@@ -192,6 +192,78 @@ impl ClusterKey {
     }
 }
 
+/// A request to a peer's sidecar that wants an answer (binlog salvage): `CALL | nonce |
+/// tag(nonce, body) | body`, answered by `REPLY | tag(nonce, body) | body`. The answer
+/// is bound to the nonce, so a recorded answer cannot stand in for a fresh one. A
+/// replayed call is harmless: what it asks for (applying transactions the target does
+/// not have yet) is idempotent.
+const CALL: &[u8; 8] = b"MAZCALL1";
+const REPLY: &[u8; 8] = b"MAZRPLY1";
+
+impl ClusterKey {
+    fn tag2(&self, domain: &[u8], nonce: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut mac = self.mac();
+        mac.update(domain);
+        mac.update(nonce);
+        mac.update(body);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    fn verify2(&self, domain: &[u8], nonce: &[u8], body: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.mac();
+        mac.update(domain);
+        mac.update(nonce);
+        mac.update(body);
+        mac.verify_slice(tag).is_ok()
+    }
+
+    pub fn call(&self, nonce: &[u8; NONCE], body: &[u8]) -> Vec<u8> {
+        let mut f = CALL.to_vec();
+        f.extend_from_slice(nonce);
+        f.extend_from_slice(&self.tag2(CALL, nonce, body));
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// `Some(Ok((nonce, body)))` for a call signed with this key, `Some(Err)` for a
+    /// forged or cut one, `None` when the frame is not a call.
+    #[allow(clippy::type_complexity)]
+    pub fn open_call(&self, frame: &[u8]) -> Option<Result<([u8; NONCE], Vec<u8>), AuthError>> {
+        let rest = frame.strip_prefix(CALL.as_slice())?;
+        if rest.len() < NONCE + TAG {
+            return Some(Err(AuthError::Short));
+        }
+        let (nonce, rest) = rest.split_at(NONCE);
+        let (tag, body) = rest.split_at(TAG);
+        if !self.verify2(CALL, nonce, body, tag) {
+            return Some(Err(AuthError::BadTag));
+        }
+        Some(Ok((nonce.try_into().expect("NONCE bytes"), body.to_vec())))
+    }
+
+    pub fn reply(&self, nonce: &[u8; NONCE], body: &[u8]) -> Vec<u8> {
+        let mut f = REPLY.to_vec();
+        f.extend_from_slice(&self.tag2(REPLY, nonce, body));
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// The body of an answer to the call made with `nonce`, if it is one.
+    pub fn open_reply(&self, nonce: &[u8; NONCE], frame: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let rest = frame
+            .strip_prefix(REPLY.as_slice())
+            .ok_or(AuthError::Short)?;
+        if rest.len() < TAG {
+            return Err(AuthError::Short);
+        }
+        let (tag, body) = rest.split_at(TAG);
+        if !self.verify2(REPLY, nonce, body, tag) {
+            return Err(AuthError::BadTag);
+        }
+        Ok(body.to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +339,22 @@ mod tests {
         let mut new = Sealer::new(key(1), NodeId(3), 2_000);
         assert!(o.open(&new.seal(msg())).is_ok());
         assert!(matches!(o.open(&stale), Err(AuthError::Replay { .. })));
+    }
+
+    #[test]
+    fn a_call_and_its_reply_open_only_with_the_key_and_the_nonce() {
+        let nonce = [3u8; NONCE];
+        let call = key(1).call(&nonce, b"body");
+        assert_eq!(key(1).open_call(&call).unwrap().unwrap(), (nonce, b"body".to_vec()));
+        assert_eq!(key(2).open_call(&call).unwrap(), Err(AuthError::BadTag));
+        let mut altered = call.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(key(1).open_call(&altered).unwrap(), Err(AuthError::BadTag));
+        assert!(key(1).open_call(b"not a call").is_none());
+        let reply = key(1).reply(&nonce, b"answer");
+        assert_eq!(key(1).open_reply(&nonce, &reply).unwrap(), b"answer".to_vec());
+        assert_eq!(key(1).open_reply(&[4u8; NONCE], &reply), Err(AuthError::BadTag));
+        assert_eq!(key(2).open_reply(&nonce, &reply), Err(AuthError::BadTag));
     }
 
     #[test]

@@ -121,6 +121,13 @@ struct RawMysql {
     /// Bound of one probe (connect and queries); at most the probe interval.
     #[serde(default)]
     probe_timeout_ms: Option<u64>,
+    /// Where this host's mysqld writes its binlog (salvage reads it from here when
+    /// mysqld has died); without it, this host cannot give up a dead master's tail.
+    #[serde(default)]
+    binlog_dir: Option<PathBuf>,
+    /// The binlog index file; by default the one `*.index` file in `binlog_dir`.
+    #[serde(default)]
+    binlog_index: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +211,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// `None`: mutating admin calls are refused.
     pub admin_token: Option<Secret>,
+    /// This host's binlog directory, for salvage; `None`: salvage from here is refused.
+    pub binlog_dir: Option<PathBuf>,
+    pub binlog_index: Option<PathBuf>,
 }
 
 impl Config {
@@ -378,6 +388,12 @@ impl Config {
             },
             false,
         )?;
+        if raw.mysql.binlog_index.is_some() && raw.mysql.binlog_dir.is_none() {
+            return Err(key(
+                "mysql.binlog_index",
+                "needs mysql.binlog_dir (where the files it names are)".into(),
+            ));
+        }
         Ok(Config {
             file: file.to_path_buf(),
             me: raw.node_id,
@@ -397,6 +413,8 @@ impl Config {
             cluster_key,
             admin_listen: raw.admin.listen,
             admin_token,
+            binlog_dir: raw.mysql.binlog_dir,
+            binlog_index: raw.mysql.binlog_index,
         })
     }
 }

@@ -34,6 +34,8 @@ pub mod peers;
 pub mod retry;
 #[cfg(feature = "real")]
 pub mod run;
+#[cfg(feature = "real")]
+pub mod salvage;
 pub mod state_file;
 #[cfg(feature = "real")]
 pub mod status;

@@ -10,7 +10,9 @@ use crate::auth::{ClusterKey, Opener, Sealer};
 use multiaz_engine::{NodeId, PeerMessage};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +44,9 @@ impl std::fmt::Display for PeerNote {
 
 pub type LogLine = Rc<dyn Fn(PeerNote)>;
 
+/// Answers a signed call (binlog salvage) with the body of the reply.
+pub type CallHandler = Rc<dyn Fn(Vec<u8>) -> Pin<Box<dyn Future<Output = Vec<u8>>>>>;
+
 pub struct TcpPeers {
     sealer: Rc<RefCell<Sealer>>,
     queues: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
@@ -58,9 +63,17 @@ impl TcpPeers {
         peers: BTreeMap<NodeId, SocketAddr>,
         inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
         log: LogLine,
+        calls: Option<CallHandler>,
     ) -> Self {
         let opener = Rc::new(RefCell::new(Opener::new(key.clone())));
-        tokio::task::spawn_local(listen(listener, key.clone(), opener, inbox, log.clone()));
+        tokio::task::spawn_local(listen(
+            listener,
+            key.clone(),
+            opener,
+            inbox,
+            log.clone(),
+            calls,
+        ));
         let mut queues = BTreeMap::new();
         for (peer, addr) in peers.into_iter().filter(|(p, _)| *p != me) {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -121,12 +134,19 @@ async fn listen(
     opener: Rc<RefCell<Opener>>,
     inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
     log: LogLine,
+    calls: Option<CallHandler>,
 ) {
     loop {
         let Ok((mut stream, addr)) = listener.accept().await else {
             continue;
         };
-        let (key, opener, inbox, log) = (key.clone(), opener.clone(), inbox.clone(), log.clone());
+        let (key, opener, inbox, log, calls) = (
+            key.clone(),
+            opener.clone(),
+            inbox.clone(),
+            log.clone(),
+            calls.clone(),
+        );
         tokio::task::spawn_local(async move {
             loop {
                 let mut len = [0u8; 4];
@@ -155,6 +175,24 @@ async fn listen(
                     }
                     None => {}
                 }
+                match (key.open_call(&frame), &calls) {
+                    (Some(Ok((nonce, body))), Some(handle)) => {
+                        let answer = handle(body).await;
+                        let _ = write_frame(&mut stream, &key.reply(&nonce, &answer)).await;
+                        return;
+                    }
+                    (Some(Ok(_)), None) => {
+                        log(PeerNote::Dropped(format!(
+                            "call from {addr}: this sidecar takes no calls"
+                        )));
+                        return;
+                    }
+                    (Some(Err(e)), _) => {
+                        log(PeerNote::Dropped(format!("call from {addr}: {e}")));
+                        return;
+                    }
+                    (None, _) => {}
+                }
                 let opened = opener.borrow_mut().open(&frame);
                 match opened {
                     Ok(env) => {
@@ -182,6 +220,49 @@ async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> std::io::Result<()
     tokio::time::timeout(WRITE_TIMEOUT, write)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Sends a signed call to the sidecar at `addr` and waits up to `limit` for its signed
+/// answer.
+pub async fn call(
+    addr: SocketAddr,
+    key: &ClusterKey,
+    body: &[u8],
+    limit: Duration,
+) -> Result<Vec<u8>, String> {
+    let nonce: [u8; crate::auth::NONCE] = rand::random();
+    let work = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let frame = key.call(&nonce, body);
+        if frame.len() > MAX_FRAME {
+            return Err(format!("call of {} bytes is too large", frame.len()));
+        }
+        write_frame(&mut stream, &frame)
+            .await
+            .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+        let mut len = [0u8; 4];
+        stream
+            .read_exact(&mut len)
+            .await
+            .map_err(|_| format!("{addr} closed the connection without an answer"))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(format!("{addr} answered with a {len}-byte frame"));
+        }
+        let mut frame = vec![0u8; len];
+        stream
+            .read_exact(&mut frame)
+            .await
+            .map_err(|e| format!("answer from {addr} cut short: {e}"))?;
+        key.open_reply(&nonce, &frame)
+            .map_err(|e| format!("answer from {addr} refused: {e}"))
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer from {addr} within {limit:?}")))
 }
 
 /// Asks the sidecar at `addr` to prove it holds the cluster key (`multiaz check`).
@@ -250,11 +331,11 @@ mod tests {
                 let (in1, _rx1) = mpsc::unbounded_channel();
                 let (in2, mut rx2) = mpsc::unbounded_channel();
                 let (in3, _rx3) = mpsc::unbounded_channel();
-                let p1 = TcpPeers::start(NodeId(1), key(7), 1, l1, addrs.clone(), in1, log.clone());
+                let p1 = TcpPeers::start(NodeId(1), key(7), 1, l1, addrs.clone(), in1, log.clone(), None);
                 let _p2 =
-                    TcpPeers::start(NodeId(2), key(7), 1, l2, addrs.clone(), in2, log.clone());
+                    TcpPeers::start(NodeId(2), key(7), 1, l2, addrs.clone(), in2, log.clone(), None);
                 // Node 3 has the wrong key.
-                let p3 = TcpPeers::start(NodeId(3), key(8), 1, l3, addrs, in3, log);
+                let p3 = TcpPeers::start(NodeId(3), key(8), 1, l3, addrs, in3, log, None);
                 p1.send(NodeId(2), PeerMessage::LeaseGrant { epoch: 1, seq: 1 });
                 let got = tokio::time::timeout(Duration::from_secs(5), rx2.recv())
                     .await
@@ -292,7 +373,7 @@ mod tests {
                     Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
                 };
                 let (inbox, _rx) = mpsc::unbounded_channel();
-                let _p = TcpPeers::start(NodeId(1), key(7), 1, l, BTreeMap::new(), inbox, log);
+                let _p = TcpPeers::start(NodeId(1), key(7), 1, l, BTreeMap::new(), inbox, log, None);
                 let mut s = TcpStream::connect(addr).await.unwrap();
                 s.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
                     .await

@@ -2,7 +2,7 @@
 //! first (a corrupt one stops the start), then the engine, the adapters, the peer
 //! transport and the admin API are started and the driver runs until SIGINT/SIGTERM.
 
-use crate::adapters::{Observer, Salvage};
+use crate::adapters::Observer;
 use crate::admin;
 use crate::auth::ClusterKey;
 use crate::config::Config;
@@ -11,32 +11,15 @@ use crate::ec2::{self, Ec2Routes};
 use crate::mysql::{Credentials, MysqlAdapter};
 use crate::peers::{PeerNote, TcpPeers};
 use crate::retry::Backoff;
+use crate::salvage::{self, LocalBinlog, PeerSalvage};
 use crate::state_file::StateFile;
 use crate::telemetry::Telemetry;
 use anyhow::{anyhow, Context};
-use multiaz_engine::{Engine, GtidSet, NodeId, SalvageReport, Time};
+use multiaz_engine::{Engine, NodeId, Time};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Until the binlog reader lands (issue 5), a failover proceeds without salvage: the
-/// journal records that nothing was recovered from the old master's binlog, and why.
-#[derive(Clone)]
-pub struct NoSalvage;
-
-impl Salvage for NoSalvage {
-    async fn salvage(
-        &self,
-        from: NodeId,
-        _to: NodeId,
-        _after: GtidSet,
-    ) -> Result<SalvageReport, String> {
-        Err(format!(
-            "binlog salvage from {from} is not available in this version"
-        ))
-    }
-}
 
 /// The mysql adapter for a configuration (also used by `multiaz check`).
 pub fn mysql_adapter(config: &Config) -> MysqlAdapter {
@@ -114,6 +97,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("peers.listen {}", config.peer_listen))?;
     let key = ClusterKey::new(config.cluster_key.expose().to_vec()).map_err(|e| anyhow!(e))?;
+    let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> =
+        config.members.iter().map(|(id, m)| (*id, m.peer)).collect();
+    let salvage = PeerSalvage::new(
+        key.clone(),
+        peer_addrs.clone(),
+        config.spec.timing.salvage_timeout(),
+    );
+    let calls = salvage::handler(
+        me,
+        config.binlog_dir.clone().map(|dir| LocalBinlog {
+            dir,
+            index: config.binlog_index.clone(),
+        }),
+        mysql.clone(),
+    );
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
     let dropped = telemetry.clone();
     let peers = TcpPeers::start(
@@ -121,7 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         key,
         telemetry.wall_unix_ms(),
         listener,
-        config.members.iter().map(|(id, m)| (*id, m.peer)).collect(),
+        peer_addrs,
         peer_tx,
         Rc::new(move |note: PeerNote| {
             if matches!(note, PeerNote::Dropped(_)) {
@@ -129,13 +127,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             tracing::warn!("{note}");
         }),
+        Some(calls),
     );
 
     let (driver, handle) = Driver::new(
         engine,
         restored.unwrap_or_default(),
         mysql,
-        NoSalvage,
+        salvage,
         routes,
         peers,
         store,

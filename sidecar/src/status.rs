@@ -131,5 +131,35 @@ pub fn render(v: &Value) -> String {
         )),
         None => out.push_str("\nno failover yet\n"),
     }
+    if let Some(last) = r["journal"].as_array().and_then(|j| j.last()) {
+        out.push_str(&format!("  salvage: {}\n", salvage_line(&last["outcome"])));
+    }
     out
+}
+
+/// The binlog salvage of a journal entry's outcome, in words.
+fn salvage_line(outcome: &serde_json::Value) -> String {
+    let salvage = &outcome["Completed"]["salvage"];
+    if outcome["Completed"].is_null() {
+        return "-".into();
+    }
+    if salvage.is_null() {
+        return "none (the old master's host was not reachable)".into();
+    }
+    if let Some(err) = salvage.get("Err") {
+        return format!("failed: {}", text(err));
+    }
+    let ok = &salvage["Ok"];
+    let missed: Vec<String> = ok["not_recovered"]
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    let mut line = format!("{} transaction(s) recovered", text(&ok["recovered"]));
+    if !missed.is_empty() {
+        line += &format!(", not recovered: {}", missed.join(","));
+    }
+    if !ok["stopped"].is_null() {
+        line += &format!(" (stopped: {})", text(&ok["stopped"]));
+    }
+    line
 }

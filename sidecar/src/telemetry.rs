@@ -21,6 +21,8 @@ struct Metrics {
     coordinator: Gauge,
     role: Family<Labels, Gauge>,
     failovers: Gauge,
+    salvaged: Gauge,
+    not_salvaged: Gauge,
     last_failover_seconds: Gauge<f64, AtomicU64>,
     failover_in_progress: Gauge,
     master_probe_failures: Gauge,
@@ -37,6 +39,8 @@ impl Metrics {
             coordinator: Gauge::default(),
             role: Family::default(),
             failovers: Gauge::default(),
+            salvaged: Gauge::default(),
+            not_salvaged: Gauge::default(),
             last_failover_seconds: Gauge::default(),
             failover_in_progress: Gauge::default(),
             master_probe_failures: Gauge::default(),
@@ -63,6 +67,16 @@ impl Metrics {
         );
         // A gauge, not a counter: it is read from the replicated journal, so it is the
         // cluster's count and the same on every sidecar.
+        r.register(
+            "multiaz_salvaged_transactions",
+            "Transactions recovered from dead masters' binlogs, over the journal's failovers",
+            m.salvaged.clone(),
+        );
+        r.register(
+            "multiaz_salvage_not_recovered",
+            "Transactions found in dead masters' binlogs but not applied, over the journal",
+            m.not_salvaged.clone(),
+        );
         r.register(
             "multiaz_failovers",
             "Completed failovers in the cluster's journal",
@@ -180,6 +194,18 @@ impl Telemetry {
             })
             .collect();
         m.failovers.set(completed.len() as i64);
+        let salvages = status.record.journal.iter().filter_map(|j| match &j.outcome {
+            Outcome::Completed(r) => match &r.salvage {
+                Some(Ok(s)) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        });
+        let (got, missed) = salvages.fold((0u64, 0u64), |(g, n), s| {
+            (g + s.recovered, n + s.not_recovered.len() as u64)
+        });
+        m.salvaged.set(got as i64);
+        m.not_salvaged.set(missed as i64);
         if let Some(ms) = completed.last() {
             m.last_failover_seconds.set(*ms as f64 / 1000.0);
         }

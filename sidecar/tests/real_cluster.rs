@@ -183,6 +183,7 @@ api_deadline_ms = 10000
 [mysql]
 user = "multiaz"
 password_file = "{dir}/password"
+binlog_dir = "{dir}/db{id}"
 
 [peers]
 listen = "127.0.0.1:{peer}"
@@ -408,6 +409,36 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         "the writer committed only {before} rows through semi-sync"
     );
 
+    // --- the master runs ahead of every replica: what only salvage can bring back -------
+    // Semi-sync off, both IO threads stopped: the writer's commits and 50 more are acked
+    // by the master alone. Redone if the coordinator re-attached a replica meanwhile.
+    root_sql(&dbs[0], "SET GLOBAL rpl_semi_sync_master_enabled = OFF");
+    let mut ahead: Vec<i64> = Vec::new();
+    for attempt in 0..5i64 {
+        for db in &dbs[1..] {
+            root_sql(db, "STOP SLAVE IO_THREAD");
+        }
+        ahead = (0..50).map(|i| 1_000_000 + attempt * 100 + i).collect();
+        let inserts: String = ahead
+            .iter()
+            .map(|id| format!("INSERT INTO app.t VALUES ({id}, 'ahead');"))
+            .collect();
+        root_sql(&dbs[0], &inserts);
+        let mut detached = true;
+        for db in &dbs[1..] {
+            let s = query_row(db.port, "SHOW SLAVE STATUS").await.expect("replica status");
+            detached &= col(&s, "Slave_IO_Running") == "No";
+        }
+        if detached {
+            break;
+        }
+        assert!(attempt < 4, "replicas kept being re-attached");
+    }
+    let dead_master_pos = query_row(dbs[0].port, "SELECT @@gtid_binlog_pos AS p")
+        .await
+        .map(|r| col(&r, "p"))
+        .expect("master position");
+
     let mut dbs = dbs;
     let killed_at = Instant::now();
     dbs[0].child.0.kill().expect("SIGKILL the master mysqld");
@@ -466,6 +497,29 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         "all {} acknowledged rows are on the new master",
         acked.len()
     );
+    // Zero lost binlog events: the dead master's last GTID is on the new master, and the
+    // rows only it had reach the other replica too.
+    let state = query_row(dbs[new].port, "SELECT @@gtid_binlog_state AS s").await.unwrap();
+    let has = multiaz_engine::GtidSet::parse_any(&col(&state, "s")).unwrap();
+    assert!(
+        has.contains(&multiaz_engine::GtidSet::parse_any(&dead_master_pos).unwrap()),
+        "the new master lacks the dead master's GTID {dead_master_pos}: {}",
+        col(&state, "s")
+    );
+    let other = 3 - new;
+    let want = ahead.len().to_string();
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM app.t WHERE id BETWEEN {} AND {}",
+        ahead[0],
+        ahead[ahead.len() - 1]
+    );
+    for db in [new, other] {
+        wait_until("the salvaged rows are everywhere", Duration::from_secs(10), || async {
+            let r = query_row(dbs[db].port, &sql).await?;
+            (col(&r, "n") == want).then_some(())
+        })
+        .await;
+    }
 
     let out = multiaz(&["status", "--json"], &configs[new]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
@@ -475,6 +529,14 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     let human = String::from_utf8_lossy(&human.stdout);
     eprintln!("{human}");
     assert!(human.contains("last failover: epoch"), "{human}");
+    let salvage = &v["record"]["journal"][0]["outcome"]["Completed"]["salvage"]["Ok"];
+    let recovered = salvage["recovered"].as_u64().unwrap_or(0);
+    assert!(recovered >= 50, "salvage: {v}");
+    assert_eq!(salvage["not_recovered"], serde_json::json!([]), "{v}");
+    assert!(
+        human.contains(&format!("salvage: {recovered} transaction(s) recovered")),
+        "{human}"
+    );
     let metrics = multiaz_sidecar::admin_client::call(
         format!("127.0.0.1:{}", ports[new].admin).parse().unwrap(),
         axum::http::Method::GET,
@@ -485,6 +547,10 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     .unwrap()
     .1;
     assert!(metrics.contains("multiaz_failovers 1"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("multiaz_salvaged_transactions {recovered}")),
+        "{metrics}"
+    );
 
     // Mutating admin calls need the token.
     let admin: std::net::SocketAddr = format!("127.0.0.1:{}", ports[new].admin).parse().unwrap();
