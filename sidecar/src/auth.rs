@@ -345,15 +345,24 @@ mod tests {
     fn a_call_and_its_reply_open_only_with_the_key_and_the_nonce() {
         let nonce = [3u8; NONCE];
         let call = key(1).call(&nonce, b"body");
-        assert_eq!(key(1).open_call(&call).unwrap().unwrap(), (nonce, b"body".to_vec()));
+        assert_eq!(
+            key(1).open_call(&call).unwrap().unwrap(),
+            (nonce, b"body".to_vec())
+        );
         assert_eq!(key(2).open_call(&call).unwrap(), Err(AuthError::BadTag));
         let mut altered = call.clone();
         *altered.last_mut().unwrap() ^= 1;
         assert_eq!(key(1).open_call(&altered).unwrap(), Err(AuthError::BadTag));
         assert!(key(1).open_call(b"not a call").is_none());
         let reply = key(1).reply(&nonce, b"answer");
-        assert_eq!(key(1).open_reply(&nonce, &reply).unwrap(), b"answer".to_vec());
-        assert_eq!(key(1).open_reply(&[4u8; NONCE], &reply), Err(AuthError::BadTag));
+        assert_eq!(
+            key(1).open_reply(&nonce, &reply).unwrap(),
+            b"answer".to_vec()
+        );
+        assert_eq!(
+            key(1).open_reply(&[4u8; NONCE], &reply),
+            Err(AuthError::BadTag)
+        );
         assert_eq!(key(2).open_reply(&nonce, &reply), Err(AuthError::BadTag));
     }
 

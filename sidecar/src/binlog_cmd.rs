@@ -48,7 +48,10 @@ fn ending(end: &ScanEnd, last_file: bool) -> (Option<String>, ExitCode) {
             let _ = write!(text, " (transaction {t} is incomplete and was not listed)");
         }
     } else if let Some(t) = &end.torn {
-        let _ = write!(text, "transaction {t} is incomplete at the end of the binlog");
+        let _ = write!(
+            text,
+            "transaction {t} is incomplete at the end of the binlog"
+        );
     }
     let crash_cut = end
         .damage
@@ -63,7 +66,8 @@ fn ending(end: &ScanEnd, last_file: bool) -> (Option<String>, ExitCode) {
 }
 
 pub fn tail(source: &BinlogSource, json: bool) -> anyhow::Result<ExitCode> {
-    let files = binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
+    let files =
+        binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
     let (txs, end) = read(source, false)?;
     let mut out = String::new();
     if json {
@@ -116,9 +120,8 @@ pub fn tail(source: &BinlogSource, json: bool) -> anyhow::Result<ExitCode> {
 /// Connection options from `--apply`: a mysql:// URL, the password possibly from the
 /// environment. Errors never repeat the URL (it may hold a password).
 pub fn apply_target(url: &str) -> anyhow::Result<(Opts, String)> {
-    let opts = Opts::from_url(url).map_err(|_| {
-        anyhow!("--apply: not a mysql://USER[:PASSWORD]@HOST[:PORT] URL")
-    })?;
+    let opts = Opts::from_url(url)
+        .map_err(|_| anyhow!("--apply: not a mysql://USER[:PASSWORD]@HOST[:PORT] URL"))?;
     let mut b = OptsBuilder::from_opts(opts.clone()).prefer_socket(false);
     if opts.pass().is_none() {
         if let Ok(p) = std::env::var("MULTIAZ_APPLY_PASSWORD") {
@@ -131,7 +134,8 @@ pub fn apply_target(url: &str) -> anyhow::Result<(Opts, String)> {
 
 pub async fn salvage(source: &BinlogSource, url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let (opts, shown) = apply_target(url)?;
-    let files = binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
+    let files =
+        binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
     let (txs, end) = read(source, true)?;
     let mut conn = Conn::new(opts)
         .await

@@ -412,6 +412,7 @@ pub async fn run(config: &Config) -> Vec<Line> {
     }
 
     check_ec2(config, master, &mut r).await;
+    check_binlog(config, &mut r);
     check_peers(config, &mut r).await;
     r.lines
 }
@@ -550,6 +551,52 @@ async fn check_ec2(config: &Config, master: NodeId, r: &mut Report) {
                 format!("aws ec2 modify-instance-attribute --instance-id {instance} --no-source-dest-check")),
             Err(e) => r.fail("ec2", &instance, e, "check the IAM permission ec2:DescribeInstanceAttribute"),
         }
+    }
+}
+
+/// This host's binlog, as salvage would read it when its mysqld is dead.
+fn check_binlog(config: &Config, r: &mut Report) {
+    let me = config.me;
+    if config.members.get(&me).is_none_or(|m| m.mysql.is_none()) {
+        return;
+    }
+    let subject = config
+        .spec
+        .node(me)
+        .map(|n| n.name.clone())
+        .unwrap_or_else(|| me.to_string());
+    let Some(dir) = &config.binlog_dir else {
+        r.fail(
+            "salvage",
+            &subject,
+            "mysql.binlog_dir is not set: a dead master's binlog tail cannot be recovered from this host",
+            "set mysql.binlog_dir to where this host's mysqld writes its binlog",
+        );
+        return;
+    };
+    let readable =
+        crate::binlog::binlog_files(dir, config.binlog_index.as_deref()).and_then(|files| {
+            let last = files.last().expect("an index names at least one file");
+            let file = std::fs::File::open(last).map_err(|e| format!("{}: {e}", last.display()))?;
+            let mut framer = crate::binlog::Framer::new(std::io::BufReader::new(file))
+                .map_err(|d| format!("{} {d}", last.display()))?;
+            framer
+                .next_frame()
+                .map_err(|d| format!("{} {d}", last.display()))?;
+            Ok(files.len())
+        });
+    match readable {
+        Ok(n) => r.pass(
+            "salvage",
+            &subject,
+            format!("binlog in {} readable ({n} file(s))", dir.display()),
+        ),
+        Err(e) => r.fail(
+            "salvage",
+            &subject,
+            e,
+            "point mysql.binlog_dir (and binlog_index) at this host's binlog, readable by the sidecar's user",
+        ),
     }
 }
 

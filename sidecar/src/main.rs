@@ -61,7 +61,9 @@ fn main() -> ExitCode {
                 print!("{}", status::show(&config, json).await?);
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Binlog(BinlogCommand::Tail { source, json }) => binlog_cmd::tail(&source, json),
+            Command::Binlog(BinlogCommand::Tail { source, json }) => {
+                binlog_cmd::tail(&source, json)
+            }
             Command::Binlog(BinlogCommand::Salvage {
                 source,
                 apply,

@@ -52,28 +52,26 @@ pub struct TcpPeers {
     queues: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
 }
 
+/// The receiving side: where peers connect, where their authenticated messages go,
+/// and who answers signed calls (none: calls are refused).
+pub struct Inbound {
+    pub listener: TcpListener,
+    pub inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
+    pub calls: Option<CallHandler>,
+}
+
 impl TcpPeers {
-    /// Starts the listener and one sender per peer, as local tasks. Authenticated
-    /// messages go to `inbox`.
+    /// Starts the listener and one sender per peer, as local tasks.
     pub fn start(
         me: NodeId,
         key: ClusterKey,
         boot_unix_ms: u64,
-        listener: TcpListener,
+        inbound: Inbound,
         peers: BTreeMap<NodeId, SocketAddr>,
-        inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
         log: LogLine,
-        calls: Option<CallHandler>,
     ) -> Self {
         let opener = Rc::new(RefCell::new(Opener::new(key.clone())));
-        tokio::task::spawn_local(listen(
-            listener,
-            key.clone(),
-            opener,
-            inbox,
-            log.clone(),
-            calls,
-        ));
+        tokio::task::spawn_local(listen(inbound, key.clone(), opener, log.clone()));
         let mut queues = BTreeMap::new();
         for (peer, addr) in peers.into_iter().filter(|(p, _)| *p != me) {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -128,14 +126,12 @@ async fn send_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
     }
 }
 
-async fn listen(
-    listener: TcpListener,
-    key: ClusterKey,
-    opener: Rc<RefCell<Opener>>,
-    inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
-    log: LogLine,
-    calls: Option<CallHandler>,
-) {
+async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, log: LogLine) {
+    let Inbound {
+        listener,
+        inbox,
+        calls,
+    } = inbound;
     loop {
         let Ok((mut stream, addr)) = listener.accept().await else {
             continue;
@@ -331,11 +327,43 @@ mod tests {
                 let (in1, _rx1) = mpsc::unbounded_channel();
                 let (in2, mut rx2) = mpsc::unbounded_channel();
                 let (in3, _rx3) = mpsc::unbounded_channel();
-                let p1 = TcpPeers::start(NodeId(1), key(7), 1, l1, addrs.clone(), in1, log.clone(), None);
-                let _p2 =
-                    TcpPeers::start(NodeId(2), key(7), 1, l2, addrs.clone(), in2, log.clone(), None);
+                let p1 = TcpPeers::start(
+                    NodeId(1),
+                    key(7),
+                    1,
+                    Inbound {
+                        listener: l1,
+                        inbox: in1,
+                        calls: None,
+                    },
+                    addrs.clone(),
+                    log.clone(),
+                );
+                let _p2 = TcpPeers::start(
+                    NodeId(2),
+                    key(7),
+                    1,
+                    Inbound {
+                        listener: l2,
+                        inbox: in2,
+                        calls: None,
+                    },
+                    addrs.clone(),
+                    log.clone(),
+                );
                 // Node 3 has the wrong key.
-                let p3 = TcpPeers::start(NodeId(3), key(8), 1, l3, addrs, in3, log, None);
+                let p3 = TcpPeers::start(
+                    NodeId(3),
+                    key(8),
+                    1,
+                    Inbound {
+                        listener: l3,
+                        inbox: in3,
+                        calls: None,
+                    },
+                    addrs,
+                    log,
+                );
                 p1.send(NodeId(2), PeerMessage::LeaseGrant { epoch: 1, seq: 1 });
                 let got = tokio::time::timeout(Duration::from_secs(5), rx2.recv())
                     .await
@@ -373,7 +401,18 @@ mod tests {
                     Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
                 };
                 let (inbox, _rx) = mpsc::unbounded_channel();
-                let _p = TcpPeers::start(NodeId(1), key(7), 1, l, BTreeMap::new(), inbox, log, None);
+                let _p = TcpPeers::start(
+                    NodeId(1),
+                    key(7),
+                    1,
+                    Inbound {
+                        listener: l,
+                        inbox,
+                        calls: None,
+                    },
+                    BTreeMap::new(),
+                    log,
+                );
                 let mut s = TcpStream::connect(addr).await.unwrap();
                 s.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
                     .await

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::driver::Driver;
 use crate::ec2::{self, Ec2Routes};
 use crate::mysql::{Credentials, MysqlAdapter};
-use crate::peers::{PeerNote, TcpPeers};
+use crate::peers::{Inbound, PeerNote, TcpPeers};
 use crate::retry::Backoff;
 use crate::salvage::{self, LocalBinlog, PeerSalvage};
 use crate::state_file::StateFile;
@@ -118,16 +118,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         me,
         key,
         telemetry.wall_unix_ms(),
-        listener,
+        Inbound {
+            listener,
+            inbox: peer_tx,
+            calls: Some(calls),
+        },
         peer_addrs,
-        peer_tx,
         Rc::new(move |note: PeerNote| {
             if matches!(note, PeerNote::Dropped(_)) {
                 dropped.peer_frame_dropped();
             }
             tracing::warn!("{note}");
         }),
-        Some(calls),
     );
 
     let (driver, handle) = Driver::new(

@@ -194,13 +194,17 @@ impl Telemetry {
             })
             .collect();
         m.failovers.set(completed.len() as i64);
-        let salvages = status.record.journal.iter().filter_map(|j| match &j.outcome {
-            Outcome::Completed(r) => match &r.salvage {
-                Some(Ok(s)) => Some(s),
+        let salvages = status
+            .record
+            .journal
+            .iter()
+            .filter_map(|j| match &j.outcome {
+                Outcome::Completed(r) => match &r.salvage {
+                    Some(Ok(s)) => Some(s),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        });
+            });
         let (got, missed) = salvages.fold((0u64, 0u64), |(g, n), s| {
             (g + s.recovered, n + s.not_recovered.len() as u64)
         });

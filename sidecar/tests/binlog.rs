@@ -55,9 +55,11 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     let mut master = start_mariadb(dir, 1, true);
     let replica = start_mariadb(dir, 2, false);
     for db in [&master, &replica] {
-        wait_until("mariadbd accepts connections", Duration::from_secs(60), || async {
-            db.socket.exists().then_some(())
-        })
+        wait_until(
+            "mariadbd accepts connections",
+            Duration::from_secs(60),
+            || async { db.socket.exists().then_some(()) },
+        )
         .await;
         root_sql(
             db,
@@ -84,10 +86,14 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
         ),
     );
     let caught_up = one(master.port, "SELECT @@gtid_binlog_pos AS v").await;
-    wait_until("the replica has caught up", Duration::from_secs(20), || async {
-        let pos = query_row(replica.port, "SELECT @@gtid_slave_pos AS v").await?;
-        (col(&pos, "v") == caught_up).then_some(())
-    })
+    wait_until(
+        "the replica has caught up",
+        Duration::from_secs(20),
+        || async {
+            let pos = query_row(replica.port, "SELECT @@gtid_slave_pos AS v").await?;
+            (col(&pos, "v") == caught_up).then_some(())
+        },
+    )
     .await;
     root_sql(&replica, "STOP SLAVE IO_THREAD;");
 
@@ -120,35 +126,76 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
 
     // --- tail lists exactly the 100 ---------------------------------------------------
     let out = multiaz(&["binlog", "tail", "--dir", data, "--after", &after, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = json_lines(&out.stdout);
     assert_eq!(listed.len(), 100, "{listed:?}");
     let first_seq: u64 = after.rsplit('-').next().unwrap().parse().unwrap();
-    let gtids: Vec<String> = listed.iter().map(|l| l["gtid"].as_str().unwrap().to_string()).collect();
-    let expected: Vec<String> = (first_seq + 1..=first_seq + 100).map(|s| format!("0-1-{s}")).collect();
+    let gtids: Vec<String> = listed
+        .iter()
+        .map(|l| l["gtid"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (first_seq + 1..=first_seq + 100)
+        .map(|s| format!("0-1-{s}"))
+        .collect();
     assert_eq!(gtids, expected);
     assert_eq!(format!("0-1-{}", first_seq + 100), master_pos);
-    assert!(listed[61]["tables"].as_array().unwrap().len() == 2, "{}", listed[61]);
+    assert!(
+        listed[61]["tables"].as_array().unwrap().len() == 2,
+        "{}",
+        listed[61]
+    );
 
     // --- salvage applies them under their GTIDs, once ---------------------------------
     let url = format!("mysql://multiaz:{PASSWORD}@127.0.0.1:{}", replica.port);
-    let out = multiaz(&["binlog", "salvage", "--dir", data, "--after", &after, "--apply", &url, "--json"]);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = multiaz(&[
+        "binlog", "salvage", "--dir", data, "--after", &after, "--apply", &url, "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = &json_lines(&out.stdout)[0];
     assert_eq!(report["recovered"], 100, "{report}");
-    assert_eq!(report["not_recovered"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["not_recovered"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
-    assert_eq!(contents(replica.port).await, master_contents, "tables match the dead master's");
-    assert_eq!(one(replica.port, "SELECT @@gtid_binlog_pos AS v").await, master_pos, "original GTIDs");
-    let again = multiaz(&["binlog", "salvage", "--dir", data, "--after", &after, "--apply", &url, "--json"]);
-    assert_eq!(json_lines(&again.stdout)[0]["recovered"], 0, "a second run applies nothing");
+    assert_eq!(
+        contents(replica.port).await,
+        master_contents,
+        "tables match the dead master's"
+    );
+    assert_eq!(
+        one(replica.port, "SELECT @@gtid_binlog_pos AS v").await,
+        master_pos,
+        "original GTIDs"
+    );
+    let again = multiaz(&[
+        "binlog", "salvage", "--dir", data, "--after", &after, "--apply", &url, "--json",
+    ]);
+    assert_eq!(
+        json_lines(&again.stdout)[0]["recovered"],
+        0,
+        "a second run applies nothing"
+    );
     assert_eq!(contents(replica.port).await, master_contents);
 
     // --- the same binlog, damaged -----------------------------------------------------
     let files = multiaz_sidecar::binlog::binlog_files(Path::new(data), None).unwrap();
     let last = files.last().unwrap();
     let bytes = std::fs::read(last).unwrap();
-    let offsets: Vec<u64> = listed.iter().map(|l| l["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = listed
+        .iter()
+        .map(|l| l["offset"].as_u64().unwrap())
+        .collect();
     let damaged_dir = |name: &str, content: &[u8]| {
         let d = dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -158,21 +205,46 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     };
     // Cut inside the last transaction's last event: 99 whole ones, exit 0 (a crash).
     let cut = damaged_dir("cut", &bytes[..bytes.len() - 3]);
-    let out = multiaz(&["binlog", "tail", "--dir", cut.to_str().unwrap(), "--after", &after, "--json"]);
+    let out = multiaz(&[
+        "binlog",
+        "tail",
+        "--dir",
+        cut.to_str().unwrap(),
+        "--after",
+        &after,
+        "--json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(json_lines(&out.stdout).len(), 99);
-    assert!(stderr.contains("binlog.000001 at byte") && stderr.contains("cut off"), "{stderr}");
-    assert!(stderr.contains(&expected[99]), "the torn one is named: {stderr}");
+    assert!(
+        stderr.contains("binlog.000001 at byte") && stderr.contains("cut off"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&expected[99]),
+        "the torn one is named: {stderr}"
+    );
     // A flipped byte inside the 51st transaction: the 50 before it, exit 2.
     let mut flipped = bytes.clone();
     let at = offsets[50] as usize + 30;
     flipped[at] ^= 0x40;
     let bad = damaged_dir("flipped", &flipped);
-    let out = multiaz(&["binlog", "tail", "--dir", bad.to_str().unwrap(), "--after", &after, "--json"]);
+    let out = multiaz(&[
+        "binlog",
+        "tail",
+        "--dir",
+        bad.to_str().unwrap(),
+        "--after",
+        &after,
+        "--json",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(json_lines(&out.stdout).len(), 50);
-    assert!(stderr.contains(&format!("at byte {}", offsets[50])) && stderr.contains("checksum"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("at byte {}", offsets[50])) && stderr.contains("checksum"),
+        "{stderr}"
+    );
     drop(replica);
 }

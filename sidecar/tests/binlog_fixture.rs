@@ -56,7 +56,9 @@ fn after_a_set_only_the_rest_come_out() {
     );
     assert_eq!(txs.len(), 100);
     assert_eq!(txs[0].gtid.to_string(), "0-1-4");
-    assert!(txs.iter().all(|t| !t.events.is_empty() && t.format.is_some()));
+    assert!(txs
+        .iter()
+        .all(|t| !t.events.is_empty() && t.format.is_some()));
 }
 
 #[test]
@@ -124,9 +126,26 @@ fn the_index_names_files_relative_to_the_directory() {
     let files = multiaz_sidecar::binlog::binlog_files(dir.path(), None).unwrap();
     assert_eq!(
         files,
-        vec![dir.path().join("b.000001"), Path::new("/abs/b.000002").to_path_buf()]
+        vec![
+            dir.path().join("b.000001"),
+            Path::new("/abs/b.000002").to_path_buf()
+        ]
     );
     std::fs::write(dir.path().join("c.index"), "x\n").unwrap();
     let err = multiaz_sidecar::binlog::binlog_files(dir.path(), None).unwrap_err();
     assert!(err.contains("several binlog indexes"), "{err}");
+}
+
+#[test]
+fn a_synthetic_binlog_made_from_the_fixture_reads_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template");
+    std::fs::write(&template, FIXTURE).unwrap();
+    let mut out = Vec::new();
+    let n = multiaz_sidecar::binlog::synth::write(&template, 1 << 20, &mut out).unwrap();
+    assert!(out.len() >= 1 << 20);
+    let (txs, end) = read(&out, &all());
+    assert_eq!(end.damage, None);
+    assert_eq!(txs.len() as u64, n);
+    assert_eq!(txs.last().unwrap().gtid.to_string(), format!("0-1-{n}"));
 }

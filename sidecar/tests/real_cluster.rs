@@ -10,7 +10,6 @@
 
 mod support;
 
-use support::*;
 use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeSet;
@@ -19,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::*;
 
 const APP_PASSWORD: &str = "app-password";
 const VIP: &str = "10.0.100.10";
@@ -374,7 +374,9 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     }
     assert!(check.status.success(), "multiaz check fails:\n{table}");
     assert!(
-        table.contains("PASS  peers") && table.contains("PASS  ec2"),
+        table.contains("PASS  peers")
+            && table.contains("PASS  ec2")
+            && table.contains("PASS  salvage"),
         "{table}"
     );
 
@@ -426,7 +428,9 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         root_sql(&dbs[0], &inserts);
         let mut detached = true;
         for db in &dbs[1..] {
-            let s = query_row(db.port, "SHOW SLAVE STATUS").await.expect("replica status");
+            let s = query_row(db.port, "SHOW SLAVE STATUS")
+                .await
+                .expect("replica status");
             detached &= col(&s, "Slave_IO_Running") == "No";
         }
         if detached {
@@ -499,7 +503,9 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     );
     // Zero lost binlog events: the dead master's last GTID is on the new master, and the
     // rows only it had reach the other replica too.
-    let state = query_row(dbs[new].port, "SELECT @@gtid_binlog_state AS s").await.unwrap();
+    let state = query_row(dbs[new].port, "SELECT @@gtid_binlog_state AS s")
+        .await
+        .unwrap();
     let has = multiaz_engine::GtidSet::parse_any(&col(&state, "s")).unwrap();
     assert!(
         has.contains(&multiaz_engine::GtidSet::parse_any(&dead_master_pos).unwrap()),
@@ -514,10 +520,14 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         ahead[ahead.len() - 1]
     );
     for db in [new, other] {
-        wait_until("the salvaged rows are everywhere", Duration::from_secs(10), || async {
-            let r = query_row(dbs[db].port, &sql).await?;
-            (col(&r, "n") == want).then_some(())
-        })
+        wait_until(
+            "the salvaged rows are everywhere",
+            Duration::from_secs(10),
+            || async {
+                let r = query_row(dbs[db].port, &sql).await?;
+                (col(&r, "n") == want).then_some(())
+            },
+        )
         .await;
     }
 

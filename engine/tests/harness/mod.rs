@@ -591,7 +591,7 @@ impl Sim {
                     Ok(SalvageReport {
                         recovered: missing.count(),
                         not_recovered: vec![],
-                    stopped: None,
+                        stopped: None,
                     })
                 } else {
                     Err("old master's host unreachable".into())

@@ -28,10 +28,7 @@ const STMT_END: u16 = 1;
 
 /// The statements that replay `tx`. `format` is the format description the session
 /// last received: it is sent again only when the transaction's file has another.
-pub fn statements(
-    tx: &Transaction,
-    format: &mut Option<Arc<[u8]>>,
-) -> Result<Vec<String>, String> {
+pub fn statements(tx: &Transaction, format: &mut Option<Arc<[u8]>>) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let fde = tx
         .format
@@ -92,7 +89,10 @@ pub fn statements(
             Decoded::StatementContext(INTVAR) => out.push(intvar(&ev.bytes)?),
             Decoded::StatementContext(RAND) => out.push(rand_seed(&ev.bytes)?),
             Decoded::StatementContext(_) => {
-                return Err("statement-based user variables are not replayed (use binlog_format=ROW)".into())
+                return Err(
+                    "statement-based user variables are not replayed (use binlog_format=ROW)"
+                        .into(),
+                )
             }
             _ => {}
         }

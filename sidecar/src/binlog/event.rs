@@ -42,7 +42,9 @@ impl Gtid {
     /// Whether `set` already holds this transaction.
     pub fn is_in(&self, set: &GtidSet) -> bool {
         match (self, set) {
-            (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => s.contains_gtid(*domain, *seq),
+            (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => {
+                s.contains_gtid(*domain, *seq)
+            }
             (Gtid::Mysql { sid, gno }, GtidSet::Mysql(s)) => s.contains_gtid(&Uuid(*sid), *gno),
             _ => false,
         }
@@ -77,18 +79,29 @@ pub enum Decoded {
         server_version: String,
     },
     /// Opens a transaction. `standalone`: it is a single statement with no COMMIT.
-    Gtid { gtid: Gtid, standalone: bool },
+    Gtid {
+        gtid: Gtid,
+        standalone: bool,
+    },
     /// A MySQL anonymous transaction (GTIDs off): not salvageable by GTID.
     AnonymousGtid,
     /// The set of transactions written before this file (GTID_LIST, PREVIOUS_GTIDS).
     Before(GtidSet),
-    Query { schema: String, sql: String },
-    TableMap { schema: String, table: String },
+    Query {
+        schema: String,
+        sql: String,
+    },
+    TableMap {
+        schema: String,
+        table: String,
+    },
     /// Ends a transaction (XID, or MySQL's compressed transaction payload).
     Commit,
     /// An XA PREPARE: ends the prepared part of an XA transaction.
     XaPrepare,
-    Rotate { next: String },
+    Rotate {
+        next: String,
+    },
     /// Statement-based context (INTVAR, RAND, USER_VAR).
     StatementContext(u8),
     /// Rows events, MariaDB's annotations and everything else a transaction carries.
@@ -125,7 +138,9 @@ impl Decoder {
         let err = |what: &str, e: std::io::Error| DecodeError(format!("{what} event: {e}"));
         Ok(match kind {
             FORMAT_DESCRIPTION => {
-                let ev = self.event(frame).map_err(|e| err("format description", e))?;
+                let ev = self
+                    .event(frame)
+                    .map_err(|e| err("format description", e))?;
                 let fde = ev
                     .read_event::<FormatDescriptionEvent<'_>>()
                     .map_err(|e| err("format description", e))?
@@ -201,7 +216,9 @@ impl Decoder {
             }
             QUERY => {
                 let ev = self.event(frame).map_err(|e| err("query", e))?;
-                let q = ev.read_event::<QueryEvent<'_>>().map_err(|e| err("query", e))?;
+                let q = ev
+                    .read_event::<QueryEvent<'_>>()
+                    .map_err(|e| err("query", e))?;
                 Decoded::Query {
                     schema: q.schema().into_owned(),
                     sql: q.query().into_owned(),
@@ -221,7 +238,9 @@ impl Decoder {
             XA_PREPARE => Decoded::XaPrepare,
             ROTATE => {
                 let ev = self.event(frame).map_err(|e| err("rotate", e))?;
-                let r = ev.read_event::<RotateEvent<'_>>().map_err(|e| err("rotate", e))?;
+                let r = ev
+                    .read_event::<RotateEvent<'_>>()
+                    .map_err(|e| err("rotate", e))?;
                 Decoded::Rotate {
                     next: r.name().into_owned(),
                 }

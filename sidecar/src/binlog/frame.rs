@@ -25,9 +25,15 @@ const MAX_EVENT: u32 = 1 << 30;
 pub enum DamageKind {
     NotABinlog,
     /// The file ends inside an event: `have` of its `need` bytes are there.
-    Truncated { have: u64, need: u64 },
+    Truncated {
+        have: u64,
+        need: u64,
+    },
     BadLength(u32),
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        stored: u32,
+        computed: u32,
+    },
     NoFormatDescription,
     Encrypted,
     Unreadable(String),

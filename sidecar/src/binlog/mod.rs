@@ -9,6 +9,7 @@ pub mod event;
 pub mod files;
 pub mod frame;
 pub mod scan;
+pub mod synth;
 
 pub use event::{Decoded, Gtid};
 pub use files::{binlog_files, files_after};

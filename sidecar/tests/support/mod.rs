@@ -173,4 +173,3 @@ pub fn col(row: &Row, name: &str) -> String {
         .flatten()
         .unwrap_or_default()
 }
-
