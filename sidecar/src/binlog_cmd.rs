@@ -8,6 +8,8 @@ use multiaz_engine::GtidSet;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use serde_json::json;
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 
 /// Exit status when damage (not a crash's cut-off last event) stopped the read.
@@ -65,29 +67,31 @@ fn ending(end: &ScanEnd, last_file: bool) -> (Option<String>, ExitCode) {
     ((!text.is_empty()).then_some(text), code)
 }
 
+/// Streams the listing: a 1 GiB binlog holds over a million transactions, and none of
+/// them needs to stay in memory once printed.
 pub fn tail(source: &BinlogSource, json: bool) -> anyhow::Result<ExitCode> {
+    let options = options(source, false)?;
     let files =
         binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
-    let (txs, end) = read(source, false)?;
-    let mut out = String::new();
-    if json {
-        for tx in &txs {
-            let _ = writeln!(out, "{}", json_line(tx));
-        }
-    } else {
-        let _ = writeln!(
+    let to_read = binlog::files_after(&files, options.after.as_ref());
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    if !json {
+        writeln!(
             out,
             "{:<28} {:>10} {:>9}  {:<22} TABLES",
             "GTID", "TIMESTAMP", "BYTES", "FILE:OFFSET"
-        );
-        for tx in &txs {
-            let name = tx
-                .file
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
+        )?;
+    }
+    let mut count = 0u64;
+    let mut failed: Option<std::io::Error> = None;
+    let end = binlog::scan(&to_read, &options, |tx| {
+        count += 1;
+        let written = if json {
+            writeln!(out, "{}", json_line(&tx))
+        } else {
+            let name = tx.file.file_name().unwrap_or_default().to_string_lossy();
             let tables: Vec<&str> = tx.tables.iter().map(String::as_str).collect();
-            let _ = writeln!(
+            writeln!(
                 out,
                 "{:<28} {:>10} {:>9}  {:<22} {}",
                 tx.gtid.to_string(),
@@ -95,17 +99,31 @@ pub fn tail(source: &BinlogSource, json: bool) -> anyhow::Result<ExitCode> {
                 tx.size,
                 format!("{name}:{}", tx.offset),
                 tables.join(",")
-            );
+            )
+        };
+        match written {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
         }
-        let _ = writeln!(
-            out,
-            "{} transaction(s), {} file(s), {} bytes read",
-            txs.len(),
-            end.files,
-            end.bytes
-        );
+    });
+    if let Some(e) = failed {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(e.into());
     }
-    print!("{out}");
+    if !json {
+        writeln!(
+            out,
+            "{count} transaction(s), {} file(s), {} bytes read",
+            end.files, end.bytes
+        )?;
+    }
+    out.flush()?;
     let last_file = end
         .damage
         .as_ref()

@@ -102,6 +102,8 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     for i in 1..=60 {
         sql += &format!("INSERT INTO app.t VALUES ({i}, 'row {i} ''quoted'' \\\\ \u{e9}');");
     }
+    // A rotation in the middle: the reader follows the index into the next file.
+    sql += "FLUSH BINARY LOGS;";
     sql += "CREATE TABLE app.t2 (id INT PRIMARY KEY, w TEXT) ENGINE=InnoDB;";
     for i in 1..=30 {
         sql += &format!(
@@ -192,18 +194,20 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     let files = multiaz_sidecar::binlog::binlog_files(Path::new(data), None).unwrap();
     let last = files.last().unwrap();
     let bytes = std::fs::read(last).unwrap();
-    let offsets: Vec<u64> = listed
+    let name = last.file_name().unwrap().to_str().unwrap();
+    let in_last: Vec<&Value> = listed
         .iter()
-        .map(|l| l["offset"].as_u64().unwrap())
+        .filter(|l| l["file"].as_str().unwrap().ends_with(name))
         .collect();
-    let damaged_dir = |name: &str, content: &[u8]| {
-        let d = dir.join(name);
+    assert_eq!(in_last.len(), 40, "the rotation put 40 in the second file");
+    let damaged_dir = |dir_name: &str, content: &[u8]| {
+        let d = dir.join(dir_name);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("binlog.000001"), content).unwrap();
-        std::fs::write(d.join("binlog.index"), "./binlog.000001\n").unwrap();
+        std::fs::write(d.join(name), content).unwrap();
+        std::fs::write(d.join("binlog.index"), format!("./{name}\n")).unwrap();
         d
     };
-    // Cut inside the last transaction's last event: 99 whole ones, exit 0 (a crash).
+    // Cut inside the last transaction's last event: 39 whole ones, exit 0 (a crash).
     let cut = damaged_dir("cut", &bytes[..bytes.len() - 3]);
     let out = multiaz(&[
         "binlog",
@@ -216,19 +220,19 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_eq!(json_lines(&out.stdout).len(), 99);
+    assert_eq!(json_lines(&out.stdout).len(), 39);
     assert!(
-        stderr.contains("binlog.000001 at byte") && stderr.contains("cut off"),
+        stderr.contains(&format!("{name} at byte")) && stderr.contains("cut off"),
         "{stderr}"
     );
     assert!(
         stderr.contains(&expected[99]),
         "the torn one is named: {stderr}"
     );
-    // A flipped byte inside the 51st transaction: the 50 before it, exit 2.
+    // A flipped byte inside the 21st transaction of the file: the 20 before it, exit 2.
     let mut flipped = bytes.clone();
-    let at = offsets[50] as usize + 30;
-    flipped[at] ^= 0x40;
+    let victim = in_last[20]["offset"].as_u64().unwrap();
+    flipped[victim as usize + 30] ^= 0x40;
     let bad = damaged_dir("flipped", &flipped);
     let out = multiaz(&[
         "binlog",
@@ -241,9 +245,9 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(json_lines(&out.stdout).len(), 50);
+    assert_eq!(json_lines(&out.stdout).len(), 20);
     assert!(
-        stderr.contains(&format!("at byte {}", offsets[50])) && stderr.contains("checksum"),
+        stderr.contains(&format!("at byte {victim}")) && stderr.contains("checksum"),
         "{stderr}"
     );
     drop(replica);
