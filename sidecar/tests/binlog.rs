@@ -55,19 +55,7 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     let mut master = start_mariadb(dir, 1, true);
     let replica = start_mariadb(dir, 2, false);
     for db in [&master, &replica] {
-        wait_until(
-            "mariadbd accepts connections",
-            Duration::from_secs(60),
-            || async { db.socket.exists().then_some(()) },
-        )
-        .await;
-        root_sql(
-            db,
-            &format!(
-                "SET sql_log_bin = 0; CREATE USER 'multiaz'@'%' IDENTIFIED BY '{PASSWORD}'; \
-                 GRANT ALL ON *.* TO 'multiaz'@'%';"
-            ),
-        );
+        ready_with_users(db, "").await;
     }
     // No replica will acknowledge: semi-sync would only add its timeout to each commit.
     root_sql(

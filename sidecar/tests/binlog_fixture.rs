@@ -117,6 +117,20 @@ proptest! {
             prop_assert!(d.damage.offset <= first, "{} vs first change at {}", d, first);
         }
     }
+
+    /// The same, aimed at the file's first events (format description, GTID list),
+    /// which the reader reads before it knows whether events carry checksums.
+    #[test]
+    fn a_corrupted_header_is_reported_not_panicked_on(
+        flips in proptest::collection::vec((4usize..300, 1u8..=255), 1..4)
+    ) {
+        let mut bytes = FIXTURE.to_vec();
+        for (at, x) in &flips {
+            bytes[*at] ^= x;
+        }
+        let (txs, end) = read(&bytes, &all());
+        prop_assert!(txs.len() == 103 || end.damage.is_some());
+    }
 }
 
 #[test]

@@ -256,23 +256,12 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
 
     // --- three MariaDB servers, GTID + semi-sync replication from db-1 -----------------
     let dbs: Vec<Mariadb> = (1..=3).map(|i| start_mariadb(dir, i, i == 1)).collect();
+    let app_user = format!(
+        "CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+         GRANT SELECT, INSERT ON app.* TO 'app'@'%';"
+    );
     for db in &dbs {
-        wait_until(
-            "mariadbd accepts connections",
-            Duration::from_secs(60),
-            || async { db.socket.exists().then_some(()) },
-        )
-        .await;
-        root_sql(
-            db,
-            &format!(
-                "SET sql_log_bin = 0; \
-                 CREATE USER 'multiaz'@'%' IDENTIFIED BY '{PASSWORD}'; \
-                 GRANT ALL ON *.* TO 'multiaz'@'%' WITH GRANT OPTION; \
-                 CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
-                 GRANT SELECT, INSERT ON app.* TO 'app'@'%';"
-            ),
-        );
+        ready_with_users(db, &app_user).await;
     }
     root_sql(
         &dbs[0],

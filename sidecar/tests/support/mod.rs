@@ -130,6 +130,24 @@ pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
     }
 }
 
+/// Waits until `db` takes connections, then creates the sidecar's user (`multiaz`,
+/// all privileges) and runs `more` as root, all outside the binlog.
+pub async fn ready_with_users(db: &Mariadb, more: &str) {
+    wait_until(
+        "mariadbd accepts connections",
+        Duration::from_secs(60),
+        || async { db.socket.exists().then_some(()) },
+    )
+    .await;
+    root_sql(
+        db,
+        &format!(
+            "SET sql_log_bin = 0; CREATE USER 'multiaz'@'%' IDENTIFIED BY '{PASSWORD}'; \
+             GRANT ALL ON *.* TO 'multiaz'@'%' WITH GRANT OPTION; {more}"
+        ),
+    );
+}
+
 /// Runs SQL as root over the server's socket with the `mariadb` client.
 pub fn root_sql(db: &Mariadb, sql: &str) {
     let out = Command::new(find("mariadb", "MULTIAZ_MARIADB_CLIENT"))
