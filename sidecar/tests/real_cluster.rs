@@ -501,6 +501,29 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         "the new master lacks the dead master's GTID {dead_master_pos}: {}",
         col(&state, "s")
     );
+    // The exact measure: nothing in the dead master's binlog is missing on the new master.
+    let left = Command::new(env!("CARGO_BIN_EXE_multiaz"))
+        .args([
+            "binlog",
+            "tail",
+            "--json",
+            "--after",
+            &col(&state, "s"),
+            "--dir",
+        ])
+        .arg(dir.join("db1"))
+        .output()
+        .unwrap();
+    assert!(
+        left.status.success(),
+        "{}",
+        String::from_utf8_lossy(&left.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout),
+        "",
+        "transactions of the dead master missing on the new master"
+    );
     let other = 3 - new;
     let want = ahead.len().to_string();
     let sql = format!(
