@@ -172,6 +172,24 @@ pub async fn apply(
     };
     let flavour = first.gtid.flavour();
     let have = executed(conn, flavour).await?;
+    if let Some(d) = deadline {
+        // No single statement may outlive the budget either (a lock wait, a long DDL).
+        let secs = d
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64()
+            .max(1.0);
+        let bound = match flavour {
+            Flavour::Mariadb => format!(
+                "SET SESSION innodb_lock_wait_timeout = {}, SESSION max_statement_time = {secs:.3}",
+                secs.ceil() as u64
+            ),
+            Flavour::Mysql => format!(
+                "SET SESSION innodb_lock_wait_timeout = {}",
+                secs.ceil() as u64
+            ),
+        };
+        conn.query_drop(bound).await.map_err(|e| e.to_string())?;
+    }
     let mut format = None;
     let mut report = SalvageReport {
         recovered: 0,
