@@ -15,7 +15,7 @@ pub mod admin;
 #[cfg(feature = "real")]
 pub mod admin_client;
 pub mod auth;
-#[cfg(feature = "real")]
+#[cfg(feature = "binlog")]
 pub mod binlog;
 #[cfg(feature = "real")]
 pub mod binlog_cmd;

@@ -355,6 +355,12 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     )
     .await;
 
+    // Resources at rest: every sidecar over 5 s of an idle, healthy cluster.
+    let pids: Vec<u32> = sidecars.iter().map(|g| g.0.id()).collect();
+    let idle_from: Vec<Usage> = pids.iter().map(|p| usage(*p)).collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_to: Vec<Usage> = pids.iter().map(|p| usage(*p)).collect();
+
     let check = multiaz(&["check"], &configs[1]);
     let table = String::from_utf8_lossy(&check.stdout);
     eprintln!("{table}{}", String::from_utf8_lossy(&check.stderr));
@@ -433,6 +439,7 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         .expect("master position");
 
     let mut dbs = dbs;
+    let before_kill: Vec<Usage> = pids.iter().map(|p| usage(*p)).collect();
     let killed_at = Instant::now();
     dbs[0].child.0.kill().expect("SIGKILL the master mysqld");
     let _ = dbs[0].child.0.wait();
@@ -471,6 +478,7 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         panic!("no complete failover within {limit:?} of the SIGKILL");
     };
     let took = killed_at.elapsed();
+    let after_failover: Vec<Usage> = pids.iter().map(|p| usage(*p)).collect();
     eprintln!(
         "failover to db-{} complete {took:?} after the SIGKILL",
         new + 1
@@ -551,6 +559,40 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     let human = String::from_utf8_lossy(&human.stdout);
     eprintln!("{human}");
     assert!(human.contains("last failover: epoch"), "{human}");
+    // One route API call, timed against moto (the floor's last term in ci/perf-report).
+    let call = Instant::now();
+    ec2.replace_route()
+        .route_table_id(&world.route_tables[0])
+        .destination_cidr_block(format!("{VIP}/32"))
+        .network_interface_id(&world.enis[new])
+        .send()
+        .await
+        .expect("ReplaceRoute");
+    let route_call_ms = call.elapsed().as_secs_f64() * 1000.0;
+    // For ci/perf-report: what each sidecar costs at rest and through the failover.
+    let resources: Vec<serde_json::Value> = (0..pids.len())
+        .map(|i| {
+            serde_json::json!({
+                "node": i + 1,
+                "idle_rss_kib": idle_to[i].rss_kib,
+                "idle_cpu_percent": (idle_to[i].cpu_s - idle_from[i].cpu_s) / 5.0 * 100.0,
+                "failover_cpu_s": after_failover[i].cpu_s - before_kill[i].cpu_s,
+                "failover_peak_rss_kib": after_failover[i].peak_rss_kib,
+            })
+        })
+        .collect();
+    std::fs::write(
+        dir.join("resources.json"),
+        serde_json::json!({
+            "failover_ms": took.as_millis() as u64,
+            "promotion_ms": v["record"]["journal"][0]["outcome"]["Completed"]["duration_ms"],
+            "route_call_ms": route_call_ms,
+            "sidecars": resources,
+            "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        })
+        .to_string(),
+    )
+    .unwrap();
     let salvage = &v["record"]["journal"][0]["outcome"]["Completed"]["salvage"]["Ok"];
     let recovered = salvage["recovered"].as_u64().unwrap_or(0);
     assert!(recovered >= 50, "salvage: {v}");

@@ -191,3 +191,39 @@ pub fn col(row: &Row, name: &str) -> String {
         .flatten()
         .unwrap_or_default()
 }
+
+/// A process's resident memory now and at its peak (KiB) and CPU time used so far (s),
+/// from /proc (Linux).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+    pub cpu_s: f64,
+}
+
+pub fn usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12] // utime, stime (fields 14 and 15 of the whole line)
+        .iter()
+        .filter_map(|i| rest.get(*i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    Usage {
+        rss_kib: field("VmRSS:"),
+        peak_rss_kib: field("VmHWM:"),
+        cpu_s: ticks as f64 / 100.0,
+    }
+}
