@@ -133,7 +133,7 @@ pub struct ReplicationStatus {
 }
 
 /// How a salvage went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SalvageReport {
     /// Whole transactions applied to the new master with their original GTIDs.
     pub recovered: u64,

@@ -148,17 +148,28 @@ const PONG: &[u8; 8] = b"MAZPONG1";
 pub const NONCE: usize = 16;
 
 impl ClusterKey {
-    fn tag(&self, domain: &[u8], nonce: &[u8]) -> Vec<u8> {
+    /// The tag of the challenge frames (ping, pong, call, reply): over the frame's
+    /// kind, the nonce and the body (empty for ping and pong).
+    fn tag(&self, domain: &[u8], nonce: &[u8], body: &[u8]) -> Vec<u8> {
         let mut mac = self.mac();
         mac.update(domain);
         mac.update(nonce);
+        mac.update(body);
         mac.finalize().into_bytes().to_vec()
+    }
+
+    fn verify(&self, domain: &[u8], nonce: &[u8], body: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.mac();
+        mac.update(domain);
+        mac.update(nonce);
+        mac.update(body);
+        mac.verify_slice(tag).is_ok()
     }
 
     pub fn ping(&self, nonce: &[u8; NONCE]) -> Vec<u8> {
         let mut f = PING.to_vec();
         f.extend_from_slice(nonce);
-        f.extend_from_slice(&self.tag(PING, nonce));
+        f.extend_from_slice(&self.tag(PING, nonce, &[]));
         f
     }
 
@@ -170,14 +181,11 @@ impl ClusterKey {
             return Some(Err(AuthError::Short));
         }
         let (nonce, tag) = rest.split_at(NONCE);
-        let mut mac = self.mac();
-        mac.update(PING);
-        mac.update(nonce);
-        if mac.verify_slice(tag).is_err() {
+        if !self.verify(PING, nonce, &[], tag) {
             return Some(Err(AuthError::BadTag));
         }
         let mut f = PONG.to_vec();
-        f.extend_from_slice(&self.tag(PONG, nonce));
+        f.extend_from_slice(&self.tag(PONG, nonce, &[]));
         Some(Ok(f))
     }
 
@@ -185,10 +193,7 @@ impl ClusterKey {
         let Some(tag) = frame.strip_prefix(PONG.as_slice()) else {
             return false;
         };
-        let mut mac = self.mac();
-        mac.update(PONG);
-        mac.update(nonce);
-        mac.verify_slice(tag).is_ok()
+        self.verify(PONG, nonce, &[], tag)
     }
 }
 
@@ -201,26 +206,10 @@ const CALL: &[u8; 8] = b"MAZCALL1";
 const REPLY: &[u8; 8] = b"MAZRPLY1";
 
 impl ClusterKey {
-    fn tag2(&self, domain: &[u8], nonce: &[u8], body: &[u8]) -> Vec<u8> {
-        let mut mac = self.mac();
-        mac.update(domain);
-        mac.update(nonce);
-        mac.update(body);
-        mac.finalize().into_bytes().to_vec()
-    }
-
-    fn verify2(&self, domain: &[u8], nonce: &[u8], body: &[u8], tag: &[u8]) -> bool {
-        let mut mac = self.mac();
-        mac.update(domain);
-        mac.update(nonce);
-        mac.update(body);
-        mac.verify_slice(tag).is_ok()
-    }
-
     pub fn call(&self, nonce: &[u8; NONCE], body: &[u8]) -> Vec<u8> {
         let mut f = CALL.to_vec();
         f.extend_from_slice(nonce);
-        f.extend_from_slice(&self.tag2(CALL, nonce, body));
+        f.extend_from_slice(&self.tag(CALL, nonce, body));
         f.extend_from_slice(body);
         f
     }
@@ -235,7 +224,7 @@ impl ClusterKey {
         }
         let (nonce, rest) = rest.split_at(NONCE);
         let (tag, body) = rest.split_at(TAG);
-        if !self.verify2(CALL, nonce, body, tag) {
+        if !self.verify(CALL, nonce, body, tag) {
             return Some(Err(AuthError::BadTag));
         }
         Some(Ok((nonce.try_into().expect("NONCE bytes"), body.to_vec())))
@@ -243,7 +232,7 @@ impl ClusterKey {
 
     pub fn reply(&self, nonce: &[u8; NONCE], body: &[u8]) -> Vec<u8> {
         let mut f = REPLY.to_vec();
-        f.extend_from_slice(&self.tag2(REPLY, nonce, body));
+        f.extend_from_slice(&self.tag(REPLY, nonce, body));
         f.extend_from_slice(body);
         f
     }
@@ -257,7 +246,7 @@ impl ClusterKey {
             return Err(AuthError::Short);
         }
         let (tag, body) = rest.split_at(TAG);
-        if !self.verify2(REPLY, nonce, body, tag) {
+        if !self.verify(REPLY, nonce, body, tag) {
             return Err(AuthError::BadTag);
         }
         Ok(body.to_vec())

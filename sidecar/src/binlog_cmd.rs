@@ -42,7 +42,7 @@ pub fn json_line(tx: &Transaction) -> serde_json::Value {
 }
 
 /// What went wrong at the end of the read, for stderr, and the exit status it earns.
-fn ending(end: &ScanEnd, last_file: bool) -> (Option<String>, ExitCode) {
+fn ending(end: &ScanEnd) -> (Option<String>, ExitCode) {
     let mut text = String::new();
     if let Some(d) = &end.damage {
         let _ = write!(text, "binlog read stopped: {d}");
@@ -55,14 +55,9 @@ fn ending(end: &ScanEnd, last_file: bool) -> (Option<String>, ExitCode) {
             "transaction {t} is incomplete at the end of the binlog"
         );
     }
-    let crash_cut = end
-        .damage
-        .as_ref()
-        .is_none_or(|d| d.damage.is_truncation() && last_file);
-    let code = if crash_cut {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(DAMAGED)
+    let code = match end.real_damage() {
+        None => ExitCode::SUCCESS,
+        Some(_) => ExitCode::from(DAMAGED),
     };
     ((!text.is_empty()).then_some(text), code)
 }
@@ -124,11 +119,7 @@ pub fn tail(source: &BinlogSource, json: bool) -> anyhow::Result<ExitCode> {
         )?;
     }
     out.flush()?;
-    let last_file = end
-        .damage
-        .as_ref()
-        .is_some_and(|d| files.last() == Some(&d.file));
-    let (note, code) = ending(&end, last_file);
+    let (note, code) = ending(&end);
     if let Some(n) = note {
         eprintln!("multiaz: {n}");
     }
@@ -152,8 +143,6 @@ pub fn apply_target(url: &str) -> anyhow::Result<(Opts, String)> {
 
 pub async fn salvage(source: &BinlogSource, url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let (opts, shown) = apply_target(url)?;
-    let files =
-        binlog::binlog_files(&source.dir, source.index.as_deref()).map_err(|e| anyhow!(e))?;
     let (txs, end) = read(source, true)?;
     let mut conn = Conn::new(opts)
         .await
@@ -162,11 +151,7 @@ pub async fn salvage(source: &BinlogSource, url: &str, json: bool) -> anyhow::Re
         .await
         .map_err(|e| anyhow!("{shown}: {e}"))?;
     let _ = conn.disconnect().await;
-    let last_file = end
-        .damage
-        .as_ref()
-        .is_some_and(|d| files.last() == Some(&d.file));
-    let (note, code) = ending(&end, last_file);
+    let (note, code) = ending(&end);
     let mut not_recovered = report.not_recovered.clone();
     not_recovered.extend(end.torn.map(|g| g.to_string()));
     if json {

@@ -145,21 +145,16 @@ async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, 
         );
         tokio::task::spawn_local(async move {
             loop {
-                let mut len = [0u8; 4];
-                if stream.read_exact(&mut len).await.is_err() {
-                    return;
-                }
-                let len = u32::from_be_bytes(len) as usize;
-                if len > MAX_FRAME {
-                    log(PeerNote::Dropped(format!(
-                        "peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit"
-                    )));
-                    return;
-                }
-                let mut frame = vec![0u8; len];
-                if stream.read_exact(&mut frame).await.is_err() {
-                    return;
-                }
+                let frame = match read_frame(&mut stream, MAX_FRAME).await {
+                    Ok(f) => f,
+                    Err(ReadError::TooLarge(len)) => {
+                        log(PeerNote::Dropped(format!(
+                            "peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit"
+                        )));
+                        return;
+                    }
+                    Err(_) => return,
+                };
                 match key.answer(&frame) {
                     Some(Ok(pong)) => {
                         let _ = write_frame(&mut stream, &pong).await;
@@ -218,6 +213,59 @@ async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> std::io::Result<()
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
+/// Why a frame could not be read.
+enum ReadError {
+    /// The connection ended before a frame began.
+    Closed,
+    /// It ended inside the frame.
+    Cut(std::io::Error),
+    TooLarge(usize),
+}
+
+/// One length-prefixed frame of at most `max` bytes.
+async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Vec<u8>, ReadError> {
+    let mut len = [0u8; 4];
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|_| ReadError::Closed)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(ReadError::TooLarge(len));
+    }
+    let mut frame = vec![0u8; len];
+    stream
+        .read_exact(&mut frame)
+        .await
+        .map_err(ReadError::Cut)?;
+    Ok(frame)
+}
+
+/// Sends `frame` on a new connection to `addr` and reads the one frame that answers it
+/// (ping and call). `closed` says what a connection closed without an answer means.
+/// Errors do not name `addr`: the caller does.
+async fn exchange(
+    addr: SocketAddr,
+    frame: &[u8],
+    max_answer: usize,
+    closed: &str,
+) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    write_frame(&mut stream, frame)
+        .await
+        .map_err(|e| format!("cannot send: {e}"))?;
+    read_frame(&mut stream, max_answer)
+        .await
+        .map_err(|e| match e {
+            ReadError::Closed => closed.to_string(),
+            ReadError::Cut(e) => format!("answer cut short: {e}"),
+            ReadError::TooLarge(len) => format!("answered with a {len}-byte frame"),
+        })
+}
+
 /// Sends a signed call to the sidecar at `addr` and waits up to `limit` for its signed
 /// answer.
 pub async fn call(
@@ -227,34 +275,21 @@ pub async fn call(
     limit: Duration,
 ) -> Result<Vec<u8>, String> {
     let nonce: [u8; crate::auth::NONCE] = rand::random();
+    let frame = key.call(&nonce, body);
+    if frame.len() > MAX_FRAME {
+        return Err(format!("call of {} bytes is too large", frame.len()));
+    }
     let work = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let frame = key.call(&nonce, body);
-        if frame.len() > MAX_FRAME {
-            return Err(format!("call of {} bytes is too large", frame.len()));
-        }
-        write_frame(&mut stream, &frame)
-            .await
-            .map_err(|e| format!("cannot send to {addr}: {e}"))?;
-        let mut len = [0u8; 4];
-        stream
-            .read_exact(&mut len)
-            .await
-            .map_err(|_| format!("{addr} closed the connection without an answer"))?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_FRAME {
-            return Err(format!("{addr} answered with a {len}-byte frame"));
-        }
-        let mut frame = vec![0u8; len];
-        stream
-            .read_exact(&mut frame)
-            .await
-            .map_err(|e| format!("answer from {addr} cut short: {e}"))?;
-        key.open_reply(&nonce, &frame)
-            .map_err(|e| format!("answer from {addr} refused: {e}"))
+        let answer = exchange(
+            addr,
+            &frame,
+            MAX_FRAME,
+            "closed the connection without an answer",
+        )
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+        key.open_reply(&nonce, &answer)
+            .map_err(|e| format!("{addr}: answer refused: {e}"))
     };
     tokio::time::timeout(limit, work)
         .await
@@ -267,27 +302,14 @@ pub async fn ping(addr: SocketAddr, key: &ClusterKey) -> Result<Duration, String
     let start = tokio::time::Instant::now();
     let nonce: [u8; crate::auth::NONCE] = rand::random();
     let work = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        write_frame(&mut stream, &key.ping(&nonce))
-            .await
-            .map_err(|e| format!("cannot send: {e}"))?;
-        let mut len = [0u8; 4];
-        stream
-            .read_exact(&mut len)
-            .await
-            .map_err(|_| "closed the connection: it does not hold this cluster key".to_string())?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > 1024 {
-            return Err(format!("answered with a {len}-byte frame, not a pong"));
-        }
-        let mut frame = vec![0u8; len];
-        stream
-            .read_exact(&mut frame)
-            .await
-            .map_err(|e| format!("answer cut short: {e}"))?;
-        if key.pong_is_valid(&nonce, &frame) {
+        let pong = exchange(
+            addr,
+            &key.ping(&nonce),
+            1024,
+            "closed the connection: it does not hold this cluster key",
+        )
+        .await?;
+        if key.pong_is_valid(&nonce, &pong) {
             Ok(start.elapsed())
         } else {
             Err("answered, but not with this cluster's key".to_string())

@@ -12,7 +12,7 @@ use crate::auth::ClusterKey;
 use crate::binlog::{self, apply, ScanOptions};
 use crate::mysql::MysqlAdapter;
 use crate::peers::{self, CallHandler};
-use multiaz_engine::{Flavour, GtidSet, NodeId, SalvageReport};
+use multiaz_engine::{GtidSet, NodeId, SalvageReport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,9 +25,8 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SalvageCall {
     pub to: NodeId,
-    pub flavour: Flavour,
-    /// The new master's executed set, as text.
-    pub after: String,
+    /// The new master's executed set.
+    pub after: GtidSet,
     /// How long the old host may spend; it stops applying when this runs out, so no
     /// transaction lands after the coordinator has moved on.
     pub budget_ms: u64,
@@ -67,8 +66,7 @@ impl Salvage for PeerSalvage {
         let budget = self.timeout.saturating_sub(self.timeout / 5);
         let call = SalvageCall {
             to,
-            flavour: after.flavour(),
-            after: after.to_string(),
+            after,
             budget_ms: budget.as_millis() as u64,
         };
         let body = serde_json::to_vec(&call).map_err(|e| e.to_string())?;
@@ -107,10 +105,9 @@ async fn serve(
 ) -> Result<SalvageReport, String> {
     let deadline = Instant::now() + Duration::from_millis(call.budget_ms);
     let binlog = binlog.ok_or_else(|| format!("mysql.binlog_dir is not configured on {me}"))?;
-    let after = GtidSet::parse(call.flavour, &call.after).map_err(|e| format!("after: {e}"))?;
     tracing::info!(to = %call.to, after = %call.after, dir = %binlog.dir.display(), "salvage: reading the local binlog");
     let options = ScanOptions {
-        after: Some(after),
+        after: Some(call.after),
         keep_events: true,
     };
     let (txs, end) = tokio::task::spawn_blocking(move || {
@@ -124,7 +121,7 @@ async fn serve(
     if let Some(torn) = end.torn {
         report.not_recovered.push(torn.to_string());
     }
-    if let Some(d) = end.damage.filter(|d| !d.damage.is_truncation()) {
+    if let Some(d) = end.real_damage() {
         report.stopped.get_or_insert(format!("binlog damaged: {d}"));
     }
     tracing::info!(

@@ -5,7 +5,7 @@
 //! server reads the snapshot from another task, hence the mutex.
 
 use crate::adapters::Observer;
-use multiaz_engine::{Engine, EngineStatus, Event, LocalView, Outcome, Role, Time};
+use multiaz_engine::{Engine, EngineStatus, Event, FailoverReport, LocalView, Outcome, Role, Time};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -184,35 +184,27 @@ impl Telemetry {
         m.failover_in_progress
             .set(status.record.failover.is_some() as i64);
         m.master_probe_failures.set(status.master_failures as i64);
-        let completed: Vec<u64> = status
+        let completed: Vec<&FailoverReport> = status
             .record
             .journal
             .iter()
             .filter_map(|j| match &j.outcome {
-                Outcome::Completed(r) => Some(r.duration_ms),
+                Outcome::Completed(r) => Some(r),
                 _ => None,
             })
             .collect();
         m.failovers.set(completed.len() as i64);
-        let salvages = status
-            .record
-            .journal
+        if let Some(r) = completed.last() {
+            m.last_failover_seconds.set(r.duration_ms as f64 / 1000.0);
+        }
+        let (got, missed) = completed
             .iter()
-            .filter_map(|j| match &j.outcome {
-                Outcome::Completed(r) => match &r.salvage {
-                    Some(Ok(s)) => Some(s),
-                    _ => None,
-                },
-                _ => None,
+            .filter_map(|r| r.salvage.as_ref()?.as_ref().ok())
+            .fold((0u64, 0u64), |(g, n), s| {
+                (g + s.recovered, n + s.not_recovered.len() as u64)
             });
-        let (got, missed) = salvages.fold((0u64, 0u64), |(g, n), s| {
-            (g + s.recovered, n + s.not_recovered.len() as u64)
-        });
         m.salvaged.set(got as i64);
         m.not_salvaged.set(missed as i64);
-        if let Some(ms) = completed.last() {
-            m.last_failover_seconds.set(*ms as f64 / 1000.0);
-        }
         let mine = status.nodes.get(&status.me).map(|n| n.role);
         for role in Role::ALL {
             m.role

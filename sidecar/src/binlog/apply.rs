@@ -8,7 +8,9 @@
 //! ADMIN or SUPER): the new master is still read_only when salvage runs.
 
 use super::event::{Decoded, Gtid};
+use super::kind::{INTVAR, MYSQL_TRANSACTION_PAYLOAD, RAND, ROWS, TABLE_MAP};
 use super::scan::Transaction;
+use crate::mysql::dialect::Dialect;
 use base64::Engine as _;
 use multiaz_engine::{Flavour, GtidSet, SalvageReport};
 use mysql_async::prelude::Queryable;
@@ -16,13 +18,6 @@ use mysql_async::Conn;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-const INTVAR: u8 = 5;
-const RAND: u8 = 13;
-const TABLE_MAP: u8 = 19;
-/// Rows events: v1 (23–25), v2 (30–32), MySQL partial update (39), MariaDB's
-/// compressed ones (166–171).
-const ROWS: &[u8] = &[23, 24, 25, 30, 31, 32, 39, 166, 167, 168, 169, 170, 171];
-const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
 /// Rows event flag: the last event of its statement.
 const STMT_END: u16 = 1;
 
@@ -143,16 +138,12 @@ fn rand_seed(bytes: &[u8]) -> Result<String, String> {
 
 /// The transactions the server already has (what it executed, or was given before).
 pub async fn executed(conn: &mut Conn, flavour: Flavour) -> Result<GtidSet, String> {
-    let sql = match flavour {
-        Flavour::Mariadb => {
-            "SELECT CONCAT_WS(',', NULLIF(@@global.gtid_binlog_state, ''), \
-             NULLIF(@@global.gtid_slave_pos, ''))"
-        }
-        Flavour::Mysql => "SELECT @@global.gtid_executed",
-    };
-    let text: Option<String> = conn.query_first(sql).await.map_err(|e| e.to_string())?;
-    let text = text.unwrap_or_default().replace('\n', "");
-    GtidSet::parse(flavour, &text).map_err(|e| format!("the server's GTID set {text:?}: {e}"))
+    let d = Dialect(flavour);
+    let text: Option<String> = conn
+        .query_first(d.has_transactions())
+        .await
+        .map_err(|e| e.to_string())?;
+    d.gtids(&text.unwrap_or_default())
 }
 
 /// Applies `txs` in order, skipping those the server already has; stops at the first
@@ -163,12 +154,9 @@ pub async fn apply(
     txs: &[Transaction],
     deadline: Option<Instant>,
 ) -> Result<SalvageReport, String> {
+    let mut report = SalvageReport::default();
     let Some(first) = txs.first() else {
-        return Ok(SalvageReport {
-            recovered: 0,
-            not_recovered: Vec::new(),
-            stopped: None,
-        });
+        return Ok(report);
     };
     let flavour = first.gtid.flavour();
     let have = executed(conn, flavour).await?;
@@ -178,46 +166,29 @@ pub async fn apply(
             .saturating_duration_since(Instant::now())
             .as_secs_f64()
             .max(1.0);
+        let whole = secs.ceil() as u64;
         let bound = match flavour {
             Flavour::Mariadb => format!(
-                "SET SESSION innodb_lock_wait_timeout = {}, SESSION max_statement_time = {secs:.3}",
-                secs.ceil() as u64
+                "SET SESSION innodb_lock_wait_timeout = {whole}, SESSION max_statement_time = {secs:.3}"
             ),
-            Flavour::Mysql => format!(
-                "SET SESSION innodb_lock_wait_timeout = {}",
-                secs.ceil() as u64
-            ),
+            Flavour::Mysql => format!("SET SESSION innodb_lock_wait_timeout = {whole}"),
         };
         conn.query_drop(bound).await.map_err(|e| e.to_string())?;
     }
     let mut format = None;
-    let mut report = SalvageReport {
-        recovered: 0,
-        not_recovered: Vec::new(),
-        stopped: None,
-    };
-    let mut failed: Option<String> = None;
-    for tx in txs {
-        if failed.is_some() {
-            report.not_recovered.push(tx.gtid.to_string());
-            continue;
+    for tx in txs.iter().filter(|tx| !tx.gtid.is_in(&have)) {
+        if report.stopped.is_none() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                report.stopped = Some("salvage deadline passed".into());
+            } else if let Err(e) = apply_one(conn, tx, &mut format).await {
+                report.stopped = Some(format!("{}: {e}", tx.gtid));
+            } else {
+                report.recovered += 1;
+                continue;
+            }
         }
-        if tx.gtid.is_in(&have) {
-            continue;
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            failed = Some("salvage deadline passed".into());
-            report.not_recovered.push(tx.gtid.to_string());
-            continue;
-        }
-        if let Err(e) = apply_one(conn, tx, &mut format).await {
-            failed = Some(format!("{}: {e}", tx.gtid));
-            report.not_recovered.push(tx.gtid.to_string());
-            continue;
-        }
-        report.recovered += 1;
+        report.not_recovered.push(tx.gtid.to_string());
     }
-    report.stopped = failed;
     Ok(report)
 }
 

@@ -2,32 +2,16 @@
 //! description, query, table map, MySQL GTID and PREVIOUS_GTIDS events; it returns
 //! MariaDB's GTID (162) and GTID_LIST (163) events raw, so those are decoded here.
 
-use super::frame::{Frame, FORMAT_DESCRIPTION};
+use super::frame::Frame;
+use super::kind::*;
 use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Uuid};
 use multiaz_engine::{Flavour, GtidSet};
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{
-    Event, FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, RotateEvent,
-    TableMapEvent,
+    Event, FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, TableMapEvent,
 };
 use std::fmt;
 
-const QUERY: u8 = 2;
-const ROTATE: u8 = 4;
-const INTVAR: u8 = 5;
-const RAND: u8 = 13;
-const USER_VAR: u8 = 14;
-const XID: u8 = 16;
-const TABLE_MAP: u8 = 19;
-const MYSQL_GTID: u8 = 33;
-const MYSQL_ANONYMOUS_GTID: u8 = 34;
-const MYSQL_PREVIOUS_GTIDS: u8 = 35;
-const XA_PREPARE: u8 = 38;
-const MYSQL_TRANSACTION_PAYLOAD: u8 = 40;
-const MYSQL_TAGGED_GTID: u8 = 42;
-const MARIADB_ANNOTATE_ROWS: u8 = 160;
-const MARIADB_GTID: u8 = 162;
-const MARIADB_GTID_LIST: u8 = 163;
 /// MariaDB GTID flag: a statement outside any BEGIN … COMMIT (DDL and the like).
 const FL_STANDALONE: u8 = 1;
 
@@ -76,7 +60,6 @@ impl fmt::Display for Gtid {
 pub enum Decoded {
     FormatDescription {
         flavour: Flavour,
-        server_version: String,
     },
     /// Opens a transaction. `standalone`: it is a single statement with no COMMIT.
     Gtid {
@@ -99,9 +82,6 @@ pub enum Decoded {
     Commit,
     /// An XA PREPARE: ends the prepared part of an XA transaction.
     XaPrepare,
-    Rotate {
-        next: String,
-    },
     /// Statement-based context (INTVAR, RAND, USER_VAR).
     StatementContext(u8),
     /// Rows events, MariaDB's annotations and everything else a transaction carries.
@@ -115,23 +95,17 @@ pub struct DecodeError(pub String);
 /// Keeps the format description event in force and decodes frames against it.
 pub struct Decoder {
     fde: FormatDescriptionEvent<'static>,
-    flavour: Option<Flavour>,
 }
 
 impl Default for Decoder {
     fn default() -> Self {
         Decoder {
             fde: FormatDescriptionEvent::new(BinlogVersion::Version4),
-            flavour: None,
         }
     }
 }
 
 impl Decoder {
-    pub fn flavour(&self) -> Option<Flavour> {
-        self.flavour
-    }
-
     pub fn decode(&mut self, frame: &Frame<'_>) -> Result<Decoded, DecodeError> {
         let kind = frame.event_type();
         let body = frame.body();
@@ -145,18 +119,13 @@ impl Decoder {
                     .read_event::<FormatDescriptionEvent<'_>>()
                     .map_err(|e| err("format description", e))?
                     .with_footer(ev.footer());
-                let server_version = fde.server_version().trim_end_matches('\0').to_string();
-                let flavour = if server_version.contains("MariaDB") {
+                let flavour = if fde.server_version().contains("MariaDB") {
                     Flavour::Mariadb
                 } else {
                     Flavour::Mysql
                 };
                 self.fde = fde.into_owned();
-                self.flavour = Some(flavour);
-                Decoded::FormatDescription {
-                    flavour,
-                    server_version,
-                }
+                Decoded::FormatDescription { flavour }
             }
             MARIADB_GTID => {
                 let seq = le_u64(body, 0).ok_or_else(|| short("MariaDB GTID"))?;
@@ -236,17 +205,7 @@ impl Decoder {
             }
             XID | MYSQL_TRANSACTION_PAYLOAD => Decoded::Commit,
             XA_PREPARE => Decoded::XaPrepare,
-            ROTATE => {
-                let ev = self.event(frame).map_err(|e| err("rotate", e))?;
-                let r = ev
-                    .read_event::<RotateEvent<'_>>()
-                    .map_err(|e| err("rotate", e))?;
-                Decoded::Rotate {
-                    next: r.name().into_owned(),
-                }
-            }
             INTVAR | RAND | USER_VAR => Decoded::StatementContext(kind),
-            MARIADB_ANNOTATE_ROWS => Decoded::Other,
             _ => Decoded::Other,
         })
     }

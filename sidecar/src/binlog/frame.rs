@@ -3,6 +3,7 @@
 //! mid-body (it unwraps a `read_exact`) and does not verify checksums, so it only ever
 //! sees a frame that is whole and intact.
 
+use super::kind::{FORMAT_DESCRIPTION, IN_USE, MARIADB_START_ENCRYPTION};
 use mysql_common::binlog::events::BinlogEventFooter;
 use mysql_common::binlog::BinlogFileHeader;
 use std::fmt;
@@ -10,12 +11,6 @@ use std::io::{self, Read};
 
 pub const HEADER_LEN: usize = 19;
 const CRC_LEN: usize = 4;
-pub const FORMAT_DESCRIPTION: u8 = 15;
-/// MariaDB's START_ENCRYPTION_EVENT: everything after it is encrypted.
-const START_ENCRYPTION: u8 = 164;
-/// `LOG_EVENT_BINLOG_IN_USE_F`: set in the open file's first event, cleared when the
-/// checksum was computed.
-const IN_USE: u16 = 0x1;
 /// No server writes an event larger than `max_allowed_packet`'s ceiling (1 GiB); a
 /// bigger length is damage, not an event.
 const MAX_EVENT: u32 = 1 << 30;
@@ -133,11 +128,6 @@ impl<R: Read> Framer<R> {
         })
     }
 
-    /// Byte offset of the next event.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
     /// The next event; `Ok(None)` at a clean end of file. After an error, every later
     /// call returns `Ok(None)`: nothing past damage is trusted.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, Damage> {
@@ -202,7 +192,7 @@ impl<R: Read> Framer<R> {
             }
             _ => {}
         }
-        if kind == START_ENCRYPTION {
+        if kind == MARIADB_START_ENCRYPTION {
             return Err(Damage {
                 offset: at,
                 kind: DamageKind::Encrypted,

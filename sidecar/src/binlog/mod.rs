@@ -9,6 +9,7 @@ pub mod apply;
 pub mod event;
 pub mod files;
 pub mod frame;
+pub mod kind;
 pub mod scan;
 pub mod synth;
 

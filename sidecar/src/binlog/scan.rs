@@ -4,6 +4,7 @@
 
 use super::event::{Decoded, Decoder, Gtid};
 use super::frame::{Damage, DamageKind, Framer};
+use super::kind;
 use multiaz_engine::{Flavour, GtidSet};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -46,6 +47,9 @@ pub struct Transaction {
 pub struct FileDamage {
     pub file: PathBuf,
     pub damage: Damage,
+    /// In the last file read, the newest of the binlog: a cut there is what a crash
+    /// leaves behind.
+    pub in_last_file: bool,
 }
 
 impl std::fmt::Display for FileDamage {
@@ -64,6 +68,16 @@ pub struct ScanEnd {
     pub torn: Option<Gtid>,
     pub files: usize,
     pub bytes: u64,
+}
+
+impl ScanEnd {
+    /// Damage that is more than a crash's cut-off last event: what stopped the read
+    /// early, with whole transactions perhaps left unread after it.
+    pub fn real_damage(&self) -> Option<&FileDamage> {
+        self.damage
+            .as_ref()
+            .filter(|d| !(d.damage.is_truncation() && d.in_last_file))
+    }
 }
 
 /// What to read and what to keep.
@@ -89,6 +103,9 @@ enum Ends {
 struct Open {
     tx: Transaction,
     ends: Ends,
+    /// Not in `options.after`: listed when whole, its events kept if asked. The others
+    /// are followed to their end without copying anything.
+    wanted: bool,
 }
 
 /// Reads `files` in order and calls `each` with every complete transaction that
@@ -99,12 +116,13 @@ pub fn scan(
     mut each: impl FnMut(Transaction) -> ControlFlow<()>,
 ) -> ScanEnd {
     let mut end = ScanEnd::default();
-    for path in files {
+    for (i, path) in files.iter().enumerate() {
         end.files += 1;
         let file: Arc<Path> = Arc::from(path.as_path());
         let damaged = |damage| FileDamage {
             file: path.clone(),
             damage,
+            in_last_file: i + 1 == files.len(),
         };
         let input = match File::open(path) {
             Ok(f) => BufReader::with_capacity(1 << 20, f),
@@ -137,17 +155,7 @@ pub fn scan(
                 }
             };
             end.bytes += frame.bytes.len() as u64;
-            if !decodes(frame.event_type(), open.is_some()) {
-                if let Some(o) = open.as_mut() {
-                    o.tx.size = frame.offset + frame.bytes.len() as u64 - o.tx.offset;
-                    if options.keep_events {
-                        o.tx.events.push(TxEvent {
-                            event_type: frame.event_type(),
-                            decoded: Decoded::Other,
-                            bytes: frame.bytes.to_vec(),
-                        });
-                    }
-                }
+            if open.is_none() && !kind::matters_outside_transactions(frame.event_type()) {
                 continue;
             }
             let decoded = match decoder.decode(&frame) {
@@ -181,7 +189,9 @@ pub fn scan(
                     if let Some(o) = open.take() {
                         end.torn = Some(o.tx.gtid);
                     }
+                    let wanted = options.after.as_ref().is_none_or(|a| !gtid.is_in(a));
                     open = Some(Open {
+                        wanted,
                         ends: match (gtid.flavour(), standalone) {
                             (Flavour::Mysql, _) => Ends::Undecided,
                             (Flavour::Mariadb, true) => Ends::AtStatement,
@@ -209,7 +219,9 @@ pub fn scan(
             o.tx.size = offset + len - o.tx.offset;
             let done = match &decoded {
                 Decoded::TableMap { schema, table } => {
-                    o.tx.tables.insert(format!("{schema}.{table}"));
+                    if o.wanted {
+                        o.tx.tables.insert(format!("{schema}.{table}"));
+                    }
                     false
                 }
                 Decoded::Commit | Decoded::XaPrepare => true,
@@ -224,7 +236,7 @@ pub fn scan(
                 },
                 _ => false,
             };
-            if options.keep_events {
+            if options.keep_events && o.wanted {
                 o.tx.events.push(TxEvent {
                     event_type: ty,
                     decoded,
@@ -232,9 +244,8 @@ pub fn scan(
                 });
             }
             if done {
-                let tx = open.take().expect("open").tx;
-                let wanted = options.after.as_ref().is_none_or(|a| !tx.gtid.is_in(a));
-                if wanted && each(tx).is_break() {
+                let o = open.take().expect("open");
+                if o.wanted && each(o.tx).is_break() {
                     return end;
                 }
             }
@@ -244,14 +255,6 @@ pub fn scan(
         }
     }
     end
-}
-
-/// Events worth decoding: inside a transaction the ones that shape it; outside, the
-/// ones that open one or describe the file. Rows events are only carried.
-fn decodes(event_type: u8, in_transaction: bool) -> bool {
-    const ALWAYS: &[u8] = &[15, 33, 34, 42, 162];
-    const INSIDE: &[u8] = &[2, 5, 13, 14, 16, 19, 38, 40];
-    ALWAYS.contains(&event_type) || (in_transaction && INSIDE.contains(&event_type))
 }
 
 enum Statement {

@@ -3,14 +3,12 @@
 //! numbers), with positions and checksums recomputed, so that both this reader and
 //! `mariadb-binlog` read the result as an ordinary binlog.
 
-use super::frame::{crc32, Framer, FORMAT_DESCRIPTION, HEADER_LEN};
+use super::frame::{crc32, HEADER_LEN};
+use super::kind::{FORMAT_DESCRIPTION, IN_USE, MARIADB_GTID};
 use super::scan::{scan, ScanOptions};
 use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::path::Path;
-
-const MARIADB_GTID: u8 = 162;
-const IN_USE: u16 = 1;
 
 /// Writes a binlog of at least `min_bytes` to `out` from the MariaDB binlog `template`;
 /// returns the number of transactions written.
@@ -23,7 +21,7 @@ pub fn write(template: &Path, min_bytes: u64, out: &mut impl Write) -> io::Resul
         ranges.push((tx.offset as usize, (tx.offset + tx.size) as usize));
         ControlFlow::Continue(())
     });
-    if let Some(d) = end.damage.filter(|d| !d.damage.is_truncation()) {
+    if let Some(d) = end.real_damage() {
         return Err(bad(d.to_string()));
     }
     let Some(&(first, _)) = ranges.first() else {
@@ -47,7 +45,9 @@ pub fn write(template: &Path, min_bytes: u64, out: &mut impl Write) -> io::Resul
         e[n - 4..].copy_from_slice(&crc.to_le_bytes());
         out.write_all(&e)
     };
-    for event in events(&bytes[..first])? {
+    // Everything before the first transaction (format description, GTID list …) was
+    // read whole and checked by the scan, so it splits by the header's length too.
+    for event in events_at(&bytes, 4, first) {
         emit(event, &mut pos, None)?;
     }
     let mut seq = 0u64;
@@ -62,22 +62,7 @@ pub fn write(template: &Path, min_bytes: u64, out: &mut impl Write) -> io::Resul
     Ok(seq)
 }
 
-/// The events of a binlog prefix (magic included), each whole and checked.
-fn events(prefix: &[u8]) -> io::Result<Vec<&[u8]>> {
-    let mut framer = Framer::new(prefix).map_err(|d| io::Error::other(d.to_string()))?;
-    let mut out = Vec::new();
-    let mut at = 4usize;
-    while let Some(f) = framer
-        .next_frame()
-        .map_err(|d| io::Error::other(d.to_string()))?
-    {
-        let n = f.bytes.len();
-        out.push(&prefix[at..at + n]);
-        at += n;
-    }
-    Ok(out)
-}
-
+/// The events in `bytes[a..b]`, split by each header's length.
 fn events_at(bytes: &[u8], mut a: usize, b: usize) -> Vec<&[u8]> {
     let mut out = Vec::new();
     while a < b {

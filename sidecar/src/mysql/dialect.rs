@@ -45,6 +45,19 @@ impl Dialect {
         }
     }
 
+    /// Every transaction the server has, however it got it: for salvage, which must not
+    /// apply one twice. MariaDB adds `gtid_slave_pos` (what replication applied) to its
+    /// binlog state.
+    pub fn has_transactions(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => {
+                "SELECT CONCAT_WS(',', NULLIF(@@global.gtid_binlog_state, ''), \
+                 NULLIF(@@global.gtid_slave_pos, ''))"
+            }
+            Flavour::Mysql => "SELECT @@global.gtid_executed",
+        }
+    }
+
     pub fn replica_status(self) -> &'static str {
         match self.0 {
             Flavour::Mariadb => "SHOW SLAVE STATUS",
