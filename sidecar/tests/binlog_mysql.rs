@@ -53,7 +53,8 @@ impl Writer {
     }
 }
 
-fn mysql_binlog() -> Vec<u8> {
+/// A MySQL 8.4 binlog's first events: format description (CRC32), previous GTIDs 1-10.
+fn header() -> Writer {
     let mut w = Writer {
         out: vec![0xfe, b'b', b'i', b'n'],
     };
@@ -68,6 +69,11 @@ fn mysql_binlog() -> Vec<u8> {
         vec![GnoInterval::new(1, 11)],
     )]);
     w.event(35, &Writer::body(&prev));
+    w
+}
+
+fn mysql_binlog() -> Vec<u8> {
+    let mut w = header();
     // 11: a DML transaction; 12: DDL on its own; 13: DML, cut off before its XID.
     w.gtid(11);
     w.query("app", "BEGIN");
@@ -79,6 +85,30 @@ fn mysql_binlog() -> Vec<u8> {
     w.query("app", "BEGIN");
     w.query("app", "INSERT INTO t VALUES (2)");
     w.out
+}
+
+/// A transaction cut off by a server restart, followed by one written with GTIDs off:
+/// the anonymous one's COMMIT must not complete the torn one.
+#[test]
+fn an_anonymous_transaction_does_not_complete_a_torn_one() {
+    let mut w = header();
+    w.gtid(11);
+    w.query("app", "BEGIN");
+    w.query("app", "INSERT INTO t VALUES (1)");
+    w.event(34, &Writer::body(&GtidEvent::new([0; 16], 0)));
+    w.query("app", "BEGIN");
+    w.query("app", "INSERT INTO t VALUES (2)");
+    w.event(16, &Writer::body(&XidEvent { xid: 100 }));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("binlog.000001");
+    std::fs::write(&file, w.out).unwrap();
+    let mut listed = Vec::new();
+    let end = scan(&[file], &ScanOptions::default(), |tx| {
+        listed.push(tx.gtid.to_string());
+        ControlFlow::Continue(())
+    });
+    assert_eq!(listed, Vec::<String>::new());
+    assert_eq!(end.torn.map(|g| g.to_string()), Some(format!("{UUID}:11")));
 }
 
 #[test]

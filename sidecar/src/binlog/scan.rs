@@ -211,6 +211,14 @@ pub fn scan(
                     });
                     continue;
                 }
+                // A transaction without a GTID (gtid_mode off): it cannot be salvaged by
+                // GTID; it ends whatever was open, and its own events are skipped.
+                Decoded::AnonymousGtid => {
+                    if let Some(o) = open.take() {
+                        end.torn = Some(o.tx.gtid);
+                    }
+                    continue;
+                }
                 _ => {}
             }
             let Some(o) = open.as_mut() else {
