@@ -94,6 +94,17 @@ pub struct Timing {
     pub raft_tick_ms: u64,
     /// Stop the old master's instance through the EC2 API when it is unreachable.
     pub stonith: bool,
+    /// After an automatic failover, no other automatic failover for this long unless
+    /// an operator acknowledges it (`multiaz ack`): a cluster that fails over, and
+    /// fails over again, needs a human (anti-flapping). 0 turns the block off.
+    pub failover_block_ms: u64,
+    /// A planned switchover is refused when its target has not applied this many of
+    /// the master's transactions: they would all have to be applied while writes are
+    /// blocked.
+    pub switchover_max_lag: u64,
+    /// How long a switchover waits for writes running on the old master to finish
+    /// after it is set read_only, before it kills them.
+    pub switchover_grace_ms: u64,
 }
 
 impl Default for Timing {
@@ -106,6 +117,9 @@ impl Default for Timing {
             salvage_timeout_ms: 5_000,
             raft_tick_ms: 100,
             stonith: false,
+            failover_block_ms: 3_600_000,
+            switchover_max_lag: 1000,
+            switchover_grace_ms: 200,
         }
     }
 }
@@ -125,6 +139,9 @@ impl Timing {
     }
     pub fn raft_tick(&self) -> Duration {
         Duration::from_millis(self.raft_tick_ms)
+    }
+    pub fn switchover_grace(&self) -> Duration {
+        Duration::from_millis(self.switchover_grace_ms)
     }
     /// A peer's report older than this is ignored by detection.
     pub fn report_ttl(&self) -> Duration {

@@ -3,6 +3,7 @@
 use crate::cluster::NodeId;
 use crate::event::Event;
 use crate::gtid::GtidSet;
+use crate::hook::HookCall;
 use crate::message::PeerMessage;
 use crate::storage::PersistBatch;
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,10 @@ pub enum Command {
     /// Stop `node`'s EC2 instance (STONITH, only when `timing.stonith` is on).
     /// Result: [`CommandResult::Done`].
     StopInstance { id: CommandId, node: NodeId },
+    /// Run the configured hook for `call.point` (if any) with `call` as its details.
+    /// Result: [`CommandResult::Done`]; an error from a pre-hook is a veto, so the
+    /// driver answers `Ok` for a failed hook unless vetoes are configured.
+    Hook { id: CommandId, call: HookCall },
     /// Send a message to a peer sidecar; best effort, no result.
     Send { to: NodeId, message: PeerMessage },
     /// Durably store raft state, then send the messages it carries. A barrier: the
@@ -74,6 +79,10 @@ pub enum MysqlOp {
     /// Wait until the SQL thread has applied `until` (its relay log).
     /// Result: [`MysqlReply::Positions`].
     WaitApplied { until: GtidSet },
+    /// The planned switchover's demotion of the master: `read_only = ON`, let running
+    /// writes finish for up to `grace_ms`, kill those still running, and report the
+    /// final positions. Result: [`MysqlReply::Positions`].
+    Demote { grace_ms: u64 },
     /// Stop and reset replication, `read_only = OFF`, semi-sync source on.
     Promote,
     /// Replicate from `source` with GTID auto-positioning (semi-sync replica on).

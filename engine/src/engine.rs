@@ -7,7 +7,8 @@ use crate::coord::Coordination;
 use crate::detect::dead_master_reason;
 use crate::event::Event;
 use crate::failover::FailoverRun;
-use crate::input::{Input, OperatorRequest};
+use crate::hook::{HookCall, HookPoint};
+use crate::input::Input;
 use crate::lease::Lease;
 use crate::message::{LocalView, PeerMessage, Report};
 use crate::record::{ClusterRecord, LogEntry};
@@ -47,6 +48,12 @@ pub(crate) enum Pending {
         node: NodeId,
         source: NodeId,
     },
+    /// The pre-failover hook; its veto stops the failover from beginning.
+    PreFailoverHook,
+    /// The pre-switchover hook of a planned run.
+    SwitchoverHook,
+    /// A post hook: its result changes nothing.
+    PostHook,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +85,9 @@ pub struct EngineStatus {
     pub local: LocalView,
     pub lease_valid: bool,
     pub failover_phase: Option<String>,
+    /// Automatic failover is blocked until then (wall clock, ms) after the last one,
+    /// unless an operator acknowledges it (`multiaz ack`).
+    pub failover_blocked_until_wall_ms: Option<u64>,
     /// Consecutive failed probes of the master by this sidecar.
     pub master_failures: u32,
     /// Every member as this sidecar sees it: its own mysqld from its probes, the
@@ -154,6 +164,12 @@ pub struct Engine {
     /// When each replica was last repointed outside a failover (rate limit).
     pub(crate) repointing: BTreeMap<NodeId, Time>,
     pub(crate) errant_reported: BTreeSet<(NodeId, u64)>,
+    /// The pre-failover hook under way: (its command, when to stop waiting for it).
+    pub(crate) pre_hook: Option<(CommandId, Time)>,
+    /// A vetoed failover is not tried again before this.
+    pub(crate) vetoed_until: Option<Time>,
+    /// The failover epoch whose block was last reported (one event per block).
+    blocked_reported: Option<u64>,
 }
 
 impl Engine {
@@ -203,6 +219,9 @@ impl Engine {
             routes: Routes::default(),
             repointing: BTreeMap::new(),
             errant_reported: BTreeSet::new(),
+            pre_hook: None,
+            vetoed_until: None,
+            blocked_reported: None,
         };
         engine.pump();
         Ok(engine)
@@ -236,6 +255,9 @@ impl Engine {
         if let Some(d) = self.routes.next_retry() {
             t = t.min(d);
         }
+        for d in [self.pre_hook.map(|(_, d)| d), self.vetoed_until] {
+            t = t.min(d.unwrap_or(t));
+        }
         t.max(self.now)
     }
 
@@ -265,6 +287,7 @@ impl Engine {
             local: self.local.view.clone(),
             lease_valid: self.lease.is_valid(self.record.epoch, self.now),
             failover_phase: self.run.as_ref().map(|r| r.phase_name().to_string()),
+            failover_blocked_until_wall_ms: self.failover_blocked_until(),
             master_failures: self.probing.master_failures,
             nodes: self.node_views(),
         }
@@ -403,12 +426,18 @@ impl Engine {
                 // A deposed coordinator drops its failover run at once: the next one
                 // resumes from the committed record.
                 self.run = None;
+                self.pre_hook = None;
                 self.routes.clear();
             }
         }
     }
 
     fn coordinate(&mut self) {
+        if self.pre_hook.is_some_and(|(_, deadline)| self.now >= deadline) {
+            // The driver bounds hooks by their own timeout; a lost answer must not
+            // hold the failover back.
+            self.after_pre_failover_hook(None);
+        }
         self.failover_progress();
         if self.run.is_none() {
             self.detect();
@@ -555,21 +584,90 @@ impl Engine {
             .collect()
     }
 
-    fn detect(&mut self) {
+    pub(crate) fn failover_blocked_until(&self) -> Option<u64> {
+        self.record
+            .failover_blocked_until(self.spec.timing.failover_block_ms, self.wall_ms)
+    }
+
+    /// Why the master is dead, if it is (and the cluster may fail it over).
+    fn master_dead(&self) -> Option<(NodeId, String)> {
         if self.record.paused || self.record.failover.is_some() {
+            return None;
+        }
+        let master = self.record.master?;
+        dead_master_reason(&self.spec, master, &self.fresh_reports()).map(|r| (master, r))
+    }
+
+    fn detect(&mut self) {
+        if self.pre_hook.is_some() || self.vetoed_until.is_some_and(|t| self.now < t) {
             return;
         }
-        let Some(master) = self.record.master else {
+        self.vetoed_until = None;
+        let Some((master, reason)) = self.master_dead() else {
             return;
         };
-        let reports = self.fresh_reports();
-        if let Some(reason) = dead_master_reason(&self.spec, master, &reports) {
-            self.emit(Event::MasterDead {
-                master,
-                reason: reason.clone(),
+        if let Some(until_wall_ms) = self.failover_blocked_until() {
+            let epoch = self.record.epoch;
+            if self.blocked_reported != Some(epoch) {
+                self.blocked_reported = Some(epoch);
+                self.emit(Event::FailoverBlocked {
+                    master,
+                    until_wall_ms,
+                });
+            }
+            return;
+        }
+        self.emit(Event::MasterDead {
+            master,
+            reason: reason.clone(),
+        });
+        // The pre-failover hook runs first (the driver answers at once when none is
+        // configured); the failover begins when it comes back without a veto.
+        let call = HookCall {
+            point: HookPoint::PreFailover,
+            epoch: self.record.epoch + 1,
+            old_master: Some(master),
+            new_master: None,
+            reason,
+            success: None,
+            why: None,
+            duration_ms: None,
+            positions: self.known_positions(),
+            salvage: None,
+        };
+        let id = self.issue(Pending::PreFailoverHook, |id| Command::Hook { id, call });
+        self.pre_hook = Some((id, self.now + self.spec.timing.step_timeout()));
+    }
+
+    /// The pre-failover hook answered (or was given up on): begin, unless it vetoed or
+    /// the master has come back meanwhile.
+    fn after_pre_failover_hook(&mut self, veto: Option<String>) {
+        self.pre_hook = None;
+        if let Some(why) = veto {
+            self.emit(Event::Vetoed {
+                what: "failover".into(),
+                why,
             });
+            self.vetoed_until = Some(self.now + self.spec.timing.step_timeout());
+            return;
+        }
+        if !self.coord.is_coordinator() || self.run.is_some() {
+            return;
+        }
+        if let Some((master, reason)) = self.master_dead() {
             self.begin_failover(vec![master], reason);
         }
+    }
+
+    /// Each database server's executed set, as last reported.
+    pub(crate) fn known_positions(&self) -> BTreeMap<NodeId, String> {
+        self.node_views()
+            .into_iter()
+            .filter_map(|(id, v)| match v.mysqld {
+                Some(LocalView::Up(Some(s))) => Some((id, s.executed.to_string())),
+                _ => None,
+            })
+            .collect()
     }
 
     // ---- inputs ---------------------------------------------------------------------
@@ -647,6 +745,15 @@ impl Engine {
             (Pending::Rejoin { node, source }, CommandResult::Mysql(r)) => {
                 self.on_rejoin_result(node, source, r.map(|_| ()))
             }
+            (Pending::PreFailoverHook, CommandResult::Done(r)) => {
+                if self.pre_hook.is_some_and(|(want, _)| want == id) {
+                    self.after_pre_failover_hook(r.err());
+                }
+            }
+            (Pending::SwitchoverHook, CommandResult::Done(r)) => {
+                self.after_switchover_hook(id, r.err())
+            }
+            (Pending::PostHook, CommandResult::Done(_)) => {}
             (Pending::Step { epoch, node }, result) => self.on_step_result(id, epoch, node, result),
             (Pending::Route { table, target }, CommandResult::Done(r)) => match r {
                 Ok(()) => {
@@ -669,14 +776,6 @@ impl Engine {
                 why: format!("result {r:?} does not fit command {p:?}"),
             }),
         }
-    }
-
-    /// Any sidecar accepts an operator request: a follower's proposal is forwarded by
-    /// raft to the leader (refused, with an event, while there is none). Setting the
-    /// pause flag is safe from any record, so it needs no coordinator-side decision.
-    fn on_operator(&mut self, req: OperatorRequest) {
-        let paused = matches!(req, OperatorRequest::Pause);
-        self.propose(LogEntry::SetPaused { paused });
     }
 
     // ---- self-fencing ---------------------------------------------------------------

@@ -106,6 +106,39 @@ pub enum Event {
         master: NodeId,
         gtids: GtidSet,
     },
+    /// A planned switchover was committed and the coordinator starts it.
+    SwitchoverBegun {
+        epoch: u64,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// A switchover request this sidecar refused (its view of the cluster says why).
+    SwitchoverRefused {
+        to: NodeId,
+        why: String,
+    },
+    /// The old master is read_only and its writes have ended: its position is final.
+    Demoted {
+        epoch: u64,
+        node: NodeId,
+        executed: GtidSet,
+    },
+    /// The switchover stopped before its target was committed; the master stays.
+    SwitchoverCancelled {
+        epoch: u64,
+        why: String,
+    },
+    /// The master is dead, but an automatic failover completed recently and was not
+    /// acknowledged: no failover until `until_wall_ms` or `multiaz ack`.
+    FailoverBlocked {
+        master: NodeId,
+        until_wall_ms: u64,
+    },
+    /// A pre-failover or pre-switchover hook failed and vetoes are configured.
+    Vetoed {
+        what: String,
+        why: String,
+    },
     SelfFenced {
         why: String,
     },

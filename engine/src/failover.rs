@@ -17,6 +17,7 @@ use crate::command::{
     Command, CommandId, CommandResult, MysqlOp, MysqlReply, Positions, SalvageReport,
 };
 use crate::engine::{Engine, Pending};
+use crate::hook::{HookCall, HookPoint};
 use crate::event::Event;
 use crate::message::LocalView;
 use crate::record::{FailoverReport, LogEntry};
@@ -39,10 +40,24 @@ pub(crate) struct FailoverRun {
     choice: Option<Choice>,
     caught_up_from: Option<NodeId>,
     salvage: Option<Result<SalvageReport, String>>,
+    /// A planned switchover to this node, run in order (see `switchover.rs`) until its
+    /// target is committed. `None` also when a new coordinator finishes a switchover
+    /// whose target was already committed: that is done as a failover.
+    planned: Option<NodeId>,
 }
 
 #[derive(Debug)]
 enum Phase {
+    /// Switchover: the pre-switchover hook runs.
+    SwitchoverHook {
+        id: CommandId,
+        deadline: Time,
+    },
+    /// Switchover: the old master is being demoted.
+    Demoting {
+        id: CommandId,
+        deadline: Time,
+    },
     ProposingBegin {
         deadline: Time,
     },
@@ -106,12 +121,15 @@ impl FailoverRun {
             choice: None,
             caught_up_from: None,
             salvage: None,
+            planned: None,
         }
     }
 
     pub fn deadline(&self) -> Option<Time> {
         Some(match &self.phase {
             Phase::ProposingBegin { deadline }
+            | Phase::SwitchoverHook { deadline, .. }
+            | Phase::Demoting { deadline, .. }
             | Phase::Fencing { deadline, .. }
             | Phase::CatchingUp { deadline, .. }
             | Phase::ProposingCandidate { deadline }
@@ -128,6 +146,8 @@ impl FailoverRun {
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::ProposingBegin { .. } => "begin",
+            Phase::SwitchoverHook { .. } => "pre-switchover-hook",
+            Phase::Demoting { .. } => "demote",
             Phase::Fencing { .. } => "fence",
             Phase::CatchingUp { .. } => "catch-up",
             Phase::ProposingCandidate { .. } => "choose",
@@ -172,6 +192,7 @@ impl Engine {
             suspects,
             reason,
             wall_ms,
+            planned: None,
         });
     }
 
@@ -181,6 +202,12 @@ impl Engine {
         let committed = self.record.failover.as_ref().map(|f| f.epoch);
         match (&self.run, committed) {
             (None, Some(epoch)) => {
+                let f = self.record.failover.as_ref().expect("committed");
+                if let (Some(to), None) = (f.planned, f.candidate) {
+                    // A switchover is always started here, by whichever sidecar is
+                    // the coordinator when it is committed.
+                    return self.start_switchover(epoch, to);
+                }
                 self.emit(Event::FailoverResumed { epoch });
                 let mut run = FailoverRun::new(
                     epoch,
@@ -224,6 +251,13 @@ impl Engine {
                 // detection decide again.
                 self.run = None;
             }
+            Phase::SwitchoverHook { .. } => {
+                self.cancel("the pre-switchover hook did not answer in time".into())
+            }
+            Phase::Demoting { .. } => self.cancel(format!(
+                "demoting {} did not finish within the step timeout",
+                self.suspects().first().map_or("-".into(), |n| n.to_string())
+            )),
             Phase::Fencing { .. } => self.after_fence(),
             Phase::CatchingUp { .. } => self.catch_up_failed("catch-up timed out".into()),
             Phase::ProposingCandidate { .. } => {
@@ -321,6 +355,7 @@ impl Engine {
                     new_master: *new_master,
                     report: report.clone(),
                 });
+                self.post_hook(Some(*new_master), None, report.salvage.clone());
                 self.run = None;
             }
             LogEntry::FailoverAborted { epoch, why, .. } if *epoch == run.epoch => {
@@ -328,6 +363,15 @@ impl Engine {
                     epoch: *epoch,
                     why: why.clone(),
                 });
+                self.post_hook(None, Some(why.clone()), None);
+                self.run = None;
+            }
+            LogEntry::SwitchoverCancelled { epoch, why, .. } if *epoch == run.epoch => {
+                self.emit(Event::SwitchoverCancelled {
+                    epoch: *epoch,
+                    why: why.clone(),
+                });
+                self.post_hook(None, Some(why.clone()), None);
                 self.run = None;
             }
             _ => {}
@@ -388,9 +432,19 @@ impl Engine {
         if run.epoch != epoch {
             return;
         }
+        if matches!(run.phase, Phase::Demoting { id: want, .. } if want == id) {
+            if let CommandResult::Mysql(r) = result {
+                self.on_demoted(node, r);
+            }
+            return;
+        }
         let suspect = self.suspects().contains(&node);
+        let late_phase = matches!(
+            run.phase,
+            Phase::Promoting { .. } | Phase::Repointing { .. }
+        );
         match result {
-            CommandResult::Mysql(r) if suspect && !matches!(run.phase, Phase::Promoting { .. }) => {
+            CommandResult::Mysql(r) if suspect && !late_phase => {
                 // The read_only fence of a suspect: a confirmation, never a blocker.
                 match r {
                     Ok(_) => {
@@ -510,7 +564,12 @@ impl Engine {
                         epoch,
                         candidate: node,
                     });
-                    self.salvage();
+                    if self.run_mut().planned.is_some() {
+                        // The old master was demoted first: nothing to salvage.
+                        self.propose_candidate();
+                    } else {
+                        self.salvage();
+                    }
                 }
                 Err(why) => self.retry(
                     format!("waiting for {node} to apply its relay log failed: {why}"),
@@ -674,6 +733,10 @@ impl Engine {
             self.after_fence();
             return;
         }
+        if self.run_mut().planned.is_some() {
+            // Demoted, caught up, committed: the old master is fenced by its demotion.
+            return self.promote();
+        }
         let choice = self.run_mut().choice.clone().expect("chosen");
         let pos = self.run_mut().positions.get(&choice.candidate).cloned();
         match pos {
@@ -767,13 +830,20 @@ impl Engine {
     fn repoint(&mut self) {
         let c = self.run_mut().candidate().expect("chosen");
         let suspects = self.suspects();
-        let others: Vec<NodeId> = self
-            .run_mut()
-            .positions
-            .keys()
-            .copied()
-            .filter(|n| *n != c && !suspects.contains(n))
-            .collect();
+        let others: Vec<NodeId> = if self.run_mut().planned.is_some() {
+            // Every server but the new master, the demoted one included.
+            self.spec
+                .database_ids()
+                .filter(|n| *n != c && !self.record.quarantined.contains_key(n))
+                .collect()
+        } else {
+            self.run_mut()
+                .positions
+                .keys()
+                .copied()
+                .filter(|n| *n != c && !suspects.contains(n))
+                .collect()
+        };
         for n in &others {
             self.step(*n, MysqlOp::Repoint { source: c });
             // The replica reconciler leaves these alone until their reports catch up.
@@ -825,6 +895,10 @@ impl Engine {
     /// have become writable) fenced like the old master. Nothing is given up for good:
     /// a replica that was unreachable may be back by then.
     fn retry(&mut self, why: String, suspect: Option<NodeId>) {
+        let committed = self.record.failover.as_ref().and_then(|f| f.candidate);
+        if self.run_mut().planned.is_some() && committed.is_none() {
+            return self.cancel(why);
+        }
         let epoch = self.run_mut().epoch;
         self.emit(Event::FailoverAttemptFailed {
             epoch,
@@ -845,5 +919,150 @@ impl Engine {
             deadline,
         });
         self.propose(entry);
+    }
+}
+
+impl Engine {
+    /// Starts a committed switchover on this coordinator: the pre-switchover hook
+    /// first, then the demotion.
+    fn start_switchover(&mut self, epoch: u64, to: NodeId) {
+        let from = self.suspects().first().copied().expect("a switchover has its master");
+        self.emit(Event::SwitchoverBegun { epoch, from, to });
+        let mut run = FailoverRun::new(epoch, self.now, Phase::ProposingBegin { deadline: self.now });
+        run.begun_at = Some(self.now);
+        run.planned = Some(to);
+        run.choice = Some(Choice {
+            candidate: to,
+            catch_up_from: None,
+            target: crate::gtid::GtidSet::empty(self.spec.flavour),
+        });
+        self.run = Some(run);
+        let call = self.hook_call(HookPoint::PreSwitchover, Some(to), None, None);
+        let id = self.issue(Pending::SwitchoverHook, |id| Command::Hook { id, call });
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::SwitchoverHook { id, deadline });
+    }
+
+    pub(crate) fn after_switchover_hook(&mut self, id: CommandId, veto: Option<String>) {
+        let Some(run) = &self.run else { return };
+        if !matches!(run.phase, Phase::SwitchoverHook { id: want, .. } if want == id) {
+            return;
+        }
+        if let Some(why) = veto {
+            self.emit(Event::Vetoed {
+                what: "switchover".into(),
+                why: why.clone(),
+            });
+            return self.cancel(format!("vetoed by the pre-switchover hook: {why}"));
+        }
+        let from = self.suspects().first().copied().expect("a switchover has its master");
+        let grace_ms = self.spec.timing.switchover_grace_ms;
+        let id = self.step(from, MysqlOp::Demote { grace_ms });
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::Demoting { id, deadline });
+    }
+
+    /// The old master is read_only with its final position: wait for the target to
+    /// apply it (it still replicates from the old master).
+    fn on_demoted(&mut self, node: NodeId, r: Result<MysqlReply, String>) {
+        let epoch = self.run_mut().epoch;
+        let p = match r.map(MysqlReply::positions) {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.cancel(format!("demoting {node} gave no position")),
+            Err(why) => return self.cancel(format!("demoting {node} failed: {why}")),
+        };
+        self.emit(Event::Demoted {
+            epoch,
+            node,
+            executed: p.executed.clone(),
+        });
+        let run = self.run_mut();
+        run.fenced.insert(node);
+        run.positions.insert(node, p.clone());
+        let to = run.planned.expect("a planned run");
+        if let Some(c) = run.choice.as_mut() {
+            c.target = p.executed.clone();
+        }
+        let id = self.step(to, MysqlOp::WaitApplied { until: p.executed });
+        let deadline = self.step_deadline();
+        self.set_phase(Phase::WaitingApplied { id, deadline });
+    }
+
+    /// Ends a switchover before its target was committed; the old master regains its
+    /// lease and becomes writable again.
+    fn cancel(&mut self, why: String) {
+        let epoch = self.run_mut().epoch;
+        let entry = LogEntry::SwitchoverCancelled {
+            epoch,
+            why,
+            wall_ms: self.wall_ms,
+        };
+        self.end_with(entry);
+    }
+
+    fn hook_call(
+        &self,
+        point: HookPoint,
+        new_master: Option<NodeId>,
+        why: Option<String>,
+        salvage: Option<Result<SalvageReport, String>>,
+    ) -> HookCall {
+        let run = self.run.as_ref();
+        let post = !point.is_pre();
+        let mut positions = self.known_positions();
+        if let Some(run) = run {
+            for (n, p) in &run.positions {
+                positions.insert(*n, p.executed.to_string());
+            }
+        }
+        // A post hook runs once the end is applied: the journal holds the attempt.
+        let (epoch, old_master, reason) = match (post, self.record.journal.last()) {
+            (true, Some(j)) => (j.epoch, j.old_master, j.reason.clone()),
+            _ => (
+                run.map_or(self.record.epoch, |r| r.epoch),
+                self.suspects().first().copied(),
+                self.record
+                    .failover
+                    .as_ref()
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        HookCall {
+            point,
+            epoch,
+            old_master,
+            new_master,
+            reason,
+            success: post.then_some(why.is_none()),
+            why,
+            duration_ms: run
+                .filter(|_| post)
+                .map(|r| self.now.since(r.started).as_millis() as u64),
+            positions,
+            salvage,
+        }
+    }
+
+    /// Runs the post hook of the run that just ended (called before the run is
+    /// dropped, while the record still names the failover).
+    fn post_hook(
+        &mut self,
+        new_master: Option<NodeId>,
+        why: Option<String>,
+        salvage: Option<Result<SalvageReport, String>>,
+    ) {
+        let planned = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.planned.is_some())
+            || self.record.journal.last().is_some_and(|j| j.planned);
+        let point = if planned {
+            HookPoint::PostSwitchover
+        } else {
+            HookPoint::PostFailover
+        };
+        let call = self.hook_call(point, new_master, why, salvage);
+        self.issue(Pending::PostHook, |id| Command::Hook { id, call });
     }
 }

@@ -26,4 +26,10 @@ pub enum OperatorRequest {
     /// No automatic failover until resumed (maintenance windows).
     Pause,
     Resume,
+    /// Lift the block on automatic failover that follows a failover (anti-flapping).
+    Ack,
+    /// A planned master change to `to`. Checked against this sidecar's view first
+    /// (refused with [`crate::Event::SwitchoverRefused`]), then committed; the
+    /// coordinator carries it out.
+    Switchover { to: NodeId },
 }

@@ -61,6 +61,7 @@ mod engine;
 pub mod event;
 mod failover;
 pub mod gtid;
+pub mod hook;
 pub mod input;
 mod lease;
 pub mod message;
@@ -68,6 +69,7 @@ pub mod record;
 mod replicas;
 mod routes;
 pub mod storage;
+mod switchover;
 pub mod time;
 
 pub use cluster::{ClusterSpec, NodeId, NodeKind, NodeSpec, PromotionRule, SpecError, Timing, Vip};
@@ -78,6 +80,8 @@ pub use command::{
 pub use engine::{Engine, EngineError, EngineStatus, NodeView, Role};
 pub use event::Event;
 pub use gtid::{Flavour, GtidError, GtidSet};
+pub use hook::{HookCall, HookPoint};
+pub use switchover::{plan_switchover, SwitchoverPlan};
 pub use input::{Input, OperatorRequest};
 pub use message::{LocalView, PeerMessage, Report};
 pub use record::{ClusterRecord, FailoverReport, JournalEntry, LogEntry, Outcome};

@@ -29,6 +29,10 @@ pub struct ClusterRecord {
     /// some. Released when a check finds it clean.
     #[serde(default)]
     pub quarantined: BTreeMap<NodeId, String>,
+    /// The epoch of the last automatic failover an operator acknowledged: the block
+    /// on further automatic failovers is lifted for it.
+    #[serde(default)]
+    pub acked_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +45,10 @@ pub struct FailoverState {
     pub begun_wall_ms: u64,
     /// Set once, by the first committed choice; never changed within the epoch.
     pub candidate: Option<NodeId>,
+    /// A planned switchover to this node (the old master is alive and is demoted, not
+    /// failed over).
+    #[serde(default)]
+    pub planned: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +60,9 @@ pub struct JournalEntry {
     pub begun_wall_ms: u64,
     pub ended_wall_ms: u64,
     pub outcome: Outcome,
+    /// An operator's switchover, not an automatic failover.
+    #[serde(default)]
+    pub planned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +70,8 @@ pub enum Outcome {
     Completed(FailoverReport),
     Aborted { why: String },
     Superseded { by_epoch: u64 },
+    /// A switchover that stopped before its target was committed: the old master stays.
+    Cancelled { why: String },
 }
 
 /// What the coordinator saw while it carried the failover out.
@@ -83,6 +96,9 @@ pub enum LogEntry {
         suspects: Vec<NodeId>,
         reason: String,
         wall_ms: u64,
+        /// A planned switchover to this node; the only suspect is the live master.
+        #[serde(default)]
+        planned: Option<NodeId>,
     },
     CandidateChosen {
         epoch: u64,
@@ -99,8 +115,19 @@ pub enum LogEntry {
         why: String,
         wall_ms: u64,
     },
+    /// A switchover that could not demote the old master or catch its target up ends
+    /// here, before its target was committed: the master of record stays.
+    SwitchoverCancelled {
+        epoch: u64,
+        why: String,
+        wall_ms: u64,
+    },
     SetPaused {
         paused: bool,
+    },
+    /// An operator acknowledged the automatic failover of `epoch`.
+    Ack {
+        epoch: u64,
     },
     /// `Some(why)` keeps `node` out; `None` lets it back in.
     Quarantine {
@@ -132,7 +159,25 @@ impl ClusterRecord {
             paused: false,
             journal: Vec::new(),
             quarantined: BTreeMap::new(),
+            acked_epoch: 0,
         }
+    }
+
+    /// The last automatic (not planned) failover that completed.
+    pub fn last_automatic_failover(&self) -> Option<&JournalEntry> {
+        self.journal
+            .iter()
+            .rev()
+            .find(|j| !j.planned && matches!(j.outcome, Outcome::Completed(_)))
+    }
+
+    /// Until when (wall clock, ms) automatic failover is blocked after the last one,
+    /// unless acknowledged. Wall time, because the block must survive a sidecar
+    /// restart; it decides availability only, never safety.
+    pub fn failover_blocked_until(&self, block_ms: u64, wall_ms: u64) -> Option<u64> {
+        let last = self.last_automatic_failover()?;
+        let until = last.ended_wall_ms.saturating_add(block_ms);
+        (block_ms > 0 && last.epoch > self.acked_epoch && wall_ms < until).then_some(until)
     }
 
     /// The one node allowed to accept writes: the master, or during a failover the
@@ -151,12 +196,28 @@ impl ClusterRecord {
                 suspects,
                 reason,
                 wall_ms,
+                planned,
             } => {
                 if *epoch != self.epoch + 1 {
                     return Err(Ignored(format!(
                         "failover for epoch {epoch} but the record is at epoch {}",
                         self.epoch
                     )));
+                }
+                if let Some(to) = planned {
+                    // A switchover starts only from a settled cluster, away from its
+                    // master of record (which is then the one suspect).
+                    if self.failover.is_some()
+                        || self.master.is_none()
+                        || self.master == Some(*to)
+                        || suspects.as_slice() != [self.master.expect("checked")]
+                    {
+                        return Err(Ignored(format!(
+                            "switchover to {to} does not fit the record (master {:?}, failover in progress: {})",
+                            self.master,
+                            self.failover.is_some()
+                        )));
+                    }
                 }
                 if let Some(old) = self.failover.take() {
                     self.push_journal(JournalEntry {
@@ -167,6 +228,7 @@ impl ClusterRecord {
                         begun_wall_ms: old.begun_wall_ms,
                         ended_wall_ms: *wall_ms,
                         outcome: Outcome::Superseded { by_epoch: *epoch },
+                        planned: old.planned.is_some(),
                     });
                 }
                 self.epoch = *epoch;
@@ -176,6 +238,7 @@ impl ClusterRecord {
                     reason: reason.clone(),
                     begun_wall_ms: *wall_ms,
                     candidate: None,
+                    planned: *planned,
                 });
                 Ok(())
             }
@@ -206,10 +269,13 @@ impl ClusterRecord {
                         begun_wall_ms: f.begun_wall_ms,
                         ended_wall_ms: *wall_ms,
                         outcome: Outcome::Completed(report.clone()),
+                        planned: f.planned.is_some(),
                     });
                     // A failed master may hold transactions nobody else has: it
-                    // rejoins only once checked.
-                    for s in f.suspects.iter().filter(|s| *s != new_master) {
+                    // rejoins only once checked. A switchover's old master was
+                    // demoted in order, its target caught up with it: nothing to check.
+                    let failed = f.suspects.iter().filter(|s| *s != new_master);
+                    for s in failed.filter(|_| f.planned.is_none()) {
                         self.quarantined
                             .entry(*s)
                             .or_insert_with(|| format!("failed master of epoch {}; not yet checked for errant transactions", epoch - 1));
@@ -232,12 +298,36 @@ impl ClusterRecord {
                         begun_wall_ms: f.begun_wall_ms,
                         ended_wall_ms: *wall_ms,
                         outcome: Outcome::Aborted { why: why.clone() },
+                        planned: f.planned.is_some(),
                     });
                     self.master = None;
                     Ok(())
                 }
                 _ => Err(Ignored(format!("no failover in progress for epoch {epoch}"))),
             },
+            LogEntry::SwitchoverCancelled { epoch, why, wall_ms } => match &self.failover {
+                Some(f) if f.epoch == *epoch && f.planned.is_some() && f.candidate.is_none() => {
+                    let f = self.failover.take().expect("matched above");
+                    self.push_journal(JournalEntry {
+                        epoch: *epoch,
+                        old_master: self.master,
+                        new_master: None,
+                        reason: f.reason,
+                        begun_wall_ms: f.begun_wall_ms,
+                        ended_wall_ms: *wall_ms,
+                        outcome: Outcome::Cancelled { why: why.clone() },
+                        planned: true,
+                    });
+                    Ok(())
+                }
+                _ => Err(Ignored(format!(
+                    "no switchover of epoch {epoch} that can still be cancelled"
+                ))),
+            },
+            LogEntry::Ack { epoch } => {
+                self.acked_epoch = self.acked_epoch.max(*epoch);
+                Ok(())
+            }
             LogEntry::Quarantine { node, why } => {
                 match why {
                     Some(w) => {

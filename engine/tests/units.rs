@@ -18,6 +18,7 @@ fn begin(epoch: u64, suspects: &[NodeId]) -> LogEntry {
         suspects: suspects.to_vec(),
         reason: "test".into(),
         wall_ms: 0,
+        planned: None,
     }
 }
 
@@ -108,6 +109,94 @@ fn an_abort_leaves_no_master() {
     .unwrap();
     assert_eq!((r.master, r.writer()), (None, None));
     assert!(matches!(&r.journal[0].outcome, Outcome::Aborted { why } if why == "x"));
+}
+
+fn switchover(epoch: u64, from: NodeId, to: NodeId) -> LogEntry {
+    LogEntry::FailoverBegin {
+        epoch,
+        suspects: vec![from],
+        reason: "planned".into(),
+        wall_ms: 0,
+        planned: Some(to),
+    }
+}
+
+#[test]
+fn a_switchover_fits_only_a_settled_record_and_can_be_cancelled_only_before_its_target() {
+    let mut r = ClusterRecord::initial(&spec());
+    // Not from a node that is not the master, not to the master itself.
+    assert!(r.apply(&switchover(2, N2, N3)).is_err());
+    assert!(r.apply(&switchover(2, N1, N1)).is_err());
+    r.apply(&switchover(2, N1, N2)).unwrap();
+    assert_eq!(r.writer(), None, "nobody writes while it runs");
+    // Cancelled before the target is committed: the master stays, no quarantine.
+    let cancel = LogEntry::SwitchoverCancelled {
+        epoch: 2,
+        why: "target behind".into(),
+        wall_ms: 5,
+    };
+    r.apply(&cancel).unwrap();
+    assert_eq!((r.master, r.writer(), r.epoch), (Some(N1), Some(N1), 2));
+    assert!(r.journal[0].planned);
+    assert!(matches!(&r.journal[0].outcome, Outcome::Cancelled { why } if why == "target behind"));
+    // Once its target is committed it can no longer be cancelled; it completes, and
+    // the demoted master is not quarantined.
+    r.apply(&switchover(3, N1, N2)).unwrap();
+    assert!(r.apply(&switchover(4, N1, N3)).is_err(), "one at a time");
+    r.apply(&LogEntry::CandidateChosen {
+        epoch: 3,
+        candidate: N2,
+    })
+    .unwrap();
+    let cancel = LogEntry::SwitchoverCancelled {
+        epoch: 3,
+        why: "late".into(),
+        wall_ms: 6,
+    };
+    assert!(r.apply(&cancel).is_err());
+    r.apply(&complete(3, N2)).unwrap();
+    assert_eq!(r.master, Some(N2));
+    assert!(r.quarantined.is_empty());
+    // An automatic failover cannot be "cancelled".
+    r.apply(&begin(4, &[N2])).unwrap();
+    assert!(r
+        .apply(&LogEntry::SwitchoverCancelled {
+            epoch: 4,
+            why: "x".into(),
+            wall_ms: 7
+        })
+        .is_err());
+}
+
+#[test]
+fn automatic_failovers_block_the_next_one_until_the_period_ends_or_an_ack() {
+    let mut r = ClusterRecord::initial(&spec());
+    assert_eq!(r.failover_blocked_until(1000, 0), None);
+    r.apply(&switchover(2, N1, N2)).unwrap();
+    r.apply(&LogEntry::CandidateChosen {
+        epoch: 2,
+        candidate: N2,
+    })
+    .unwrap();
+    r.apply(&complete(2, N2)).unwrap();
+    assert_eq!(
+        r.failover_blocked_until(1000, 1),
+        None,
+        "a switchover blocks nothing"
+    );
+    r.apply(&begin(3, &[N2])).unwrap();
+    r.apply(&LogEntry::CandidateChosen {
+        epoch: 3,
+        candidate: N3,
+    })
+    .unwrap();
+    r.apply(&complete(3, N3)).unwrap();
+    let ended = r.journal.last().unwrap().ended_wall_ms;
+    assert_eq!(r.failover_blocked_until(1000, ended), Some(ended + 1000));
+    assert_eq!(r.failover_blocked_until(1000, ended + 1000), None);
+    assert_eq!(r.failover_blocked_until(0, ended), None, "0 turns it off");
+    r.apply(&LogEntry::Ack { epoch: 3 }).unwrap();
+    assert_eq!(r.failover_blocked_until(1000, ended), None);
 }
 
 #[test]

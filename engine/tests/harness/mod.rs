@@ -36,7 +36,11 @@ pub fn spec_with(promotions: [PromotionRule; 3], client_az: Option<&str>) -> Clu
             address: "10.0.100.10".parse().unwrap(),
             route_tables: vec!["rtb-a".into(), "rtb-b".into(), "rtb-c".into()],
         },
-        timing: Timing::default(),
+        // Tests fail over again and again; the anti-flapping block has tests of its own.
+        timing: Timing {
+            failover_block_ms: 0,
+            ..Timing::default()
+        },
         nodes,
     }
     .validate()
@@ -134,6 +138,10 @@ pub struct Sim {
     pub two_ackers: Vec<(Time, Vec<NodeId>)>,
     pub write_every: Option<Duration>,
     next_write: Time,
+    /// Every hook the engines asked for.
+    pub hooks: Vec<(Time, NodeId, HookCall)>,
+    /// Hook points whose (configured) command fails and vetoes.
+    pub veto: BTreeSet<HookPoint>,
 }
 
 impl Sim {
@@ -188,6 +196,8 @@ impl Sim {
             two_ackers: Vec::new(),
             write_every: Some(Duration::from_millis(50)),
             next_write: now,
+            hooks: Vec::new(),
+            veto: BTreeSet::new(),
         }
     }
 
@@ -615,6 +625,15 @@ impl Sim {
                 self.crash_host(node);
                 self.result(by, id, ok, CommandResult::Done(Ok(())));
             }
+            Command::Hook { id, call } => {
+                let r = if self.veto.contains(&call.point) {
+                    Err(format!("{} hook exited with status 1", call.point))
+                } else {
+                    Ok(())
+                };
+                self.hooks.push((self.now, by, call));
+                self.result(by, id, ok, CommandResult::Done(r));
+            }
         }
     }
 
@@ -651,9 +670,27 @@ impl Sim {
                 }
                 Ok(MysqlReply::Positions(p))
             }
-            MysqlOp::WaitApplied { .. } => {
+            MysqlOp::WaitApplied { until } => {
+                // A replica still attached to a live source catches up with it first.
+                let src = self.nodes[&node].mysqld.source;
+                let m = &self.nodes[&node].mysqld;
+                let pulling = m.io_running && !m.io_held;
+                if let Some(s) = src.filter(|s| pulling && linked_src(self, *s)) {
+                    let got = self.nodes[&s].mysqld.executed.clone();
+                    let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
+                    m.received = m.received.union(&got);
+                }
                 let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
                 m.executed = m.executed.union(&m.received);
+                let p = m.positions();
+                if !p.executed.contains(&until) {
+                    return Err(format!("not applied: missing {}", until.difference(&p.executed)));
+                }
+                Ok(MysqlReply::Positions(p))
+            }
+            MysqlOp::Demote { .. } => {
+                let m = &mut self.nodes.get_mut(&node).unwrap().mysqld;
+                m.read_only = true;
                 Ok(MysqlReply::Positions(m.positions()))
             }
             MysqlOp::Promote => {
