@@ -1,7 +1,12 @@
 //! The admin HTTP API (axum): `GET /status` (JSON), `GET /metrics` (Prometheus text),
-//! `GET /healthz`; `POST /pause` and `POST /resume` need the admin token
-//! (`Authorization: Bearer <token>`). It listens on localhost unless configured
+//! `GET /healthz`; `POST /pause`, `/resume`, `/ack` and `/switchover` need the admin
+//! token (`Authorization: Bearer <token>`). It listens on localhost unless configured
 //! otherwise.
+//!
+//! `POST /switchover` takes `{"to": <node id>, "dry_run": <bool>}`: it checks the
+//! switchover against this sidecar's view and answers 409 with the reason when it may
+//! not start, 200 with the plan for a dry run, 202 with the plan when it was handed
+//! to the engine (which commits it; the journal shows how it ended).
 
 use crate::config::Secret;
 use crate::telemetry::Telemetry;
@@ -10,13 +15,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use multiaz_engine::OperatorRequest;
-use serde::Serialize;
+use multiaz_engine::{plan_switchover, ClusterSpec, NodeId, OperatorRequest, SwitchoverPlan};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 #[derive(Clone)]
 struct AdminState {
-    cluster: String,
+    spec: ClusterSpec,
     telemetry: Telemetry,
     operator: mpsc::UnboundedSender<OperatorRequest>,
     token: Option<Secret>,
@@ -31,7 +36,7 @@ struct StatusBody {
 }
 
 pub fn router(
-    cluster: String,
+    spec: ClusterSpec,
     telemetry: Telemetry,
     operator: mpsc::UnboundedSender<OperatorRequest>,
     token: Option<Secret>,
@@ -42,8 +47,10 @@ pub fn router(
         .route("/metrics", get(metrics))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .route("/ack", post(ack))
+        .route("/switchover", post(switchover))
         .with_state(AdminState {
-            cluster,
+            spec,
             telemetry,
             operator,
             token,
@@ -60,7 +67,7 @@ async fn healthz(State(s): State<AdminState>) -> Response {
 async fn status(State(s): State<AdminState>) -> Response {
     match s.telemetry.status() {
         Some(status) => Json(StatusBody {
-            cluster: s.cluster.clone(),
+            cluster: s.spec.name.clone(),
             status,
         })
         .into_response(),
@@ -85,6 +92,74 @@ async fn pause(State(s): State<AdminState>, headers: HeaderMap) -> Response {
 
 async fn resume(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     operate(&s, &headers, OperatorRequest::Resume)
+}
+
+async fn ack(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    operate(&s, &headers, OperatorRequest::Ack)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    pub to: NodeId,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The answer to `POST /switchover` when it may go ahead.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SwitchoverAnswer {
+    pub plan: serde_json::Value,
+    /// The plan in words, step by step.
+    pub text: String,
+    pub started: bool,
+}
+
+async fn switchover(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(refused) = authorize(s.token.as_ref(), &headers) {
+        return refused.into_response();
+    }
+    let req: SwitchoverRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"to\": <node id>, \"dry_run\": <bool>}}: {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let Some(status) = s.telemetry.status() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "engine not started yet\n").into_response();
+    };
+    let plan: SwitchoverPlan = match plan_switchover(&s.spec, &status, req.to) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::info!(to = %req.to, "switchover refused: {why}");
+            return (StatusCode::CONFLICT, format!("refused: {why}\n")).into_response();
+        }
+    };
+    let answer = |started| SwitchoverAnswer {
+        plan: serde_json::to_value(&plan).unwrap_or_default(),
+        text: plan.to_string(),
+        started,
+    };
+    if req.dry_run {
+        return Json(answer(false)).into_response();
+    }
+    if s
+        .operator
+        .send(OperatorRequest::Switchover { to: req.to })
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "engine not running\n").into_response();
+    }
+    tracing::info!(from = %plan.from, to = %plan.to, epoch = plan.epoch, "switchover requested");
+    (StatusCode::ACCEPTED, Json(answer(true))).into_response()
 }
 
 fn operate(s: &AdminState, headers: &HeaderMap, request: OperatorRequest) -> Response {

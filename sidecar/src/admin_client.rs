@@ -15,6 +15,17 @@ pub async fn call(
     path: &str,
     token: Option<&[u8]>,
 ) -> Result<(StatusCode, String), String> {
+    call_with(admin, method, path, token, Vec::new()).await
+}
+
+/// [`call`] with a JSON body.
+pub async fn call_with(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&[u8]>,
+    body: Vec<u8>,
+) -> Result<(StatusCode, String), String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder()
         .method(method)
@@ -23,8 +34,11 @@ pub async fn call(
         let t = String::from_utf8_lossy(t);
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
+    if !body.is_empty() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
     let req = req
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request: {e}"))?;
     let work = async {
         let resp = client

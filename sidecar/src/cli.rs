@@ -69,6 +69,45 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Planned master change to NODE (a name or an id from the config), for maintenance.
+    ///
+    /// Through the admin API of the sidecar on this host (needs [admin] token_file):
+    /// the old master is set read_only (running writes get timing.switchover_grace_ms
+    /// to finish, then are killed), NODE applies everything the old master wrote, NODE
+    /// is promoted, the VIP route moves to it, and every other server — the old
+    /// master too — replicates from it. Refused, with the reason, when NODE lags more
+    /// than timing.switchover_max_lag transactions, is not healthy or not replicating,
+    /// is marked promotion = "never", is quarantined, or a failover is in progress.
+    /// Until NODE is committed as the writer, any failure cancels the switchover and
+    /// the old master takes writes again. Waits for the outcome and prints it; exits
+    /// 1 if it was refused or cancelled.
+    Switchover {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The new master: its name or id.
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        /// Check and print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Acknowledge the last automatic failover: lifts the block on further automatic
+    /// failovers (timing.failover_block_ms) before its period ends.
+    Ack {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// No automatic failover until `multiaz resume` (maintenance windows). The
+    /// sidecars keep probing and self-fencing; a switchover is still possible.
+    Pause {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Automatic failover again after `multiaz pause`.
+    Resume {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Read a binlog from its files (no server needed): forensics and salvage.
     #[command(subcommand)]
     Binlog(BinlogCommand),

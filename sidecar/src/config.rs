@@ -60,7 +60,49 @@ struct Raw {
     peers: RawPeers,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    hooks: Hooks,
     nodes: Vec<RawNode>,
+}
+
+/// Commands run before and after failovers and switchovers (on the coordinating
+/// sidecar), each an argv: `["/usr/local/bin/page", "--team", "dba"]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default)]
+    pub pre_failover: Option<Vec<String>>,
+    #[serde(default)]
+    pub post_failover: Option<Vec<String>>,
+    #[serde(default)]
+    pub pre_switchover: Option<Vec<String>>,
+    #[serde(default)]
+    pub post_switchover: Option<Vec<String>>,
+    /// A hook still running after this is killed (and counts as failed).
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_ms: u64,
+    /// A failing pre hook (non-zero exit, timeout, cannot start) stops the failover
+    /// or switchover. Off: it is logged and the operation goes on.
+    #[serde(default)]
+    pub veto: bool,
+}
+
+impl Hooks {
+    /// The configured commands, by the name of their key.
+    pub fn commands(&self) -> impl Iterator<Item = (&'static str, &Vec<String>)> {
+        [
+            ("pre_failover", &self.pre_failover),
+            ("post_failover", &self.post_failover),
+            ("pre_switchover", &self.pre_switchover),
+            ("post_switchover", &self.post_switchover),
+        ]
+        .into_iter()
+        .filter_map(|(n, c)| c.as_ref().map(|c| (n, c)))
+    }
+}
+
+fn default_hook_timeout() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +256,7 @@ pub struct Config {
     /// This host's binlog directory, for salvage; `None`: salvage from here is refused.
     pub binlog_dir: Option<PathBuf>,
     pub binlog_index: Option<PathBuf>,
+    pub hooks: Hooks,
 }
 
 impl Config {
@@ -394,6 +437,17 @@ impl Config {
                 "needs mysql.binlog_dir (where the files it names are)".into(),
             ));
         }
+        for (name, argv) in raw.hooks.commands() {
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(key(
+                    &format!("hooks.{name}"),
+                    "an empty command: give the program and its arguments, [\"/path/to/prog\", \"arg\"]".into(),
+                ));
+            }
+        }
+        if raw.hooks.timeout_ms == 0 {
+            return Err(key("hooks.timeout_ms", "must be more than 0".into()));
+        }
         Ok(Config {
             file: file.to_path_buf(),
             me: raw.node_id,
@@ -415,6 +469,7 @@ impl Config {
             admin_token,
             binlog_dir: raw.mysql.binlog_dir,
             binlog_index: raw.mysql.binlog_index,
+            hooks: raw.hooks,
         })
     }
 }

@@ -10,8 +10,16 @@ use multiaz_engine::{
     Command, CommandId, CommandResult, DurableState, Engine, Input, NodeId, OperatorRequest,
     PeerMessage, Time,
 };
+use multiaz_engine::HookCall;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// Runs the operator's hook for a call; `Err` from a pre hook is a veto. The default
+/// (no hooks configured) answers `Ok` at once.
+pub type HookRunner = Rc<dyn Fn(HookCall) -> Pin<Box<dyn Future<Output = Result<(), String>>>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -36,6 +44,7 @@ pub struct Driver<M, S, R, P, D, O> {
     peers: P,
     store: D,
     observer: O,
+    hooks: HookRunner,
     inbox: mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
     operator: mpsc::UnboundedReceiver<OperatorRequest>,
     done_tx: mpsc::UnboundedSender<(CommandId, CommandResult)>,
@@ -77,6 +86,7 @@ where
             peers,
             store,
             observer,
+            hooks: Rc::new(|_| Box::pin(async { Ok(()) })),
             inbox,
             operator,
             done_tx,
@@ -87,6 +97,12 @@ where
             operator: op_tx,
         };
         (driver, handle)
+    }
+
+    /// Runs the operator's hooks (see [`HookRunner`]) instead of none.
+    pub fn with_hooks(mut self, hooks: HookRunner) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     fn now(&self) -> Time {
@@ -169,6 +185,10 @@ where
                 self.spawn(id, async move {
                     CommandResult::Done(routes.replace_route(route_table, target).await)
                 });
+            }
+            Command::Hook { id, call } => {
+                let work = (self.hooks)(call);
+                self.spawn(id, async move { CommandResult::Done(work.await) });
             }
             Command::StopInstance { id, node } => {
                 let routes = self.routes.clone();

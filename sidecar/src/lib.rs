@@ -29,7 +29,11 @@ pub mod driver;
 pub mod ec2;
 pub mod frame;
 #[cfg(feature = "real")]
+pub mod hooks;
+#[cfg(feature = "real")]
 pub mod mysql;
+#[cfg(feature = "real")]
+pub mod operate;
 pub mod peers;
 pub mod retry;
 #[cfg(feature = "real")]

@@ -3,7 +3,7 @@
 use clap::Parser;
 use multiaz_sidecar::cli::{BinlogCommand, Cli, Command, LogFormat};
 use multiaz_sidecar::config::Config;
-use multiaz_sidecar::{binlog_cmd, check, status};
+use multiaz_sidecar::{binlog_cmd, check, operate, status};
 use std::process::ExitCode;
 
 fn init_logs(format: LogFormat) {
@@ -59,6 +59,34 @@ fn main() -> ExitCode {
             Command::Status { config, json } => {
                 let config = Config::load(&config)?;
                 print!("{}", status::show(&config, json).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Switchover {
+                config,
+                to,
+                dry_run,
+            } => {
+                let config = Config::load(&config)?;
+                let ok = operate::switchover(&config, &to, dry_run).await?;
+                Ok(if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            Command::Ack { config } => {
+                let config = Config::load(&config)?;
+                print!("{}", operate::simple(&config, "/ack").await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Pause { config } => {
+                let config = Config::load(&config)?;
+                print!("{}", operate::simple(&config, "/pause").await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Resume { config } => {
+                let config = Config::load(&config)?;
+                print!("{}", operate::simple(&config, "/resume").await?);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Binlog(BinlogCommand::Tail { source, json }) => {

@@ -4,6 +4,7 @@
 
 use crate::adapters::Observer;
 use crate::admin;
+use crate::hooks;
 use crate::auth::ClusterKey;
 use crate::config::Config;
 use crate::driver::Driver;
@@ -142,6 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         telemetry.clone(),
     );
+    let driver = driver.with_hooks(hooks::runner(config.hooks.clone()));
     let inbox = handle.inbox.clone();
     tokio::task::spawn_local(async move {
         while let Some(m) = peer_rx.recv().await {
@@ -155,7 +157,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("admin.listen {}", config.admin_listen))?;
     let app = admin::router(
-        config.spec.name.clone(),
+        config.spec.clone(),
         telemetry,
         handle.operator.clone(),
         config.admin_token.clone(),

@@ -82,9 +82,23 @@ pub fn render(v: &Value) -> String {
             "not held"
         }
     ));
-    if !r["failover"].is_null() {
+    if let Some(until) = v["failover_blocked_until_wall_ms"].as_u64() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         out.push_str(&format!(
-            "FAILOVER IN PROGRESS: epoch {} phase {} reason {}\n",
+            "automatic failover BLOCKED for another {} s after the last one (timing.failover_block_ms); `multiaz ack` lifts it\n",
+            until.saturating_sub(now) / 1000
+        ));
+    }
+    if !r["failover"].is_null() {
+        let what = if r["failover"]["planned"].is_null() {
+            "FAILOVER"
+        } else {
+            "SWITCHOVER"
+        };
+        out.push_str(&format!(
+            "{what} IN PROGRESS: epoch {} phase {} reason {}\n",
             text(&r["failover"]["epoch"]),
             text(&v["failover_phase"]),
             text(&r["failover"]["reason"])
@@ -119,10 +133,20 @@ pub fn render(v: &Value) -> String {
         for (id, why) in q {
             out.push_str(&format!("  {id}: {}\n", text(why)));
         }
+        if q.values().any(|w| text(w).contains("errant")) {
+            out.push_str(
+                "  errant transactions are never replicated into the cluster: rebuild that server from the master, or (MariaDB) undo them with `mariadb-binlog --flashback`; see the README\n",
+            );
+        }
     }
     match r["journal"].as_array().and_then(|j| j.last()) {
         Some(last) => out.push_str(&format!(
-            "\nlast failover: epoch {} from {} to {} ({})\n  outcome: {}\n",
+            "\nlast {}: epoch {} from {} to {} ({})\n  outcome: {}\n",
+            if last["planned"] == Value::Bool(true) {
+                "switchover"
+            } else {
+                "failover"
+            },
             text(&last["epoch"]),
             text(&last["old_master"]),
             text(&last["new_master"]),

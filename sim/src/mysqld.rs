@@ -240,6 +240,11 @@ async fn op_(
             }
             MysqlReply::Positions(positions(world, me))
         }
+        MysqlOp::Demote { .. } => {
+            // Writes apply at once in the model: nothing runs past read_only.
+            world.mysqld(me, |m| m.read_only = true);
+            MysqlReply::Positions(positions(world, me))
+        }
         MysqlOp::Promote => {
             world.mysqld(me, |m| {
                 m.source = None;

@@ -289,6 +289,64 @@ impl MysqlAdapter {
         }
     }
 
+    /// Connections in a transaction that has written (or waits for a lock to write):
+    /// the writes a switchover waits for and then kills.
+    async fn writers(conn: &mut Conn) -> Result<Vec<u64>, String> {
+        conn.query(
+            "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx \
+             WHERE trx_mysql_thread_id <> CONNECTION_ID() \
+             AND (trx_rows_modified > 0 OR trx_state = 'LOCK WAIT')",
+        )
+        .await
+        .map_err(|e| format!("listing running writes: {e}"))
+    }
+
+    async fn kill_writers(conn: &mut Conn) -> Result<usize, String> {
+        let ids = Self::writers(conn).await?;
+        for id in &ids {
+            // Gone already is fine: it ended by itself.
+            let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
+        }
+        Ok(ids.len())
+    }
+
+    /// The switchover's demotion: read_only at once; writes already running get
+    /// `grace` to finish (they can no longer commit changes, so they end or roll
+    /// back), then their connections are killed. `SET GLOBAL read_only` itself waits
+    /// for statements holding write locks: past `grace` those are killed too.
+    async fn demote(
+        &self,
+        conn: &mut Conn,
+        node: NodeId,
+        grace: Duration,
+    ) -> Result<Positions, String> {
+        let d = self.inner.dialect;
+        let mut other;
+        let set = timeout(grace, Self::run_all(conn, d.set_read_only())).await;
+        let conn = match set {
+            Ok(r) => {
+                r?;
+                let deadline = Instant::now() + grace;
+                while !Self::writers(conn).await?.is_empty() && Instant::now() < deadline {
+                    tokio::time::sleep(POLL).await;
+                }
+                conn
+            }
+            Err(_) => {
+                // The statement is still queued behind a writer on the first connection.
+                other = self.connect(node).await?;
+                Self::kill_writers(&mut other).await?;
+                Self::run_all(&mut other, d.set_read_only()).await?;
+                &mut other
+            }
+        };
+        let killed = Self::kill_writers(conn).await?;
+        if killed > 0 {
+            tracing::warn!(%node, killed, "switchover: killed writes still running after {grace:?}");
+        }
+        self.positions(conn).await
+    }
+
     async fn run_op(&self, node: NodeId, op: MysqlOp) -> Result<MysqlReply, String> {
         let d = self.inner.dialect;
         let mut conn = self.connect(node).await?;
@@ -318,6 +376,10 @@ impl MysqlAdapter {
             MysqlOp::WaitApplied { until } => {
                 MysqlReply::Positions(self.wait_applied(conn, &until).await?)
             }
+            MysqlOp::Demote { grace_ms } => MysqlReply::Positions(
+                self.demote(conn, node, Duration::from_millis(grace_ms))
+                    .await?,
+            ),
             MysqlOp::Promote => {
                 self.stop(conn, d.stop_replication()).await?;
                 self.stop(conn, d.reset_replication()).await?;
