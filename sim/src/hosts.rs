@@ -371,6 +371,24 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
         },
     );
     tokio::task::spawn_local(peer_listener(me, socket, handle.inbox.clone()));
+    // The admin API: operator requests addressed to this sidecar.
+    let operator = handle.operator.clone();
+    let admin = world.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let mine: Vec<_> = admin.with(|w| {
+                let (mine, rest) = std::mem::take(&mut w.operator)
+                    .into_iter()
+                    .partition(|(n, _)| *n == me);
+                w.operator = rest;
+                mine
+            });
+            for (_, req) in mine {
+                let _ = operator.send(req);
+            }
+        }
+    });
     // Keep the handle alive: the driver stops when every sender is gone.
     let _handle = handle;
     driver.run().await?;

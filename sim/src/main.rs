@@ -85,6 +85,7 @@ fn print_failures(r: &RunReport) {
         ("lost acknowledged writes", &v.lost_acked_writes),
         ("lost binlog events", &v.lost_binlog_events),
         ("errant transactions on replicas", &v.errant_on_survivors),
+        ("servers that did not rejoin", &v.not_rejoined),
     ] {
         if !items.is_empty() {
             println!("  FAIL {what}: {} (first: {})", items.len(), items[0]);
@@ -134,6 +135,22 @@ fn main() -> ExitCode {
             println!("lost binlog events:       {}", v.lost_binlog_events.len());
             println!("split brain instants:     {}", v.split_brain_ms.len());
             println!("errant on replicas:       {}", v.errant_on_survivors.len());
+            if let Some(ms) = r.write_block_ms {
+                println!("write block:              {ms} ms (last write acknowledged by the old master to the first by the new)");
+            }
+            if let Some(clean) = r.returned_clean {
+                println!(
+                    "old master returned:      {}",
+                    if clean {
+                        "clean, and must rejoin"
+                    } else {
+                        "with errant transactions, and must stay out"
+                    }
+                );
+            }
+            if matches!(scenario, Scenario::Switchover | Scenario::Rejoin) {
+                println!("clean servers not rejoined: {}", v.not_rejoined.len());
+            }
             println!(
                 "writes after heal:        {}",
                 if r.diverged {
@@ -172,6 +189,8 @@ fn main() -> ExitCode {
             let (mut acked, mut lost_acked, mut lost_binlog, mut split, mut sim_s) =
                 (0usize, 0usize, 0usize, 0usize, 0.0f64);
             let mut diverged = Vec::new();
+            let mut write_block = Vec::new();
+            let (mut returned_clean, mut returned_errant) = (0u64, 0u64);
             for (i, seed) in (start_seed..start_seed + seeds).enumerate() {
                 let r = run(&RunConfig {
                     scenario,
@@ -188,6 +207,12 @@ fn main() -> ExitCode {
                     diverged.push(seed);
                 }
                 failover.extend(r.failover_ms);
+                write_block.extend(r.write_block_ms);
+                match r.returned_clean {
+                    Some(true) => returned_clean += 1,
+                    Some(false) => returned_errant += 1,
+                    None => {}
+                }
                 if !r.verdicts.ok() {
                     failed.push(seed);
                     eprintln!("seed {seed} FAILED ({})", r.profile);
@@ -209,7 +234,7 @@ fn main() -> ExitCode {
             let wall_s = wall.elapsed().as_secs_f64();
             let p = percentiles(failover.clone());
             if json {
-                let out = serde_json::json!({
+                let mut out = serde_json::json!({
                     "scenario": scenario.to_string(),
                     "seeds": seeds,
                     "failed_seeds": failed,
@@ -224,6 +249,15 @@ fn main() -> ExitCode {
                     "sim_seconds": sim_s,
                     "wall_seconds": wall_s,
                 });
+                if scenario == Scenario::Switchover {
+                    // No write could be acknowledged in this window, per run.
+                    out["write_block_ms"] = serde_json::json!(percentiles(write_block.clone()));
+                    out["write_block_ms_each"] = serde_json::json!(write_block);
+                }
+                if scenario == Scenario::Rejoin {
+                    out["returned_clean"] = serde_json::json!(returned_clean);
+                    out["returned_errant"] = serde_json::json!(returned_errant);
+                }
                 println!("{out}");
             } else {
                 println!(
@@ -233,6 +267,13 @@ fn main() -> ExitCode {
                 );
                 println!("failover (fault to first acknowledged write), over {} runs with a failover: p50 {} ms, p99 {} ms, max {} ms", failover.len(), p["p50"], p["p99"], p["max"]);
                 println!("acknowledged writes {acked}, lost {lost_acked}; lost binlog events {lost_binlog}; split-brain instants {split}");
+                if scenario == Scenario::Switchover {
+                    let w = percentiles(write_block.clone());
+                    println!("write block (no write acknowledged), over {} runs: p50 {} ms, p99 {} ms, max {} ms", write_block.len(), w["p50"], w["p99"], w["max"]);
+                }
+                if scenario == Scenario::Rejoin {
+                    println!("old master returned clean (rejoined) {returned_clean}, with errant transactions (kept out) {returned_errant}");
+                }
                 println!("runs that ended with every replica holding errant transactions (writes wait for an operator): {diverged:?}");
                 println!(
                     "{sim_s:.0} simulated seconds in {wall_s:.1} s ({:.0}x)",

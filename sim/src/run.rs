@@ -54,6 +54,10 @@ pub struct Verdicts {
     /// Instants (ms) at which two servers could acknowledge writes.
     pub split_brain_ms: Vec<u64>,
     pub errant_on_survivors: Vec<String>,
+    /// Scenarios `switchover` and `rejoin`: live servers without errant transactions
+    /// that ended detached from the final master (each must rejoin by itself), and a
+    /// switchover that did not end on its target.
+    pub not_rejoined: Vec<String>,
     /// Writes succeeded within 30 s after everything healed.
     pub live_after_heal: bool,
     pub software_error: Option<String>,
@@ -65,6 +69,7 @@ impl Verdicts {
             && self.lost_binlog_events.is_empty()
             && self.split_brain_ms.is_empty()
             && self.errant_on_survivors.is_empty()
+            && self.not_rejoined.is_empty()
             && self.live_after_heal
             && self.software_error.is_none()
     }
@@ -83,6 +88,12 @@ pub struct RunReport {
     pub final_master: Option<NodeId>,
     /// Every replica ended with errant transactions: writes wait for an operator.
     pub diverged: bool,
+    /// Scenario `switchover`: from the last write the old master acknowledged to the
+    /// first the new master did (no write could be acknowledged in between).
+    pub write_block_ms: Option<u64>,
+    /// Scenario `rejoin`: whether the old master came back clean (and so had to
+    /// rejoin) or with errant transactions (and so had to stay out).
+    pub returned_clean: Option<bool>,
     pub verdicts: Verdicts,
     pub sim_seconds: f64,
     pub wall_seconds: f64,
@@ -153,6 +164,18 @@ fn describe(e: &Event) -> Option<String> {
             format!("{node} has errant transactions {gtids}; kept out")
         }
         Event::BecameCoordinator { term } => format!("coordinator (term {term})"),
+        Event::SwitchoverBegun { epoch, from, to } => {
+            format!("switchover {from} -> {to} begins (epoch {epoch})")
+        }
+        Event::SwitchoverRefused { to, why } => format!("switchover to {to} refused: {why}"),
+        Event::Demoted { node, executed, .. } => {
+            format!("{node} demoted: read_only at {executed}")
+        }
+        Event::SwitchoverCancelled { why, .. } => format!("switchover cancelled: {why}"),
+        Event::FailoverBlocked { master, .. } => {
+            format!("{master} dead, but automatic failover is blocked (anti-flapping)")
+        }
+        Event::Vetoed { what, why } => format!("{what} vetoed by its hook: {why}"),
         _ => return None,
     })
 }
@@ -160,7 +183,12 @@ fn describe(e: &Event) -> Option<String> {
 pub fn run(cfg: &RunConfig) -> RunReport {
     let wall = Instant::now();
     let plan = Plan::draw(cfg.scenario, cfg.seed);
-    let spec = cluster_spec(cfg.flavour);
+    let mut spec = cluster_spec(cfg.flavour);
+    if cfg.scenario == Scenario::Mixed {
+        // Mixed runs fail over again and again by design: the anti-flapping block
+        // (which would wait for an operator) is off there.
+        spec.timing.failover_block_ms = 0;
+    }
     let world = World::new(spec.clone(), cfg.seed);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(cfg.duration + Duration::from_secs(5))
@@ -259,6 +287,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
                 Fault::RepairAll => repair_all(&mut sim),
                 Fault::ApiThrottle(r) => world.with(|w| w.ec2.throttle = *r),
                 Fault::ApiOutage(on) => world.with(|w| w.ec2.outage = *on),
+                Fault::Operator(n, req) => world.with(|w| w.operator.push((*n, *req))),
             }
         }
         if !healed && now >= plan.heal_at {
@@ -374,6 +403,49 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             .count()
     });
     let diverged = final_master.is_some() && clean_replicas == 0;
+    // Switchover and rejoin: every live server without errant transactions replicates
+    // from the final master by the end, the old master included.
+    let mut not_rejoined = Vec::new();
+    let mut returned_clean = None;
+    if matches!(cfg.scenario, Scenario::Switchover | Scenario::Rejoin) {
+        if let Some(m) = final_master {
+            for n in spec.database_ids().filter(|n| *n != m) {
+                let (clean, attached, alive) = world.mysqld(n, |x| {
+                    (
+                        x.binlog.iter().all(|t| master_binlog.contains(&t.gtid)),
+                        x.source == Some(m) && x.io_running && x.read_only,
+                        x.alive,
+                    )
+                });
+                if n == NodeId(1) && cfg.scenario == Scenario::Rejoin {
+                    returned_clean = Some(clean);
+                }
+                if alive && clean && !attached {
+                    not_rejoined.push(format!("{n} is clean but does not replicate from {m}"));
+                }
+            }
+        }
+        if let Some(to) = plan.switchover_to {
+            if final_master != Some(to) {
+                not_rejoined.push(format!(
+                    "the switchover to {to} ended with master {final_master:?}"
+                ));
+            }
+        }
+    }
+    let write_block_ms = plan.switchover_to.and_then(|to| {
+        let last_old = acked
+            .iter()
+            .filter(|a| a.server == NodeId(1))
+            .map(|a| a.at)
+            .max()?;
+        let first_new = acked
+            .iter()
+            .filter(|a| a.server == to)
+            .map(|a| a.at)
+            .min()?;
+        Some(first_new.saturating_sub(last_old).as_millis() as u64)
+    });
     let live_after_heal = diverged
         || acked
             .iter()
@@ -420,11 +492,14 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         final_epoch: final_view.epoch,
         final_master,
         diverged,
+        write_block_ms,
+        returned_clean,
         verdicts: Verdicts {
             lost_acked_writes,
             lost_binlog_events,
             split_brain_ms: split_brain,
             errant_on_survivors,
+            not_rejoined,
             live_after_heal,
             software_error,
         },

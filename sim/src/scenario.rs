@@ -1,6 +1,6 @@
 //! Scenarios and the fault plan each seed draws.
 
-use multiaz_engine::NodeId;
+use multiaz_engine::{NodeId, OperatorRequest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -22,6 +22,13 @@ pub enum Scenario {
     ApiOutage,
     /// Faults drawn from the seed.
     Mixed,
+    /// A planned switchover to a replica drawn from the seed, asked of a sidecar drawn
+    /// from the seed, while the clients write.
+    Switchover,
+    /// The master fails over and comes back 15 s later: clean (its mysqld was killed,
+    /// its tail salvaged) or with errant transactions (its host crashed with a tail no
+    /// replica had), drawn from the seed.
+    Rejoin,
 }
 
 impl fmt::Display for Scenario {
@@ -33,6 +40,8 @@ impl fmt::Display for Scenario {
             Scenario::ApiThrottle => "api-throttle",
             Scenario::ApiOutage => "api-outage",
             Scenario::Mixed => "mixed",
+            Scenario::Switchover => "switchover",
+            Scenario::Rejoin => "rejoin",
         };
         f.write_str(s)
     }
@@ -54,6 +63,8 @@ pub enum Fault {
     RepairAll,
     ApiThrottle(f64),
     ApiOutage(bool),
+    /// An operator's request to one sidecar's admin API.
+    Operator(NodeId, OperatorRequest),
 }
 
 impl fmt::Display for Fault {
@@ -71,6 +82,10 @@ impl fmt::Display for Fault {
             Fault::ApiThrottle(r) => write!(f, "EC2 API throttles {:.0}% of calls", r * 100.0),
             Fault::ApiOutage(true) => write!(f, "EC2 API down"),
             Fault::ApiOutage(false) => write!(f, "EC2 API back"),
+            Fault::Operator(n, OperatorRequest::Switchover { to }) => {
+                write!(f, "operator asks {n}'s sidecar for a switchover to {to}")
+            }
+            Fault::Operator(n, r) => write!(f, "operator asks {n}'s sidecar: {r:?}"),
         }
     }
 }
@@ -85,6 +100,8 @@ pub struct Plan {
     pub heal_at: Duration,
     /// A master whose host survives is killed: every binlog event must survive too.
     pub salvage_expected: bool,
+    /// The switchover's target (scenario `switchover`).
+    pub switchover_to: Option<NodeId>,
 }
 
 pub const DB_HOSTS: [&str; 3] = ["db1", "db2", "db3"];
@@ -127,7 +144,7 @@ impl Plan {
                 (at + s(0.01), Fault::RepairAll),
             ]
         };
-        let (mut faults, salvage_expected) = match scenario {
+        let (faults, salvage_expected) = match scenario {
             Scenario::MasterKill => (unreplicated_tail(at), true),
             Scenario::HostCrash => (vec![(at, Fault::CrashHost(master))], false),
             Scenario::AzPartition => (vec![(at, Fault::Partition(az_group(0), others(0)))], false),
@@ -144,7 +161,46 @@ impl Plan {
                 (f, true)
             }
             Scenario::Mixed => return Self::draw_mixed(&mut rng, at, heal),
+            Scenario::Switchover => {
+                let to = NodeId(2 + rng.random_range(0..2u64));
+                let asked = NodeId(1 + rng.random_range(0..3u64));
+                let f = vec![(at, Fault::Operator(asked, OperatorRequest::Switchover { to }))];
+                let mut plan = Self::finish(f, at, heal, false);
+                plan.switchover_to = Some(to);
+                return plan;
+            }
+            Scenario::Rejoin => {
+                let back = at + s(15.0);
+                if rng.random::<bool>() {
+                    let mut f = unreplicated_tail(at);
+                    f.push((back, Fault::StartMysqld(master)));
+                    (f, true)
+                } else {
+                    let f = vec![
+                        (
+                            at - s(0.3),
+                            Fault::PartitionOneway(
+                                vec![DB_HOSTS[0].into()],
+                                vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
+                            ),
+                        ),
+                        (at, Fault::CrashHost(master)),
+                        (at + s(0.01), Fault::RepairAll),
+                        (back, Fault::BounceHost(master)),
+                    ];
+                    (f, false)
+                }
+            }
         };
+        Self::finish(faults, at, heal, salvage_expected)
+    }
+
+    fn finish(
+        mut faults: Vec<(Duration, Fault)>,
+        at: Duration,
+        heal: Duration,
+        salvage_expected: bool,
+    ) -> Plan {
         faults.sort_by_key(|f| f.0);
         let profile = faults
             .iter()
@@ -157,6 +213,7 @@ impl Plan {
             fault_at: at,
             heal_at: heal,
             salvage_expected,
+            switchover_to: None,
         }
     }
 
@@ -233,18 +290,7 @@ impl Plan {
             }
         }
         faults.sort_by_key(|a| a.0);
-        let profile = faults
-            .iter()
-            .map(|(t, f)| format!("{:.1}s {f}", t.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join("; ");
         let fault_at = faults.first().map(|f| f.0).unwrap_or(at);
-        Plan {
-            faults,
-            profile,
-            fault_at,
-            heal_at: heal,
-            salvage_expected: killed_master && !net_faults,
-        }
+        Self::finish(faults, fault_at, heal, killed_master && !net_faults)
     }
 }

@@ -6,7 +6,9 @@
 //! the shared state here stands for what is on a host's own disk or in its own process.
 
 use multiaz_engine::gtid::Uuid;
-use multiaz_engine::{ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId};
+use multiaz_engine::{
+    ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId, OperatorRequest,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -283,6 +285,8 @@ pub struct WorldState {
     pub timeline: Vec<(Duration, String)>,
     pub events: Vec<(Duration, NodeId, Event)>,
     pub rng: ChaCha8Rng,
+    /// Operator requests waiting for a sidecar's admin API to pick them up.
+    pub operator: Vec<(NodeId, OperatorRequest)>,
 }
 
 /// Shared by every host's software (turmoil runs them all on one thread).
@@ -328,6 +332,7 @@ impl World {
                 timeline: Vec::new(),
                 events: Vec::new(),
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_3a1d),
+                operator: Vec::new(),
             })),
             changed: Rc::new(Notify::new()),
         }

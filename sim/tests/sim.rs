@@ -93,6 +93,41 @@ fn mixed_faults_short_sweep() {
 }
 
 #[test]
+fn a_switchover_moves_the_master_with_a_short_write_block_and_everyone_follows() {
+    for seed in 1..=3 {
+        let r = sim(Scenario::Switchover, seed);
+        assert_ok(&r);
+        assert_eq!(r.final_epoch, 2, "one planned master change");
+        let block = r.write_block_ms.expect("both masters acknowledged writes");
+        assert!(block <= 500, "write block {block} ms");
+        assert!(r.timeline.iter().any(|(_, l)| l.contains("demoted")));
+    }
+}
+
+#[test]
+fn a_returning_master_rejoins_when_clean_and_stays_out_with_errant_transactions() {
+    let (mut clean, mut errant) = (0, 0);
+    for seed in 1..=8 {
+        let r = sim(Scenario::Rejoin, seed);
+        assert_ok(&r);
+        match r.returned_clean.expect("the old master came back") {
+            true => {
+                clean += 1;
+                assert!(r.timeline.iter().any(|(_, l)| l.contains("n1 replicates from")));
+            }
+            false => {
+                errant += 1;
+                assert!(
+                    r.timeline.iter().any(|(_, l)| l.contains("errant")),
+                    "seed {seed}: errant transactions reported"
+                );
+            }
+        }
+    }
+    assert!(clean > 0 && errant > 0, "both cases drawn: {clean} clean, {errant} errant");
+}
+
+#[test]
 fn mysql_flavour_fails_over_too() {
     let r = run(&RunConfig {
         scenario: Scenario::MasterKill,
