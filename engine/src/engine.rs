@@ -433,7 +433,10 @@ impl Engine {
     }
 
     fn coordinate(&mut self) {
-        if self.pre_hook.is_some_and(|(_, deadline)| self.now >= deadline) {
+        if self
+            .pre_hook
+            .is_some_and(|(_, deadline)| self.now >= deadline)
+        {
             // The driver bounds hooks by their own timeout; a lost answer must not
             // hold the failover back.
             self.after_pre_failover_hook(None);

@@ -17,8 +17,8 @@ use crate::command::{
     Command, CommandId, CommandResult, MysqlOp, MysqlReply, Positions, SalvageReport,
 };
 use crate::engine::{Engine, Pending};
-use crate::hook::{HookCall, HookPoint};
 use crate::event::Event;
+use crate::hook::{HookCall, HookPoint};
 use crate::message::LocalView;
 use crate::record::{FailoverReport, LogEntry};
 use crate::time::Time;
@@ -256,7 +256,9 @@ impl Engine {
             }
             Phase::Demoting { .. } => self.cancel(format!(
                 "demoting {} did not finish within the step timeout",
-                self.suspects().first().map_or("-".into(), |n| n.to_string())
+                self.suspects()
+                    .first()
+                    .map_or("-".into(), |n| n.to_string())
             )),
             Phase::Fencing { .. } => self.after_fence(),
             Phase::CatchingUp { .. } => self.catch_up_failed("catch-up timed out".into()),
@@ -926,9 +928,17 @@ impl Engine {
     /// Starts a committed switchover on this coordinator: the pre-switchover hook
     /// first, then the demotion.
     fn start_switchover(&mut self, epoch: u64, to: NodeId) {
-        let from = self.suspects().first().copied().expect("a switchover has its master");
+        let from = self
+            .suspects()
+            .first()
+            .copied()
+            .expect("a switchover has its master");
         self.emit(Event::SwitchoverBegun { epoch, from, to });
-        let mut run = FailoverRun::new(epoch, self.now, Phase::ProposingBegin { deadline: self.now });
+        let mut run = FailoverRun::new(
+            epoch,
+            self.now,
+            Phase::ProposingBegin { deadline: self.now },
+        );
         run.begun_at = Some(self.now);
         run.planned = Some(to);
         run.choice = Some(Choice {
@@ -955,7 +965,11 @@ impl Engine {
             });
             return self.cancel(format!("vetoed by the pre-switchover hook: {why}"));
         }
-        let from = self.suspects().first().copied().expect("a switchover has its master");
+        let from = self
+            .suspects()
+            .first()
+            .copied()
+            .expect("a switchover has its master");
         let grace_ms = self.spec.timing.switchover_grace_ms;
         let id = self.step(from, MysqlOp::Demote { grace_ms });
         let deadline = self.step_deadline();
@@ -1052,10 +1066,7 @@ impl Engine {
         why: Option<String>,
         salvage: Option<Result<SalvageReport, String>>,
     ) {
-        let planned = self
-            .run
-            .as_ref()
-            .is_some_and(|r| r.planned.is_some())
+        let planned = self.run.as_ref().is_some_and(|r| r.planned.is_some())
             || self.record.journal.last().is_some_and(|j| j.planned);
         let point = if planned {
             HookPoint::PostSwitchover

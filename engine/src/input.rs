@@ -31,5 +31,7 @@ pub enum OperatorRequest {
     /// A planned master change to `to`. Checked against this sidecar's view first
     /// (refused with [`crate::Event::SwitchoverRefused`]), then committed; the
     /// coordinator carries it out.
-    Switchover { to: NodeId },
+    Switchover {
+        to: NodeId,
+    },
 }

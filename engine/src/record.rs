@@ -68,10 +68,16 @@ pub struct JournalEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Completed(FailoverReport),
-    Aborted { why: String },
-    Superseded { by_epoch: u64 },
+    Aborted {
+        why: String,
+    },
+    Superseded {
+        by_epoch: u64,
+    },
     /// A switchover that stopped before its target was committed: the old master stays.
-    Cancelled { why: String },
+    Cancelled {
+        why: String,
+    },
 }
 
 /// What the coordinator saw while it carried the failover out.

@@ -69,12 +69,7 @@ impl fmt::Display for SwitchoverPlan {
             "  4. {}: promote (replication reset, semi-sync source, writable)",
             self.to
         )?;
-        writeln!(
-            f,
-            "  5. repoint to {}: {}",
-            self.to,
-            list(&self.repoint)
-        )?;
+        writeln!(f, "  5. repoint to {}: {}", self.to, list(&self.repoint))?;
         write!(
             f,
             "  until step 3 any failure cancels it and {} is writable again",

@@ -58,9 +58,15 @@ fn a_switchover_moves_the_master_and_the_old_one_replicates_from_the_new() {
         "switchover did not complete: {:?}",
         sim.record(N1)
     );
-    assert!(sim.run_until(Duration::from_secs(5), |s| s.nodes[&N1].mysqld.source == Some(N2)
-        && s.nodes[&N3].mysqld.source == Some(N2)));
-    assert!(sim.nodes[&N1].mysqld.read_only, "the old master is a replica");
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| s.nodes[&N1].mysqld.source
+            == Some(N2)
+            && s.nodes[&N3].mysqld.source == Some(N2))
+    );
+    assert!(
+        sim.nodes[&N1].mysqld.read_only,
+        "the old master is a replica"
+    );
     assert!(sim.routes.values().all(|t| *t == N2), "{:?}", sim.routes);
     let record = sim.record(N3).clone();
     let last = record.journal.last().unwrap();
@@ -156,7 +162,10 @@ fn a_switchover_whose_target_cannot_catch_up_is_cancelled_and_the_master_writes_
     // final position cannot be met.
     sim.operator(N1, OperatorRequest::Switchover { to: N2 });
     sim.hold_io(N2, true);
-    assert!(sim.write_through_vip(), "one more write, which n2 never receives");
+    assert!(
+        sim.write_through_vip(),
+        "one more write, which n2 never receives"
+    );
     assert!(
         sim.run_until(Duration::from_secs(20), |s| s
             .record(N3)
@@ -190,7 +199,9 @@ fn a_vetoing_pre_switchover_hook_cancels_before_anything_is_touched() {
         .record(N1)
         .journal
         .last()
-        .is_some_and(|j| matches!(&j.outcome, Outcome::Cancelled { why } if why.contains("vetoed")))));
+        .is_some_and(
+            |j| matches!(&j.outcome, Outcome::Cancelled { why } if why.contains("vetoed"))
+        )));
     assert!(
         !sim.commands.iter().any(|(_, _, c)| matches!(
             c,
@@ -238,7 +249,10 @@ fn a_second_automatic_failover_waits_for_the_block_or_an_ack() {
     assert!(until.is_some(), "status shows the block");
     // The old master comes back and rejoins; then the new master dies too.
     sim.restart_mysqld(N1);
-    assert!(sim.run_until(Duration::from_secs(20), |s| s.nodes[&N1].mysqld.source == Some(N2)));
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| s.nodes[&N1].mysqld.source
+            == Some(N2))
+    );
     sim.kill_mysqld(N2);
     sim.run_for(Duration::from_secs(20));
     assert_eq!(
@@ -269,7 +283,10 @@ fn the_block_ends_by_itself_after_its_period() {
     sim.kill_mysqld(N1);
     assert!(sim.run_until(Duration::from_secs(20), |s| settled_on(s, N2)));
     sim.restart_mysqld(N1);
-    assert!(sim.run_until(Duration::from_secs(20), |s| s.nodes[&N1].mysqld.source == Some(N2)));
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| s.nodes[&N1].mysqld.source
+            == Some(N2))
+    );
     sim.kill_mysqld(N2);
     assert!(sim.run_until(Duration::from_secs(60), |s| settled_on(s, N1)
         || settled_on(s, N3)));

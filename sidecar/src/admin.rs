@@ -151,8 +151,7 @@ async fn switchover(
     if req.dry_run {
         return Json(answer(false)).into_response();
     }
-    if s
-        .operator
+    if s.operator
         .send(OperatorRequest::Switchover { to: req.to })
         .is_err()
     {

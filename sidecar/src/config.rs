@@ -67,7 +67,7 @@ struct Raw {
 
 /// Commands run before and after failovers and switchovers (on the coordinating
 /// sidecar), each an argv: `["/usr/local/bin/page", "--team", "dba"]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
     #[serde(default)]
@@ -85,6 +85,19 @@ pub struct Hooks {
     /// or switchover. Off: it is logged and the operation goes on.
     #[serde(default)]
     pub veto: bool,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            pre_failover: None,
+            post_failover: None,
+            pre_switchover: None,
+            post_switchover: None,
+            timeout_ms: default_hook_timeout(),
+            veto: false,
+        }
+    }
 }
 
 impl Hooks {
@@ -539,6 +552,45 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("password"), "an inline password is refused: {e}");
+    }
+
+    #[test]
+    fn without_a_hooks_section_there_are_none_and_the_defaults_hold() {
+        let text = example();
+        let start = text.find("[hooks]").unwrap();
+        let end = text[start..].find("[[nodes]]").unwrap() + start;
+        let c = parse(&format!("{}{}", &text[..start], &text[end..])).unwrap();
+        assert_eq!(c.hooks, Hooks::default());
+        assert_eq!(c.hooks.commands().count(), 0);
+        assert_eq!(c.hooks.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn hooks_are_argv_lists_checked_by_key() {
+        let c = parse(&example()).unwrap();
+        assert_eq!(
+            c.hooks.post_failover.as_deref().map(|v| v[0].as_str()),
+            Some("/usr/bin/logger")
+        );
+        assert!(!c.hooks.veto && c.hooks.pre_failover.is_none());
+        let e = parse(&example().replace(
+            "# pre_switchover = [\"/usr/local/bin/drain-pool\"]",
+            "pre_switchover = []",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("hooks.pre_switchover") && e.contains("empty"),
+            "{e}"
+        );
+        let e = parse(&example().replace("\ntimeout_ms = 5000", "\ntimeout_ms = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hooks.timeout_ms"), "{e}");
+        let e = parse(&example().replace("veto = false", "veto = \"yes\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("veto"), "{e}");
     }
 
     #[test]

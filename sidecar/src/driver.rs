@@ -6,11 +6,11 @@
 //! before anything after it runs, and only then are the messages it carries sent.
 
 use crate::adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
+use multiaz_engine::HookCall;
 use multiaz_engine::{
     Command, CommandId, CommandResult, DurableState, Engine, Input, NodeId, OperatorRequest,
     PeerMessage, Time,
 };
-use multiaz_engine::HookCall;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;

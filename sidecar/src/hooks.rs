@@ -107,3 +107,94 @@ pub fn runner(hooks: Hooks) -> HookRunner {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multiaz_engine::NodeId;
+
+    fn call(point: HookPoint) -> HookCall {
+        HookCall {
+            point,
+            epoch: 7,
+            old_master: Some(NodeId(1)),
+            new_master: Some(NodeId(2)),
+            reason: "planned".into(),
+            success: Some(true),
+            why: None,
+            duration_ms: Some(42),
+            positions: [(NodeId(2), "0-2-9".to_string())].into(),
+            salvage: None,
+        }
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_hook_gets_the_details_on_stdin_and_in_its_environment() {
+        let dir = std::env::temp_dir().join(format!("multiaz-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let script = format!(
+            "cat > {0}.json; echo $MULTIAZ_HOOK $MULTIAZ_EPOCH $MULTIAZ_OLD_MASTER $MULTIAZ_NEW_MASTER $MULTIAZ_SUCCESS $MULTIAZ_DURATION_MS > {0}",
+            out.display()
+        );
+        let c = call(HookPoint::PostSwitchover);
+        block_on(run_one(&sh(&script), &c, Duration::from_secs(5))).unwrap();
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(env.trim(), "post-switchover 7 1 2 1 42");
+        let json: HookCall =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("out.json")).unwrap()).unwrap();
+        assert_eq!(json, c);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failure_timeout_and_a_missing_program_are_errors_that_say_why() {
+        let c = call(HookPoint::PreFailover);
+        let e = block_on(run_one(&sh("exit 3"), &c, Duration::from_secs(5))).unwrap_err();
+        assert!(e.contains("exit status: 3"), "{e}");
+        let e = block_on(run_one(&sh("sleep 5"), &c, Duration::from_millis(100))).unwrap_err();
+        assert!(e.contains("killed"), "{e}");
+        let e = block_on(run_one(
+            &["/no/such/hook".to_string()],
+            &c,
+            Duration::from_secs(1),
+        ))
+        .unwrap_err();
+        assert!(e.contains("cannot start /no/such/hook"), "{e}");
+    }
+
+    #[test]
+    fn only_a_failing_pre_hook_with_veto_on_vetoes() {
+        let failing = Hooks {
+            pre_failover: Some(sh("exit 1")),
+            post_failover: Some(sh("exit 1")),
+            veto: true,
+            timeout_ms: 2000,
+            ..Hooks::default()
+        };
+        let run = runner(failing.clone());
+        assert!(block_on(run(call(HookPoint::PreFailover))).is_err());
+        assert!(block_on(run(call(HookPoint::PostFailover))).is_ok());
+        assert!(
+            block_on(run(call(HookPoint::PreSwitchover))).is_ok(),
+            "none configured"
+        );
+        let lenient = runner(Hooks {
+            veto: false,
+            ..failing
+        });
+        assert!(block_on(lenient(call(HookPoint::PreFailover))).is_ok());
+    }
+}

@@ -22,9 +22,15 @@ fn token(config: &Config) -> anyhow::Result<&[u8]> {
 }
 
 async fn post(config: &Config, path: &str, body: Vec<u8>) -> anyhow::Result<(StatusCode, String)> {
-    admin_client::call_with(config.admin_listen, Method::POST, path, Some(token(config)?), body)
-        .await
-        .map_err(|e| anyhow!("{e} (is `multiaz run` running with this config?)"))
+    admin_client::call_with(
+        config.admin_listen,
+        Method::POST,
+        path,
+        Some(token(config)?),
+        body,
+    )
+    .await
+    .map_err(|e| anyhow!("{e} (is `multiaz run` running with this config?)"))
 }
 
 /// `multiaz pause`, `resume` and `ack`.
@@ -97,9 +103,7 @@ pub async fn switchover(config: &Config, to: &str, dry_run: bool) -> anyhow::Res
     let mut last_phase = String::new();
     loop {
         if started.elapsed() > limit {
-            bail!(
-                "no outcome within {limit:?}: see `multiaz status` and the sidecars' logs"
-            );
+            bail!("no outcome within {limit:?}: see `multiaz status` and the sidecars' logs");
         }
         let v = status(config).await?;
         let record = &v["record"];
@@ -119,7 +123,10 @@ pub async fn switchover(config: &Config, to: &str, dry_run: bool) -> anyhow::Res
                 .get("Cancelled")
                 .map(|c| c["why"].as_str().unwrap_or("").to_string())
                 .unwrap_or_else(|| outcome.to_string());
-            println!("switchover cancelled: {why}; the master is {}", record["master"]);
+            println!(
+                "switchover cancelled: {why}; the master is {}",
+                record["master"]
+            );
             return Ok(false);
         }
         let current = record["epoch"].as_u64().unwrap_or(0);
@@ -129,7 +136,9 @@ pub async fn switchover(config: &Config, to: &str, dry_run: bool) -> anyhow::Res
             );
         }
         if current > epoch {
-            bail!("epoch {current} superseded the switchover's epoch {epoch}: see `multiaz status`");
+            bail!(
+                "epoch {current} superseded the switchover's epoch {epoch}: see `multiaz status`"
+            );
         }
         if let Some(phase) = v["failover_phase"].as_str() {
             if phase != last_phase {

@@ -4,11 +4,11 @@
 
 use crate::adapters::Observer;
 use crate::admin;
-use crate::hooks;
 use crate::auth::ClusterKey;
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::ec2::{self, Ec2Routes};
+use crate::hooks;
 use crate::mysql::{Credentials, MysqlAdapter};
 use crate::peers::{Inbound, PeerNote, TcpPeers};
 use crate::retry::Backoff;

@@ -164,7 +164,10 @@ impl Plan {
             Scenario::Switchover => {
                 let to = NodeId(2 + rng.random_range(0..2u64));
                 let asked = NodeId(1 + rng.random_range(0..3u64));
-                let f = vec![(at, Fault::Operator(asked, OperatorRequest::Switchover { to }))];
+                let f = vec![(
+                    at,
+                    Fault::Operator(asked, OperatorRequest::Switchover { to }),
+                )];
                 let mut plan = Self::finish(f, at, heal, false);
                 plan.switchover_to = Some(to);
                 return plan;

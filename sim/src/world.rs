@@ -6,9 +6,7 @@
 //! the shared state here stands for what is on a host's own disk or in its own process.
 
 use multiaz_engine::gtid::Uuid;
-use multiaz_engine::{
-    ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId, OperatorRequest,
-};
+use multiaz_engine::{ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId, OperatorRequest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};

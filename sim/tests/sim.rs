@@ -113,7 +113,10 @@ fn a_returning_master_rejoins_when_clean_and_stays_out_with_errant_transactions(
         match r.returned_clean.expect("the old master came back") {
             true => {
                 clean += 1;
-                assert!(r.timeline.iter().any(|(_, l)| l.contains("n1 replicates from")));
+                assert!(r
+                    .timeline
+                    .iter()
+                    .any(|(_, l)| l.contains("n1 replicates from")));
             }
             false => {
                 errant += 1;
@@ -124,7 +127,10 @@ fn a_returning_master_rejoins_when_clean_and_stays_out_with_errant_transactions(
             }
         }
     }
-    assert!(clean > 0 && errant > 0, "both cases drawn: {clean} clean, {errant} errant");
+    assert!(
+        clean > 0 && errant > 0,
+        "both cases drawn: {clean} clean, {errant} errant"
+    );
 }
 
 #[test]

@@ -684,7 +684,10 @@ impl Sim {
                 m.executed = m.executed.union(&m.received);
                 let p = m.positions();
                 if !p.executed.contains(&until) {
-                    return Err(format!("not applied: missing {}", until.difference(&p.executed)));
+                    return Err(format!(
+                        "not applied: missing {}",
+                        until.difference(&p.executed)
+                    ));
                 }
                 Ok(MysqlReply::Positions(p))
             }

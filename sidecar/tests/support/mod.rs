@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 pub const PASSWORD: &str = "multiaz-test-password";
 
 /// A child process killed when the test ends, however it ends.
@@ -87,6 +89,20 @@ pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
     );
     let port = free_port();
     let socket = dir.join(format!("db{id}.sock"));
+    let child = spawn_mariadbd(dir, id, port, master, &[]);
+    Mariadb {
+        port,
+        socket,
+        child,
+    }
+}
+
+/// Starts mariadbd on an existing data directory (`db{id}` under `dir`): a first start,
+/// or a restart after a kill, with the same port and socket. `master`: writable, with
+/// semi-sync source on; otherwise read_only. `extra`: more server options.
+pub fn spawn_mariadbd(dir: &Path, id: u32, port: u16, master: bool, extra: &[&str]) -> Guard {
+    let data = dir.join(format!("db{id}"));
+    let socket = dir.join(format!("db{id}.sock"));
     let on = |b: bool| if b { "ON" } else { "OFF" };
     let child = Command::new(find("mariadbd", "MULTIAZ_MARIADBD"))
         .arg("--no-defaults")
@@ -119,15 +135,12 @@ pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
         .arg(format!("--read-only={}", on(!master)))
         .arg(format!("--rpl-semi-sync-master-enabled={}", on(master)))
         .arg(format!("--rpl-semi-sync-slave-enabled={}", on(!master)))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("mariadbd starts");
-    Mariadb {
-        port,
-        socket,
-        child: Guard(child),
-    }
+    Guard(child)
 }
 
 /// Waits until `db` takes connections, then creates the sidecar's user (`multiaz`,

@@ -1,0 +1,387 @@
+//! A whole cluster on one machine for the real-server tests: three MariaDB servers on
+//! loopback ports replicating from db-1 with GTID and semi-sync, `moto_server` as the
+//! EC2 API with a VPC and the VIP route tables, and three `multiaz run` processes.
+#![allow(dead_code)] // each test binary uses its own part
+
+use super::*;
+use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const APP_PASSWORD: &str = "app-password";
+pub const VIP: &str = "10.0.100.10";
+pub const REGION: &str = "us-east-1";
+pub const AZS: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+pub struct Ec2World {
+    pub enis: Vec<String>,
+    pub instances: Vec<String>,
+    pub route_tables: Vec<String>,
+}
+
+pub async fn build_vpc(client: &aws_sdk_ec2::Client) -> Ec2World {
+    let vpc = client
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .expect("CreateVpc")
+        .vpc
+        .unwrap()
+        .vpc_id
+        .unwrap();
+    let images = client
+        .describe_images()
+        .send()
+        .await
+        .expect("DescribeImages");
+    let image = images
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .expect("moto offers an image")
+        .to_string();
+    let mut w = Ec2World {
+        enis: vec![],
+        instances: vec![],
+        route_tables: vec![],
+    };
+    for (i, az) in AZS.iter().enumerate() {
+        let subnet = client
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{}.0/24", i + 1))
+            .availability_zone(*az)
+            .send()
+            .await
+            .expect("CreateSubnet")
+            .subnet
+            .unwrap()
+            .subnet_id
+            .unwrap();
+        let run = client
+            .run_instances()
+            .image_id(&image)
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&subnet)
+            .send()
+            .await
+            .expect("RunInstances");
+        let inst = &run.instances()[0];
+        let id = inst.instance_id().unwrap().to_string();
+        let eni = inst.network_interfaces()[0]
+            .network_interface_id()
+            .unwrap()
+            .to_string();
+        client
+            .modify_instance_attribute()
+            .instance_id(&id)
+            .source_dest_check(AttributeBooleanValue::builder().value(false).build())
+            .send()
+            .await
+            .expect("ModifyInstanceAttribute");
+        w.instances.push(id);
+        w.enis.push(eni);
+    }
+    for _ in 0..3 {
+        let rt = client
+            .create_route_table()
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("CreateRouteTable")
+            .route_table
+            .unwrap()
+            .route_table_id
+            .unwrap();
+        client
+            .create_route()
+            .route_table_id(&rt)
+            .destination_cidr_block(format!("{VIP}/32"))
+            .network_interface_id(&w.enis[0])
+            .send()
+            .await
+            .expect("CreateRoute");
+        w.route_tables.push(rt);
+    }
+    w
+}
+
+pub async fn vip_targets(client: &aws_sdk_ec2::Client, tables: &[String]) -> Vec<String> {
+    let out = client
+        .describe_route_tables()
+        .set_route_table_ids(Some(tables.to_vec()))
+        .send()
+        .await
+        .expect("DescribeRouteTables");
+    out.route_tables()
+        .iter()
+        .map(|t| {
+            t.routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some(&format!("{VIP}/32")))
+                .and_then(|r| r.network_interface_id())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+pub struct Ports {
+    pub peer: u16,
+    pub admin: u16,
+}
+
+pub fn write_config(
+    dir: &Path,
+    me: usize,
+    dbs: &[Mariadb],
+    ports: &[Ports],
+    w: &Ec2World,
+    endpoint: &str,
+    extra: &str,
+) -> PathBuf {
+    let mut t = format!(
+        r#"node_id = {id}
+state_dir = "{state}"
+
+[cluster]
+name = "it"
+flavour = "mariadb"
+initial_master = 1
+
+[vip]
+address = "{VIP}"
+route_tables = [{tables}]
+
+[timing]
+probe_interval_ms = 1000
+probe_failures = 3
+lease_ms = 4000
+step_timeout_ms = 10000
+salvage_timeout_ms = 2000
+raft_tick_ms = 100
+
+[aws]
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+api_deadline_ms = 10000
+
+[mysql]
+user = "multiaz"
+password_file = "{dir}/password"
+binlog_dir = "{dir}/db{id}"
+
+[peers]
+listen = "127.0.0.1:{peer}"
+key_file = "{dir}/cluster-key"
+
+[admin]
+listen = "127.0.0.1:{admin}"
+token_file = "{dir}/admin-token"
+"#,
+        id = me + 1,
+        state = dir.join(format!("state{}", me + 1)).display(),
+        tables = w
+            .route_tables
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir = dir.display(),
+        peer = ports[me].peer,
+        admin = ports[me].admin,
+    );
+    for i in 0..3 {
+        t.push_str(&format!(
+            r#"
+[[nodes]]
+id = {id}
+name = "db-{id}"
+az = "{az}"
+kind = "database"
+mysql = "127.0.0.1:{port}"
+peer = "127.0.0.1:{peer}"
+instance_id = "{inst}"
+eni_id = "{eni}"
+"#,
+            id = i + 1,
+            az = AZS[i],
+            port = dbs[i].port,
+            peer = ports[i].peer,
+            inst = w.instances[i],
+            eni = w.enis[i],
+        ));
+    }
+    t.push_str(extra);
+    let path = dir.join(format!("node{}.toml", me + 1));
+    std::fs::write(&path, t).unwrap();
+    path
+}
+
+pub fn multiaz(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_multiaz"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("multiaz runs")
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub dbs: Vec<Mariadb>,
+    pub ec2: aws_sdk_ec2::Client,
+    pub world: Ec2World,
+    pub ports: Vec<Ports>,
+    pub configs: Vec<PathBuf>,
+    pub sidecars: Vec<Guard>,
+    pub moto: Guard,
+}
+
+impl Cluster {
+    /// Starts everything under `target/tmp/<name>` (kept after the run so that the
+    /// servers' files and the sidecars' logs can be read) and waits until a
+    /// coordinator is elected and every sidecar is live. `extra` is appended to each
+    /// sidecar's config.
+    pub async fn start(name: &str, extra: &str) -> Cluster {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_buf = dir.clone();
+        let dir = dir_buf.as_path();
+        eprintln!("servers' files and sidecar logs: {}", dir.display());
+        std::fs::write(dir.join("password"), format!("{PASSWORD}\n")).unwrap();
+        std::fs::write(dir.join("cluster-key"), "integration-test-cluster-key-0123").unwrap();
+        std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
+
+        // --- three MariaDB servers, GTID + semi-sync replication from db-1 -----------------
+        let dbs: Vec<Mariadb> = (1..=3).map(|i| start_mariadb(dir, i, i == 1)).collect();
+        let app_user = format!(
+            "CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+             GRANT SELECT, INSERT ON app.* TO 'app'@'%';"
+        );
+        for db in &dbs {
+            ready_with_users(db, &app_user).await;
+        }
+        root_sql(
+            &dbs[0],
+            "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;",
+        );
+        for db in &dbs[1..] {
+            root_sql(
+                db,
+                &format!(
+                    "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
+                     MASTER_USER = 'multiaz', MASTER_PASSWORD = '{PASSWORD}', \
+                     MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1, \
+                     MASTER_CONNECT_RETRY = 1; START SLAVE;",
+                    dbs[0].port
+                ),
+            );
+        }
+        for db in &dbs[1..] {
+            wait_until("replicas have the schema", Duration::from_secs(20), || async {
+                let r = query_row(db.port, "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'app'").await?;
+                (col(&r, "n") == "1").then_some(())
+            })
+            .await;
+        }
+
+        // --- moto: a VPC, three subnets and instances, route tables with the VIP -----------
+        let moto_port = free_port();
+        let moto = Command::new(find("moto_server", "MULTIAZ_MOTO_SERVER"))
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let _moto = Guard(moto);
+        let endpoint = format!("http://127.0.0.1:{moto_port}");
+        wait_until("moto_server listens", Duration::from_secs(30), || async {
+            std::net::TcpStream::connect(("127.0.0.1", moto_port))
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        let ec2 =
+            multiaz_sidecar::ec2::client(REGION, Some(&endpoint), Duration::from_secs(5)).await;
+        let world = build_vpc(&ec2).await;
+
+        // --- three sidecars -----------------------------------------------------------------
+        let ports: Vec<Ports> = (0..3)
+            .map(|_| Ports {
+                peer: free_port(),
+                admin: free_port(),
+            })
+            .collect();
+        let configs: Vec<PathBuf> = (0..3)
+            .map(|i| write_config(dir, i, &dbs, &ports, &world, &endpoint, extra))
+            .collect();
+        let mut sidecars = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let log = std::fs::File::create(dir.join(format!("sidecar{}.log", i + 1))).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_multiaz"))
+                .args(["run", "--config"])
+                .arg(c)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("multiaz run starts");
+            sidecars.push(Guard(child));
+        }
+        wait_until(
+            "a coordinator is elected and every sidecar is live",
+            Duration::from_secs(30),
+            || async {
+                let out = multiaz(&["status", "--json"], &configs[0]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                let live = v["nodes"]
+                    .as_object()?
+                    .values()
+                    .all(|n| n["sidecar_live"] == true);
+                (!v["leader"].is_null() && live).then_some(())
+            },
+        )
+        .await;
+        Cluster {
+            dir: dir_buf.clone(),
+            dbs,
+            ec2,
+            world,
+            ports,
+            configs,
+            sidecars,
+            moto: _moto,
+        }
+    }
+
+    pub fn dump_logs(&self) {
+        dump_sidecar_logs(&self.dir);
+    }
+
+    /// `multiaz status --json` of node `i` (0-based).
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = multiaz(&["status", "--json"], &self.configs[i]);
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+/// Prints every sidecar's log (on a failure).
+pub fn dump_sidecar_logs(dir: &Path) {
+    for i in 1..=3 {
+        let log = std::fs::read_to_string(dir.join(format!("sidecar{i}.log"))).unwrap_or_default();
+        eprintln!("----- sidecar {i} -----\n{log}");
+    }
+}
