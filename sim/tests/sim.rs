@@ -147,7 +147,12 @@ fn mysql_flavour_fails_over_too() {
 
 #[test]
 fn the_same_seed_gives_the_same_timeline() {
-    for (scenario, seed) in [(Scenario::Mixed, 3), (Scenario::AzPartition, 7)] {
+    for (scenario, seed) in [
+        (Scenario::Mixed, 3),
+        (Scenario::AzPartition, 7),
+        (Scenario::Switchover, 2),
+        (Scenario::Rejoin, 5),
+    ] {
         let a = sim(scenario, seed);
         let b = sim(scenario, seed);
         assert_eq!(a.timeline, b.timeline, "{scenario} seed {seed}");
