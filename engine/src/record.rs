@@ -226,16 +226,9 @@ impl ClusterRecord {
                     }
                 }
                 if let Some(old) = self.failover.take() {
-                    self.push_journal(JournalEntry {
-                        epoch: old.epoch,
-                        old_master: self.master,
-                        new_master: old.candidate,
-                        reason: old.reason,
-                        begun_wall_ms: old.begun_wall_ms,
-                        ended_wall_ms: *wall_ms,
-                        outcome: Outcome::Superseded { by_epoch: *epoch },
-                        planned: old.planned.is_some(),
-                    });
+                    let candidate = old.candidate;
+                    let outcome = Outcome::Superseded { by_epoch: *epoch };
+                    self.close(old, candidate, *wall_ms, outcome);
                 }
                 self.epoch = *epoch;
                 self.failover = Some(FailoverState {
@@ -267,21 +260,14 @@ impl ClusterRecord {
             } => match &self.failover {
                 Some(f) if f.epoch == *epoch && f.candidate == Some(*new_master) => {
                     let f = self.failover.take().expect("matched above");
-                    self.push_journal(JournalEntry {
-                        epoch: *epoch,
-                        old_master: self.master,
-                        new_master: Some(*new_master),
-                        reason: f.reason,
-                        begun_wall_ms: f.begun_wall_ms,
-                        ended_wall_ms: *wall_ms,
-                        outcome: Outcome::Completed(report.clone()),
-                        planned: f.planned.is_some(),
-                    });
+                    let (suspects, planned) = (f.suspects.clone(), f.planned);
+                    let outcome = Outcome::Completed(report.clone());
+                    self.close(f, Some(*new_master), *wall_ms, outcome);
                     // A failed master may hold transactions nobody else has: it
                     // rejoins only once checked. A switchover's old master was
                     // demoted in order, its target caught up with it: nothing to check.
-                    let failed = f.suspects.iter().filter(|s| *s != new_master);
-                    for s in failed.filter(|_| f.planned.is_none()) {
+                    let failed = suspects.iter().filter(|s| *s != new_master);
+                    for s in failed.filter(|_| planned.is_none()) {
                         self.quarantined
                             .entry(*s)
                             .or_insert_with(|| format!("failed master of epoch {}; not yet checked for errant transactions", epoch - 1));
@@ -296,16 +282,7 @@ impl ClusterRecord {
             LogEntry::FailoverAborted { epoch, why, wall_ms } => match &self.failover {
                 Some(f) if f.epoch == *epoch => {
                     let f = self.failover.take().expect("matched above");
-                    self.push_journal(JournalEntry {
-                        epoch: *epoch,
-                        old_master: self.master,
-                        new_master: None,
-                        reason: f.reason,
-                        begun_wall_ms: f.begun_wall_ms,
-                        ended_wall_ms: *wall_ms,
-                        outcome: Outcome::Aborted { why: why.clone() },
-                        planned: f.planned.is_some(),
-                    });
+                    self.close(f, None, *wall_ms, Outcome::Aborted { why: why.clone() });
                     self.master = None;
                     Ok(())
                 }
@@ -314,16 +291,7 @@ impl ClusterRecord {
             LogEntry::SwitchoverCancelled { epoch, why, wall_ms } => match &self.failover {
                 Some(f) if f.epoch == *epoch && f.planned.is_some() && f.candidate.is_none() => {
                     let f = self.failover.take().expect("matched above");
-                    self.push_journal(JournalEntry {
-                        epoch: *epoch,
-                        old_master: self.master,
-                        new_master: None,
-                        reason: f.reason,
-                        begun_wall_ms: f.begun_wall_ms,
-                        ended_wall_ms: *wall_ms,
-                        outcome: Outcome::Cancelled { why: why.clone() },
-                        planned: true,
-                    });
+                    self.close(f, None, *wall_ms, Outcome::Cancelled { why: why.clone() });
                     Ok(())
                 }
                 _ => Err(Ignored(format!(
@@ -350,6 +318,26 @@ impl ClusterRecord {
                 Ok(())
             }
         }
+    }
+
+    /// Ends the failover `f` (already taken out of the record) in the journal.
+    fn close(
+        &mut self,
+        f: FailoverState,
+        new_master: Option<NodeId>,
+        ended: u64,
+        outcome: Outcome,
+    ) {
+        self.push_journal(JournalEntry {
+            epoch: f.epoch,
+            old_master: self.master,
+            new_master,
+            reason: f.reason,
+            begun_wall_ms: f.begun_wall_ms,
+            ended_wall_ms: ended,
+            outcome,
+            planned: f.planned.is_some(),
+        });
     }
 
     fn push_journal(&mut self, entry: JournalEntry) {

@@ -131,7 +131,7 @@ impl Plan {
         let heal = s(60.0);
         // Before mysqld dies, its last transactions reach no replica (the link drops
         // them), so they are in its binlog only: salvage must bring them back.
-        let unreplicated_tail = |at: Duration| {
+        let cut_off_then = |at: Duration, fault: Fault| {
             vec![
                 (
                     at - s(0.3),
@@ -140,10 +140,11 @@ impl Plan {
                         vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
                     ),
                 ),
-                (at, Fault::KillMysqld(master)),
+                (at, fault),
                 (at + s(0.01), Fault::RepairAll),
             ]
         };
+        let unreplicated_tail = |at: Duration| cut_off_then(at, Fault::KillMysqld(master));
         let (faults, salvage_expected) = match scenario {
             Scenario::MasterKill => (unreplicated_tail(at), true),
             Scenario::HostCrash => (vec![(at, Fault::CrashHost(master))], false),
@@ -179,18 +180,9 @@ impl Plan {
                     f.push((back, Fault::StartMysqld(master)));
                     (f, true)
                 } else {
-                    let f = vec![
-                        (
-                            at - s(0.3),
-                            Fault::PartitionOneway(
-                                vec![DB_HOSTS[0].into()],
-                                vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
-                            ),
-                        ),
-                        (at, Fault::CrashHost(master)),
-                        (at + s(0.01), Fault::RepairAll),
-                        (back, Fault::BounceHost(master)),
-                    ];
+                    // The tail stays on the crashed host: errant when it is back.
+                    let mut f = cut_off_then(at, Fault::CrashHost(master));
+                    f.push((back, Fault::BounceHost(master)));
                     (f, false)
                 }
             }
