@@ -44,7 +44,16 @@ fn help_describes_every_command() {
     let top = multiaz(&["--help"]);
     assert!(top.status.success());
     let text = String::from_utf8_lossy(&top.stdout);
-    for cmd in ["run", "check", "status"] {
+    for cmd in [
+        "run",
+        "check",
+        "status",
+        "switchover",
+        "ack",
+        "pause",
+        "resume",
+        "binlog",
+    ] {
         assert!(text.contains(cmd), "--help lists {cmd}: {text}");
     }
     let check = String::from_utf8_lossy(&multiaz(&["check", "--help"]).stdout).into_owned();
@@ -56,6 +65,33 @@ fn help_describes_every_command() {
     assert!(
         run.contains("state_dir") && run.contains("/metrics"),
         "{run}"
+    );
+}
+
+#[test]
+fn operator_commands_refuse_a_bad_node_or_a_missing_token_before_any_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    // The example's admin token is taken out (see `config`): changes are refused.
+    let c = config(&dir, |t| t);
+    let out = multiaz(&["switchover", "--to", "db-b", "--config", &c]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no admin token configured"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(dir.join("token"), "t0ken").unwrap();
+    let token = format!("[admin]\ntoken_file = \"{}\"", dir.join("token").display());
+    let c = config(&dir, |t| t.replace("[admin]", &token));
+    let out = multiaz(&["switchover", "--to", "db-z", "--config", &c]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("db-z") && e.contains("db-a (1)"), "{e}");
+    let help = String::from_utf8_lossy(&multiaz(&["switchover", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("--dry-run") && help.contains("switchover_max_lag"),
+        "{help}"
     );
 }
 
