@@ -255,8 +255,10 @@ impl Engine {
         if let Some(d) = self.routes.next_retry() {
             t = t.min(d);
         }
+        // Only deadlines still ahead: one already passed and not acted on (this sidecar
+        // is no longer the coordinator) must not make the driver spin.
         for d in [self.pre_hook.map(|(_, d)| d), self.vetoed_until] {
-            t = t.min(d.unwrap_or(t));
+            t = t.min(d.filter(|d| *d > self.now).unwrap_or(t));
         }
         t.max(self.now)
     }
@@ -427,6 +429,7 @@ impl Engine {
                 // resumes from the committed record.
                 self.run = None;
                 self.pre_hook = None;
+                self.vetoed_until = None;
                 self.routes.clear();
             }
         }
