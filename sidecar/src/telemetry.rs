@@ -21,6 +21,9 @@ struct Metrics {
     coordinator: Gauge,
     role: Family<Labels, Gauge>,
     failovers: Gauge,
+    switchovers: Gauge,
+    failover_blocked: Gauge,
+    paused: Gauge,
     salvaged: Gauge,
     not_salvaged: Gauge,
     last_failover_seconds: Gauge<f64, AtomicU64>,
@@ -39,6 +42,9 @@ impl Metrics {
             coordinator: Gauge::default(),
             role: Family::default(),
             failovers: Gauge::default(),
+            switchovers: Gauge::default(),
+            failover_blocked: Gauge::default(),
+            paused: Gauge::default(),
             salvaged: Gauge::default(),
             not_salvaged: Gauge::default(),
             last_failover_seconds: Gauge::default(),
@@ -81,6 +87,21 @@ impl Metrics {
             "multiaz_failovers",
             "Completed failovers in the cluster's journal",
             m.failovers.clone(),
+        );
+        r.register(
+            "multiaz_switchovers",
+            "Completed planned switchovers in the cluster's journal",
+            m.switchovers.clone(),
+        );
+        r.register(
+            "multiaz_failover_blocked",
+            "1 while automatic failover is blocked after the last one (until `multiaz ack`)",
+            m.failover_blocked.clone(),
+        );
+        r.register(
+            "multiaz_paused",
+            "1 while automatic failover is paused (`multiaz pause`)",
+            m.paused.clone(),
         );
         r.register(
             "multiaz_last_failover_duration_seconds",
@@ -184,15 +205,23 @@ impl Telemetry {
         m.failover_in_progress
             .set(status.record.failover.is_some() as i64);
         m.master_probe_failures.set(status.master_failures as i64);
-        let completed: Vec<&FailoverReport> = status
-            .record
-            .journal
-            .iter()
-            .filter_map(|j| match &j.outcome {
-                Outcome::Completed(r) => Some(r),
-                _ => None,
-            })
-            .collect();
+        m.failover_blocked
+            .set(status.failover_blocked_until_wall_ms.is_some() as i64);
+        m.paused.set(status.record.paused as i64);
+        let completed = |planned: bool| -> Vec<&FailoverReport> {
+            status
+                .record
+                .journal
+                .iter()
+                .filter(|j| j.planned == planned)
+                .filter_map(|j| match &j.outcome {
+                    Outcome::Completed(r) => Some(r),
+                    _ => None,
+                })
+                .collect()
+        };
+        m.switchovers.set(completed(true).len() as i64);
+        let completed = completed(false);
         m.failovers.set(completed.len() as i64);
         if let Some(r) = completed.last() {
             m.last_failover_seconds.set(r.duration_ms as f64 / 1000.0);
@@ -237,6 +266,10 @@ impl Observer for Telemetry {
             | Event::FailoverAborted { .. }
             | Event::ErrantTransactions { .. }
             | Event::SelfFenced { .. }
+            | Event::SwitchoverRefused { .. }
+            | Event::SwitchoverCancelled { .. }
+            | Event::FailoverBlocked { .. }
+            | Event::Vetoed { .. }
             | Event::MasterDead { .. } => tracing::warn!(at_ms, "{event:?}"),
             Event::Dropped { .. } => tracing::debug!(at_ms, "{event:?}"),
             _ => tracing::info!(at_ms, "{event:?}"),

@@ -269,6 +269,19 @@ async fn switchover_rejoin_ack_and_errant_master_on_real_servers() {
     // --- anti-flapping: blocked after that failover until `multiaz ack` -----------------
     let status = multiaz(&["status"], &c.configs[0]);
     assert!(text(&status).contains("BLOCKED"), "{}", text(&status));
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", c.ports[0].admin).parse().unwrap();
+    let metrics =
+        multiaz_sidecar::admin_client::call(admin, axum::http::Method::GET, "/metrics", None)
+            .await
+            .unwrap()
+            .1;
+    for line in [
+        "multiaz_failover_blocked 1",
+        "multiaz_switchovers 1",
+        "multiaz_failovers 1",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
     let ack = multiaz(&["ack"], &c.configs[0]);
     assert!(ack.status.success(), "{}", text(&ack));
     wait_until("the ack is committed", Duration::from_secs(10), || async {
