@@ -1,0 +1,116 @@
+//! MariaDB on the hosts, configured as multiaz asks (README "On EC2", step 5): binlog,
+//! ROW, log_slave_updates, GTID strict mode, semi-sync AFTER_SYNC, `read_only` and
+//! `skip_slave_start` on start (the sidecars decide who writes and who replicates).
+
+use crate::{Cluster, Host};
+use anyhow::Context;
+use std::time::{Duration, Instant};
+
+pub const DATADIR: &str = "/var/lib/mysql";
+pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
+pub const PORT: u16 = 3306;
+/// The sidecar's user (all privileges) and the replication user.
+pub const ADMIN_USER: &str = "multiaz";
+/// The application's user: no SUPER, so `read_only` fences it.
+pub const APP_USER: &str = "app";
+
+/// The server's command line. `id` is the server_id; `master` starts it writable with
+/// semi-sync source on (only the first start of the first master).
+pub fn mariadbd(id: u32, master: bool) -> String {
+    let on = |b: bool| if b { "ON" } else { "OFF" };
+    format!(
+        "mariadbd --no-defaults --user=root --datadir={DATADIR} --socket={SOCKET} \
+         --port={PORT} --bind-address=0.0.0.0 --skip-name-resolve --log-bin=binlog \
+         --log-slave-updates=ON --binlog-format=ROW --gtid-strict-mode=ON \
+         --skip-slave-start --slave-net-timeout=4 --innodb-buffer-pool-size=32M \
+         --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout=10000 \
+         --server-id={id} --read-only={} --rpl-semi-sync-master-enabled={} \
+         --rpl-semi-sync-slave-enabled={}",
+        on(!master),
+        on(master),
+        on(!master)
+    )
+}
+
+/// SQL as root over the socket.
+pub async fn sql(host: &Host, statements: &str) -> anyhow::Result<String> {
+    let quoted = statements.replace('\'', r"'\''");
+    host.sh(&format!(
+        "mariadb --no-defaults -uroot --socket={SOCKET} -N -e '{quoted}'"
+    ))
+    .await
+}
+
+/// Starts mariadbd (data directory created on first start) and waits until it answers.
+pub async fn start(host: &Host, id: u32, master: bool) -> anyhow::Result<()> {
+    host.sh(&format!(
+        "mkdir -p /run/mysqld && if [ ! -d {DATADIR}/mysql ]; then \
+         mariadb-install-db --no-defaults --user=root --datadir={DATADIR} \
+         --auth-root-authentication-method=normal --skip-test-db > /dev/null; fi"
+    ))
+    .await?;
+    host.spawn(&mariadbd(id, master), "mysqld.log").await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if sql(host, "SELECT 1").await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let log = host
+                .sh("tail -20 /work/mysqld.log")
+                .await
+                .unwrap_or_default();
+            anyhow::bail!("{}: mariadbd did not answer within 60 s:\n{log}", host.name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGKILL of mariadbd: the host and everything else on it live on.
+pub async fn kill(host: &Host) -> anyhow::Result<()> {
+    host.sh("pkill -9 -x mariadbd; while pgrep -x mariadbd > /dev/null; do sleep 0.05; done")
+        .await
+        .map(|_| ())
+}
+
+/// Every host runs MariaDB; `db-1` is the master, the others replicate from it with
+/// GTID and semi-sync. `admin_password` is the sidecar's (and replication's),
+/// `app_password` the application's; `schema` runs on the master first.
+pub async fn replicated(
+    cluster: &Cluster,
+    admin_password: &str,
+    app_password: &str,
+    schema: &str,
+) -> anyhow::Result<()> {
+    for (i, h) in cluster.hosts.iter().enumerate() {
+        start(h, i as u32 + 1, i == 0).await?;
+        sql(
+            h,
+            &format!(
+                "SET sql_log_bin = 0; \
+                 CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin_password}'; \
+                 GRANT ALL ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION; \
+                 CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{app_password}'; \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO '{APP_USER}'@'%';"
+            ),
+        )
+        .await?;
+    }
+    let master = &cluster.hosts[0];
+    sql(master, &format!("CREATE DATABASE app; {schema}")).await?;
+    for h in &cluster.hosts[1..] {
+        sql(
+            h,
+            &format!(
+                "CHANGE MASTER TO MASTER_HOST = '{}', MASTER_PORT = {PORT}, \
+                 MASTER_USER = '{ADMIN_USER}', MASTER_PASSWORD = '{admin_password}', \
+                 MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1, \
+                 MASTER_CONNECT_RETRY = 1; START SLAVE;",
+                master.ip
+            ),
+        )
+        .await
+        .with_context(|| format!("{} replicating from {}", h.name, master.name))?;
+    }
+    Ok(())
+}
