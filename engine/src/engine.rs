@@ -149,7 +149,9 @@ pub struct Engine {
     pub(crate) coord: Coordination,
     pub(crate) record: ClusterRecord,
     pub(crate) now: Time,
-    pub(crate) wall_ms: u64,
+    /// The wall clock as of the last tick, and `now` then: between ticks the wall clock
+    /// is carried forward by `now`, so that journal times are as fine as `now` is.
+    wall_at_tick: (u64, Time),
     next_id: u64,
     out: Vec<Command>,
     pub(crate) pending: BTreeMap<CommandId, Pending>,
@@ -194,7 +196,7 @@ impl Engine {
             coord,
             record,
             now,
-            wall_ms: 0,
+            wall_at_tick: (0, Time::ZERO),
             next_id: 0,
             out: Vec::new(),
             pending: BTreeMap::new(),
@@ -233,12 +235,24 @@ impl Engine {
         self.now = self.now.max(now);
         self.coord.advance_time(self.now);
         match input {
-            Input::Tick { wall_unix_ms } => self.wall_ms = self.wall_ms.max(wall_unix_ms),
+            Input::Tick { wall_unix_ms } => {
+                self.wall_at_tick = (self.wall_ms().max(wall_unix_ms), self.now)
+            }
             Input::Peer { from, message } => self.on_peer(from, message),
             Input::Done { id, result } => self.on_done(id, result),
             Input::Operator(req) => self.on_operator(req),
         }
         self.pump();
+    }
+
+    /// Unix milliseconds: the last tick's wall clock plus the monotonic time since it
+    /// (0 before the first tick).
+    pub(crate) fn wall_ms(&self) -> u64 {
+        let (wall, at) = self.wall_at_tick;
+        if wall == 0 {
+            return 0;
+        }
+        wall + self.now.since(at).as_millis() as u64
     }
 
     /// The commands to execute, in order. See the crate docs for the contract.
@@ -592,7 +606,7 @@ impl Engine {
 
     pub(crate) fn failover_blocked_until(&self) -> Option<u64> {
         self.record
-            .failover_blocked_until(self.spec.timing.failover_block_ms, self.wall_ms)
+            .failover_blocked_until(self.spec.timing.failover_block_ms, self.wall_ms())
     }
 
     /// Why the master is dead, if it is (and the cluster may fail it over).

@@ -186,7 +186,7 @@ impl Engine {
             self.now,
             Phase::ProposingBegin { deadline },
         ));
-        let wall_ms = self.wall_ms;
+        let wall_ms = self.wall_ms();
         self.propose(LogEntry::FailoverBegin {
             epoch,
             suspects,
@@ -887,7 +887,7 @@ impl Engine {
             epoch: run.epoch,
             new_master: c,
             report,
-            wall_ms: self.wall_ms,
+            wall_ms: self.wall_ms(),
         };
         self.end_with(entry);
     }
@@ -1009,7 +1009,7 @@ impl Engine {
         let entry = LogEntry::SwitchoverCancelled {
             epoch,
             why,
-            wall_ms: self.wall_ms,
+            wall_ms: self.wall_ms(),
         };
         self.end_with(entry);
     }

@@ -191,7 +191,7 @@ impl Engine {
             OperatorRequest::Switchover { to } => {
                 match plan_switchover(&self.spec, &self.status(), to) {
                     Ok(plan) => {
-                        let wall_ms = self.wall_ms;
+                        let wall_ms = self.wall_ms();
                         self.propose(LogEntry::FailoverBegin {
                             epoch: plan.epoch,
                             suspects: vec![plan.from],

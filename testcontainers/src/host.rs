@@ -46,8 +46,10 @@ impl Host {
         let code = r.exit_code().await?.unwrap_or(0);
         if code != 0 {
             bail!(
-                "{}: `{script}` exited {code}: {}",
+                "{}: `{}` exited {code}: {}",
                 self.name,
+                // Shown as the statements read, without sh's quoting of quotes.
+                redact(&script.replace(r"'\''", "'")),
                 String::from_utf8_lossy(&err).trim()
             );
         }
@@ -82,5 +84,63 @@ impl Host {
 
     pub fn container_id(&self) -> &str {
         self.container.id()
+    }
+}
+
+/// A script as an error may show it: the quoted value after `IDENTIFIED BY` or
+/// `PASSWORD =` is replaced, so that a failed statement never prints a password.
+fn redact(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut rest = script;
+    loop {
+        let upper = rest.to_ascii_uppercase();
+        let at = ["IDENTIFIED BY", "PASSWORD ="]
+            .iter()
+            .filter_map(|k| upper.find(k).map(|i| i + k.len()))
+            .min();
+        let Some(at) = at else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let value = rest.trim_start();
+        out.push_str(&rest[..rest.len() - value.len()]);
+        let quote = match value.chars().next() {
+            Some(q @ ('\'' | '"')) => q,
+            _ => {
+                rest = value;
+                continue;
+            }
+        };
+        match value[1..].find(quote) {
+            Some(end) => {
+                out.push_str("'***'");
+                rest = &value[end + 2..];
+            }
+            None => {
+                out.push_str("'***'");
+                return out;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_failed_scripts() {
+        let s = "CREATE USER 'a'@'%' IDENTIFIED BY 'hunter2'; CHANGE MASTER TO MASTER_PASSWORD = 'pw2', X=1";
+        let r = super::redact(s);
+        assert!(!r.contains("hunter2") && !r.contains("pw2"), "{r}");
+        assert!(
+            r.contains("CREATE USER 'a'@'%' IDENTIFIED BY '***';"),
+            "{r}"
+        );
+        assert!(r.ends_with("MASTER_PASSWORD = '***', X=1"), "{r}");
+        assert_eq!(super::redact("SELECT 1"), "SELECT 1");
+        let quoted = r"mariadb -e 'CREATE USER '\''m'\'' IDENTIFIED BY '\''pw3'\'';'";
+        let r = super::redact(&quoted.replace(r"'\''", "'"));
+        assert!(!r.contains("pw3"), "{r}");
     }
 }

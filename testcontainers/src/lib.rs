@@ -8,8 +8,9 @@
 //! secrets, logs), so a run's files stay readable on the machine afterwards.
 //!
 //! Everything is removed when the [`Cluster`] is dropped — at the end of a run, on a
-//! panic, and on Ctrl-C / SIGTERM (testcontainers' watchdog) — and the network goes
-//! with its last container.
+//! panic, and on Ctrl-C / SIGTERM (testcontainers' watchdog); a cleanup process that
+//! outlives this one removes what is left even after a SIGKILL (`network.rs`).
+//! Database hosts keep fixed addresses across crashes and boots.
 //!
 //! The image is a parameter ([`Options::image`], `$MULTIAZ_HOST_IMAGE`): where a
 //! registry is reachable the same hosts can come from another image with `mariadbd`
@@ -18,11 +19,15 @@
 
 mod host;
 pub mod mariadb;
+pub mod moto;
+mod network;
 
 pub use host::Host;
 
 use anyhow::{bail, Context};
-use std::net::IpAddr;
+use network::Network;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
 use testcontainers::core::Mount;
@@ -42,6 +47,10 @@ pub struct Options {
     pub image: String,
     /// How many database hosts (`db-1` … `db-N`, AZ `az-1` … `az-N`).
     pub hosts: usize,
+    /// How many client hosts (`client-1` … in `az-1` …), for workloads.
+    pub clients: usize,
+    /// A router host too, forwarding between the clients and the database hosts.
+    pub router: bool,
     /// A directory on this machine; host `db-i` gets `work/db-i` at [`WORK_DIR`].
     pub work: PathBuf,
     /// Mounted read-only at [`BIN_DIR`] (cargo's `target/debug` or `target/release`).
@@ -53,6 +62,8 @@ impl Options {
         Options {
             image: std::env::var("MULTIAZ_HOST_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.into()),
             hosts: 3,
+            clients: 0,
+            router: false,
             work: work.into(),
             bin_dir: None,
         }
@@ -61,11 +72,15 @@ impl Options {
 
 /// The hosts on their private network.
 pub struct Cluster {
-    pub network: String,
     pub hosts: Vec<Host>,
+    pub clients: Vec<Host>,
+    /// The router between the clients and the VIP ([`Options::router`]).
+    pub router: Option<Host>,
     /// This machine as the hosts see it (the network's gateway): services run here,
     /// such as the EC2 emulator, are reached at this address.
     pub gateway: IpAddr,
+    /// Last, so that it goes after the containers on it.
+    network: Network,
 }
 
 /// Fails with what to do when Docker or the image is missing (tests never skip).
@@ -84,6 +99,19 @@ pub fn preflight(image: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a host is for: it decides its kernel settings.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A database host, at a fixed address.
+    Database(Ipv4Addr),
+    /// A client: ignores ICMP redirects, so that its packets for the VIP keep going
+    /// through the router however the route changes.
+    Client,
+    /// Forwards packets and sends no redirects (a client told to reach the master
+    /// directly would bypass the route tables).
+    Router,
+}
+
 impl Cluster {
     /// Starts the hosts (containers with a shell, `NET_ADMIN` for routes and the VIP)
     /// on a new private network. Nothing runs in them yet.
@@ -93,50 +121,103 @@ impl Cluster {
             .image
             .rsplit_once(':')
             .unwrap_or((opts.image.as_str(), "latest"));
-        let network = format!(
+        let network = Network::create(&format!(
             "multiaz-{}-{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos())
-        );
+        ))?;
         let mut hosts = Vec::new();
         for i in 1..=opts.hosts {
-            let host = format!("db-{i}");
-            let work = opts.work.join(&host);
-            std::fs::create_dir_all(&work)
-                .with_context(|| format!("creating {}", work.display()))?;
-            let mut req = GenericImage::new(name, tag)
-                .with_entrypoint("/bin/sleep")
-                .with_cmd(["infinity"])
-                .with_network(&network)
-                .with_container_name(format!("{network}-{host}"))
-                .with_hostname(&host)
-                .with_cap_add("NET_ADMIN")
-                // An init as PID 1 reaps what dies in the host (a SIGKILLed mariadbd
-                // would otherwise stay a zombie, and seem to run).
-                .with_host_config_modifier(|hc| hc.init = Some(true))
-                .with_mount(Mount::bind_mount(work.display().to_string(), WORK_DIR));
-            if let Some(bin) = &opts.bin_dir {
-                req = req.with_mount(Mount::bind_mount(bin.display().to_string(), BIN_DIR));
-            }
-            let container = req
-                .start()
-                .await
-                .with_context(|| format!("starting host {host} from {}", opts.image))?;
-            let ip = container.get_bridge_ip_address().await?;
-            hosts.push(Host::new(host, format!("az-{i}"), ip, work, container));
+            let ip = network.addr(10 + i as u8);
+            let kind = Kind::Database(ip);
+            hosts.push(Self::host(opts, name, tag, &network, format!("db-{i}"), i, kind).await?);
         }
-        let gateway = hosts[0]
-            .sh("ip route | awk '/^default/ {print $3}'")
-            .await?
-            .trim()
-            .parse()
-            .context("the network's gateway")?;
+        let mut clients = Vec::new();
+        for i in 1..=opts.clients {
+            let host = format!("client-{i}");
+            clients.push(Self::host(opts, name, tag, &network, host, i, Kind::Client).await?);
+        }
+        let router = match opts.router {
+            true => {
+                let host = "router".to_string();
+                Some(Self::host(opts, name, tag, &network, host, 0, Kind::Router).await?)
+            }
+            false => None,
+        };
         Ok(Cluster {
-            network,
+            gateway: IpAddr::V4(network.gateway()),
             hosts,
-            gateway,
+            clients,
+            router,
+            network,
         })
+    }
+
+    pub fn network(&self) -> &str {
+        &self.network.name
+    }
+
+    async fn host(
+        opts: &Options,
+        name: &str,
+        tag: &str,
+        network: &Network,
+        host: String,
+        az: usize,
+        kind: Kind,
+    ) -> anyhow::Result<Host> {
+        let work = opts.work.join(&host);
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let sysctls: BTreeMap<&str, &str> = match kind {
+            Kind::Database(_) => BTreeMap::new(),
+            Kind::Client => [
+                ("net.ipv4.conf.all.accept_redirects", "0"),
+                ("net.ipv4.conf.eth0.accept_redirects", "0"),
+            ]
+            .into(),
+            Kind::Router => [
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.send_redirects", "0"),
+                ("net.ipv4.conf.eth0.send_redirects", "0"),
+            ]
+            .into(),
+        };
+        let sysctls: HashMap<String, String> = sysctls
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut req = GenericImage::new(name, tag)
+            .with_entrypoint("/bin/sleep")
+            .with_cmd(["infinity"])
+            .with_network(&network.name)
+            .with_container_name(format!("{}-{host}", network.name))
+            .with_hostname(&host)
+            .with_cap_add("NET_ADMIN")
+            // An init as PID 1 reaps what dies in the host (a SIGKILLed mariadbd
+            // would otherwise stay a zombie, and seem to run).
+            .with_host_config_modifier(move |hc| {
+                hc.init = Some(true);
+                if !sysctls.is_empty() {
+                    hc.sysctls = Some(sysctls.clone());
+                }
+            })
+            .with_mount(Mount::bind_mount(work.display().to_string(), WORK_DIR));
+        if let Some(bin) = &opts.bin_dir {
+            req = req.with_mount(Mount::bind_mount(bin.display().to_string(), BIN_DIR));
+        }
+        let container = req
+            .start()
+            .await
+            .with_context(|| format!("starting host {host} from {}", opts.image))?;
+        let ip = match kind {
+            Kind::Database(ip) => {
+                network.pin(container.id(), ip)?;
+                IpAddr::V4(ip)
+            }
+            _ => container.get_bridge_ip_address().await?,
+        };
+        Ok(Host::new(host, format!("az-{az}"), ip, work, container))
     }
 }

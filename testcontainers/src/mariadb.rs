@@ -14,6 +14,10 @@ pub const ADMIN_USER: &str = "multiaz";
 /// The application's user: no SUPER, so `read_only` fences it.
 pub const APP_USER: &str = "app";
 
+/// Semi-sync never falls back to asynchronous replication by itself (a day): a commit
+/// no replica has is never acknowledged to a client (README, "On EC2", step 5).
+pub const SEMI_SYNC_TIMEOUT_MS: u64 = 86_400_000;
+
 /// The server's command line. `id` is the server_id; `master` starts it writable with
 /// semi-sync source on (only the first start of the first master).
 pub fn mariadbd(id: u32, master: bool) -> String {
@@ -23,7 +27,7 @@ pub fn mariadbd(id: u32, master: bool) -> String {
          --port={PORT} --bind-address=0.0.0.0 --skip-name-resolve --log-bin=binlog \
          --log-slave-updates=ON --binlog-format=ROW --gtid-strict-mode=ON \
          --skip-slave-start --slave-net-timeout=4 --innodb-buffer-pool-size=32M \
-         --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout=10000 \
+         --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout={SEMI_SYNC_TIMEOUT_MS} \
          --server-id={id} --read-only={} --rpl-semi-sync-master-enabled={} \
          --rpl-semi-sync-slave-enabled={}",
         on(!master),
@@ -43,13 +47,20 @@ pub async fn sql(host: &Host, statements: &str) -> anyhow::Result<String> {
 
 /// Starts mariadbd (data directory created on first start) and waits until it answers.
 pub async fn start(host: &Host, id: u32, master: bool) -> anyhow::Result<()> {
+    start_with(host, id, master, "").await
+}
+
+/// [`start`] with more server options (e.g. `--skip-networking`: only the local socket,
+/// no sidecar or replica gets in).
+pub async fn start_with(host: &Host, id: u32, master: bool, extra: &str) -> anyhow::Result<()> {
     host.sh(&format!(
         "mkdir -p /run/mysqld && if [ ! -d {DATADIR}/mysql ]; then \
          mariadb-install-db --no-defaults --user=root --datadir={DATADIR} \
          --auth-root-authentication-method=normal --skip-test-db > /dev/null; fi"
     ))
     .await?;
-    host.spawn(&mariadbd(id, master), "mysqld.log").await?;
+    host.spawn(&format!("{} {extra}", mariadbd(id, master)), "mysqld.log")
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if sql(host, "SELECT 1").await.is_ok() {
@@ -97,7 +108,6 @@ pub async fn replicated(
         .await?;
     }
     let master = &cluster.hosts[0];
-    sql(master, &format!("CREATE DATABASE app; {schema}")).await?;
     for h in &cluster.hosts[1..] {
         sql(
             h,
@@ -112,5 +122,29 @@ pub async fn replicated(
         .await
         .with_context(|| format!("{} replicating from {}", h.name, master.name))?;
     }
+    // Semi-sync never gives up waiting (SEMI_SYNC_TIMEOUT_MS): the first write waits
+    // until the replicas are attached and acknowledging.
+    let want = cluster.hosts.len() - 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = sql(
+            master,
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS'",
+        )
+        .await?;
+        if n.trim().parse::<usize>().unwrap_or(0) >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{}: {want} semi-sync replicas did not attach within 30 s ({} did)",
+                master.name,
+                n.trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sql(master, &format!("CREATE DATABASE app; {schema}")).await?;
     Ok(())
 }

@@ -35,7 +35,7 @@ async fn three_mariadb_hosts_replicate_survive_kills_and_are_removed_on_drop() {
     let cluster = Cluster::start(&Options::new(&work))
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let network = cluster.network.clone();
+    let network = cluster.network().to_string();
     assert_eq!(cluster.hosts.len(), 3);
     mariadb::replicated(
         &cluster,

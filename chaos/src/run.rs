@@ -1,0 +1,358 @@
+//! A chaos run: the world up, then for each cycle — the cluster healthy, the fault on
+//! the master, the failover watched (sidecars' journal, router, clients), the fault
+//! healed, the old master back in the topology (rebuilt first when it holds errant
+//! transactions), the failover acknowledged — and at the end every acknowledged write
+//! looked for on the final master and the servers' tables compared.
+
+use crate::api_proxy::Mode;
+use crate::cli::{Fault, RunArgs};
+use crate::observe::{self, Routes, Status, Workload};
+use crate::report::{CycleReport, Report};
+use crate::setup::World;
+use crate::{fault, progress, verify, wall_ms};
+use anyhow::{bail, Context};
+use multiaz_testcontainers::mariadb;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(100);
+
+pub async fn run(args: &RunArgs, out: &Path, bin_dir: &Path) -> anyhow::Result<Report> {
+    let started = wall_ms();
+    let world = World::start(args, &out.join("hosts"), bin_dir).await?;
+    let mut w = Watch {
+        workload: Workload::new(world.client_logs()),
+        routes: Routes::new(world.router_log()),
+    };
+    let mut cycles = Vec::new();
+    let mut error = None;
+    for cycle in 1..=args.cycles {
+        match one_cycle(&world, &mut w, cycle).await {
+            Ok(c) => cycles.push(c),
+            Err(e) => {
+                progress(&format!("cycle {cycle} failed: {e:#}"));
+                error = Some(format!("cycle {cycle}: {e:#}"));
+                break;
+            }
+        }
+    }
+    world.proxy.set(Mode::Pass);
+    progress("stopping the clients; checking every acknowledged write");
+    world.stop_clients().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.workload.poll();
+    w.routes.poll();
+    let verdict = verify::check(&world, &w.workload).await;
+    let (verdict, verify_error) = match verdict {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(format!("verification: {e:#}"))),
+    };
+    Ok(Report::new(
+        args,
+        out,
+        started,
+        wall_ms(),
+        cycles,
+        &w.workload,
+        verdict,
+        error.or(verify_error),
+        world.proxy.counts(),
+    ))
+}
+
+struct Watch {
+    workload: Workload,
+    routes: Routes,
+}
+
+impl Watch {
+    fn poll(&mut self) {
+        self.workload.poll();
+        self.routes.poll();
+    }
+}
+
+/// The master of record, once the cluster is whole: every sidecar live, every mysqld
+/// up, nothing quarantined, no failover running or blocked, every replica close behind,
+/// every route table on the master, and every client's writes acknowledged just now.
+async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u64)> {
+    let deadline = wall_ms() + 120_000;
+    let mut why = String::from("no status yet");
+    while wall_ms() < deadline {
+        tokio::time::sleep(POLL).await;
+        w.poll();
+        let s = match any_status(world, None).await {
+            Some(s) => s,
+            None => continue,
+        };
+        let Some(master) = s.master() else {
+            why = "no master of record".into();
+            continue;
+        };
+        let m = master as usize - 1;
+        let n = world.cluster.hosts.len();
+        let others: Vec<u64> = (0..n)
+            .map(World::node_id)
+            .filter(|&id| id != master)
+            .collect();
+        why = if s.failover_in_progress() {
+            "a failover is in progress".into()
+        } else if s.blocked() {
+            "failover blocked (not acknowledged)".into()
+        } else if !s.all_live() {
+            format!("sidecars live: {:?}", s.live_nodes())
+        } else if !s.quarantined().is_empty() {
+            format!("quarantined: {:?}", s.quarantined())
+        } else if let Some(id) = (0..n).map(World::node_id).find(|&id| !s.mysqld_up(id)) {
+            format!("db-{id}'s mysqld is not up")
+        } else if let Some(id) = others.iter().find(|&&id| {
+            s.role(id).as_deref() != Some("replica") || s.lag(id).is_none_or(|l| l > 200)
+        }) {
+            format!("db-{id} is not a replica close behind the master")
+        } else if w
+            .routes
+            .all_at(&world.vpc.route_tables, &world.vpc.enis[m], 0)
+            .is_none()
+        {
+            "the VIP routes do not all point at the master".into()
+        } else if !w.workload.all_acked_since(
+            wall_ms().saturating_sub(1500),
+            world.cluster.clients.len() as u32,
+        ) {
+            "not every client is writing through the VIP".into()
+        } else {
+            return Ok((m, s.epoch()));
+        };
+    }
+    bail!("the cluster did not become healthy within 120 s: {why}")
+}
+
+/// The first sidecar (other than `skip`) that answers.
+async fn any_status(world: &World, skip: Option<usize>) -> Option<Status> {
+    for i in 0..world.cluster.hosts.len() {
+        if Some(i) == skip {
+            continue;
+        }
+        if let Ok(s) = observe::status(world.admin(i)).await {
+            return Some(s);
+        }
+    }
+    None
+}
+
+async fn one_cycle(world: &World, w: &mut Watch, cycle: u32) -> anyhow::Result<CycleReport> {
+    let args = &world.args;
+    let fault = args.fault;
+    let (m, epoch) = wait_healthy(world, w).await?;
+    let old = world.db(m).name.clone();
+    progress(&format!(
+        "cycle {cycle}/{}: {} on {old} (the master, epoch {epoch})",
+        args.cycles,
+        fault.name()
+    ));
+    world.proxy.set(fault.api_mode(args.throttle_share));
+    let before = wall_ms();
+    fault::inject(world, fault, m).await?;
+    let after = wall_ms();
+    // The fault struck somewhere while it was being injected (a `docker exec` or API
+    // call): its instant is taken as the last write acknowledged before the injection
+    // returned — within one write interval of the truth, with clients writing every
+    // few milliseconds — and never before the injection began.
+    w.poll();
+    let t = w
+        .workload
+        .last_ack_before(after)
+        .unwrap_or(before)
+        .max(before);
+
+    // --- the failover, as the survivors' journal, the router and the clients see it ---
+    let deadline = t + 60_000 + args.outage_s * 1000;
+    let mut done: Option<(usize, Value, Vec<Value>)> = None;
+    let mut routes_at = None;
+    let mut resumed = None;
+    while wall_ms() < deadline {
+        tokio::time::sleep(POLL).await;
+        w.poll();
+        if fault == Fault::ApiOutage && wall_ms() >= t + args.outage_s * 1000 {
+            world.proxy.set(Mode::Pass);
+        }
+        if done.is_none() {
+            if let Some(s) = any_status(world, Some(m)).await {
+                done = completed(&s, epoch, m);
+            }
+        }
+        if let Some((n, _, _)) = &done {
+            routes_at = w
+                .routes
+                .all_at(&world.vpc.route_tables, &world.vpc.enis[*n], t);
+        }
+        resumed = w.workload.first_ack_after(after);
+        if done.is_some() && routes_at.is_some() && resumed.is_some() {
+            break;
+        }
+    }
+    world.proxy.set(Mode::Pass);
+    let Some((n, entry, attempts)) = done else {
+        bail!(
+            "no failover completed within {} s of the fault",
+            (deadline - t) / 1000
+        );
+    };
+    let new = world.db(n).name.clone();
+    let (Some(routes_at), Some(resumed)) = (routes_at, resumed) else {
+        bail!("failover to {new} completed, but the VIP routes or the clients' writes did not follow within {} s", (deadline - t) / 1000);
+    };
+    let begun = attempts
+        .iter()
+        .filter_map(|e| e["begun_wall_ms"].as_u64())
+        .min()
+        .unwrap_or(t);
+    let ended = entry["ended_wall_ms"].as_u64().unwrap_or(t);
+    let mut report = CycleReport {
+        cycle,
+        old_master: old.clone(),
+        new_master: new.clone(),
+        fault_at_ms: t,
+        detect_ms: begun.saturating_sub(t),
+        failover_ms: ended.saturating_sub(t),
+        routes_ms: routes_at.saturating_sub(t),
+        unavailable_ms: resumed.saturating_sub(t),
+        attempts: attempts.len(),
+        salvage: salvage_text(&entry["outcome"]),
+        errant: None,
+    };
+    progress(&format!(
+        "  failover {old} → {new}: detected +{} ms, complete +{} ms, routes +{} ms, writes again +{} ms",
+        report.detect_ms, report.failover_ms, report.routes_ms, report.unavailable_ms
+    ));
+
+    // Writes go on for a moment under the new master before the old one comes back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    progress(&format!("  healing: {} on {old}", heal_words(fault)));
+    fault::heal(world, fault, m).await?;
+    report.errant = wait_rejoin(world, w, m, n).await?;
+    let (code, body) = multiaz_sidecar::admin_client::call(
+        world.admin(n),
+        axum::http::Method::POST,
+        "/ack",
+        Some(world.secrets.admin_token.as_bytes()),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    if !code.is_success() {
+        bail!("multiaz ack on {new}: {code} {}", body.trim());
+    }
+    Ok(report)
+}
+
+fn heal_words(fault: Fault) -> &'static str {
+    match fault {
+        Fault::HostKill => "host booted, mysqld and sidecar started",
+        Fault::AzPartition => "partition removed",
+        _ => "mysqld restarted",
+    }
+}
+
+/// The failover that ended the fault, when one completed: the new master's index, its
+/// journal entry, and every journal entry after `epoch` (its attempts).
+fn completed(s: &Status, epoch: u64, old: usize) -> Option<(usize, Value, Vec<Value>)> {
+    let master = s.master()? as usize - 1;
+    if s.epoch() <= epoch || master == old || s.failover_in_progress() {
+        return None;
+    }
+    let after: Vec<Value> = s
+        .journal()
+        .into_iter()
+        .filter(|e| e["epoch"].as_u64().is_some_and(|x| x > epoch))
+        .collect();
+    let entry = after
+        .iter()
+        .rev()
+        .find(|e| !e["outcome"]["Completed"].is_null())?
+        .clone();
+    Some((master, entry, after))
+}
+
+fn salvage_text(outcome: &Value) -> String {
+    let s = &outcome["Completed"]["salvage"];
+    if s.is_null() {
+        return "none (old host unreachable)".into();
+    }
+    if let Some(e) = s.get("Err") {
+        return format!("failed: {}", e.as_str().unwrap_or("?"));
+    }
+    let ok = &s["Ok"];
+    let missed = ok["not_recovered"].as_array().map_or(0, Vec::len);
+    match missed {
+        0 => format!("{} recovered", ok["recovered"]),
+        k => format!("{} recovered, {k} not", ok["recovered"]),
+    }
+}
+
+/// Until the old master `m` replicates from the new master `n` again. When its sidecar
+/// finds errant transactions, it is rebuilt from the master (and the errant GTIDs are
+/// returned for the report: they were never acknowledged to a client).
+async fn wait_rejoin(
+    world: &World,
+    w: &mut Watch,
+    m: usize,
+    n: usize,
+) -> anyhow::Result<Option<String>> {
+    let id = World::node_id(m);
+    let mut errant = None;
+    let mut deadline = wall_ms() + 120_000;
+    let mut why = String::new();
+    while wall_ms() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.poll();
+        let Ok(s) = observe::status(world.admin(n)).await else {
+            why = "the new master's sidecar does not answer".into();
+            continue;
+        };
+        if let Some(q) = s.quarantined().get(&id) {
+            why = format!("quarantined: {q}");
+            // The engine's words for a server found holding transactions the master
+            // lacks (a server not yet checked is quarantined too, with other words).
+            if q.starts_with("errant transactions") && errant.is_none() {
+                progress(&format!(
+                    "  {} holds errant transactions ({q}): rebuilding it from {}",
+                    world.db(m).name,
+                    world.db(n).name
+                ));
+                fault::rebuild(world, m, n)
+                    .await
+                    .with_context(|| format!("rebuilding {}", world.db(m).name))?;
+                errant = Some(q.clone());
+                deadline = wall_ms() + 120_000;
+            }
+            continue;
+        }
+        if s.role(id).as_deref() != Some("replica") || !s.mysqld_up(id) {
+            why = format!("role {:?}", s.role(id));
+            continue;
+        }
+        let replicating = world
+            .db(m)
+            .sh(&format!(
+                "mariadb --no-defaults -uroot --socket={} -e 'SHOW SLAVE STATUS\\G'",
+                mariadb::SOCKET
+            ))
+            .await
+            .unwrap_or_default();
+        let master_ip = world.ip(n).to_string();
+        if replicating.contains("Slave_IO_Running: Yes")
+            && replicating.contains("Slave_SQL_Running: Yes")
+            && replicating.contains(&format!("Master_Host: {master_ip}"))
+        {
+            progress(&format!(
+                "  {} rejoined as a replica of {}",
+                world.db(m).name,
+                world.db(n).name
+            ));
+            return Ok(errant);
+        }
+        why = "not replicating from the new master yet".into();
+    }
+    bail!("{} did not rejoin within 120 s: {why}", world.db(m).name)
+}

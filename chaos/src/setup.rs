@@ -1,0 +1,365 @@
+//! Bringing the world up: moto and the API proxy on this machine; three database hosts
+//! (one per AZ) with MariaDB replicating from db-1 and the VIP on `lo`; a VPC in moto
+//! (a subnet, an instance and a route table per AZ, the VIP routed to db-1); the
+//! `multiaz` sidecar on every database host; the router; a client per AZ writing
+//! through the VIP.
+
+use crate::api_proxy::ApiProxy;
+use crate::cli::{Flavour, RunArgs};
+use crate::observe::{self, Status};
+use crate::progress;
+use anyhow::{bail, Context};
+use multiaz_testcontainers::moto::{self, Moto, Vpc};
+use multiaz_testcontainers::{mariadb, Cluster, Host, Options, BIN_DIR};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 100, 10);
+pub const AZS: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+pub const PEER_PORT: u16 = 7001;
+pub const ADMIN_PORT: u16 = 7080;
+pub const SCHEMA: &str = "CREATE TABLE app.writes (client INT NOT NULL, seq BIGINT NOT NULL, \
+     at_ms BIGINT NOT NULL, PRIMARY KEY (client, seq)) ENGINE=InnoDB;";
+/// Where a host's secrets go, inside its work directory.
+pub const SECRETS: &str = "/work/secrets";
+/// What the sidecars and agents need from the environment: moto takes any credentials,
+/// and there is no instance metadata service to ask for a region.
+const AWS_ENV: &str =
+    "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true";
+
+pub struct Secrets {
+    pub admin_password: String,
+    pub app_password: String,
+    pub cluster_key: String,
+    pub admin_token: String,
+}
+
+impl Secrets {
+    fn new() -> Secrets {
+        let r = || format!("{:032x}", rand::random::<u128>());
+        Secrets {
+            admin_password: r(),
+            app_password: r(),
+            cluster_key: r(),
+            admin_token: r(),
+        }
+    }
+}
+
+/// Everything a run has up; dropped, it all goes (containers, network, moto).
+pub struct World {
+    pub cluster: Cluster,
+    pub vpc: Vpc,
+    pub ec2: aws_sdk_ec2::Client,
+    pub proxy: ApiProxy,
+    pub secrets: Secrets,
+    pub args: RunArgs,
+    /// Kept to the end: dropping it stops moto.
+    moto: Moto,
+}
+
+impl World {
+    pub fn db(&self, i: usize) -> &Host {
+        &self.cluster.hosts[i]
+    }
+
+    pub fn admin(&self, i: usize) -> SocketAddr {
+        SocketAddr::new(self.db(i).ip, ADMIN_PORT)
+    }
+
+    /// Database host `i` (0-based) is node `i + 1`.
+    pub fn node_id(i: usize) -> u64 {
+        i as u64 + 1
+    }
+
+    pub fn router(&self) -> &Host {
+        self.cluster.router.as_ref().expect("a router")
+    }
+
+    pub async fn start(args: &RunArgs, work: &Path, bin_dir: &Path) -> anyhow::Result<World> {
+        if args.flavour == Flavour::Mysql {
+            bail!(
+                "--flavour mysql needs a MySQL 8.4 host image with iproute2 (`ip`) and the \
+                 server start written for it; this machine has no registry to pull mysql:8.4 \
+                 from, and only MariaDB hosts are written and tested (README, \"Chaos runs\")"
+            );
+        }
+        progress("starting moto_server and the EC2 API proxy");
+        let moto = Moto::start()?;
+        let proxy = ApiProxy::start(moto.port, args.seed).await?;
+        let ec2 = moto.client().await;
+
+        progress(&format!(
+            "starting the hosts from {} (3 database hosts, 3 clients, a router)",
+            args.image
+        ));
+        let mut opts = Options::new(work);
+        opts.image = args.image.clone();
+        opts.clients = 3;
+        opts.router = true;
+        opts.bin_dir = Some(bin_dir.to_path_buf());
+        let cluster = Cluster::start(&opts).await?;
+        let secrets = Secrets::new();
+
+        progress("MariaDB on every database host, GTID + semi-sync replication from db-1");
+        mariadb::replicated(
+            &cluster,
+            &secrets.admin_password,
+            &secrets.app_password,
+            SCHEMA,
+        )
+        .await?;
+        for h in &cluster.hosts {
+            accept_vip(h).await?;
+        }
+
+        progress("a VPC in moto: subnets, instances, route tables with the VIP on db-1");
+        let vpc = moto::build_vpc(&ec2, &AZS, VIP).await?;
+        let world = World {
+            cluster,
+            vpc,
+            ec2,
+            proxy,
+            secrets,
+            args: args.clone(),
+            moto,
+        };
+        progress("the multiaz sidecar on every database host");
+        for i in 0..world.cluster.hosts.len() {
+            world.write_host_files(i)?;
+            world.start_sidecar(i).await?;
+        }
+        world.wait_for_sidecars().await?;
+
+        progress("the router (VIP routes mirrored from moto) and a client per AZ");
+        world.start_router().await?;
+        world.start_clients().await?;
+        Ok(world)
+    }
+
+    fn write_host_files(&self, i: usize) -> anyhow::Result<()> {
+        let h = self.db(i);
+        let secrets = h.work.join("secrets");
+        std::fs::create_dir_all(&secrets)?;
+        let s = &self.secrets;
+        for (name, value) in [
+            ("mysql-password", &s.admin_password),
+            ("cluster-key", &s.cluster_key),
+            ("admin-token", &s.admin_token),
+        ] {
+            write_secret(&secrets.join(name), value)?;
+        }
+        let config = self.sidecar_config(i);
+        std::fs::write(h.work.join("multiaz.toml"), config)
+            .with_context(|| format!("writing {}/multiaz.toml", h.work.display()))?;
+        Ok(())
+    }
+
+    /// The sidecar's configuration on host `i`, as an operator would write it.
+    pub fn sidecar_config(&self, i: usize) -> String {
+        let a = &self.args;
+        let h = self.db(i);
+        let tables: Vec<String> = self
+            .vpc
+            .route_tables
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect();
+        let mut t = format!(
+            r#"# written by multiaz-chaos
+node_id = {id}
+state_dir = "/work/state"
+
+[cluster]
+name = "chaos"
+flavour = "mariadb"
+initial_master = 1
+
+[vip]
+address = "{VIP}"
+route_tables = [{tables}]
+
+[timing]
+probe_interval_ms = {probe}
+probe_failures = {failures}
+lease_ms = {lease}
+step_timeout_ms = 10000
+salvage_timeout_ms = 5000
+raft_tick_ms = 100
+# The run acknowledges every failover (`multiaz ack`) before the next cycle.
+failover_block_ms = 3600000
+
+[aws]
+region = "{region}"
+endpoint_url = "http://{gateway}:{proxy}"
+api_deadline_ms = 20000
+attempt_timeout_ms = 5000
+
+[mysql]
+user = "{user}"
+password_file = "{SECRETS}/mysql-password"
+binlog_dir = "{datadir}"
+
+[peers]
+listen = "{ip}:{PEER_PORT}"
+key_file = "{SECRETS}/cluster-key"
+
+[admin]
+listen = "0.0.0.0:{ADMIN_PORT}"
+token_file = "{SECRETS}/admin-token"
+"#,
+            id = World::node_id(i),
+            tables = tables.join(", "),
+            probe = a.probe_interval_ms,
+            failures = a.probe_failures,
+            lease = a.lease_ms,
+            region = moto::REGION,
+            gateway = self.cluster.gateway,
+            proxy = self.proxy.port,
+            user = mariadb::ADMIN_USER,
+            datadir = mariadb::DATADIR,
+            ip = h.ip,
+        );
+        for (j, host) in self.cluster.hosts.iter().enumerate() {
+            t.push_str(&format!(
+                r#"
+[[nodes]]
+id = {id}
+name = "{name}"
+az = "{az}"
+kind = "database"
+mysql = "{ip}:{port}"
+peer = "{ip}:{PEER_PORT}"
+instance_id = "{instance}"
+eni_id = "{eni}"
+"#,
+                id = World::node_id(j),
+                name = host.name,
+                az = AZS[j],
+                ip = host.ip,
+                port = mariadb::PORT,
+                instance = self.vpc.instances[j],
+                eni = self.vpc.enis[j],
+            ));
+        }
+        t
+    }
+
+    pub async fn start_sidecar(&self, i: usize) -> anyhow::Result<()> {
+        self.db(i)
+            .spawn(
+                &format!(
+                    "env {AWS_ENV} RUST_LOG=info {BIN_DIR}/multiaz run --config /work/multiaz.toml"
+                ),
+                "sidecar.log",
+            )
+            .await
+    }
+
+    /// Until a coordinator is elected and every sidecar hears every other.
+    pub async fn wait_for_sidecars(&self) -> anyhow::Result<Status> {
+        let mut last = String::new();
+        for _ in 0..300 {
+            match observe::status(self.admin(0)).await {
+                Ok(s) if s.leader.is_some() && s.all_live() => return Ok(s),
+                Ok(s) => last = format!("leader {:?}, live {:?}", s.leader, s.live_nodes()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("the sidecars did not elect a coordinator within 60 s ({last}); logs: sidecar.log in each db-* work directory")
+    }
+
+    async fn start_router(&self) -> anyhow::Result<()> {
+        let r = self.router();
+        let mut cmd = format!(
+            "env {AWS_ENV} {BIN_DIR}/multiaz-chaos router --endpoint http://{}:{} --vip {VIP} --log /work/router.log",
+            self.cluster.gateway, self.moto.port
+        );
+        for (table, client) in self.vpc.route_tables.iter().zip(&self.cluster.clients) {
+            cmd.push_str(&format!(" --table {table}={}", client.ip));
+        }
+        for (eni, db) in self.vpc.enis.iter().zip(&self.cluster.hosts) {
+            cmd.push_str(&format!(" --eni {eni}={}", db.ip));
+        }
+        r.spawn(&cmd, "router.out").await?;
+        let log = r.work.join("router.log");
+        for _ in 0..150 {
+            let n = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("route "))
+                .count();
+            if n >= self.vpc.route_tables.len() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let out = std::fs::read_to_string(r.work.join("router.out")).unwrap_or_default();
+        bail!("the router did not install the VIP routes within 30 s:\n{out}")
+    }
+
+    async fn start_clients(&self) -> anyhow::Result<()> {
+        let router_ip = self.router().ip;
+        for (i, c) in self.cluster.clients.iter().enumerate() {
+            c.sh(&format!("ip route replace {VIP}/32 via {router_ip}"))
+                .await?;
+            write_secret(&c.work.join("app-password"), &self.secrets.app_password)?;
+            c.spawn(
+                &format!(
+                    "{BIN_DIR}/multiaz-chaos client --id {} --server {VIP}:{} --user {} \
+                     --password-file /work/app-password --interval-ms {} --log /work/client.log",
+                    i + 1,
+                    mariadb::PORT,
+                    mariadb::APP_USER,
+                    self.args.write_interval_ms
+                ),
+                "client.out",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub fn client_logs(&self) -> Vec<PathBuf> {
+        self.cluster
+            .clients
+            .iter()
+            .map(|c| c.work.join("client.log"))
+            .collect()
+    }
+
+    pub fn router_log(&self) -> PathBuf {
+        self.router().work.join("router.log")
+    }
+
+    pub fn ip(&self, i: usize) -> IpAddr {
+        self.db(i).ip
+    }
+
+    /// Stops the clients' writing (at the end of a run).
+    pub async fn stop_clients(&self) -> anyhow::Result<()> {
+        for c in &self.cluster.clients {
+            c.sh("pkill -x multiaz-chaos || true").await?;
+        }
+        Ok(())
+    }
+}
+
+/// The host accepts packets for the VIP, as an instance with source/destination check
+/// off and the VIP on `lo` does (README, "On EC2", step 2).
+pub async fn accept_vip(h: &Host) -> anyhow::Result<()> {
+    h.sh(&format!(
+        "ip addr replace {VIP}/32 dev lo && ip addr show dev lo | grep -q {VIP}"
+    ))
+    .await
+    .map(|_| ())
+}
+
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, value).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}

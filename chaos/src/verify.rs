@@ -1,0 +1,115 @@
+//! After the run: every acknowledged write on the final master, and every server's
+//! table the same (once the replicas have caught up).
+
+use crate::observe::{self, Workload};
+use crate::setup::World;
+use crate::wall_ms;
+use anyhow::{bail, Context};
+use multiaz_testcontainers::mariadb;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Lost {
+    pub client: u32,
+    pub seq: u64,
+    pub acked_at_ms: u64,
+    pub gtid: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    pub final_master: String,
+    pub rows_on_master: usize,
+    pub lost: Vec<Lost>,
+    /// Each server's `CHECKSUM TABLE app.writes` and row count.
+    pub checksums: BTreeMap<String, (String, u64)>,
+    pub consistent: bool,
+    /// Every route table in the EC2 API carries the VIP to the final master.
+    pub routes_on_master: bool,
+}
+
+pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict> {
+    let mut master = None;
+    for i in 0..world.cluster.hosts.len() {
+        if let Ok(s) = observe::status(world.admin(i)).await {
+            master = s.master();
+            if master.is_some() {
+                break;
+            }
+        }
+    }
+    let master = master.context("no sidecar names a master")? as usize - 1;
+    let m = world.db(master);
+    let rows = mariadb::sql(m, "SELECT client, seq FROM app.writes")
+        .await
+        .context("reading the final master's rows")?;
+    let present: BTreeSet<(u32, u64)> = rows
+        .lines()
+        .filter_map(|l| {
+            let (c, s) = l.split_once('\t')?;
+            Some((c.trim().parse().ok()?, s.trim().parse().ok()?))
+        })
+        .collect();
+    let lost: Vec<Lost> = workload
+        .acks
+        .iter()
+        .filter(|a| !present.contains(&(a.client, a.seq)))
+        .map(|a| Lost {
+            client: a.client,
+            seq: a.seq,
+            acked_at_ms: a.at_ms,
+            gtid: a.gtid.clone(),
+        })
+        .collect();
+
+    // The replicas catch up: compare until the tables agree, for up to 60 s.
+    let deadline = wall_ms() + 60_000;
+    let mut checksums = BTreeMap::new();
+    loop {
+        checksums.clear();
+        for h in &world.cluster.hosts {
+            let sum = mariadb::sql(
+                h,
+                "CHECKSUM TABLE app.writes; SELECT COUNT(*) FROM app.writes",
+            )
+            .await
+            .with_context(|| format!("checksum on {}", h.name))?;
+            let mut lines = sum.lines();
+            let checksum = lines
+                .next()
+                .and_then(|l| l.split('\t').nth(1))
+                .unwrap_or("?")
+                .trim()
+                .to_string();
+            let count = lines
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or(0);
+            checksums.insert(h.name.clone(), (checksum, count));
+        }
+        let distinct: BTreeSet<&(String, u64)> = checksums.values().collect();
+        if distinct.len() == 1 || wall_ms() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let distinct: BTreeSet<&(String, u64)> = checksums.values().collect();
+    if present.is_empty() {
+        bail!("the final master {} has no rows at all", m.name);
+    }
+    let targets = multiaz_testcontainers::moto::vip_targets(
+        &world.ec2,
+        &world.vpc.route_tables,
+        crate::setup::VIP,
+    )
+    .await?;
+    Ok(Verdict {
+        routes_on_master: targets.iter().all(|t| t == &world.vpc.enis[master]),
+        final_master: m.name.clone(),
+        rows_on_master: present.len(),
+        consistent: distinct.len() == 1,
+        lost,
+        checksums,
+    })
+}
