@@ -4,6 +4,7 @@ use crate::api_proxy::Mode;
 use crate::cli::Fault;
 use crate::setup::{accept_vip, World};
 use multiaz_testcontainers::{mariadb, Host};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 impl Fault {
@@ -95,6 +96,41 @@ pub async fn heal(world: &World, fault: Fault, m: usize) -> anyhow::Result<()> {
     }
 }
 
+/// The master's `gtid_binlog_state` as it was at the dump's position `pos`: per
+/// domain, what the master wrote after `pos` is dropped and `pos` itself is the last.
+/// The rebuilt server thus knows every server's last transaction up to the dump, as
+/// its source did — without it, a rebuilt server later promoted would see the older
+/// masters' transactions on its replicas as errant. Whatever came after `pos` it
+/// learns by replication.
+fn state_at(state: &str, pos: &str) -> String {
+    let parse = |s: &str| -> Vec<(u64, u64, u64)> {
+        s.split(',')
+            .filter_map(|g| {
+                let mut p = g.trim().split('-').map(|x| x.parse::<u64>().ok());
+                Some((p.next()??, p.next()??, p.next()??))
+            })
+            .collect()
+    };
+    let last: BTreeMap<u64, (u64, u64)> = parse(pos).into_iter().map(|(d, s, q)| (d, (s, q))).collect();
+    let mut out: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for (d, s, q) in parse(state) {
+        if last.get(&d).is_some_and(|&(_, upto)| q <= upto) {
+            out.insert((d, s), q);
+        }
+    }
+    for (d, (s, q)) in last {
+        out.insert((d, s), q);
+    }
+    // The domain's last GTID goes last: MariaDB takes the last listed as the newest.
+    let mut entries: Vec<((u64, u64), u64)> = out.into_iter().collect();
+    entries.sort_by_key(|((d, _), q)| (*d, *q));
+    entries
+        .iter()
+        .map(|((d, s), q)| format!("{d}-{s}-{q}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Rebuilds database host `m` from the master `n`, as the README tells an operator to
 /// do with a server that holds errant transactions: a fresh data directory, the
 /// master's data from a consistent dump (not binlogged here), and replication position
@@ -139,6 +175,15 @@ pub async fn rebuild(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
             host.name
         );
     }
+    let state = host
+        .sh(&format!(
+            "MYSQL_PWD=$(cat {secrets}/mysql-password) mariadb --no-defaults -h {master_ip} \
+             -u {u} -N -e 'SELECT @@gtid_binlog_state'",
+            secrets = crate::setup::SECRETS,
+            u = mariadb::ADMIN_USER,
+        ))
+        .await?;
+    let state = state_at(state.trim(), &pos);
     host.sh(&format!(
         "(echo 'SET sql_log_bin = 0;'; cat /tmp/app.sql) | mariadb --no-defaults -uroot --socket={}",
         mariadb::SOCKET
@@ -146,9 +191,24 @@ pub async fn rebuild(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
     .await?;
     mariadb::sql(
         host,
-        &format!("RESET MASTER; SET GLOBAL gtid_slave_pos = '{pos}';"),
+        &format!(
+            "RESET MASTER; SET GLOBAL gtid_binlog_state = '{state}'; \
+             SET GLOBAL gtid_slave_pos = '{pos}';"
+        ),
     )
     .await?;
     mariadb::kill(host).await?;
     mariadb::start(host, id, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_state_at_a_dump_keeps_older_servers_and_ends_at_its_position() {
+        // Server 1 was master up to 47; server 2 since, at 900 now, 880 at the dump.
+        assert_eq!(super::state_at("0-1-47,0-2-900", "0-2-880"), "0-1-47,0-2-880");
+        // Salvaged transactions of server 3 after the dump are dropped too.
+        assert_eq!(super::state_at("0-3-60,0-1-70", "0-1-50"), "0-1-50");
+        assert_eq!(super::state_at("", "0-2-5"), "0-2-5");
+    }
 }

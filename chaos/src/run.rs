@@ -28,8 +28,8 @@ pub async fn run(args: &RunArgs, out: &Path, bin_dir: &Path) -> anyhow::Result<R
     let mut cycles = Vec::new();
     let mut error = None;
     for cycle in 1..=args.cycles {
-        match one_cycle(&world, &mut w, cycle).await {
-            Ok(c) => cycles.push(c),
+        match one_cycle(&world, &mut w, cycle, &mut cycles).await {
+            Ok(()) => {}
             Err(e) => {
                 progress(&format!("cycle {cycle} failed: {e:#}"));
                 error = Some(format!("cycle {cycle}: {e:#}"));
@@ -79,6 +79,7 @@ impl Watch {
 async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u64)> {
     let deadline = wall_ms() + 120_000;
     let mut why = String::from("no status yet");
+    let mut last = None;
     while wall_ms() < deadline {
         tokio::time::sleep(POLL).await;
         w.poll();
@@ -86,6 +87,7 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
             Some(s) => s,
             None => continue,
         };
+        last = Some(s.v.clone());
         let Some(master) = s.master() else {
             why = "no master of record".into();
             continue;
@@ -125,7 +127,11 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
             return Ok((m, s.epoch()));
         };
     }
-    bail!("the cluster did not become healthy within 120 s: {why}")
+    let dump = world.cluster.hosts[0].work.join("../../status-at-failure.json");
+    if let Some(v) = last {
+        let _ = std::fs::write(&dump, serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    bail!("the cluster did not become healthy within 120 s: {why} (last status: status-at-failure.json)")
 }
 
 /// The first sidecar (other than `skip`) that answers.
@@ -141,7 +147,14 @@ async fn any_status(world: &World, skip: Option<usize>) -> Option<Status> {
     None
 }
 
-async fn one_cycle(world: &World, w: &mut Watch, cycle: u32) -> anyhow::Result<CycleReport> {
+/// One cycle; its failover goes into `cycles` as soon as it is measured, so that a
+/// failure to heal afterwards still reports it.
+async fn one_cycle(
+    world: &World,
+    w: &mut Watch,
+    cycle: u32,
+    cycles: &mut Vec<CycleReport>,
+) -> anyhow::Result<()> {
     let args = &world.args;
     let fault = args.fault;
     let (m, epoch) = wait_healthy(world, w).await?;
@@ -209,7 +222,7 @@ async fn one_cycle(world: &World, w: &mut Watch, cycle: u32) -> anyhow::Result<C
         .min()
         .unwrap_or(t);
     let ended = entry["ended_wall_ms"].as_u64().unwrap_or(t);
-    let mut report = CycleReport {
+    let report = CycleReport {
         cycle,
         old_master: old.clone(),
         new_master: new.clone(),
@@ -227,11 +240,17 @@ async fn one_cycle(world: &World, w: &mut Watch, cycle: u32) -> anyhow::Result<C
         report.detect_ms, report.failover_ms, report.routes_ms, report.unavailable_ms
     ));
 
+    cycles.push(report);
+
     // Writes go on for a moment under the new master before the old one comes back.
     tokio::time::sleep(Duration::from_secs(2)).await;
     progress(&format!("  healing: {} on {old}", heal_words(fault)));
     fault::heal(world, fault, m).await?;
-    report.errant = wait_rejoin(world, w, m, n).await?;
+    let errant = wait_rejoin(world, w, m, n).await;
+    if let Some(c) = cycles.last_mut() {
+        c.errant = errant.as_ref().ok().cloned().flatten();
+    }
+    errant?;
     let (code, body) = multiaz_sidecar::admin_client::call(
         world.admin(n),
         axum::http::Method::POST,
@@ -243,7 +262,7 @@ async fn one_cycle(world: &World, w: &mut Watch, cycle: u32) -> anyhow::Result<C
     if !code.is_success() {
         bail!("multiaz ack on {new}: {code} {}", body.trim());
     }
-    Ok(report)
+    Ok(())
 }
 
 fn heal_words(fault: Fault) -> &'static str {

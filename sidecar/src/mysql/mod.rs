@@ -24,6 +24,10 @@ use tokio::time::{timeout, Instant};
 
 /// How often a waiting operation (catch-up, relay-log apply) looks again.
 const POLL: Duration = Duration::from_millis(20);
+/// How long `SET GLOBAL read_only` may wait for the writes in its way before they are
+/// killed. A commit waiting for a semi-sync acknowledgement that no replica can send
+/// (the master cut off) waits for ever, and read_only waits behind it.
+const FENCE_WAIT: Duration = Duration::from_millis(500);
 
 /// Login details: the sidecar's own, and those replicas use to reach their source.
 #[derive(Clone)]
@@ -289,16 +293,36 @@ impl MysqlAdapter {
         }
     }
 
-    /// Connections in a transaction that has written (or waits for a lock to write):
-    /// the writes a switchover waits for and then kills.
+    /// Connections in a transaction that has written (or waits for a lock to write),
+    /// and connections whose commit waits for a semi-sync acknowledgement (a DDL is in
+    /// no InnoDB transaction): the writes a switchover waits for and then kills, and
+    /// what stands in the way of a fence. Killed in the semi-sync wait, a commit is
+    /// never acknowledged to its client.
     async fn writers(conn: &mut Conn) -> Result<Vec<u64>, String> {
         conn.query(
             "SELECT trx_mysql_thread_id FROM information_schema.innodb_trx \
              WHERE trx_mysql_thread_id <> CONNECTION_ID() \
-             AND (trx_rows_modified > 0 OR trx_state = 'LOCK WAIT')",
+             AND (trx_rows_modified > 0 OR trx_state = 'LOCK WAIT') \
+             UNION SELECT ID FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() AND STATE LIKE 'Waiting for semi-sync%'",
         )
         .await
         .map_err(|e| format!("listing running writes: {e}"))
+    }
+
+    /// read_only (the fence): at once, or — when writes stand in its way for more than
+    /// [`FENCE_WAIT`] — after killing them from a second connection.
+    async fn set_read_only(&self, conn: &mut Conn, node: NodeId) -> Result<(), String> {
+        let d = self.inner.dialect;
+        match timeout(FENCE_WAIT, Self::run_all(conn, d.set_read_only())).await {
+            Ok(r) => r,
+            Err(_) => {
+                let mut other = self.connect(node).await?;
+                let killed = Self::kill_writers(&mut other).await?;
+                tracing::warn!(%node, killed, "read_only waited {FENCE_WAIT:?} behind running writes: killed them");
+                Self::run_all(&mut other, d.set_read_only()).await
+            }
+        }
     }
 
     async fn kill_writers(conn: &mut Conn) -> Result<usize, String> {
@@ -353,7 +377,7 @@ impl MysqlAdapter {
         let conn = &mut conn;
         let reply = match op {
             MysqlOp::SetReadOnly => {
-                Self::run_all(conn, d.set_read_only()).await?;
+                self.set_read_only(conn, node).await?;
                 MysqlReply::Done
             }
             MysqlOp::SetWritable => {
@@ -365,7 +389,7 @@ impl MysqlAdapter {
                 MysqlReply::Positions(self.positions(conn).await?)
             }
             MysqlOp::CatchUp { source, until } => {
-                Self::run_all(conn, d.set_read_only()).await?;
+                self.set_read_only(conn, node).await?;
                 self.replicate_from(conn, source).await?;
                 let reached = self.wait_applied(conn, &until).await;
                 self.stop(conn, d.stop_replication()).await?;
@@ -389,7 +413,7 @@ impl MysqlAdapter {
             }
             MysqlOp::Repoint { source } => {
                 // A replica is never writable, whatever happened before.
-                Self::run_all(conn, d.set_read_only()).await?;
+                self.set_read_only(conn, node).await?;
                 let already = match self.status(conn).await {
                     Ok(MysqlStatus {
                         replication: Some(r),
