@@ -12,7 +12,10 @@ use std::path::PathBuf;
              faults injected on the master for N cycles, then every acknowledged write checked.",
     after_help = "Needs the Docker engine, the host image (`ci/host-image`), moto_server on PATH \
                   (`ci/deps`) and the `multiaz` binary beside this one (`cargo build`).\n\
-                  Example: multiaz-chaos --cycles 3 --fault mysqld-kill --json",
+                  Example: multiaz-chaos --cycles 3 --fault mysqld-kill --json\n\
+                  Exit status: 0 when every guarantee held (a failover per cycle, no acknowledged \
+                  write lost, servers equal, VIP on the final master), 1 when one did not (the \
+                  report says which), 2 when the run could not be made.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -72,7 +75,7 @@ pub struct RunArgs {
     /// The database hosts' image (built locally by `ci/host-image`).
     #[arg(long, env = "MULTIAZ_HOST_IMAGE", default_value = multiaz_testcontainers::DEFAULT_IMAGE)]
     pub image: String,
-    /// The server flavour the image runs.
+    /// The server flavour the image runs (only mariadb is written: mysql is refused).
     #[arg(long, value_enum, default_value = "mariadb")]
     pub flavour: Flavour,
     /// Where `multiaz` and `multiaz-chaos` are (mounted into the hosts); default: the

@@ -111,7 +111,10 @@ fn state_at(state: &str, pos: &str) -> String {
             })
             .collect()
     };
-    let last: BTreeMap<u64, (u64, u64)> = parse(pos).into_iter().map(|(d, s, q)| (d, (s, q))).collect();
+    let last: BTreeMap<u64, (u64, u64)> = parse(pos)
+        .into_iter()
+        .map(|(d, s, q)| (d, (s, q)))
+        .collect();
     let mut out: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     for (d, s, q) in parse(state) {
         if last.get(&d).is_some_and(|&(_, upto)| q <= upto) {
@@ -206,7 +209,10 @@ mod tests {
     #[test]
     fn the_state_at_a_dump_keeps_older_servers_and_ends_at_its_position() {
         // Server 1 was master up to 47; server 2 since, at 900 now, 880 at the dump.
-        assert_eq!(super::state_at("0-1-47,0-2-900", "0-2-880"), "0-1-47,0-2-880");
+        assert_eq!(
+            super::state_at("0-1-47,0-2-900", "0-2-880"),
+            "0-1-47,0-2-880"
+        );
         // Salvaged transactions of server 3 after the dump are dropped too.
         assert_eq!(super::state_at("0-3-60,0-1-70", "0-1-50"), "0-1-50");
         assert_eq!(super::state_at("", "0-2-5"), "0-2-5");

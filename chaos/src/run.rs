@@ -127,7 +127,9 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
             return Ok((m, s.epoch()));
         };
     }
-    let dump = world.cluster.hosts[0].work.join("../../status-at-failure.json");
+    let dump = world.cluster.hosts[0]
+        .work
+        .join("../../status-at-failure.json");
     if let Some(v) = last {
         let _ = std::fs::write(&dump, serde_json::to_string_pretty(&v).unwrap_or_default());
     }

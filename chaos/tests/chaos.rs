@@ -65,6 +65,9 @@ fn one_mysqld_kill_cycle_loses_nothing_and_recovers_within_3_s() {
             .output()
             .expect("docker runs");
         let left = String::from_utf8_lossy(&left.stdout);
-        assert!(left.trim().is_empty(), "docker {what:?} still lists: {left}");
+        assert!(
+            left.trim().is_empty(),
+            "docker {what:?} still lists: {left}"
+        );
     }
 }

@@ -72,10 +72,19 @@ async fn three_mariadb_hosts_replicate_survive_kills_and_are_removed_on_drop() {
         .await
         .unwrap();
     assert_eq!(n.trim(), "3");
-    // The whole host crashes and boots: nothing runs, the disk stays.
+    // The whole host crashes and boots: nothing runs, the disk and the address stay.
     db3.crash().await.unwrap();
     assert!(db3.sh("true").await.is_err(), "a crashed host runs nothing");
     db3.boot().await.unwrap();
+    let addr = db3
+        .sh("ip -4 -o addr show | awk '$2 != \"lo\" {print $4}'")
+        .await
+        .unwrap();
+    assert_eq!(
+        addr.trim(),
+        format!("{}/24", db3.ip),
+        "db-3 keeps its address"
+    );
     mariadb::start(db3, 3, false).await.unwrap();
     let n = mariadb::sql(db3, "SELECT COUNT(*) FROM app.t")
         .await
@@ -87,4 +96,12 @@ async fn three_mariadb_hosts_replicate_survive_kills_and_are_removed_on_drop() {
         containers_on(&network).is_empty()
     })
     .await;
+    let gone = Command::new("docker")
+        .args(["network", "inspect", &network])
+        .output()
+        .expect("docker network inspect");
+    assert!(
+        !gone.status.success(),
+        "network {network} is removed with its hosts"
+    );
 }
