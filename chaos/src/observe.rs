@@ -77,12 +77,6 @@ impl Status {
             .is_some_and(|(_, n)| n["mysqld"].get("Up").is_some())
     }
 
-    pub fn lag(&self, id: u64) -> Option<u64> {
-        self.nodes()
-            .find(|(i, _)| *i == id)
-            .and_then(|(_, n)| n["lag_transactions"].as_u64())
-    }
-
     pub fn quarantined(&self) -> BTreeMap<u64, String> {
         self.v["record"]["quarantined"]
             .as_object()

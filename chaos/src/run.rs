@@ -108,10 +108,13 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
             format!("quarantined: {:?}", s.quarantined())
         } else if let Some(id) = (0..n).map(World::node_id).find(|&id| !s.mysqld_up(id)) {
             format!("db-{id}'s mysqld is not up")
-        } else if let Some(id) = others.iter().find(|&&id| {
-            s.role(id).as_deref() != Some("replica") || s.lag(id).is_none_or(|l| l > 200)
-        }) {
-            format!("db-{id} is not a replica close behind the master")
+        } else if let Some(id) = others
+            .iter()
+            .find(|&&id| s.role(id).as_deref() != Some("replica"))
+        {
+            format!("db-{id} is not a replica (role {:?})", s.role(*id))
+        } else if let Some(e) = replicas_behind(world, m, &others).await {
+            e
         } else if w
             .routes
             .all_at(&world.vpc.route_tables, &world.vpc.enis[m], 0)
@@ -134,6 +137,16 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
         let _ = std::fs::write(&dump, serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     bail!("the cluster did not become healthy within 120 s: {why} (last status: status-at-failure.json)")
+}
+
+/// Why not every replica in `others` (node ids) follows the master `m` closely.
+async fn replicas_behind(world: &World, m: usize, others: &[u64]) -> Option<String> {
+    for id in others {
+        if let Err(e) = replicating(world, *id as usize - 1, m).await {
+            return Some(e);
+        }
+    }
+    None
 }
 
 /// The first sidecar (other than `skip`) that answers.
@@ -311,6 +324,49 @@ fn salvage_text(outcome: &Value) -> String {
     }
 }
 
+/// Host `r` replicates from host `m` with both threads, at most a few seconds behind;
+/// or why not, from its `SHOW SLAVE STATUS`.
+async fn replicating(world: &World, r: usize, m: usize) -> Result<(), String> {
+    let out = world
+        .db(r)
+        .sh(&format!(
+            "mariadb --no-defaults -uroot --socket={} -e 'SHOW SLAVE STATUS\\G'",
+            mariadb::SOCKET
+        ))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let host = &world.db(r).name;
+    let behind = field("Seconds_Behind_Master").parse::<u64>().ok();
+    if field("Master_Host") != world.ip(m).to_string() {
+        return Err(format!(
+            "{host} does not replicate from {}",
+            world.db(m).name
+        ));
+    }
+    if field("Slave_IO_Running") != "Yes" || field("Slave_SQL_Running") != "Yes" {
+        return Err(format!(
+            "{host}: IO thread {}, SQL thread {} (last IO error: {:?}, last SQL error: {:?})",
+            field("Slave_IO_Running"),
+            field("Slave_SQL_Running"),
+            field("Last_IO_Error"),
+            field("Last_SQL_Error")
+        ));
+    }
+    match behind {
+        Some(s) if s <= 5 => Ok(()),
+        _ => Err(format!(
+            "{host} is {behind:?} s behind {}",
+            world.db(m).name
+        )),
+    }
+}
+
 /// Until the old master `m` replicates from the new master `n` again. When its sidecar
 /// finds errant transactions, it is rebuilt from the master (and the errant GTIDs are
 /// returned for the report: they were never acknowledged to a client).
@@ -353,19 +409,9 @@ async fn wait_rejoin(
             why = format!("role {:?}", s.role(id));
             continue;
         }
-        let replicating = world
-            .db(m)
-            .sh(&format!(
-                "mariadb --no-defaults -uroot --socket={} -e 'SHOW SLAVE STATUS\\G'",
-                mariadb::SOCKET
-            ))
-            .await
-            .unwrap_or_default();
-        let master_ip = world.ip(n).to_string();
-        if replicating.contains("Slave_IO_Running: Yes")
-            && replicating.contains("Slave_SQL_Running: Yes")
-            && replicating.contains(&format!("Master_Host: {master_ip}"))
-        {
+        if let Err(e) = replicating(world, m, n).await {
+            why = e;
+        } else {
             progress(&format!(
                 "  {} rejoined as a replica of {}",
                 world.db(m).name,
@@ -373,7 +419,6 @@ async fn wait_rejoin(
             ));
             return Ok(errant);
         }
-        why = "not replicating from the new master yet".into();
     }
     bail!("{} did not rejoin within 120 s: {why}", world.db(m).name)
 }
