@@ -11,11 +11,11 @@
 //!   `read T_MS MAX_SEQ`   the newest row of this client that the server shows
 //!   `missing T_MS SEQ`    a read-back saw less than the newest acknowledged row
 
+use crate::agent_log::AgentLog;
 use crate::cli::ClientArgs;
 use crate::wall_ms;
 use anyhow::Context;
 use mysql_async::prelude::Queryable;
-use std::io::Write;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -38,17 +38,8 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
         .user(Some(args.user.clone()))
         .pass(Some(password.trim().to_string()))
         .prefer_socket(false);
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.log)
-        .with_context(|| format!("opening {}", args.log.display()))?;
-    let mut line = |text: String| -> anyhow::Result<()> {
-        log.write_all(text.as_bytes())?;
-        log.write_all(b"\n")?;
-        log.flush()?;
-        Ok(())
-    };
+    let mut log = AgentLog::open(&args.log)?;
+    let mut line = |text: String| log.line(text);
     let mut conn: Option<mysql_async::Conn> = None;
     let mut seq: u64 = 0;
     let mut last_acked: u64 = 0;

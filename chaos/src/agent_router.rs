@@ -9,11 +9,11 @@
 //! Log lines: `route T_MS TABLE ENI IP` when a table's VIP target changes (IP `-`:
 //! no route, packets dropped), `err T_MS WHAT` when the API cannot be read.
 
+use crate::agent_log::AgentLog;
 use crate::cli::RouterArgs;
 use crate::wall_ms;
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
@@ -35,16 +35,8 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.log)
-        .with_context(|| format!("opening {}", args.log.display()))?;
-    let mut line = |text: String| -> anyhow::Result<()> {
-        log.write_all(text.as_bytes())?;
-        log.write_all(b"\n")?;
-        Ok(log.flush()?)
-    };
+    let mut log = AgentLog::open(&args.log)?;
+    let mut line = |text: String| log.line(text);
     let enis: BTreeMap<String, String> = args.enis.iter().cloned().collect();
     // Kernel table 101, 102, … per route table, selected by the client's address.
     let mut kernel_table = BTreeMap::new();

@@ -3,6 +3,7 @@
 //! options and the README ("Chaos runs") for what a run does and reports.
 
 mod agent_client;
+mod agent_log;
 mod agent_router;
 mod api_proxy;
 mod cli;

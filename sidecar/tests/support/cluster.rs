@@ -4,7 +4,6 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use super::*;
-use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,120 +14,19 @@ pub const REGION: &str = "us-east-1";
 pub const AZS: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
-pub struct Ec2World {
-    pub enis: Vec<String>,
-    pub instances: Vec<String>,
-    pub route_tables: Vec<String>,
-}
+/// The VPC the tests build in moto (the same one the container runs use).
+pub type Ec2World = multiaz_testcontainers::moto::Vpc;
 
 pub async fn build_vpc(client: &aws_sdk_ec2::Client) -> Ec2World {
-    let vpc = client
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
+    multiaz_testcontainers::moto::build_vpc(client, &AZS, VIP.parse().unwrap())
         .await
-        .expect("CreateVpc")
-        .vpc
-        .unwrap()
-        .vpc_id
-        .unwrap();
-    let images = client
-        .describe_images()
-        .send()
-        .await
-        .expect("DescribeImages");
-    let image = images
-        .images()
-        .first()
-        .and_then(|i| i.image_id())
-        .expect("moto offers an image")
-        .to_string();
-    let mut w = Ec2World {
-        enis: vec![],
-        instances: vec![],
-        route_tables: vec![],
-    };
-    for (i, az) in AZS.iter().enumerate() {
-        let subnet = client
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block(format!("10.0.{}.0/24", i + 1))
-            .availability_zone(*az)
-            .send()
-            .await
-            .expect("CreateSubnet")
-            .subnet
-            .unwrap()
-            .subnet_id
-            .unwrap();
-        let run = client
-            .run_instances()
-            .image_id(&image)
-            .instance_type(InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .subnet_id(&subnet)
-            .send()
-            .await
-            .expect("RunInstances");
-        let inst = &run.instances()[0];
-        let id = inst.instance_id().unwrap().to_string();
-        let eni = inst.network_interfaces()[0]
-            .network_interface_id()
-            .unwrap()
-            .to_string();
-        client
-            .modify_instance_attribute()
-            .instance_id(&id)
-            .source_dest_check(AttributeBooleanValue::builder().value(false).build())
-            .send()
-            .await
-            .expect("ModifyInstanceAttribute");
-        w.instances.push(id);
-        w.enis.push(eni);
-    }
-    for _ in 0..3 {
-        let rt = client
-            .create_route_table()
-            .vpc_id(&vpc)
-            .send()
-            .await
-            .expect("CreateRouteTable")
-            .route_table
-            .unwrap()
-            .route_table_id
-            .unwrap();
-        client
-            .create_route()
-            .route_table_id(&rt)
-            .destination_cidr_block(format!("{VIP}/32"))
-            .network_interface_id(&w.enis[0])
-            .send()
-            .await
-            .expect("CreateRoute");
-        w.route_tables.push(rt);
-    }
-    w
+        .unwrap_or_else(|e| panic!("building the VPC in moto: {e:#}"))
 }
 
 pub async fn vip_targets(client: &aws_sdk_ec2::Client, tables: &[String]) -> Vec<String> {
-    let out = client
-        .describe_route_tables()
-        .set_route_table_ids(Some(tables.to_vec()))
-        .send()
+    multiaz_testcontainers::moto::vip_targets(client, tables, VIP.parse().unwrap())
         .await
-        .expect("DescribeRouteTables");
-    out.route_tables()
-        .iter()
-        .map(|t| {
-            t.routes()
-                .iter()
-                .find(|r| r.destination_cidr_block() == Some(&format!("{VIP}/32")))
-                .and_then(|r| r.network_interface_id())
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect()
+        .unwrap_or_else(|e| panic!("DescribeRouteTables: {e:#}"))
 }
 
 pub struct Ports {
