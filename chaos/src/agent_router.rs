@@ -12,26 +12,13 @@
 use crate::agent_log::AgentLog;
 use crate::cli::RouterArgs;
 use crate::wall_ms;
-use anyhow::{bail, Context};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(100);
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    multiaz_testcontainers::run("ip", args)
 }
 
 pub async fn run(args: RouterArgs) -> anyhow::Result<()> {

@@ -148,45 +148,29 @@ pub async fn rebuild(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
     host.sh(&format!("rm -rf {}", mariadb::DATADIR)).await?;
     mariadb::start_with(host, id, false, "--skip-networking").await?;
     let s = &world.secrets;
-    mariadb::sql(
-        host,
-        &format!(
-            "SET sql_log_bin = 0; \
-             CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; \
-             GRANT ALL ON *.* TO '{u}'@'%' WITH GRANT OPTION; \
-             CREATE USER '{a}'@'%' IDENTIFIED BY '{q}'; \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO '{a}'@'%';",
-            u = mariadb::ADMIN_USER,
-            p = s.admin_password,
-            a = mariadb::APP_USER,
-            q = s.app_password,
-        ),
-    )
-    .await?;
-    // The password comes from the host's secret file, never on a command line here.
-    let dump = format!(
-        "MYSQL_PWD=$(cat {secrets}/mysql-password) mariadb-dump --no-defaults -h {master_ip} \
-         -u {u} --single-transaction --gtid --master-data=2 --databases app > /tmp/app.sql && \
-         grep -o \"gtid_slave_pos='[^']*'\" /tmp/app.sql | head -1 | cut -d\"'\" -f2",
-        secrets = crate::setup::SECRETS,
-        u = mariadb::ADMIN_USER,
-    );
-    let pos = host.sh(&dump).await?.trim().to_string();
-    if pos.is_empty() {
-        anyhow::bail!(
-            "{}: the dump from {master_ip} names no GTID position",
-            host.name
-        );
-    }
-    let state = host
+    mariadb::create_users(host, &s.admin_password, &s.app_password).await?;
+    // One exec: the dump (its GTID position on the first line of output), then the
+    // master's binlog state, read after it. The password comes from the host's secret
+    // file, never on a command line here.
+    let out = host
         .sh(&format!(
-            "MYSQL_PWD=$(cat {secrets}/mysql-password) mariadb --no-defaults -h {master_ip} \
-             -u {u} -N -e 'SELECT @@gtid_binlog_state'",
+            "export MYSQL_PWD=$(cat {secrets}/mysql-password); \
+             mariadb-dump --no-defaults -h {master_ip} -u {u} --single-transaction --gtid \
+             --master-data=2 --databases app > /tmp/app.sql && \
+             grep -o \"gtid_slave_pos='[^']*'\" /tmp/app.sql | head -1 | cut -d\"'\" -f2 && \
+             mariadb --no-defaults -h {master_ip} -u {u} -N -e 'SELECT @@gtid_binlog_state'",
             secrets = crate::setup::SECRETS,
             u = mariadb::ADMIN_USER,
         ))
         .await?;
-    let state = state_at(state.trim(), &pos);
+    let mut lines = out.lines().map(str::trim);
+    let (pos, state) = match (lines.next(), lines.next()) {
+        (Some(pos), Some(state)) if !pos.is_empty() => (pos.to_string(), state_at(state, pos)),
+        _ => anyhow::bail!(
+            "{}: the dump from {master_ip} names no GTID position",
+            host.name
+        ),
+    };
     host.sh(&format!(
         "(echo 'SET sql_log_bin = 0;'; cat /tmp/app.sql) | mariadb --no-defaults -uroot --socket={}",
         mariadb::SOCKET

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct Status {
     pub v: Value,
-    pub leader: Option<u64>,
 }
 
 pub async fn status(admin: SocketAddr) -> Result<Status, String> {
@@ -22,13 +21,14 @@ pub async fn status(admin: SocketAddr) -> Result<Status, String> {
         return Err(format!("{admin}: {code} {}", body.trim()));
     }
     let v: Value = serde_json::from_str(&body).map_err(|e| format!("{admin}: {e}"))?;
-    Ok(Status {
-        leader: v["leader"].as_u64(),
-        v,
-    })
+    Ok(Status { v })
 }
 
 impl Status {
+    pub fn leader(&self) -> Option<u64> {
+        self.v["leader"].as_u64()
+    }
+
     pub fn epoch(&self) -> u64 {
         self.v["record"]["epoch"].as_u64().unwrap_or(0)
     }

@@ -262,8 +262,8 @@ eni_id = "{eni}"
         let mut last = String::new();
         for _ in 0..300 {
             match observe::status(self.admin(0)).await {
-                Ok(s) if s.leader.is_some() && s.all_live() => return Ok(s),
-                Ok(s) => last = format!("leader {:?}, live {:?}", s.leader, s.live_nodes()),
+                Ok(s) if s.leader().is_some() && s.all_live() => return Ok(s),
+                Ok(s) => last = format!("leader {:?}, live {:?}", s.leader(), s.live_nodes()),
                 Err(e) => last = e,
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -274,8 +274,8 @@ eni_id = "{eni}"
     async fn start_router(&self) -> anyhow::Result<()> {
         let r = self.router();
         let mut cmd = format!(
-            "env {AWS_ENV} {BIN_DIR}/multiaz-chaos router --endpoint http://{}:{} --vip {VIP} --log /work/router.log",
-            self.cluster.gateway, self.moto.port
+            "env {AWS_ENV} {BIN_DIR}/multiaz-chaos router --endpoint {} --vip {VIP} --log /work/router.log",
+            self.moto.endpoint(self.cluster.gateway)
         );
         for (table, client) in self.vpc.route_tables.iter().zip(&self.cluster.clients) {
             cmd.push_str(&format!(" --table {table}={}", client.ip));

@@ -64,9 +64,12 @@ pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict
         .collect();
 
     // The replicas catch up: compare until the tables agree, for up to 60 s.
+    if present.is_empty() {
+        bail!("the final master {} has no rows at all", m.name);
+    }
     let deadline = wall_ms() + 60_000;
     let mut checksums = BTreeMap::new();
-    loop {
+    let consistent = loop {
         checksums.clear();
         for h in &world.cluster.hosts {
             let sum = mariadb::sql(
@@ -88,16 +91,12 @@ pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict
                 .unwrap_or(0);
             checksums.insert(h.name.clone(), (checksum, count));
         }
-        let distinct: BTreeSet<&(String, u64)> = checksums.values().collect();
-        if distinct.len() == 1 || wall_ms() > deadline {
-            break;
+        let agree = checksums.values().collect::<BTreeSet<_>>().len() == 1;
+        if agree || wall_ms() > deadline {
+            break agree;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let distinct: BTreeSet<&(String, u64)> = checksums.values().collect();
-    if present.is_empty() {
-        bail!("the final master {} has no rows at all", m.name);
-    }
+    };
     let targets = multiaz_testcontainers::moto::vip_targets(
         &world.ec2,
         &world.vpc.route_tables,
@@ -108,7 +107,7 @@ pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict
         routes_on_master: targets.iter().all(|t| t == &world.vpc.enis[master]),
         final_master: m.name.clone(),
         rows_on_master: present.len(),
-        consistent: distinct.len() == 1,
+        consistent,
         lost,
         checksums,
     })

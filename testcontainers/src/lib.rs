@@ -26,7 +26,7 @@ pub use host::Host;
 
 use anyhow::{bail, Context};
 use network::Network;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
@@ -95,6 +95,23 @@ pub fn preflight(image: &str) -> anyhow::Result<()> {
             bail!("the Docker engine is not reachable: {}", why.trim());
         }
         bail!("image {image} is missing: build it with `ci/host-image` (debootstrap + docker import, about a minute)");
+    }
+    Ok(())
+}
+
+/// Runs `program` with `args` on this machine (or in a host, from its agent); an error
+/// with the program's stderr when it fails.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run `{program}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -170,22 +187,20 @@ impl Cluster {
     ) -> anyhow::Result<Host> {
         let work = opts.work.join(&host);
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let sysctls: BTreeMap<&str, &str> = match kind {
-            Kind::Database(_) => BTreeMap::new(),
-            Kind::Client => [
+        let sysctls: &[(&str, &str)] = match kind {
+            Kind::Database(_) => &[],
+            Kind::Client => &[
                 ("net.ipv4.conf.all.accept_redirects", "0"),
                 ("net.ipv4.conf.eth0.accept_redirects", "0"),
-            ]
-            .into(),
-            Kind::Router => [
+            ],
+            Kind::Router => &[
                 ("net.ipv4.ip_forward", "1"),
                 ("net.ipv4.conf.all.send_redirects", "0"),
                 ("net.ipv4.conf.eth0.send_redirects", "0"),
-            ]
-            .into(),
+            ],
         };
         let sysctls: HashMap<String, String> = sysctls
-            .into_iter()
+            .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut req = GenericImage::new(name, tag)

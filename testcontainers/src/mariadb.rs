@@ -84,6 +84,27 @@ pub async fn kill(host: &Host) -> anyhow::Result<()> {
         .map(|_| ())
 }
 
+/// The sidecar's user (all privileges; replicas log in with it too) and the
+/// application's (rows in `app` only), on this server alone (not binlogged).
+pub async fn create_users(
+    host: &Host,
+    admin_password: &str,
+    app_password: &str,
+) -> anyhow::Result<()> {
+    sql(
+        host,
+        &format!(
+            "SET sql_log_bin = 0; \
+             CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin_password}'; \
+             GRANT ALL ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION; \
+             CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{app_password}'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO '{APP_USER}'@'%';"
+        ),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Every host runs MariaDB; `db-1` is the master, the others replicate from it with
 /// GTID and semi-sync. `admin_password` is the sidecar's (and replication's),
 /// `app_password` the application's; `schema` runs on the master first.
@@ -95,17 +116,7 @@ pub async fn replicated(
 ) -> anyhow::Result<()> {
     for (i, h) in cluster.hosts.iter().enumerate() {
         start(h, i as u32 + 1, i == 0).await?;
-        sql(
-            h,
-            &format!(
-                "SET sql_log_bin = 0; \
-                 CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin_password}'; \
-                 GRANT ALL ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION; \
-                 CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{app_password}'; \
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO '{APP_USER}'@'%';"
-            ),
-        )
-        .await?;
+        create_users(h, admin_password, app_password).await?;
     }
     let master = &cluster.hosts[0];
     for h in &cluster.hosts[1..] {

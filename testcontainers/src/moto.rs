@@ -47,11 +47,16 @@ impl Moto {
     /// Starts moto on every address of this machine (the hosts reach it through the
     /// gateway) and waits until it listens.
     pub fn start() -> anyhow::Result<Moto> {
-        let port = TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
+        Moto::start_on(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// [`Moto::start`] on one address of this machine (loopback: no containers).
+    pub fn start_on(addr: Ipv4Addr) -> anyhow::Result<Moto> {
+        let port = TcpListener::bind((addr, 0))?.local_addr()?.port();
         let program = find("moto_server", "MULTIAZ_MOTO_SERVER")?;
         let guard = crate::network::guarded(
             &format!(
-                "'{}' -H 0.0.0.0 -p {port} > /dev/null 2>&1 & m=$!;",
+                "'{}' -H {addr} -p {port} > /dev/null 2>&1 & m=$!;",
                 program.display()
             ),
             "kill $m",

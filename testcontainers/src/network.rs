@@ -90,19 +90,8 @@ impl Drop for Network {
     }
 }
 
-pub(crate) fn docker(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .context("cannot run `docker`")?;
-    if !out.status.success() {
-        bail!(
-            "`docker {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+fn docker(args: &[&str]) -> anyhow::Result<()> {
+    crate::run("docker", args)
 }
 
 /// Runs `now` in a new session, then `later` once the returned pipe closes: on drop of

@@ -313,14 +313,30 @@ impl MysqlAdapter {
     /// read_only (the fence): at once, or — when writes stand in its way for more than
     /// [`FENCE_WAIT`] — after killing them from a second connection.
     async fn set_read_only(&self, conn: &mut Conn, node: NodeId) -> Result<(), String> {
+        self.set_read_only_within(conn, node, FENCE_WAIT)
+            .await
+            .map(|_| ())
+    }
+
+    /// read_only, waiting at most `wait` for the writes in its way (`SET GLOBAL
+    /// read_only` waits for statements holding write locks, and for commits waiting for
+    /// a semi-sync acknowledgement); past it they are killed from a second connection,
+    /// which sets read_only and is returned: the first is still queued behind them.
+    async fn set_read_only_within(
+        &self,
+        conn: &mut Conn,
+        node: NodeId,
+        wait: Duration,
+    ) -> Result<Option<Conn>, String> {
         let d = self.inner.dialect;
-        match timeout(FENCE_WAIT, Self::run_all(conn, d.set_read_only())).await {
-            Ok(r) => r,
+        match timeout(wait, Self::run_all(conn, d.set_read_only())).await {
+            Ok(r) => r.map(|()| None),
             Err(_) => {
                 let mut other = self.connect(node).await?;
                 let killed = Self::kill_writers(&mut other).await?;
-                tracing::warn!(%node, killed, "read_only waited {FENCE_WAIT:?} behind running writes: killed them");
-                Self::run_all(&mut other, d.set_read_only()).await
+                tracing::warn!(%node, killed, "read_only waited {wait:?} behind running writes: killed them");
+                Self::run_all(&mut other, d.set_read_only()).await?;
+                Ok(Some(other))
             }
         }
     }
@@ -336,33 +352,26 @@ impl MysqlAdapter {
 
     /// The switchover's demotion: read_only at once; writes already running get
     /// `grace` to finish (they can no longer commit changes, so they end or roll
-    /// back), then their connections are killed. `SET GLOBAL read_only` itself waits
-    /// for statements holding write locks: past `grace` those are killed too.
+    /// back), then their connections are killed. Writes that hold read_only itself up
+    /// for longer than `grace` are killed too ([`Self::set_read_only_within`]).
     async fn demote(
         &self,
         conn: &mut Conn,
         node: NodeId,
         grace: Duration,
     ) -> Result<Positions, String> {
-        let d = self.inner.dialect;
-        let mut other;
-        let set = timeout(grace, Self::run_all(conn, d.set_read_only())).await;
-        let conn = match set {
-            Ok(r) => {
-                r?;
+        let mut other = self.set_read_only_within(conn, node, grace).await?;
+        let conn = match other.as_mut() {
+            // Writes already running get the grace to end by themselves.
+            None => {
                 let deadline = Instant::now() + grace;
                 while !Self::writers(conn).await?.is_empty() && Instant::now() < deadline {
                     tokio::time::sleep(POLL).await;
                 }
                 conn
             }
-            Err(_) => {
-                // The statement is still queued behind a writer on the first connection.
-                other = self.connect(node).await?;
-                Self::kill_writers(&mut other).await?;
-                Self::run_all(&mut other, d.set_read_only()).await?;
-                &mut other
-            }
+            // They have had it, and were killed.
+            Some(other) => other,
         };
         let killed = Self::kill_writers(conn).await?;
         if killed > 0 {

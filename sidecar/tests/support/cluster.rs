@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use super::*;
+use multiaz_testcontainers::moto::Moto;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -140,7 +142,7 @@ pub struct Cluster {
     pub ports: Vec<Ports>,
     pub configs: Vec<PathBuf>,
     pub sidecars: Vec<Guard>,
-    pub moto: Guard,
+    pub moto: Moto,
 }
 
 impl Cluster {
@@ -193,25 +195,9 @@ impl Cluster {
         }
 
         // --- moto: a VPC, three subnets and instances, route tables with the VIP -----------
-        let moto_port = free_port();
-        let moto = Command::new(find("moto_server", "MULTIAZ_MOTO_SERVER"))
-            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let _moto = Guard(moto);
-        let endpoint = format!("http://127.0.0.1:{moto_port}");
-        wait_until("moto_server listens", Duration::from_secs(30), || async {
-            std::net::TcpStream::connect(("127.0.0.1", moto_port))
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        let ec2 =
-            multiaz_sidecar::ec2::client(REGION, Some(&endpoint), Duration::from_secs(5)).await;
+        let moto = Moto::start_on(Ipv4Addr::LOCALHOST).unwrap_or_else(|e| panic!("{e:#}"));
+        let endpoint = moto.endpoint(Ipv4Addr::LOCALHOST.into());
+        let ec2 = moto.client().await;
         let world = build_vpc(&ec2).await;
 
         // --- three sidecars -----------------------------------------------------------------
@@ -261,7 +247,7 @@ impl Cluster {
             ports,
             configs,
             sidecars,
-            moto: _moto,
+            moto,
         }
     }
 
