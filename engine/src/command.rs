@@ -68,7 +68,10 @@ pub enum Command {
 pub enum MysqlOp {
     /// `read_only = ON` (and `super_read_only` on MySQL): the node accepts no writes.
     SetReadOnly,
-    /// `read_only = OFF`, on the master of record only.
+    /// Semi-sync source on, then `read_only = OFF`, on the master of record only. The
+    /// server stays read_only when semi-sync cannot be turned on (unless the driver is
+    /// configured to accept asynchronous replication): a writable master without it
+    /// acknowledges writes no replica has.
     SetWritable,
     /// Stop the IO thread and report positions: a semi-sync master can then acknowledge
     /// nothing more through this replica. Result: [`MysqlReply::Positions`].
@@ -83,7 +86,8 @@ pub enum MysqlOp {
     /// writes finish for up to `grace_ms`, kill those still running, and report the
     /// final positions. Result: [`MysqlReply::Positions`].
     Demote { grace_ms: u64 },
-    /// Stop and reset replication, `read_only = OFF`, semi-sync source on.
+    /// Stop and reset replication, then as [`MysqlOp::SetWritable`]: semi-sync source
+    /// on, `read_only = OFF`.
     Promote,
     /// Replicate from `source` with GTID auto-positioning (semi-sync replica on).
     Repoint { source: NodeId },

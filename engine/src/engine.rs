@@ -33,7 +33,10 @@ pub(crate) enum Pending {
     MasterProbe {
         master: NodeId,
     },
-    Enforce,
+    /// A read_only change on the local mysqld (`writable`: made writable).
+    Enforce {
+        writable: bool,
+    },
     /// A failover step on `node`, for the run of `epoch`.
     Step {
         epoch: u64,
@@ -72,6 +75,10 @@ pub(crate) struct Local {
     /// When the local mysqld was last seen read_only (reset when seen writable).
     pub read_only_seen: Option<Time>,
     pub enforcing: bool,
+    /// When the last read_only change this sidecar made finished: a probe sent before
+    /// then shows the server as it was, and must not undo it (an unfence followed by a
+    /// stale "read_only" would unfence a second time).
+    pub enforced_at: Option<Time>,
 }
 
 /// A snapshot of what this sidecar knows, for `multiaz status` and tests.
@@ -216,6 +223,7 @@ impl Engine {
                 },
                 read_only_seen: None,
                 enforcing: false,
+                enforced_at: None,
             },
             run: None,
             routes: Routes::default(),
@@ -739,12 +747,18 @@ impl Engine {
         };
         match (pending, result) {
             (Pending::LocalProbe, CommandResult::Probe(p)) => {
-                self.probing.local_in_flight = None;
+                let sent = self.probing.local_in_flight.take();
                 self.local.view = match p {
                     ProbeResult::Alive(status) => LocalView::Up(status),
                     ProbeResult::Down(_) => LocalView::Down,
                 };
-                self.enforce_local();
+                // A change under way, or finished after the probe was sent: the probe may
+                // show the server as it was before.
+                let stale = self.local.enforcing
+                    || sent.zip(self.local.enforced_at).is_some_and(|(s, e)| s < e);
+                if !stale {
+                    self.enforce_local();
+                }
                 self.send_report();
             }
             (Pending::MasterProbe { master }, CommandResult::Probe(p)) => {
@@ -754,12 +768,11 @@ impl Engine {
                     self.send_report();
                 }
             }
-            (Pending::Enforce, CommandResult::Mysql(r)) => {
+            (Pending::Enforce { writable }, CommandResult::Mysql(r)) => {
                 self.local.enforcing = false;
+                self.local.enforced_at = Some(self.now);
                 if let Err(why) = r {
-                    self.emit(Event::Dropped {
-                        why: format!("could not set read_only on the local mysqld: {why}"),
-                    });
+                    self.emit(Event::LocalReadOnlyFailed { writable, why });
                 }
             }
             (Pending::Rejoin { node, source }, CommandResult::Mysql(r)) => {
@@ -861,7 +874,12 @@ impl Engine {
     fn set_local_read_only(&mut self, op: MysqlOp) {
         self.local.enforcing = true;
         let me = self.me;
-        self.issue(Pending::Enforce, |id| Command::Mysql { id, node: me, op });
+        let writable = op == MysqlOp::SetWritable;
+        self.issue(Pending::Enforce { writable }, |id| Command::Mysql {
+            id,
+            node: me,
+            op,
+        });
     }
 
     // ---- routes ---------------------------------------------------------------------

@@ -143,6 +143,13 @@ pub enum Event {
         why: String,
     },
     Unfenced,
+    /// This sidecar could not change its own mysqld's read_only (`writable`: making
+    /// the master of record writable, which needs semi-sync source on first; otherwise
+    /// the self-fence). Tried again on a later probe.
+    LocalReadOnlyFailed {
+        writable: bool,
+        why: String,
+    },
     Paused(bool),
     /// A message, result or entry the engine could not use (logged, never fatal).
     Dropped {

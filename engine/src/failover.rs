@@ -79,6 +79,8 @@ enum Phase {
     Salvaging {
         id: CommandId,
         deadline: Time,
+        /// Whose binlog is read.
+        from: NodeId,
     },
     WaitingLease {
         until: Time,
@@ -470,8 +472,10 @@ impl Engine {
             }
             CommandResult::Mysql(r) => self.on_mysql_step(id, node, r),
             CommandResult::Salvage(r) => {
-                if matches!(run.phase, Phase::Salvaging { id: want, .. } if want == id) {
-                    let from = self.suspects().first().copied().unwrap_or(node);
+                if let Phase::Salvaging { id: want, from, .. } = run.phase {
+                    if want != id {
+                        return;
+                    }
                     self.emit(Event::Salvaged {
                         epoch,
                         from,
@@ -758,20 +762,31 @@ impl Engine {
         }
     }
 
-    /// Ships the old master's binlog tail when its host's sidecar is alive.
+    /// Ships the old master's binlog tail when its host's sidecar is alive. When it is
+    /// not, an earlier failed master still kept out (quarantined) whose host lives is
+    /// read instead: a transaction acknowledged by it may have reached only the old
+    /// master, which is now gone too, and its binlog still has it (the candidate
+    /// refuses anything that conflicts with its own history).
     fn salvage(&mut self) {
-        let Some(old) = self.suspects().first().copied() else {
+        let candidate = self.run_mut().candidate().expect("chosen");
+        let live = self.live_sidecars();
+        let earlier = self.record.quarantined.keys().copied();
+        let source = self
+            .suspects()
+            .into_iter()
+            .chain(earlier)
+            .filter(|n| *n != candidate)
+            .find(|n| live.contains(n));
+        let Some(old) = source else {
             return self.after_salvage();
         };
-        let host_alive = self.live_sidecars().contains(&old);
-        let candidate = self.run_mut().candidate().expect("chosen");
         let after = self
             .run_mut()
             .positions
             .get(&candidate)
             .map(|p| p.executed.clone());
-        match (host_alive, after) {
-            (true, Some(after)) => {
+        match after {
+            Some(after) => {
                 let epoch = self.run_mut().epoch;
                 let id = self.issue(Pending::Step { epoch, node: old }, |id| Command::Salvage {
                     id,
@@ -780,9 +795,13 @@ impl Engine {
                     after,
                 });
                 let deadline = self.now + self.spec.timing.salvage_timeout();
-                self.set_phase(Phase::Salvaging { id, deadline });
+                self.set_phase(Phase::Salvaging {
+                    id,
+                    deadline,
+                    from: old,
+                });
             }
-            _ => self.after_salvage(),
+            None => self.after_salvage(),
         }
     }
 

@@ -33,6 +33,13 @@ impl Engine {
         let Some(LocalView::Up(Some(ms))) = master_report.local.as_ref() else {
             return;
         };
+        // Only a master seen writable: a new master becomes writable when it is
+        // promoted, after its relay log is applied, and a status from before that
+        // (read_only, relay log pending) would make every transaction still in its
+        // relay log look errant on the other replicas.
+        if ms.read_only {
+            return;
+        }
         let (master_at, master_executed) = (*master_at, ms.executed.clone());
         let mut to_repoint = Vec::new();
         let mut to_release = Vec::new();
@@ -44,24 +51,26 @@ impl Engine {
             let Some(LocalView::Up(Some(st))) = report.local.as_ref() else {
                 continue;
             };
-            let attached = st
-                .replication
-                .as_ref()
-                .is_some_and(|r| r.source == Some(master) && r.io_running);
-            if attached
-                || !st.read_only
+            if !st.read_only
                 || *at > master_at
                 || self.now.since(*at) > self.spec.timing.report_ttl()
             {
                 continue;
             }
+            let attached = st
+                .replication
+                .as_ref()
+                .is_some_and(|r| r.source == Some(master) && r.io_running);
             // What it received counts too: its SQL thread will apply the relay log.
+            // Every replica is judged on every round, attached or not, quarantined or
+            // not: a quarantine stands only while the facts behind it do.
             let extra = st.received.difference(&master_executed);
             let quarantined = self.record.quarantined.contains_key(&id);
-            match (extra.is_empty(), quarantined) {
-                (true, false) => to_repoint.push(id),
-                (true, true) => to_release.push(id),
-                (false, _) => errant.push((id, extra)),
+            match (extra.is_empty(), quarantined, attached) {
+                (true, false, true) => {}
+                (true, false, false) => to_repoint.push(id),
+                (true, true, _) => to_release.push(id),
+                (false, _, _) => errant.push((id, extra)),
             }
         }
         let epoch = self.record.epoch;
@@ -97,6 +106,8 @@ impl Engine {
                 continue;
             }
             self.repointing.insert(node, self.now);
+            // Reported again if it turns errant again.
+            self.errant_reported.retain(|(n, _)| *n != node);
             self.propose(LogEntry::Quarantine { node, why: None });
         }
         for (node, gtids) in errant {

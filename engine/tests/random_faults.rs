@@ -99,6 +99,18 @@ fn run(plan: &[(u64, Fault)]) -> Result<(), TestCaseError> {
     if let Some(m) = record.master {
         if sim.nodes[&m].mysqld.alive {
             let lost = sim.lost_acked(m);
+            if !lost.is_empty() && std::env::var("MULTIAZ_TRACE").is_ok() {
+                for (t, n, e) in &sim.events {
+                    if !matches!(e, Event::Dropped { .. }) {
+                        eprintln!("{t:?} {n} {e:?}");
+                    }
+                }
+                for (t, n, c) in &sim.commands {
+                    if matches!(c, Command::Mysql { .. } | Command::Salvage { .. }) {
+                        eprintln!("{t:?} {n} {c:?}");
+                    }
+                }
+            }
             prop_assert!(
                 lost.is_empty(),
                 "acknowledged writes lost on {}: {:?}",

@@ -576,3 +576,78 @@ fn routes_are_retried_through_an_api_outage() {
     );
     assert_safe(&sim);
 }
+
+/// Regression (chaos, epoch 3): the candidate's relay log is applied only during the
+/// failover; judging the other replica against the candidate's executed set from
+/// before that called every transaction still in the candidate's relay log errant,
+/// and kept a healthy replica out for good.
+#[test]
+fn a_replica_is_not_called_errant_against_the_candidate_before_its_relay_log_is_applied() {
+    let mut sim = Sim::started(spec());
+    // N2's SQL thread falls behind: what it received waits in its relay log. N3 applies
+    // everything, but misses the very last writes so that N2 is the candidate.
+    sim.hold_sql(N2, true);
+    sim.run_for(Duration::from_secs(3));
+    sim.hold_io(N3, true);
+    sim.run_for(Duration::from_millis(300));
+    let n2 = &sim.nodes[&N2].mysqld;
+    assert!(
+        !n2.executed.is_superset(&n2.received),
+        "N2 must have an unapplied relay log"
+    );
+    sim.kill_mysqld(N1);
+    sim.hold_io(N3, false);
+    assert!(sim.run_until(Duration::from_secs(20), |s| all_agree_master(s, N2)));
+    sim.run_for(Duration::from_secs(5));
+    assert!(
+        !sim.has_event(|e| matches!(e, Event::ErrantTransactions { node: N3, .. })),
+        "N3 holds nothing N2 lacks"
+    );
+    assert!(
+        !any_record(&sim).quarantined.contains_key(&N3),
+        "{:?}",
+        any_record(&sim).quarantined
+    );
+    assert_eq!(sim.nodes[&N3].mysqld.source, Some(N2));
+    assert!(sim.lost_acked(N2).is_empty());
+    assert_safe(&sim);
+}
+
+/// A quarantine is judged again when the facts change: once the master holds the
+/// transactions a returning old master was kept out for (an operator replayed them),
+/// it rejoins by itself.
+#[test]
+fn a_quarantine_is_lifted_when_the_master_gets_the_errant_transactions() {
+    let mut sim = Sim::started(spec());
+    sim.hold_io(N2, true);
+    sim.hold_io(N3, true);
+    sim.write_every = None;
+    for _ in 0..3 {
+        assert!(!sim.write_through_vip());
+    }
+    sim.crash_host(N1);
+    sim.hold_io(N2, false);
+    sim.hold_io(N3, false);
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
+            || all_agree_master(s, N3))
+    );
+    let m = any_record(&sim).master.unwrap();
+    sim.nodes.get_mut(&N1).unwrap().host_up = true;
+    sim.restart_sidecar(N1);
+    sim.restart_mysqld(N1);
+    sim.run_for(Duration::from_secs(10));
+    assert!(any_record(&sim).quarantined.contains_key(&N1));
+    // The operator replays N1's tail on the master under its original GTIDs.
+    let tail = sim.nodes[&N1].mysqld.executed.clone();
+    let master = &mut sim.nodes.get_mut(&m).unwrap().mysqld;
+    master.executed = master.executed.union(&tail);
+    assert!(
+        sim.run_until(Duration::from_secs(15), |s| s.nodes[&N1].mysqld.source
+            == Some(m)
+            && !any_record(s).quarantined.contains_key(&N1)),
+        "N1 is clean now and must rejoin: {:?}",
+        any_record(&sim).quarantined
+    );
+    assert_safe(&sim);
+}

@@ -128,6 +128,15 @@ fn variables(flavour: Flavour) -> Vec<(&'static str, &'static str)> {
                 "semi_sync_wait_point",
                 "@@global.rpl_semi_sync_master_wait_point",
             ),
+            (
+                "semi_sync_timeout_ms",
+                "@@global.rpl_semi_sync_master_timeout",
+            ),
+            ("sync_binlog", "@@global.sync_binlog"),
+            (
+                "innodb_flush_log_at_trx_commit",
+                "@@global.innodb_flush_log_at_trx_commit",
+            ),
         ],
         Flavour::Mysql => vec![
             ("log_bin", "@@global.log_bin"),
@@ -148,6 +157,16 @@ fn variables(flavour: Flavour) -> Vec<(&'static str, &'static str)> {
                 "semi_sync_wait_point",
                 "@@global.rpl_semi_sync_source_wait_point",
             ),
+            (
+                "semi_sync_timeout_ms",
+                "@@global.rpl_semi_sync_source_timeout",
+            ),
+            ("sync_binlog", "@@global.sync_binlog"),
+            (
+                "innodb_flush_log_at_trx_commit",
+                "@@global.innodb_flush_log_at_trx_commit",
+            ),
+            ("relay_log_recovery", "@@global.relay_log_recovery"),
         ],
     }
 }
@@ -367,6 +386,7 @@ pub async fn run(config: &Config) -> Vec<Line> {
                 "on replicas: semi-sync replica on, source off",
             );
         }
+        check_durability(flavour, &n, v, &mut r);
         let ro = on(&v["read_only"]);
         if is_master {
             r.expect(
@@ -415,6 +435,84 @@ pub async fn run(config: &Config) -> Vec<Line> {
     check_binlog(config, &mut r);
     check_peers(config, &mut r).await;
     r.lines
+}
+
+/// The smallest semi-sync source timeout `multiaz check` accepts: past it the source
+/// falls back to asynchronous replication and acknowledges writes no replica has.
+/// Every failover ends long before an hour.
+pub const MIN_SEMI_SYNC_TIMEOUT_MS: u64 = 3_600_000;
+
+/// What makes an acknowledged write survive a crash and a failover, on every server
+/// (any of them may be the master tomorrow): the binlog and InnoDB synced at each
+/// commit, semi-sync that never falls back to async by itself, and (MySQL) a relay log
+/// rebuilt from the source after a crash rather than trusted half-written.
+fn check_durability(
+    flavour: Flavour,
+    n: &str,
+    v: &BTreeMap<&'static str, Option<String>>,
+    r: &mut Report,
+) {
+    let value = |name: &str| v.get(name).cloned().flatten();
+    let sync_binlog = value("sync_binlog");
+    r.expect(
+        sync_binlog.as_deref() == Some("1"),
+        "mysql",
+        n,
+        format!("sync_binlog = {}", shown(&sync_binlog)),
+        "set sync_binlog = 1 (SET GLOBAL and my.cnf): otherwise a host crash loses \
+         binlog events of acknowledged transactions",
+    );
+    let flush = value("innodb_flush_log_at_trx_commit");
+    r.expect(
+        flush.as_deref() == Some("1"),
+        "mysql",
+        n,
+        format!("innodb_flush_log_at_trx_commit = {}", shown(&flush)),
+        "set innodb_flush_log_at_trx_commit = 1 (SET GLOBAL and my.cnf): otherwise a \
+         host crash loses committed transactions",
+    );
+    let timeout = value("semi_sync_timeout_ms");
+    let variable = match flavour {
+        Flavour::Mariadb => "rpl_semi_sync_master_timeout",
+        Flavour::Mysql => "rpl_semi_sync_source_timeout",
+    };
+    match timeout.as_deref().map(str::parse::<u64>) {
+        None => r.fail(
+            "mysql",
+            n,
+            format!("{variable}: semi-sync is not available"),
+            "load the semi-sync plugins (MariaDB before 10.3 and MySQL: \
+             rpl_semi_sync_source / rpl_semi_sync_replica)",
+        ),
+        Some(Ok(ms)) => r.expect(
+            ms >= MIN_SEMI_SYNC_TIMEOUT_MS,
+            "mysql",
+            n,
+            format!("{variable} = {ms} ms"),
+            format!(
+                "set {variable} to at least {MIN_SEMI_SYNC_TIMEOUT_MS} (an hour; SET GLOBAL \
+                 and my.cnf): after a shorter wait the master falls back to asynchronous \
+                 replication and acknowledges writes no replica has"
+            ),
+        ),
+        Some(Err(_)) => r.fail(
+            "mysql",
+            n,
+            format!("{variable} = {} (not a number)", shown(&timeout)),
+            format!("set {variable} to at least {MIN_SEMI_SYNC_TIMEOUT_MS}"),
+        ),
+    }
+    if flavour == Flavour::Mysql {
+        let recovery = value("relay_log_recovery");
+        r.expect(
+            on(&recovery),
+            "mysql",
+            n,
+            format!("relay_log_recovery = {}", shown(&recovery)),
+            "set relay_log_recovery = ON in my.cnf and restart: after a crash the relay \
+             log is fetched again from the source instead of applied half-written",
+        );
+    }
 }
 
 fn check_replica(
@@ -619,5 +717,78 @@ async fn check_peers(config: &Config, r: &mut Report) {
             Err(e) => r.fail("peers", &n, format!("{}: {e}", m.peer),
                 "start multiaz there, open the peer port between hosts, use the same cluster key everywhere"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, Option<String>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (*k, Some(v.to_string())))
+            .collect()
+    }
+
+    const SAFE: [(&str, &str); 4] = [
+        ("sync_binlog", "1"),
+        ("innodb_flush_log_at_trx_commit", "1"),
+        ("semi_sync_timeout_ms", "86400000"),
+        ("relay_log_recovery", "1"),
+    ];
+
+    fn failures(flavour: Flavour, v: &BTreeMap<&'static str, Option<String>>) -> Vec<String> {
+        let mut r = Report::default();
+        check_durability(flavour, "db", v, &mut r);
+        r.lines
+            .into_iter()
+            .filter(|l| !l.ok)
+            .map(|l| l.what)
+            .collect()
+    }
+
+    #[test]
+    fn the_recommended_settings_pass_on_both_flavours() {
+        for f in [Flavour::Mariadb, Flavour::Mysql] {
+            assert_eq!(failures(f, &vars(&SAFE)), Vec::<String>::new(), "{f}");
+        }
+    }
+
+    /// Each unsafe setting fails on its own (a negative control per check).
+    #[test]
+    fn each_unsafe_setting_fails() {
+        let unsafe_values = [
+            ("sync_binlog", "0", "sync_binlog = 0"),
+            ("sync_binlog", "100", "sync_binlog = 100"),
+            (
+                "innodb_flush_log_at_trx_commit",
+                "2",
+                "innodb_flush_log_at_trx_commit = 2",
+            ),
+            ("semi_sync_timeout_ms", "10000", "timeout = 10000 ms"),
+            ("relay_log_recovery", "0", "relay_log_recovery = 0"),
+        ];
+        for (name, bad, expect) in unsafe_values {
+            let mut v = vars(&SAFE);
+            v.insert(name, Some(bad.to_string()));
+            let failed = failures(Flavour::Mysql, &v);
+            assert_eq!(failed.len(), 1, "{name}={bad}: {failed:?}");
+            assert!(failed[0].contains(expect), "{failed:?}");
+        }
+        // MariaDB has no relay_log_recovery to check (its relay log is re-fetched on
+        // a GTID reconnect), everything else alike.
+        let mut v = vars(&SAFE);
+        v.insert("relay_log_recovery", Some("0".into()));
+        assert!(failures(Flavour::Mariadb, &v).is_empty());
+    }
+
+    #[test]
+    fn a_missing_semi_sync_plugin_fails() {
+        let mut v = vars(&SAFE);
+        v.insert("semi_sync_timeout_ms", None);
+        let failed = failures(Flavour::Mysql, &v);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].contains("not available"), "{failed:?}");
     }
 }

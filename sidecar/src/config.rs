@@ -183,6 +183,11 @@ struct RawMysql {
     /// The binlog index file; by default the one `*.index` file in `binlog_dir`.
     #[serde(default)]
     binlog_index: Option<PathBuf>,
+    /// Let a master be made writable when semi-sync cannot be turned on (the plugin
+    /// is missing). Off by default: such a master acknowledges writes no replica has,
+    /// and a failover loses them.
+    #[serde(default)]
+    allow_async: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +274,8 @@ pub struct Config {
     /// This host's binlog directory, for salvage; `None`: salvage from here is refused.
     pub binlog_dir: Option<PathBuf>,
     pub binlog_index: Option<PathBuf>,
+    /// `mysql.allow_async`: a master may be writable without semi-sync.
+    pub allow_async: bool,
     pub hooks: Hooks,
 }
 
@@ -482,6 +489,7 @@ impl Config {
             admin_token,
             binlog_dir: raw.mysql.binlog_dir,
             binlog_index: raw.mysql.binlog_index,
+            allow_async: raw.mysql.allow_async,
             hooks: raw.hooks,
         })
     }

@@ -46,5 +46,9 @@ pub mod status;
 #[cfg(feature = "real")]
 pub mod telemetry;
 
+/// The MariaDB server settings multiaz relies on (`examples/mariadb.cnf`): README
+/// shows it, `multiaz check` enforces it, the tests and container hosts run with it.
+pub const MARIADB_CNF: &str = include_str!("../examples/mariadb.cnf");
+
 pub use adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
 pub use driver::{Driver, DriverError, DriverHandle};

@@ -40,6 +40,7 @@ pub fn mysql_adapter(config: &Config) -> MysqlAdapter {
         },
         config.probe_timeout,
         config.spec.timing.step_timeout(),
+        config.allow_async,
     )
 }
 

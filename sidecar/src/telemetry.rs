@@ -266,6 +266,7 @@ impl Observer for Telemetry {
             | Event::FailoverAborted { .. }
             | Event::ErrantTransactions { .. }
             | Event::SelfFenced { .. }
+            | Event::LocalReadOnlyFailed { .. }
             | Event::SwitchoverRefused { .. }
             | Event::SwitchoverCancelled { .. }
             | Event::FailoverBlocked { .. }

@@ -145,3 +145,14 @@ fn secrets_never_reach_the_output() {
         "{all}"
     );
 }
+
+/// One recommended server configuration: README shows the very file the tests and the
+/// container hosts run with (a setting cannot drift between them).
+#[test]
+fn readme_shows_the_recommended_server_settings_verbatim() {
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains(multiaz_sidecar::MARIADB_CNF),
+        "README must show sidecar/examples/mariadb.cnf as it is"
+    );
+}

@@ -339,6 +339,7 @@ impl Observer for SimObserver {
             master: r.master,
             failover: r.failover.is_some(),
             coordinator: engine.is_coordinator(),
+            quarantined: r.quarantined.keys().copied().collect(),
         };
         self.world.with(|w| w.views.insert(self.me, view));
     }
@@ -417,11 +418,17 @@ pub async fn client_host(
         .await
         {
             world.with(|w| {
+                let replicated = w
+                    .mysqld
+                    .iter()
+                    .any(|(n, m)| *n != target && m.has_exactly(&gtid));
                 w.acked.push(Acked {
                     at: now(),
                     client: id,
+                    n,
                     server: target,
                     gtid,
+                    replicated,
                 })
             });
         }

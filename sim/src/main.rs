@@ -84,6 +84,10 @@ fn print_failures(r: &RunReport) {
     for (what, items) in [
         ("lost acknowledged writes", &v.lost_acked_writes),
         ("lost binlog events", &v.lost_binlog_events),
+        (
+            "writes acknowledged that no replica had",
+            &v.unreplicated_acks,
+        ),
         ("errant transactions on replicas", &v.errant_on_survivors),
         ("servers that did not rejoin", &v.not_rejoined),
     ] {

@@ -207,7 +207,11 @@ async fn op_(
             MysqlReply::Done
         }
         MysqlOp::SetWritable => {
-            world.mysqld(me, |m| m.read_only = false);
+            // As the real adapter: semi-sync source on first, then writable.
+            world.mysqld(me, |m| {
+                m.semi_sync_source = true;
+                m.read_only = false;
+            });
             MysqlReply::Done
         }
         MysqlOp::FenceReplica => {

@@ -3,7 +3,7 @@
 
 use crate::hosts::{client_host, db_host, ec2_host};
 use crate::scenario::{Fault, Plan, Scenario, CLIENTS, DB_HOSTS};
-use crate::world::{host_name, Gtid, World, EC2_HOST};
+use crate::world::{host_name, Acked, Gtid, World, EC2_HOST};
 use multiaz_engine::{
     ClusterSpec, Event, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Timing, Vip,
 };
@@ -53,6 +53,9 @@ pub struct Verdicts {
     pub lost_binlog_events: Vec<String>,
     /// Instants (ms) at which two servers could acknowledge writes.
     pub split_brain_ms: Vec<u64>,
+    /// Writes acknowledged to a client while no other server had received them (the
+    /// semi-sync promise broken: the next failover loses them).
+    pub unreplicated_acks: Vec<String>,
     pub errant_on_survivors: Vec<String>,
     /// Scenarios `switchover` and `rejoin`: live servers without errant transactions
     /// that ended detached from the final master (each must rejoin by itself), and a
@@ -68,6 +71,7 @@ impl Verdicts {
         self.lost_acked_writes.is_empty()
             && self.lost_binlog_events.is_empty()
             && self.split_brain_ms.is_empty()
+            && self.unreplicated_acks.is_empty()
             && self.errant_on_survivors.is_empty()
             && self.not_rejoined.is_empty()
             && self.live_after_heal
@@ -88,6 +92,12 @@ pub struct RunReport {
     pub final_master: Option<NodeId>,
     /// Every replica ended with errant transactions: writes wait for an operator.
     pub diverged: bool,
+    /// Servers kept out (quarantined) for errant transactions at the end, with them:
+    /// the reason a run is diverged.
+    pub errant_kept_out: Vec<String>,
+    /// Per client not cut off by the faults themselves, the longest stretch without an
+    /// acknowledged write that ended after the first fault (ms): what clients saw.
+    pub unavailable_ms: Option<u64>,
     /// Scenario `switchover`: from the last write the old master acknowledged to the
     /// first the new master did (no write could be acknowledged in between).
     pub write_block_ms: Option<u64>,
@@ -160,6 +170,10 @@ fn describe(e: &Event) -> Option<String> {
         Event::FailoverAborted { why, .. } => format!("failover aborted: {why}"),
         Event::SelfFenced { why } => format!("self-fenced: {why}"),
         Event::Unfenced => "writable again (lease regained)".into(),
+        Event::LocalReadOnlyFailed { writable, why } => {
+            let what = if *writable { "writable" } else { "read_only" };
+            format!("could not make its mysqld {what}: {why}")
+        }
         Event::ErrantTransactions { node, gtids, .. } => {
             format!("{node} has errant transactions {gtids}; kept out")
         }
@@ -323,14 +337,15 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             break;
         }
         let now = sim.elapsed();
-        let ackers: Vec<NodeId> = world.with(|w| {
+        // Two servers accepting writes at one instant, whether or not a replica would
+        // acknowledge them (a writable server with semi-sync off counts too).
+        let writable = world.with(|w| {
             w.mysqld
-                .iter()
-                .filter(|(_, m)| m.can_acknowledge(now))
-                .map(|(id, _)| *id)
-                .collect()
+                .values()
+                .filter(|m| m.alive && !m.read_only)
+                .count()
         });
-        if ackers.len() > 1 {
+        if writable > 1 {
             split_brain.push(now.as_millis() as u64);
         }
     }
@@ -355,9 +370,27 @@ pub fn run(cfg: &RunConfig) -> RunReport {
     let master_binlog: BTreeSet<Gtid> = final_master
         .map(|m| world.mysqld(m, |x| x.binlog.iter().map(|t| t.gtid).collect()))
         .unwrap_or_default();
+    let master_writes: BTreeSet<(u32, u64)> = final_master
+        .map(|m| world.mysqld(m, |x| x.binlog.iter().map(|t| (t.client, t.n)).collect()))
+        .unwrap_or_default();
+    // Lost both ways: by exact GTID (server id included: the same sequence number
+    // written by another server is another transaction), and by what the client wrote
+    // (its id and sequence number), whatever GTID it ended under.
     let lost_acked_writes: Vec<String> = acked
         .iter()
-        .filter(|a| !master_binlog.contains(&a.gtid))
+        .filter(|a| !master_binlog.contains(&a.gtid) || !master_writes.contains(&(a.client, a.n)))
+        .map(|a| {
+            format!(
+                "{} (client {} write {}, acked by {} at {:?})",
+                a.gtid, a.client, a.n, a.server, a.at
+            )
+        })
+        .collect();
+    let two_writers_acked = interleaved_acks(&acked, spec.timing.lease());
+    split_brain.extend(two_writers_acked);
+    let unreplicated_acks: Vec<String> = acked
+        .iter()
+        .filter(|a| !a.replicated)
         .map(|a| {
             format!(
                 "{} (client {}, acked by {} at {:?})",
@@ -370,12 +403,22 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         .filter(|g| !master_binlog.contains(g))
         .map(|g| g.to_string())
         .collect();
+    // Errant transactions on every server but the master, attached or not: an
+    // attached one spreads a divergence; a detached one must be known to the engine
+    // (quarantined in the record), or nothing keeps it out. Those kept out are counted,
+    // with what they hold.
+    let quarantined: BTreeSet<NodeId> = views
+        .iter()
+        .filter(|(n, v)| !crashed.contains(n) && v.epoch == final_view.epoch)
+        .flat_map(|(_, v)| v.quarantined.iter().copied())
+        .collect();
     let mut errant_on_survivors = Vec::new();
+    let mut errant_kept_out = Vec::new();
     if let Some(m) = final_master {
         for n in spec.database_ids().filter(|n| *n != m) {
             let (attached, extra) = world.mysqld(n, |x| {
                 (
-                    x.alive && x.source == Some(m),
+                    x.alive && x.source == Some(m) && x.io_running,
                     x.binlog
                         .iter()
                         .filter(|t| !master_binlog.contains(&t.gtid))
@@ -383,8 +426,16 @@ pub fn run(cfg: &RunConfig) -> RunReport {
                         .collect::<Vec<_>>(),
                 )
             });
-            if attached && !extra.is_empty() {
-                errant_on_survivors.push(format!("{n}: {}", extra.join(",")));
+            if extra.is_empty() {
+                continue;
+            }
+            let line = format!("{n}: {}", extra.join(","));
+            if attached {
+                errant_on_survivors.push(format!("{line} (replicating from {m})"));
+            } else if !quarantined.contains(&n) {
+                errant_on_survivors.push(format!("{line} (not quarantined)"));
+            } else {
+                errant_kept_out.push(line);
             }
         }
     }
@@ -451,12 +502,8 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             .iter()
             .any(|a| a.at >= plan.heal_at && a.at <= plan.heal_at + Duration::from_secs(30));
     let master_changed = final_view.epoch > 1;
-    let failover_ms = acked
-        .iter()
-        .find(|a| a.at > plan.fault_at)
-        .filter(|_| master_changed)
-        .map(|a| (a.at - plan.fault_at).as_millis() as u64);
-
+    let unavailable_ms = client_visible_unavailability(&plan, &acked);
+    let failover_ms = unavailable_ms.filter(|_| master_changed);
     for (t, n, e) in &events {
         if let Some(text) = describe(e) {
             timeline.push((*t, format!("{n} {text}")));
@@ -492,12 +539,15 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         final_epoch: final_view.epoch,
         final_master,
         diverged,
+        errant_kept_out,
+        unavailable_ms,
         write_block_ms,
         returned_clean,
         verdicts: Verdicts {
             lost_acked_writes,
             lost_binlog_events,
             split_brain_ms: split_brain,
+            unreplicated_acks,
             errant_on_survivors,
             not_rejoined,
             live_after_heal,
@@ -508,6 +558,72 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         trace_hash: h,
         timeline,
     }
+}
+
+/// Acknowledged writes from two servers in overlapping intervals: server A
+/// acknowledged a write, then B, then A again, all within one lease. A master change
+/// waits out the old master's lease (or fences it), so a legitimate A, B, A takes two
+/// failovers and far longer. Instants (ms) of each B in between.
+fn interleaved_acks(acked: &[Acked], lease: Duration) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut sorted: Vec<&Acked> = acked.iter().collect();
+    sorted.sort_by_key(|a| a.at);
+    for (i, b) in sorted.iter().enumerate() {
+        let before = sorted[..i]
+            .iter()
+            .rev()
+            .take_while(|a| b.at - a.at < lease)
+            .find(|a| a.server != b.server);
+        let Some(a) = before else { continue };
+        let again = sorted[i + 1..]
+            .iter()
+            .take_while(|c| c.at - a.at < lease)
+            .any(|c| c.server == a.server);
+        if again {
+            out.push(b.at.as_millis() as u64);
+        }
+    }
+    out
+}
+
+/// The longest stretch, over the clients the faults do not cut off themselves, from a
+/// write acknowledged to the next one, among those ending after the first fault (ms).
+/// A client in a partitioned group is left out: no failover can reach it.
+fn client_visible_unavailability(plan: &Plan, acked: &[Acked]) -> Option<u64> {
+    // The clients on the side of a partition that holds fewer database hosts.
+    let cut_off: BTreeSet<&str> = plan
+        .faults
+        .iter()
+        .flat_map(|(_, f)| match f {
+            Fault::Partition(a, b) | Fault::PartitionOneway(a, b) => {
+                let dbs =
+                    |g: &Vec<String>| g.iter().filter(|h| DB_HOSTS.contains(&h.as_str())).count();
+                let minority = if dbs(a) < dbs(b) { a } else { b };
+                minority.iter().map(String::as_str).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    let mut worst: Option<u64> = None;
+    for (i, name) in CLIENTS.iter().enumerate() {
+        if cut_off.contains(name) {
+            continue;
+        }
+        let client = i as u32 + 1;
+        let mut times: Vec<Duration> = acked
+            .iter()
+            .filter(|a| a.client == client)
+            .map(|a| a.at)
+            .collect();
+        times.sort();
+        let gap = times
+            .windows(2)
+            .filter(|w| w[1] > plan.fault_at)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .max();
+        worst = worst.max(gap);
+    }
+    worst
 }
 
 fn repair_all(sim: &mut turmoil::Sim<'_>) {

@@ -29,6 +29,11 @@ pub enum Scenario {
     /// its tail salvaged) or with errant transactions (its host crashed with a tail no
     /// replica had), drawn from the seed.
     Rejoin,
+    /// Failover paused by an operator; the master's mysqld is killed and starts again
+    /// with its configured settings (semi-sync source off, as on a replica), stays
+    /// master, and is cut off from its replicas for a while: no write may be
+    /// acknowledged that no replica has.
+    PausedRestart,
 }
 
 impl fmt::Display for Scenario {
@@ -42,6 +47,7 @@ impl fmt::Display for Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Switchover => "switchover",
             Scenario::Rejoin => "rejoin",
+            Scenario::PausedRestart => "paused-restart",
         };
         f.write_str(s)
     }
@@ -172,6 +178,31 @@ impl Plan {
                 let mut plan = Self::finish(f, at, heal, false);
                 plan.switchover_to = Some(to);
                 return plan;
+            }
+            Scenario::PausedRestart => {
+                let asked = NodeId(1 + rng.random_range(0..3u64));
+                let cut = at + s(5.0 + rng.random::<f64>() * 2.0);
+                let f = vec![
+                    (at - s(2.0), Fault::Operator(asked, OperatorRequest::Pause)),
+                    (at, Fault::KillMysqld(master)),
+                    (
+                        at + s(1.0 + rng.random::<f64>()),
+                        Fault::StartMysqld(master),
+                    ),
+                    (
+                        cut,
+                        Fault::PartitionOneway(
+                            vec![DB_HOSTS[0].into()],
+                            vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
+                        ),
+                    ),
+                    (cut + s(5.0), Fault::RepairAll),
+                    (
+                        cut + s(6.0),
+                        Fault::Operator(asked, OperatorRequest::Resume),
+                    ),
+                ];
+                (f, false)
             }
             Scenario::Rejoin => {
                 let back = at + s(15.0);

@@ -178,6 +178,12 @@ impl Mysqld {
         g.in_set(&self.executed) || self.relay.iter().any(|(_, t)| t.gtid == *g)
     }
 
+    /// Holds this very transaction (same server, not merely the same sequence number),
+    /// executed or in the relay log.
+    pub fn has_exactly(&self, g: &Gtid) -> bool {
+        g.in_history(&self.executed) || self.relay.iter().any(|(_, t)| t.gtid == *g)
+    }
+
     /// Appends a transaction to the binlog unless it is already executed.
     pub fn apply(&mut self, txn: Txn) -> bool {
         if txn.gtid.in_set(&self.executed) {
@@ -256,8 +262,12 @@ pub struct Ec2State {
 pub struct Acked {
     pub at: Duration,
     pub client: u32,
+    /// The client's own sequence number of this write.
+    pub n: u64,
     pub server: NodeId,
     pub gtid: Gtid,
+    /// Another server had received it when the client got the acknowledgement.
+    pub replicated: bool,
 }
 
 /// What each sidecar last believed, for invariants and the timeline.
@@ -267,6 +277,8 @@ pub struct View {
     pub master: Option<NodeId>,
     pub failover: bool,
     pub coordinator: bool,
+    /// Servers the record keeps out of replication.
+    pub quarantined: BTreeSet<NodeId>,
 }
 
 pub struct WorldState {

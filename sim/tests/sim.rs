@@ -191,3 +191,19 @@ fn regression_seeds() {
         assert_ok(&sim(Scenario::Mixed, seed));
     }
 }
+
+/// Regression (issue 14): a master whose mysqld restarted with its configured settings
+/// (semi-sync source off) and stayed master (failover paused) was made writable with
+/// read_only off only, and acknowledged writes no replica had.
+#[test]
+fn a_restarted_master_is_made_writable_with_semi_sync_on() {
+    for seed in 1..=3 {
+        let r = sim(Scenario::PausedRestart, seed);
+        assert_ok(&r);
+        assert_eq!(r.final_epoch, 1, "paused: no failover");
+        assert!(
+            r.timeline.iter().any(|(_, l)| l.contains("writable again")),
+            "the restarted master was made writable again"
+        );
+    }
+}

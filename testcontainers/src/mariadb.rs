@@ -1,6 +1,6 @@
-//! MariaDB on the hosts, configured as multiaz asks (README "On EC2", step 5): binlog,
-//! ROW, log_slave_updates, GTID strict mode, semi-sync AFTER_SYNC, `read_only` and
-//! `skip_slave_start` on start (the sidecars decide who writes and who replicates).
+//! MariaDB on the hosts, configured as multiaz asks: the recommended settings file
+//! (`sidecar/examples/mariadb.cnf`, README "On EC2" step 5, enforced by `multiaz
+//! check`) written to each host, then this server's id and role.
 
 use crate::{Cluster, Host};
 use anyhow::Context;
@@ -14,20 +14,17 @@ pub const ADMIN_USER: &str = "multiaz";
 /// The application's user: no SUPER, so `read_only` fences it.
 pub const APP_USER: &str = "app";
 
-/// Semi-sync never falls back to asynchronous replication by itself (a day): a commit
-/// no replica has is never acknowledged to a client (README, "On EC2", step 5).
-pub const SEMI_SYNC_TIMEOUT_MS: u64 = 86_400_000;
+/// Where each host keeps the recommended settings file.
+pub const CNF: &str = "/etc/mysql/multiaz.cnf";
 
 /// The server's command line. `id` is the server_id; `master` starts it writable with
-/// semi-sync source on (only the first start of the first master).
+/// semi-sync source on (only the first start of the first master); otherwise it starts
+/// as the settings file says (read_only, semi-sync replica side).
 pub fn mariadbd(id: u32, master: bool) -> String {
     let on = |b: bool| if b { "ON" } else { "OFF" };
     format!(
-        "mariadbd --no-defaults --user=root --datadir={DATADIR} --socket={SOCKET} \
-         --port={PORT} --bind-address=0.0.0.0 --skip-name-resolve --log-bin=binlog \
-         --log-slave-updates=ON --binlog-format=ROW --gtid-strict-mode=ON \
-         --skip-slave-start --slave-net-timeout=4 --innodb-buffer-pool-size=32M \
-         --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout={SEMI_SYNC_TIMEOUT_MS} \
+        "mariadbd --defaults-file={CNF} --user=root --datadir={DATADIR} --socket={SOCKET} \
+         --port={PORT} --bind-address=0.0.0.0 --skip-name-resolve --innodb-buffer-pool-size=32M \
          --server-id={id} --read-only={} --rpl-semi-sync-master-enabled={} \
          --rpl-semi-sync-slave-enabled={}",
         on(!master),
@@ -53,8 +50,10 @@ pub async fn start(host: &Host, id: u32, master: bool) -> anyhow::Result<()> {
 /// [`start`] with more server options (e.g. `--skip-networking`: only the local socket,
 /// no sidecar or replica gets in).
 pub async fn start_with(host: &Host, id: u32, master: bool, extra: &str) -> anyhow::Result<()> {
+    let cnf = multiaz_sidecar::MARIADB_CNF.replace('\'', r"'\''");
     host.sh(&format!(
-        "mkdir -p /run/mysqld && if [ ! -d {DATADIR}/mysql ]; then \
+        "mkdir -p /run/mysqld /etc/mysql && printf '%s' '{cnf}' > {CNF} && \
+         if [ ! -d {DATADIR}/mysql ]; then \
          mariadb-install-db --no-defaults --user=root --datadir={DATADIR} \
          --auth-root-authentication-method=normal --skip-test-db > /dev/null; fi"
     ))
@@ -133,7 +132,7 @@ pub async fn replicated(
         .await
         .with_context(|| format!("{} replicating from {}", h.name, master.name))?;
     }
-    // Semi-sync never gives up waiting (SEMI_SYNC_TIMEOUT_MS): the first write waits
+    // Semi-sync never gives up waiting (a day, in the settings file): the first write waits
     // until the replicas are attached and acknowledging.
     let want = cluster.hosts.len() - 1;
     let deadline = Instant::now() + Duration::from_secs(30);

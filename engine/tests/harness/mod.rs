@@ -55,6 +55,15 @@ pub fn spec_witness() -> ClusterSpec {
     s.validate().unwrap()
 }
 
+/// `server_id`'s transaction `seq` (domain 0) is in `set` as that very transaction:
+/// the sequence number is there and that server had written up to it in this history
+/// (as `gtid_binlog_state` tells per server).
+pub fn in_history(set: &MariadbGtidSet, server_id: u32, seq: u64) -> bool {
+    set.domain(0).is_some_and(|d| {
+        d.seqs.contains(seq) && d.servers.get(&server_id).is_some_and(|last| *last >= seq)
+    })
+}
+
 pub fn spec() -> ClusterSpec {
     spec_with([PromotionRule::Neutral; 3], None)
 }
@@ -70,6 +79,9 @@ pub struct Mysqld {
     pub io_running: bool,
     /// A test holds the IO thread off (a lagging replica), whatever the engine asks.
     pub io_held: bool,
+    /// A test holds the SQL thread off (a slow applier): what the IO thread received
+    /// waits in the relay log until the engine waits for it (`WaitApplied`).
+    pub sql_held: bool,
 }
 
 impl Mysqld {
@@ -168,6 +180,7 @@ impl Sim {
                         source: (!is_master && n.is_database()).then_some(master),
                         io_running: !is_master && n.is_database(),
                         io_held: false,
+                        sql_held: false,
                     },
                     host_up: true,
                     inputs: Vec::new(),
@@ -332,14 +345,20 @@ impl Sim {
         self.events.iter().any(|(_, _, e)| f(e))
     }
 
-    /// Acknowledged writes missing from `n`'s mysqld.
+    /// Acknowledged writes missing from `n`'s mysqld, by exact GTID: the same
+    /// sequence number written by another server (a diverged history) does not count
+    /// as the acknowledged write.
     pub fn lost_acked(&self, n: NodeId) -> Vec<(u32, u64)> {
         let ex = &self.nodes[&n].mysqld.executed;
         self.acked
             .iter()
-            .filter(|(_, seq)| !ex.contains_gtid(0, *seq))
+            .filter(|(sid, seq)| !in_history(ex, *sid, *seq))
             .copied()
             .collect()
+    }
+
+    pub fn hold_sql(&mut self, n: NodeId, held: bool) {
+        self.nodes.get_mut(&n).unwrap().mysqld.sql_held = held;
     }
 
     /// A one-line-per-command trace, for determinism checks.
@@ -453,7 +472,7 @@ impl Sim {
         // The SQL thread applies what the IO thread received, connected or not.
         for node in self.nodes.values_mut() {
             let m = &mut node.mysqld;
-            if m.alive && m.source.is_some() {
+            if m.alive && m.source.is_some() && !m.sql_held {
                 m.executed = m.executed.union(&m.received);
             }
         }
@@ -470,7 +489,9 @@ impl Sim {
             let got = s.executed.clone();
             let r = &mut self.nodes.get_mut(&id).unwrap().mysqld;
             r.received = r.received.union(&got);
-            r.executed = r.executed.union(&r.received);
+            if !r.sql_held {
+                r.executed = r.executed.union(&r.received);
+            }
         }
     }
 

@@ -49,6 +49,9 @@ struct Inner {
     credentials: Credentials,
     probe_timeout: Duration,
     op_timeout: Duration,
+    /// `mysql.allow_async`: make a master writable even when semi-sync cannot be
+    /// turned on.
+    allow_async: bool,
 }
 
 /// Why a call failed: the server refused (it is alive) or it could not be reached.
@@ -82,6 +85,7 @@ impl MysqlAdapter {
         credentials: Credentials,
         probe_timeout: Duration,
         op_timeout: Duration,
+        allow_async: bool,
     ) -> Self {
         MysqlAdapter {
             inner: Rc::new(Inner {
@@ -90,6 +94,7 @@ impl MysqlAdapter {
                 credentials,
                 probe_timeout,
                 op_timeout,
+                allow_async,
             }),
         }
     }
@@ -227,9 +232,8 @@ impl MysqlAdapter {
         Ok(())
     }
 
-    /// Semi-sync settings are best effort: MySQL without the plugin has no such
-    /// variables, and refusing to promote for that would leave the cluster without a
-    /// master. `multiaz check` reports a missing plugin.
+    /// Semi-sync settings of a replica are best effort: without them its source waits
+    /// for an acknowledgement that never comes, which loses nothing.
     async fn semi_sync(conn: &mut Conn, statements: &[&str]) -> Result<(), String> {
         for s in statements {
             match conn.query_drop(*s).await {
@@ -241,6 +245,40 @@ impl MysqlAdapter {
             }
         }
         Ok(())
+    }
+
+    /// Makes the master writable: semi-sync source on first, then read_only off. Every
+    /// path that makes a server writable goes through here (promotion, and the master
+    /// of record unfencing itself, e.g. after its mysqld restarted with semi-sync source
+    /// off as configured for a replica): a writable master without semi-sync would
+    /// acknowledge writes no replica has. When semi-sync cannot be turned on, the
+    /// server stays read_only unless `mysql.allow_async` says otherwise.
+    async fn make_writable(&self, conn: &mut Conn) -> Result<(), String> {
+        let d = self.inner.dialect;
+        for s in d.semi_sync_as_source() {
+            match conn.query_drop(*s).await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e))
+                    if e.code == dialect::UNKNOWN_VARIABLE && self.inner.allow_async =>
+                {
+                    tracing::warn!(
+                        statement = *s,
+                        "semi-sync is not available, writable without it (mysql.allow_async): {}",
+                        e.message
+                    );
+                }
+                Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {
+                    return Err(format!(
+                        "semi-sync is not available ({}): not made writable without it \
+                         (load the semi-sync plugin, or set mysql.allow_async = true to accept \
+                         losing acknowledged writes in a failover)",
+                        e.message
+                    ));
+                }
+                Err(e) => return Err(format!("{s}: {e}")),
+            }
+        }
+        Self::run_all(conn, d.set_writable()).await
     }
 
     async fn stop(&self, conn: &mut Conn, statement: &str) -> Result<(), String> {
@@ -390,7 +428,7 @@ impl MysqlAdapter {
                 MysqlReply::Done
             }
             MysqlOp::SetWritable => {
-                Self::run_all(conn, d.set_writable()).await?;
+                self.make_writable(conn).await?;
                 MysqlReply::Done
             }
             MysqlOp::FenceReplica => {
@@ -416,8 +454,7 @@ impl MysqlAdapter {
             MysqlOp::Promote => {
                 self.stop(conn, d.stop_replication()).await?;
                 self.stop(conn, d.reset_replication()).await?;
-                Self::semi_sync(conn, d.semi_sync_as_source()).await?;
-                Self::run_all(conn, d.set_writable()).await?;
+                self.make_writable(conn).await?;
                 MysqlReply::Done
             }
             MysqlOp::Repoint { source } => {

@@ -104,8 +104,12 @@ pub fn spawn_mariadbd(dir: &Path, id: u32, port: u16, master: bool, extra: &[&st
     let data = dir.join(format!("db{id}"));
     let socket = dir.join(format!("db{id}.sock"));
     let on = |b: bool| if b { "ON" } else { "OFF" };
+    // The recommended settings (README, `multiaz check`), then this instance's own.
     let child = Command::new(find("mariadbd", "MULTIAZ_MARIADBD"))
-        .arg("--no-defaults")
+        .arg(format!(
+            "--defaults-file={}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mariadb.cnf")
+        ))
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--socket={}", socket.display()))
         .arg(format!(
@@ -121,15 +125,7 @@ pub fn spawn_mariadbd(dir: &Path, id: u32, port: u16, master: bool, extra: &[&st
             "--user=root",
             "--bind-address=127.0.0.1",
             "--skip-name-resolve",
-            "--log-bin=binlog",
-            "--log-slave-updates=ON",
-            "--binlog-format=ROW",
-            "--gtid-strict-mode=ON",
-            "--skip-slave-start",
-            "--slave-net-timeout=4",
             "--innodb-buffer-pool-size=16M",
-            "--rpl-semi-sync-master-wait-point=AFTER_SYNC",
-            "--rpl-semi-sync-master-timeout=10000",
         ])
         .arg(format!("--server-id={id}"))
         .arg(format!("--read-only={}", on(!master)))
