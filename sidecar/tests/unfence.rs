@@ -97,14 +97,16 @@ async fn a_restarted_master_is_writable_only_with_semi_sync_on() {
     // Resumed, the cluster is whole again: the master still writable with semi-sync on.
     let out = multiaz(&["resume"], &c.configs[2]);
     assert!(out.status.success(), "{out:?}");
+    let next_id = std::sync::atomic::AtomicI64::new(3);
     wait_until(
         "the master takes writes again with semi-sync on",
         Duration::from_secs(30),
         || async {
             let mut app = connect(c.dbs[0].port, "app", APP_PASSWORD).await.ok()?;
+            let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::time::timeout(
                 Duration::from_secs(2),
-                app.query_drop("REPLACE INTO app.t VALUES (3, 'after')"),
+                app.exec_drop("INSERT INTO app.t VALUES (?, 'after')", (id,)),
             )
             .await
             .ok()?

@@ -204,6 +204,7 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
             let latency = Duration::from_millis(30 + (world.random() * 120.0) as u64);
             tokio::time::sleep(latency).await;
             let roll = world.random();
+            let (delay_roll, lose_roll) = (world.random(), world.random());
             let result = world.with(|w| {
                 w.ec2.calls += 1;
                 if w.ec2.outage {
@@ -217,19 +218,36 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
                     Ec2Req::ReplaceRoute {
                         route_table,
                         target,
-                    } => match w.routes.get_mut(&route_table) {
-                        Some(t) => {
-                            *t = target;
-                            Ok(())
+                    } => {
+                        if !w.routes.contains_key(&route_table) {
+                            return Err("InvalidRouteTableID.NotFound".to_string());
                         }
-                        None => Err("InvalidRouteTableID.NotFound".to_string()),
-                    },
+                        // Applied now; the data plane follows after a delay, unless a
+                        // later change overtakes this one.
+                        let change = w.route_changes.entry(route_table.clone()).or_default();
+                        *change += 1;
+                        let (change, delay) = (*change, w.hostility.route_delay(delay_roll));
+                        let world = world.clone();
+                        tokio::task::spawn_local(async move {
+                            tokio::time::sleep(delay).await;
+                            world.with(|w| {
+                                if w.route_changes.get(&route_table) == Some(&change) {
+                                    w.routes.insert(route_table, target);
+                                }
+                            });
+                        });
+                        Ok(())
+                    }
                     Ec2Req::StopInstance { node } => {
                         w.stop_requests.push(node);
                         Ok(())
                     }
                 }
             });
+            // An applied call whose answer is lost: the caller times out and retries.
+            if result.is_ok() && lose_roll < world.with(|w| w.hostility.lost_answer) {
+                return;
+            }
             let _ = wire::send(&mut s, &result).await;
         });
     }
@@ -418,10 +436,7 @@ pub async fn client_host(
         .await
         {
             world.with(|w| {
-                let replicated = w
-                    .mysqld
-                    .iter()
-                    .any(|(n, m)| *n != target && m.has_exactly(&gtid));
+                let replicated = !w.unreplicated.contains(&gtid);
                 w.acked.push(Acked {
                     at: now(),
                     client: id,

@@ -6,6 +6,7 @@
 //! the VIP. Each seed draws its faults; the invariants are checked on every run; the
 //! same seed gives the same timeline.
 
+pub mod hostile;
 pub mod hosts;
 pub mod mysqld;
 pub mod run;

@@ -2,7 +2,13 @@
 //! replication stream it serves, and its replica-side IO and SQL threads.
 //!
 //! Semi-sync AFTER_SYNC: a write is in the binlog first, and acknowledged to the client
-//! only once a replica has acknowledged receiving it; there is no fallback to async.
+//! only once a replica has acknowledged receiving it — or, when the server's semi-sync
+//! timeout is shorter than forever (a setting `multiaz check` fails), once that timeout
+//! passed: the fallback to asynchronous replication.
+//!
+//! GTID strict mode: a replica whose position (its last transaction per domain; MySQL:
+//! its whole set) is not in the source's history is refused, as a real source refuses
+//! it (error 1236), and retries.
 
 use crate::wire;
 use crate::world::{host_name, Gtid, Txn, World, MYSQL_PORT, REPLICATION_TIMEOUT};
@@ -141,20 +147,45 @@ async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream
             match gtid {
                 Err(e) => Resp::Written(Err(e)),
                 Ok((gtid, semi_sync)) => {
-                    // No async fallback: wait for a replica's acknowledgement for as
-                    // long as the client waits (bounded here only to end the task).
+                    // Wait for a replica's acknowledgement for as long as the client
+                    // waits (bounded here only to end the task), or the server's own
+                    // semi-sync timeout, after which it falls back to async.
+                    let (timeout, fallback, already_async) =
+                        world.mysqld(me, |m| match m.config.semi_sync_timeout_ms {
+                            Some(ms) => (Duration::from_millis(ms), true, m.async_fallback),
+                            None => (Duration::from_secs(30), false, false),
+                        });
                     let acked = !semi_sync
-                        || wait_for(&world, Duration::from_secs(30), || {
+                        || already_async
+                        || wait_for(&world, timeout, || {
                             // A killed mysqld drops the connection at once.
                             world.mysqld(me, |m| {
                                 m.acked.contains(&gtid) || m.incarnation != incarnation
                             })
                         })
-                        .await;
+                        .await
+                        || (fallback
+                            && world.mysqld(me, |m| {
+                                m.async_fallback = m.incarnation == incarnation;
+                                m.async_fallback
+                            }));
                     if !same(&world) {
                         return;
                     }
                     if acked {
+                        // The semi-sync promise, judged when the server acknowledges:
+                        // a replica acknowledged receiving this very transaction, or
+                        // another server has it.
+                        world.with(|w| {
+                            let replicated =
+                                w.mysqld.get(&me).is_some_and(|m| m.acked.contains(&gtid))
+                                    || w.mysqld
+                                        .iter()
+                                        .any(|(n, m)| *n != me && m.has_exactly(&gtid));
+                            if !replicated {
+                                w.unreplicated.insert(gtid);
+                            }
+                        });
                         Resp::Written(Ok(gtid))
                     } else {
                         Resp::Written(Err("semi-sync: no acknowledgement".into()))
@@ -163,7 +194,11 @@ async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream
             }
         }
         Req::Subscribe { have } => {
-            return stream_binlog(world, me, incarnation, have, stream).await
+            if !world.mysqld(me, |m| position_in_history(&have, &m.executed)) {
+                // Strict mode: the replica holds what this source never wrote.
+                return;
+            }
+            return stream_binlog(world, me, incarnation, have, stream).await;
         }
         Req::Apply { txns } => {
             // In order, each whole; stop at the first whose sequence number this server
@@ -276,6 +311,25 @@ async fn op_(
     }
 }
 
+/// A replica's position is in this source's history: MariaDB, its last transaction in
+/// each domain is one the source has (same server, same sequence number); MySQL, the
+/// source has every transaction it has.
+fn position_in_history(have: &GtidSet, source: &GtidSet) -> bool {
+    match have {
+        GtidSet::Mariadb(h) => h.domains().all(|(domain, pos)| {
+            let seq = pos.seqs.last().unwrap_or(0);
+            seq == 0
+                || Gtid::Mariadb {
+                    domain: *domain,
+                    server: pos.server_id(),
+                    seq,
+                }
+                .in_history(source)
+        }),
+        GtidSet::Mysql(_) => source.contains(have),
+    }
+}
+
 /// Serves a replica: every binlog transaction it lacks, then new ones as they come,
 /// with heartbeats; its acknowledgements feed semi-sync.
 async fn stream_binlog(
@@ -297,6 +351,7 @@ async fn stream_binlog(
                     m.last_ack_heard = now();
                     if let Ack::Got(g) = ack {
                         m.acked.insert(g);
+                        m.async_fallback = false;
                     }
                 });
                 world.changed.notify_waiters();
@@ -428,6 +483,10 @@ async fn io_thread(world: World, me: NodeId) {
         }
         reader.abort();
         world.mysqld(me, |m| m.io_connected = false);
+        if !connected {
+            // Refused (or the source went away at once): MASTER_CONNECT_RETRY.
+            tokio::time::sleep(CONNECT_RETRY).await;
+        }
     }
 }
 

@@ -90,6 +90,9 @@ pub struct RunReport {
     pub failover_ms: Option<u64>,
     pub final_epoch: u64,
     pub final_master: Option<NodeId>,
+    /// Settings `multiaz check` would fail (by server): the product's promises are
+    /// for configurations that pass, so such a run's losses are reported apart.
+    pub unsafe_config: Vec<String>,
     /// Every replica ended with errant transactions: writes wait for an operator.
     pub diverged: bool,
     /// Servers kept out (quarantined) for errant transactions at the end, with them:
@@ -203,7 +206,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         // (which would wait for an operator) is off there.
         spec.timing.failover_block_ms = 0;
     }
-    let world = World::new(spec.clone(), cfg.seed);
+    let world = World::new(spec.clone(), cfg.seed, plan.hostility.clone());
     let mut sim = turmoil::Builder::new()
         .simulation_duration(cfg.duration + Duration::from_secs(5))
         .tick_duration(Duration::from_millis(5))
@@ -268,7 +271,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
                     killed.remove(n);
                 }
                 Fault::CrashHost(n) => {
-                    world.mysqld(*n, |m| m.kill());
+                    crash(&world, *n, now, &mut timeline);
                     sim.crash(host_name(*n));
                     crashed.insert(*n);
                 }
@@ -328,9 +331,13 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         // Instances the EC2 API was asked to stop (STONITH).
         for n in world.with(|w| std::mem::take(&mut w.stop_requests)) {
             timeline.push((now, format!("EC2 stops the instance of {n}")));
-            world.mysqld(n, |m| m.kill());
+            crash(&world, n, now, &mut timeline);
             sim.crash(host_name(n));
             crashed.insert(n);
+        }
+        // The OS writes out what each server wrote, about once a second.
+        if now.as_millis() % 1000 < 5 {
+            world.with(|w| w.mysqld.values_mut().for_each(|m| m.os_flush()));
         }
         if let Err(e) = sim.step() {
             software_error = Some(e.to_string());
@@ -538,6 +545,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         failover_ms,
         final_epoch: final_view.epoch,
         final_master,
+        unsafe_config: plan.hostility.check_failures(),
         diverged,
         errant_kept_out,
         unavailable_ms,
@@ -557,6 +565,22 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         wall_seconds: wall.elapsed().as_secs_f64(),
         trace_hash: h,
         timeline,
+    }
+}
+
+/// A host crash: the server loses what was not on disk (its settings say what).
+fn crash(world: &World, n: NodeId, now: Duration, timeline: &mut Vec<(Duration, String)>) {
+    let lost = world.mysqld(n, |m| m.crash());
+    if !lost.is_empty() {
+        timeline.push((
+            now,
+            format!(
+                "{n} lost {} unsynced transaction(s) in the crash ({} .. {})",
+                lost.len(),
+                lost[0].gtid,
+                lost[lost.len() - 1].gtid
+            ),
+        ));
     }
 }
 

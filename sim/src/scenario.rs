@@ -1,5 +1,6 @@
 //! Scenarios and the fault plan each seed draws.
 
+use crate::hostile::Hostility;
 use multiaz_engine::{NodeId, OperatorRequest};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -108,6 +109,8 @@ pub struct Plan {
     pub salvage_expected: bool,
     /// The switchover's target (scenario `switchover`).
     pub switchover_to: Option<NodeId>,
+    /// The servers' settings and the EC2 data plane's lag.
+    pub hostility: Hostility,
 }
 
 pub const DB_HOSTS: [&str; 3] = ["db1", "db2", "db3"];
@@ -127,6 +130,26 @@ fn s(secs: f64) -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+fn db_ids() -> impl Iterator<Item = NodeId> {
+    (1..=DB_HOSTS.len() as u64).map(NodeId)
+}
+
+/// The master's last transactions reach no replica (the link from it drops them),
+/// then `fault` hits: they are in its binlog only.
+fn cut_off_then(at: Duration, fault: Fault) -> Vec<(Duration, Fault)> {
+    vec![
+        (
+            at - s(0.3),
+            Fault::PartitionOneway(
+                vec![DB_HOSTS[0].into()],
+                vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
+            ),
+        ),
+        (at, fault),
+        (at + s(0.01), Fault::RepairAll),
+    ]
+}
+
 impl Plan {
     pub fn draw(scenario: Scenario, seed: u64) -> Plan {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xfa17);
@@ -137,19 +160,6 @@ impl Plan {
         let heal = s(60.0);
         // Before mysqld dies, its last transactions reach no replica (the link drops
         // them), so they are in its binlog only: salvage must bring them back.
-        let cut_off_then = |at: Duration, fault: Fault| {
-            vec![
-                (
-                    at - s(0.3),
-                    Fault::PartitionOneway(
-                        vec![DB_HOSTS[0].into()],
-                        vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
-                    ),
-                ),
-                (at, fault),
-                (at + s(0.01), Fault::RepairAll),
-            ]
-        };
         let unreplicated_tail = |at: Duration| cut_off_then(at, Fault::KillMysqld(master));
         let (faults, salvage_expected) = match scenario {
             Scenario::MasterKill => (unreplicated_tail(at), true),
@@ -167,7 +177,7 @@ impl Plan {
                 f.push((at + s(30.0), Fault::ApiOutage(false)));
                 (f, true)
             }
-            Scenario::Mixed => return Self::draw_mixed(&mut rng, at, heal),
+            Scenario::Mixed => return Self::draw_mixed(&mut rng, seed, at, heal),
             Scenario::Switchover => {
                 let to = NodeId(2 + rng.random_range(0..2u64));
                 let asked = NodeId(1 + rng.random_range(0..3u64));
@@ -240,10 +250,15 @@ impl Plan {
             heal_at: heal,
             salvage_expected,
             switchover_to: None,
+            hostility: Hostility::baseline(db_ids()),
         }
     }
 
-    fn draw_mixed(rng: &mut ChaCha8Rng, at: Duration, heal: Duration) -> Plan {
+    fn draw_mixed(rng: &mut ChaCha8Rng, seed: u64, at: Duration, heal: Duration) -> Plan {
+        // Drawn apart from the faults (a stream of its own): the same seed keeps its
+        // fault plan whatever is added here.
+        let mut hostile = ChaCha8Rng::seed_from_u64(seed ^ 0x0c07_0ff0);
+        let cut_off_kill = hostile.random::<f64>() < 0.3;
         let mut faults = Vec::new();
         let count = 1 + rng.random_range(0..3);
         let mut host_faults = 0;
@@ -315,8 +330,36 @@ impl Plan {
                 }
             }
         }
+        let mut killed_master = killed_master;
+        if cut_off_kill {
+            // A third of the seeds begin with the master's last transactions cut off
+            // from every replica, then its mysqld killed: its binlog tail is on its
+            // host only, and salvage must bring every event back.
+            faults.retain(|(t, _)| *t != at);
+            faults.extend(cut_off_then(at, Fault::KillMysqld(NodeId(1))));
+            killed_master = true;
+        }
+        let host_lost = faults
+            .iter()
+            .any(|(_, f)| matches!(f, Fault::CrashHost(NodeId(1))));
+        // Network faults other than the cut-off itself may keep salvage from the host.
+        let net_faults = net_faults
+            && faults.iter().any(|(t, f)| {
+                *t != at - s(0.3)
+                    && matches!(
+                        f,
+                        Fault::Partition(..) | Fault::PartitionOneway(..) | Fault::Hold(..)
+                    )
+            });
         faults.sort_by_key(|a| a.0);
         let fault_at = faults.first().map(|f| f.0).unwrap_or(at);
-        Self::finish(faults, fault_at, heal, killed_master && !net_faults)
+        let mut plan = Self::finish(
+            faults,
+            fault_at,
+            heal,
+            killed_master && !net_faults && !host_lost,
+        );
+        plan.hostility = Hostility::draw(seed, db_ids());
+        plan
     }
 }

@@ -5,6 +5,7 @@
 //! Software on the hosts reaches other hosts' state only over the simulated network;
 //! the shared state here stands for what is on a host's own disk or in its own process.
 
+use crate::hostile::{Hostility, ServerConfig};
 use multiaz_engine::gtid::Uuid;
 use multiaz_engine::{ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId, OperatorRequest};
 use rand::{Rng, SeedableRng};
@@ -142,6 +143,14 @@ pub struct Mysqld {
     pub subscribers: usize,
     /// When a replica last answered (an acknowledgement or a heartbeat reply).
     pub last_ack_heard: Duration,
+    /// Its settings (durability, semi-sync timeout, lag).
+    pub config: ServerConfig,
+    /// Binlog entries on disk for sure: all of them when the binlog is synced at each
+    /// commit, otherwise those written before the OS last wrote it out.
+    pub synced: usize,
+    /// Semi-sync gave up waiting (its timeout) and acknowledges without a replica
+    /// until one acknowledges again.
+    pub async_fallback: bool,
 }
 
 impl Mysqld {
@@ -163,7 +172,35 @@ impl Mysqld {
             acked: BTreeSet::new(),
             subscribers: 0,
             last_ack_heard: Duration::ZERO,
+            config: ServerConfig::recommended(),
+            synced: 0,
+            async_fallback: false,
         }
+    }
+
+    /// The OS writes out what the server wrote (about once a second).
+    pub fn os_flush(&mut self) {
+        self.synced = self.binlog.len();
+    }
+
+    /// The host crashes: what was not on disk is gone (see `hostile`), and so is the
+    /// relay log. Returns the transactions lost.
+    pub fn crash(&mut self) -> Vec<Txn> {
+        let lost = if self.config.durable() {
+            Vec::new()
+        } else {
+            self.binlog.split_off(self.synced.min(self.binlog.len()))
+        };
+        if !lost.is_empty() {
+            let mut executed = GtidSet::empty(self.flavour);
+            for t in &self.binlog {
+                t.gtid.add_to(&mut executed);
+            }
+            self.executed = executed;
+        }
+        self.relay.clear();
+        self.kill();
+        lost
     }
 
     pub fn received(&self) -> GtidSet {
@@ -233,7 +270,11 @@ impl Mysqld {
             self.incarnation += 1;
             self.read_only = true;
             self.semi_sync_source = false;
+            self.async_fallback = false;
             self.io_running = false;
+            // relay_log_recovery (MySQL), GTID reconnect (MariaDB): the relay log is
+            // fetched again from the source, not applied as it was.
+            self.relay.clear();
         }
     }
 
@@ -266,7 +307,7 @@ pub struct Acked {
     pub n: u64,
     pub server: NodeId,
     pub gtid: Gtid,
-    /// Another server had received it when the client got the acknowledgement.
+    /// Another server had received it when the server acknowledged it.
     pub replicated: bool,
 }
 
@@ -297,6 +338,12 @@ pub struct WorldState {
     pub rng: ChaCha8Rng,
     /// Operator requests waiting for a sidecar's admin API to pick them up.
     pub operator: Vec<(NodeId, OperatorRequest)>,
+    pub hostility: Hostility,
+    /// Transactions a server acknowledged while no other server had received them.
+    pub unreplicated: BTreeSet<Gtid>,
+    /// Route changes per table so far: a delayed data-plane update lands only if no
+    /// later change overtook it.
+    pub route_changes: BTreeMap<String, u64>,
 }
 
 /// Shared by every host's software (turmoil runs them all on one thread).
@@ -308,18 +355,22 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(spec: ClusterSpec, seed: u64) -> World {
+    pub fn new(spec: ClusterSpec, seed: u64, hostility: Hostility) -> World {
         let master = spec.initial_master;
         let mysqld = spec
             .nodes
             .iter()
             .filter(|n| n.is_database())
             .map(|n| {
-                let m = Mysqld::new(
+                let mut m = Mysqld::new(
                     spec.flavour,
                     n.id.0 as u32,
                     (n.id != master).then_some(master),
                 );
+                if let Some(c) = hostility.servers.get(&n.id) {
+                    m.apply_lag = Duration::from_millis(c.apply_lag_ms);
+                    m.config = c.clone();
+                }
                 (n.id, m)
             })
             .collect();
@@ -343,6 +394,9 @@ impl World {
                 events: Vec::new(),
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_3a1d),
                 operator: Vec::new(),
+                hostility,
+                unreplicated: BTreeSet::new(),
+                route_changes: BTreeMap::new(),
             })),
             changed: Rc::new(Notify::new()),
         }

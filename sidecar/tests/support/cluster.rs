@@ -170,10 +170,6 @@ impl Cluster {
         for db in &dbs {
             ready_with_users(db, &app_user).await;
         }
-        root_sql(
-            &dbs[0],
-            "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;",
-        );
         for db in &dbs[1..] {
             root_sql(
                 db,
@@ -186,6 +182,25 @@ impl Cluster {
                 ),
             );
         }
+        // Semi-sync never falls back to async (a day, as recommended): the first write
+        // waits until both replicas are attached and acknowledging.
+        wait_until(
+            "both replicas attach as semi-sync replicas",
+            Duration::from_secs(30),
+            || async {
+                let r = query_row(
+                    dbs[0].port,
+                    "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'",
+                )
+                .await?;
+                (col(&r, "Value") == "2").then_some(())
+            },
+        )
+        .await;
+        root_sql(
+            &dbs[0],
+            "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;",
+        );
         for db in &dbs[1..] {
             wait_until("replicas have the schema", Duration::from_secs(20), || async {
                 let r = query_row(db.port, "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'app'").await?;
