@@ -13,6 +13,7 @@ fn sim(c: &mut Criterion) {
         seed,
         flavour: Flavour::Mariadb,
         duration: Duration::from_secs(120),
+        sabotage: None,
     };
     let (mut sim_s, mut wall_s) = (0.0, 0.0);
     let mut seed = 0u64;

@@ -13,6 +13,7 @@ use crate::lease::Lease;
 use crate::message::{LocalView, PeerMessage, Report};
 use crate::record::{ClusterRecord, LogEntry};
 use crate::routes::Routes;
+use crate::sabotage::Sabotage;
 use crate::storage::DurableState;
 use crate::time::Time;
 use serde::Serialize;
@@ -179,6 +180,9 @@ pub struct Engine {
     pub(crate) vetoed_until: Option<Time>,
     /// The failover epoch whose block was last reported (one event per block).
     blocked_reported: Option<u64>,
+    /// The safety mechanism switched off, in a negative-control run.
+    #[cfg(feature = "sabotage")]
+    sabotage: Option<Sabotage>,
 }
 
 impl Engine {
@@ -232,9 +236,29 @@ impl Engine {
             pre_hook: None,
             vetoed_until: None,
             blocked_reported: None,
+            #[cfg(feature = "sabotage")]
+            sabotage: None,
         };
         engine.pump();
         Ok(engine)
+    }
+
+    /// Switches one safety mechanism off (negative controls; the simulation only).
+    #[cfg(feature = "sabotage")]
+    pub fn sabotage(&mut self, s: Option<Sabotage>) {
+        self.sabotage = s;
+    }
+
+    /// Whether `s` is switched off: never, without the `sabotage` feature.
+    #[cfg(feature = "sabotage")]
+    pub(crate) fn sabotaged(&self, s: Sabotage) -> bool {
+        self.sabotage == Some(s)
+    }
+
+    #[cfg(not(feature = "sabotage"))]
+    #[inline(always)]
+    pub(crate) fn sabotaged(&self, _: Sabotage) -> bool {
+        false
     }
 
     /// Feeds one input at `now` (monotonic; an earlier `now` than before counts as the
@@ -845,6 +869,9 @@ impl Engine {
             None
         };
         if let Some(why) = why {
+            if self.sabotaged(Sabotage::SelfFence) {
+                return;
+            }
             self.emit(Event::SelfFenced { why });
             self.set_local_read_only(MysqlOp::SetReadOnly);
         }

@@ -21,6 +21,7 @@ use crate::event::Event;
 use crate::hook::{HookCall, HookPoint};
 use crate::message::LocalView;
 use crate::record::{FailoverReport, LogEntry};
+use crate::sabotage::Sabotage;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -291,8 +292,7 @@ impl Engine {
             }
             Phase::Retrying { why, suspect, .. } => {
                 let why = format!("retry after: {why}");
-                let mut suspects = self.suspects();
-                suspects.extend(*suspect);
+                let suspects = self.next_suspects(*suspect);
                 self.begin_failover(suspects, why);
             }
             Phase::Repointing { waiting, .. } => {
@@ -312,6 +312,22 @@ impl Engine {
                 self.propose(entry);
             }
         }
+    }
+
+    /// The suspects of the epoch that supersedes this one: this epoch's, but those it
+    /// fenced (made read_only, or stopped), which are replicas again — fenced like any
+    /// replica, and candidates — plus `more`. Otherwise a cluster whose every live
+    /// server was once a suspect (an old master back from a partition, the others dead
+    /// or quarantined) would find no candidate, epoch after epoch, for good.
+    fn next_suspects(&self, more: Option<NodeId>) -> Vec<NodeId> {
+        let fenced = self.run.as_ref().map(|r| &r.fenced);
+        let mut out: Vec<NodeId> = self
+            .suspects()
+            .into_iter()
+            .filter(|s| !fenced.is_some_and(|f| f.contains(s)))
+            .collect();
+        out.extend(more.filter(|m| !out.contains(m)));
+        out
     }
 
     fn run_mut(&mut self) -> &mut FailoverRun {
@@ -395,6 +411,11 @@ impl Engine {
         let epoch = self.run_mut().epoch;
         let fresh: BTreeSet<NodeId> = self.fresh_reports().keys().copied().collect();
         for s in &suspects {
+            if self.sabotaged(Sabotage::FenceBeforePromote) {
+                // Counted as fenced, never made read_only.
+                self.run_mut().fenced.insert(*s);
+                continue;
+            }
             self.step(*s, MysqlOp::SetReadOnly);
             if self.spec.timing.stonith && !fresh.contains(s) {
                 let node = *s;
@@ -626,8 +647,7 @@ impl Engine {
             let Some(pos) = positions.get(&c) else {
                 // The committed candidate is out of reach and may have been promoted:
                 // supersede this epoch, with the candidate among the suspects.
-                let mut suspects = self.suspects();
-                suspects.push(c);
+                let suspects = self.next_suspects(Some(c));
                 self.begin_failover(
                     suspects,
                     format!("candidate {c} of epoch {epoch} is unreachable"),
@@ -660,7 +680,14 @@ impl Engine {
         let live = self.live_sidecars();
         excluded.extend(positions.keys().filter(|id| !live.contains(id)).copied());
         match choose(&self.spec, &positions, &excluded) {
-            Ok(choice) => {
+            Ok(mut choice) => {
+                if self.sabotaged(Sabotage::CatchUp) {
+                    // The candidate as it is: what it lacks is left behind.
+                    if let Some(p) = positions.get(&choice.candidate) {
+                        choice.catch_up_from = None;
+                        choice.target = p.received.clone();
+                    }
+                }
                 self.emit(Event::CandidateChosen {
                     epoch,
                     candidate: choice.candidate,
@@ -739,6 +766,12 @@ impl Engine {
             self.after_fence();
             return;
         }
+        self.act_on_candidate();
+    }
+
+    /// The candidate's relay log, salvage, the lease, promotion: only once the
+    /// candidate is committed.
+    fn act_on_candidate(&mut self) {
         if self.run_mut().planned.is_some() {
             // Demoted, caught up, committed: the old master is fenced by its demotion.
             return self.promote();
@@ -768,6 +801,9 @@ impl Engine {
     /// master, which is now gone too, and its binlog still has it (the candidate
     /// refuses anything that conflicts with its own history).
     fn salvage(&mut self) {
+        if self.sabotaged(Sabotage::Salvage) {
+            return self.after_salvage();
+        }
         let candidate = self.run_mut().candidate().expect("chosen");
         let live = self.live_sidecars();
         let earlier = self.record.quarantined.keys().copied();
@@ -825,7 +861,7 @@ impl Engine {
     }
 
     fn after_salvage(&mut self) {
-        if self.unconfirmed().is_empty() {
+        if self.unconfirmed().is_empty() || self.sabotaged(Sabotage::LeaseWait) {
             return self.promote();
         }
         let begun = self.run_mut().begun_at.unwrap_or(self.now);

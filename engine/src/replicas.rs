@@ -12,6 +12,7 @@ use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::message::LocalView;
 use crate::record::LogEntry;
+use crate::sabotage::Sabotage;
 
 impl Engine {
     pub(crate) fn reconcile_replicas(&mut self) {
@@ -64,7 +65,10 @@ impl Engine {
             // What it received counts too: its SQL thread will apply the relay log.
             // Every replica is judged on every round, attached or not, quarantined or
             // not: a quarantine stands only while the facts behind it do.
-            let extra = st.received.difference(&master_executed);
+            let mut extra = st.received.difference(&master_executed);
+            if self.sabotaged(Sabotage::ErrantCheck) {
+                extra = crate::gtid::GtidSet::empty(self.spec.flavour);
+            }
             let quarantined = self.record.quarantined.contains_key(&id);
             match (extra.is_empty(), quarantined, attached) {
                 (true, false, true) => {}

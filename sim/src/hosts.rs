@@ -369,7 +369,10 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
     tokio::task::spawn_local(mysqld::run(world.clone(), me));
     tokio::task::spawn_local(salvage_service(world.clone(), me));
     let (spec, durable) = world.with(|w| (w.spec.clone(), w.durable.get(&me).cloned()));
-    let engine = Engine::new(spec.clone(), me, durable.as_ref(), Time::ZERO)?;
+    #[allow(unused_mut)]
+    let mut engine = Engine::new(spec.clone(), me, durable.as_ref(), Time::ZERO)?;
+    #[cfg(feature = "sabotage")]
+    engine.sabotage(world.with(|w| w.sabotage));
     let socket = Rc::new(UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?);
     let (driver, handle) = Driver::new(
         engine,

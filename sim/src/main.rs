@@ -1,7 +1,7 @@
 //! `multiaz-sim`: run one simulated failover, or sweep many seeds.
 
 use clap::{Parser, Subcommand};
-use multiaz_engine::Flavour;
+use multiaz_engine::{Flavour, Sabotage};
 use multiaz_sim::run::percentiles;
 use multiaz_sim::{run, RunConfig, RunReport, Scenario};
 use std::io::IsTerminal;
@@ -37,6 +37,10 @@ enum Cmd {
         /// Simulated seconds.
         #[arg(long, default_value_t = 120)]
         seconds: u64,
+        /// Switch one safety mechanism off (a negative control; needs a build with
+        /// `--features sabotage`).
+        #[arg(long, value_parser = sabotage_names())]
+        sabotage: Option<String>,
     },
     /// Many seeds: a progress line on stderr, a summary (or one JSON object with
     /// --json) on stdout. Exits non-zero if any seed fails.
@@ -54,7 +58,31 @@ enum Cmd {
         seconds: u64,
         #[arg(long)]
         json: bool,
+        /// Switch one safety mechanism off (a negative control; needs a build with
+        /// `--features sabotage`). The sweep stops at the first seed that fails, names
+        /// the invariants that caught it, and exits non-zero; it exits 0 only when no
+        /// seed caught the sabotage.
+        #[arg(long, value_parser = sabotage_names())]
+        sabotage: Option<String>,
     },
+}
+
+fn sabotage_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Sabotage::ALL.map(Sabotage::name))
+}
+
+/// The sabotage asked for, if this build can carry it out.
+fn sabotage(name: Option<String>) -> Result<Option<Sabotage>, String> {
+    let Some(name) = name else { return Ok(None) };
+    if !cfg!(feature = "sabotage") {
+        return Err(format!(
+            "--sabotage {name}: this multiaz-sim was built without the negative controls; \
+             build it with `cargo build --release -p multiaz-sim --features sabotage`"
+        ));
+    }
+    Sabotage::parse(&name)
+        .map(Some)
+        .ok_or_else(|| format!("--sabotage {name}: no such safety mechanism"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -113,12 +141,21 @@ fn main() -> ExitCode {
             seed,
             flavour,
             seconds,
+            sabotage: name,
         } => {
+            let sabotage = match sabotage(name) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
             let r = run(&RunConfig {
                 scenario,
                 seed,
                 flavour: flavour.into(),
                 duration: Duration::from_secs(seconds),
+                sabotage,
             });
             println!("scenario {scenario}, seed {seed}: {}", r.profile);
             for (t, line) in &r.timeline {
@@ -185,7 +222,16 @@ fn main() -> ExitCode {
             flavour,
             seconds,
             json,
+            sabotage: name,
         } => {
+            let sabotage = match sabotage(name) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut caught: Option<(u64, Vec<&'static str>)> = None;
             let wall = Instant::now();
             let tty = std::io::stderr().is_terminal();
             let mut failed = Vec::new();
@@ -204,6 +250,7 @@ fn main() -> ExitCode {
                     seed,
                     flavour: flavour.into(),
                     duration: Duration::from_secs(seconds),
+                    sabotage,
                 });
                 acked += r.acked_writes;
                 if r.unsafe_config.is_empty() {
@@ -238,10 +285,16 @@ fn main() -> ExitCode {
                 }
                 if !r.verdicts.ok() && r.unsafe_config.is_empty() {
                     failed.push(seed);
+                    if sabotage.is_some() && caught.is_none() {
+                        caught = Some((seed, r.verdicts.broken()));
+                    }
                     eprintln!("seed {seed} FAILED ({})", r.profile);
                     eprintln!("  {}", reproduce(&r));
                 }
                 let done = i as u64 + 1;
+                if caught.is_some() {
+                    break;
+                }
                 if tty {
                     eprint!(
                         "\r{scenario}: {done}/{seeds} seeds, {} failed   ",
@@ -273,6 +326,14 @@ fn main() -> ExitCode {
                     "sim_seconds": sim_s,
                     "wall_seconds": wall_s,
                 });
+                if let Some(s) = sabotage {
+                    out["sabotage"] = serde_json::json!(s.name());
+                    out["caught"] = serde_json::json!(caught.is_some());
+                    if let Some((seed, by)) = &caught {
+                        out["caught_at_seed"] = serde_json::json!(seed);
+                        out["caught_by"] = serde_json::json!(by);
+                    }
+                }
                 if scenario == Scenario::Switchover {
                     // No write could be acknowledged in this window, per run.
                     out["write_block_ms"] = serde_json::json!(percentiles(write_block.clone()));
@@ -289,6 +350,16 @@ fn main() -> ExitCode {
                     failed.len(),
                     failed
                 );
+                if let Some(s) = sabotage {
+                    match &caught {
+                        Some((seed, by)) => println!(
+                            "sabotage {}: caught at seed {seed} by {}",
+                            s.name(),
+                            by.join(", ")
+                        ),
+                        None => println!("sabotage {}: NOT caught", s.name()),
+                    }
+                }
                 println!("failover (fault to first acknowledged write), over {} runs with a failover: p50 {} ms, p99 {} ms, max {} ms", failover.len(), p["p50"], p["p99"], p["max"]);
                 println!("acknowledged writes {acked}, lost {lost_acked}; lost binlog events {lost_binlog}; split-brain instants {split}");
                 if scenario == Scenario::Switchover {

@@ -243,8 +243,9 @@ async fn op_(
         }
         MysqlOp::SetWritable => {
             // As the real adapter: semi-sync source on first, then writable.
+            let keep = semi_sync_sabotaged(world);
             world.mysqld(me, |m| {
-                m.semi_sync_source = true;
+                m.semi_sync_source = m.semi_sync_source || !keep;
                 m.read_only = false;
             });
             MysqlReply::Done
@@ -285,12 +286,13 @@ async fn op_(
             MysqlReply::Positions(positions(world, me))
         }
         MysqlOp::Promote => {
+            let keep = semi_sync_sabotaged(world);
             world.mysqld(me, |m| {
                 m.source = None;
                 m.io_running = false;
                 m.relay.clear();
                 m.read_only = false;
-                m.semi_sync_source = true;
+                m.semi_sync_source = m.semi_sync_source || !keep;
             });
             MysqlReply::Done
         }
@@ -309,6 +311,12 @@ async fn op_(
     } else {
         Err("connection lost".into())
     }
+}
+
+/// The negative control `semi-sync-on-writable`: the model adapter leaves semi-sync as
+/// it finds it when it makes a server writable.
+fn semi_sync_sabotaged(world: &World) -> bool {
+    world.with(|w| w.sabotage == Some(multiaz_engine::Sabotage::SemiSyncOnWritable))
 }
 
 /// A replica's position is in this source's history: MariaDB, its last transaction in

@@ -5,7 +5,7 @@ use crate::hosts::{client_host, db_host, ec2_host};
 use crate::scenario::{Fault, Plan, Scenario, CLIENTS, DB_HOSTS};
 use crate::world::{host_name, Acked, Gtid, World, EC2_HOST};
 use multiaz_engine::{
-    ClusterSpec, Event, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Timing, Vip,
+    ClusterSpec, Event, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Sabotage, Timing, Vip,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +45,9 @@ pub struct RunConfig {
     pub seed: u64,
     pub flavour: Flavour,
     pub duration: Duration,
+    /// A safety mechanism switched off (negative control; needs the `sabotage`
+    /// feature, [`run`] refuses it otherwise).
+    pub sabotage: Option<Sabotage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +70,27 @@ pub struct Verdicts {
 }
 
 impl Verdicts {
+    /// The invariants this run broke, by name.
+    pub fn broken(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let checks = [
+            ("lost-acked-writes", !self.lost_acked_writes.is_empty()),
+            ("lost-binlog-events", !self.lost_binlog_events.is_empty()),
+            ("split-brain", !self.split_brain_ms.is_empty()),
+            ("unreplicated-acks", !self.unreplicated_acks.is_empty()),
+            ("errant-on-replicas", !self.errant_on_survivors.is_empty()),
+            ("not-rejoined", !self.not_rejoined.is_empty()),
+            ("no-writes-after-heal", !self.live_after_heal),
+            ("software-error", self.software_error.is_some()),
+        ];
+        for (name, broken) in checks {
+            if broken {
+                out.push(name);
+            }
+        }
+        out
+    }
+
     pub fn ok(&self) -> bool {
         self.lost_acked_writes.is_empty()
             && self.lost_binlog_events.is_empty()
@@ -206,7 +230,13 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         // (which would wait for an operator) is off there.
         spec.timing.failover_block_ms = 0;
     }
+    if cfg.scenario == Scenario::CatchUp {
+        // The clients' AZ prefers db3, which the fault leaves behind: it must catch up
+        // from the most advanced replica before it is promoted.
+        spec.nodes[2].promotion = PromotionRule::Prefer;
+    }
     let world = World::new(spec.clone(), cfg.seed, plan.hostility.clone());
+    world.with(|w| w.sabotage = cfg.sabotage);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(cfg.duration + Duration::from_secs(5))
         .tick_duration(Duration::from_millis(5))

@@ -35,6 +35,9 @@ pub enum Scenario {
     /// master, and is cut off from its replicas for a while: no write may be
     /// acknowledged that no replica has.
     PausedRestart,
+    /// db3 is the preferred next master, but the master's link to db3 is cut before
+    /// the master's host crashes (nothing to salvage): db3 must catch up from db2 first.
+    CatchUp,
 }
 
 impl fmt::Display for Scenario {
@@ -49,6 +52,7 @@ impl fmt::Display for Scenario {
             Scenario::Switchover => "switchover",
             Scenario::Rejoin => "rejoin",
             Scenario::PausedRestart => "paused-restart",
+            Scenario::CatchUp => "catch-up",
         };
         f.write_str(s)
     }
@@ -214,6 +218,18 @@ impl Plan {
                 ];
                 (f, false)
             }
+            Scenario::CatchUp => {
+                let cut = at - s(2.0 + rng.random::<f64>() * 2.0);
+                let f = vec![
+                    (
+                        cut,
+                        Fault::Partition(vec![DB_HOSTS[0].into()], vec![DB_HOSTS[2].into()]),
+                    ),
+                    (at, Fault::CrashHost(master)),
+                    (at + s(0.01), Fault::RepairAll),
+                ];
+                (f, false)
+            }
             Scenario::Rejoin => {
                 let back = at + s(15.0);
                 if rng.random::<bool>() {
@@ -330,7 +346,6 @@ impl Plan {
                 }
             }
         }
-        let mut killed_master = killed_master;
         if cut_off_kill {
             // A third of the seeds begin with the master's last transactions cut off
             // from every replica, then its mysqld killed: its binlog tail is on its

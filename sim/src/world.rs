@@ -339,6 +339,8 @@ pub struct WorldState {
     /// Operator requests waiting for a sidecar's admin API to pick them up.
     pub operator: Vec<(NodeId, OperatorRequest)>,
     pub hostility: Hostility,
+    /// A safety mechanism switched off in this run (negative controls).
+    pub sabotage: Option<multiaz_engine::Sabotage>,
     /// Transactions a server acknowledged while no other server had received them.
     pub unreplicated: BTreeSet<Gtid>,
     /// Route changes per table so far: a delayed data-plane update lands only if no
@@ -395,6 +397,7 @@ impl World {
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_3a1d),
                 operator: Vec::new(),
                 hostility,
+                sabotage: None,
                 unreplicated: BTreeSet::new(),
                 route_changes: BTreeMap::new(),
             })),
