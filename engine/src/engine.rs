@@ -795,8 +795,20 @@ impl Engine {
             (Pending::Enforce { writable }, CommandResult::Mysql(r)) => {
                 self.local.enforcing = false;
                 self.local.enforced_at = Some(self.now);
-                if let Err(why) = r {
-                    self.emit(Event::LocalReadOnlyFailed { writable, why });
+                match r {
+                    Err(why) => self.emit(Event::LocalReadOnlyFailed { writable, why }),
+                    // Made writable: if the lease ran out (or a newer epoch came) while
+                    // that was under way, fence again at once rather than at the next
+                    // probe (a probe sent before now is not trusted, see above).
+                    Ok(_) if writable => {
+                        if let Some(why) = self.fence_reason() {
+                            if !self.sabotaged(Sabotage::SelfFence) {
+                                self.emit(Event::SelfFenced { why });
+                                self.set_local_read_only(MysqlOp::SetReadOnly);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
                 }
             }
             (Pending::Rejoin { node, source }, CommandResult::Mysql(r)) => {
@@ -852,8 +864,19 @@ impl Engine {
         if self.local.enforcing {
             return;
         }
+        if let Some(why) = self.fence_reason() {
+            if self.sabotaged(Sabotage::SelfFence) {
+                return;
+            }
+            self.emit(Event::SelfFenced { why });
+            self.set_local_read_only(MysqlOp::SetReadOnly);
+        }
+    }
+
+    /// Why the local mysqld must not be writable now, if it must not.
+    fn fence_reason(&self) -> Option<String> {
         let epoch = self.record.epoch;
-        let why = if self.record.writer() != Some(self.me) {
+        if self.record.writer() != Some(self.me) {
             Some(format!(
                 "local mysqld is writable but the writer of epoch {epoch} is {:?}",
                 self.record.writer()
@@ -867,13 +890,6 @@ impl Engine {
             Some("lost the write lease: no majority of sidecars answered in time".to_string())
         } else {
             None
-        };
-        if let Some(why) = why {
-            if self.sabotaged(Sabotage::SelfFence) {
-                return;
-            }
-            self.emit(Event::SelfFenced { why });
-            self.set_local_read_only(MysqlOp::SetReadOnly);
         }
     }
 

@@ -20,7 +20,7 @@ use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::hook::{HookCall, HookPoint};
 use crate::message::LocalView;
-use crate::record::{FailoverReport, LogEntry};
+use crate::record::{FailoverReport, LogEntry, Outcome};
 use crate::sabotage::Sabotage;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +41,7 @@ pub(crate) struct FailoverRun {
     choice: Option<Choice>,
     caught_up_from: Option<NodeId>,
     salvage: Option<Result<SalvageReport, String>>,
+    salvaged_from: Option<NodeId>,
     /// A planned switchover to this node, run in order (see `switchover.rs`) until its
     /// target is committed. `None` also when a new coordinator finishes a switchover
     /// whose target was already committed: that is done as a failover.
@@ -124,6 +125,7 @@ impl FailoverRun {
             choice: None,
             caught_up_from: None,
             salvage: None,
+            salvaged_from: None,
             planned: None,
         }
     }
@@ -502,7 +504,9 @@ impl Engine {
                         from,
                         outcome: r.clone(),
                     });
-                    self.run_mut().salvage = Some(r);
+                    let run = self.run_mut();
+                    run.salvage = Some(r);
+                    run.salvaged_from = Some(from);
                     self.after_salvage();
                 }
             }
@@ -795,21 +799,29 @@ impl Engine {
         }
     }
 
-    /// Ships the old master's binlog tail when its host's sidecar is alive. When it is
-    /// not, an earlier failed master still kept out (quarantined) whose host lives is
-    /// read instead: a transaction acknowledged by it may have reached only the old
-    /// master, which is now gone too, and its binlog still has it (the candidate
-    /// refuses anything that conflicts with its own history).
+    /// Ships the old master's binlog tail when its host's sidecar is alive: a suspect's,
+    /// or the master of record's (a retried epoch may no longer count it a suspect once
+    /// it was fenced). When none of theirs is alive, an earlier failed master's binlog is
+    /// read, if it is known to hold nothing but the cluster's history (see
+    /// [`Engine::salvaged_whole`]): a transaction it wrote and got acknowledged may have
+    /// reached only the old master, which is now gone too.
     fn salvage(&mut self) {
         if self.sabotaged(Sabotage::Salvage) {
             return self.after_salvage();
         }
         let candidate = self.run_mut().candidate().expect("chosen");
         let live = self.live_sidecars();
-        let earlier = self.record.quarantined.keys().copied();
+        let earlier: Vec<NodeId> = self
+            .record
+            .quarantined
+            .keys()
+            .copied()
+            .filter(|q| self.salvaged_whole(*q))
+            .collect();
         let source = self
             .suspects()
             .into_iter()
+            .chain(self.record.master)
             .chain(earlier)
             .filter(|n| *n != candidate)
             .find(|n| live.contains(n));
@@ -839,6 +851,29 @@ impl Engine {
             }
             None => self.after_salvage(),
         }
+    }
+
+    /// `q` failed as master, and the salvage of that failover read its whole binlog
+    /// into the cluster (nothing stopped, nothing refused): everything its binlog held
+    /// then is the cluster's history, and a server kept out (read_only, replicating
+    /// from nobody) has written nothing since. A failed master whose tail was never
+    /// salvaged may hold transactions no client was told of — errant — and is never
+    /// read again.
+    fn salvaged_whole(&self, q: NodeId) -> bool {
+        let last = self
+            .record
+            .journal
+            .iter()
+            .rev()
+            .find(|j| j.old_master == Some(q) && !j.planned);
+        matches!(
+            last.map(|j| &j.outcome),
+            Some(Outcome::Completed(FailoverReport {
+                salvaged_from: Some(from),
+                salvage: Some(Ok(r)),
+                ..
+            })) if *from == q && r.stopped.is_none() && r.not_recovered.is_empty()
+        )
     }
 
     /// Suspects not known to be fenced: read_only did not succeed, the instance was not
@@ -936,6 +971,7 @@ impl Engine {
             skipped: run.skipped.iter().map(|(k, v)| (*k, v.clone())).collect(),
             caught_up_from: run.caught_up_from,
             salvage: run.salvage.clone(),
+            salvaged_from: run.salvaged_from,
             routes_pending,
         };
         let entry = LogEntry::FailoverComplete {

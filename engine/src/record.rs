@@ -91,6 +91,10 @@ pub struct FailoverReport {
     pub caught_up_from: Option<NodeId>,
     /// `None` when no salvage was possible (the old master's host was gone).
     pub salvage: Option<Result<SalvageReport, String>>,
+    /// Whose binlog the salvage read (the old master's, or an earlier failed
+    /// master's when the old master's host was gone).
+    #[serde(default)]
+    pub salvaged_from: Option<NodeId>,
     /// Route tables not yet confirmed pointing at the new master (still being retried).
     pub routes_pending: Vec<String>,
 }

@@ -63,18 +63,20 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|r| r.source == Some(master) && r.io_running);
             // What it received counts too: its SQL thread will apply the relay log.
-            // Every replica is judged on every round, attached or not, quarantined or
-            // not: a quarantine stands only while the facts behind it do.
+            // A quarantine stands only while the facts behind it do: a quarantined
+            // server found clean is released, attached or not. An attached replica is
+            // never called errant here: it moves, and a status of it read after the
+            // master's but delivered first would show writes the master's lacks.
             let mut extra = st.received.difference(&master_executed);
             if self.sabotaged(Sabotage::ErrantCheck) {
                 extra = crate::gtid::GtidSet::empty(self.spec.flavour);
             }
             let quarantined = self.record.quarantined.contains_key(&id);
             match (extra.is_empty(), quarantined, attached) {
-                (true, false, true) => {}
+                (true, false, true) | (false, _, true) => {}
                 (true, false, false) => to_repoint.push(id),
                 (true, true, _) => to_release.push(id),
-                (false, _, _) => errant.push((id, extra)),
+                (false, _, false) => errant.push((id, extra)),
             }
         }
         let epoch = self.record.epoch;

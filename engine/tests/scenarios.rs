@@ -651,3 +651,51 @@ fn a_quarantine_is_lifted_when_the_master_gets_the_errant_transactions() {
     );
     assert_safe(&sim);
 }
+
+/// Salvage reads an earlier failed master only when its own failover read its whole
+/// binlog into the cluster: one that came back with errant transactions (its tail never
+/// salvaged, its host had crashed) is never read, whoever dies next.
+#[test]
+fn an_errant_old_master_is_never_a_salvage_source() {
+    let mut sim = Sim::started(spec());
+    sim.hold_io(N2, true);
+    sim.hold_io(N3, true);
+    sim.write_every = None;
+    for _ in 0..3 {
+        assert!(!sim.write_through_vip());
+    }
+    let errant_top = sim.nodes[&N1].mysqld.executed.seq(0);
+    sim.crash_host(N1);
+    sim.hold_io(N2, false);
+    sim.hold_io(N3, false);
+    sim.write_every = Some(Duration::from_millis(50));
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
+            || all_agree_master(s, N3))
+    );
+    let m = any_record(&sim).master.unwrap();
+    sim.nodes.get_mut(&N1).unwrap().host_up = true;
+    sim.restart_sidecar(N1);
+    sim.restart_mysqld(N1);
+    sim.run_for(Duration::from_secs(10));
+    assert!(any_record(&sim).quarantined.contains_key(&N1));
+    // The new master's host dies too: the third server takes over, with N1 live and
+    // quarantined beside it.
+    sim.crash_host(m);
+    let third = if m == N2 { N3 } else { N2 };
+    assert!(sim.run_until(Duration::from_secs(30), |s| {
+        s.nodes[&third]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.record().master == Some(third) && e.record().failover.is_none())
+    }));
+    let read_n1 = sim.count_commands(|c| matches!(c, Command::Salvage { from: N1, .. }));
+    assert_eq!(read_n1, 0, "N1's errant tail must never be salvaged");
+    for seq in errant_top - 2..=errant_top {
+        assert!(
+            !harness::in_history(&sim.nodes[&third].mysqld.executed, 1, seq),
+            "errant 0-1-{seq} reached the new master"
+        );
+    }
+    assert_safe(&sim);
+}

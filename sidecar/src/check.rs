@@ -132,6 +132,10 @@ fn variables(flavour: Flavour) -> Vec<(&'static str, &'static str)> {
                 "semi_sync_timeout_ms",
                 "@@global.rpl_semi_sync_master_timeout",
             ),
+            (
+                "semi_sync_wait_no_replica",
+                "@@global.rpl_semi_sync_master_wait_no_slave",
+            ),
             ("sync_binlog", "@@global.sync_binlog"),
             (
                 "innodb_flush_log_at_trx_commit",
@@ -160,6 +164,10 @@ fn variables(flavour: Flavour) -> Vec<(&'static str, &'static str)> {
             (
                 "semi_sync_timeout_ms",
                 "@@global.rpl_semi_sync_source_timeout",
+            ),
+            (
+                "semi_sync_wait_no_replica",
+                "@@global.rpl_semi_sync_source_wait_for_replica_count",
             ),
             ("sync_binlog", "@@global.sync_binlog"),
             (
@@ -502,6 +510,32 @@ fn check_durability(
             format!("set {variable} to at least {MIN_SEMI_SYNC_TIMEOUT_MS}"),
         ),
     }
+    // With no replica attached, the source must still wait (MariaDB's wait_no_slave
+    // ON; MySQL waits for at least one replica): otherwise it acknowledges alone.
+    if let Some(wait) = value("semi_sync_wait_no_replica") {
+        let (waits, variable, fix) = match flavour {
+            Flavour::Mariadb => (
+                on(&Some(wait.clone())),
+                "rpl_semi_sync_master_wait_no_slave",
+                "ON",
+            ),
+            Flavour::Mysql => (
+                wait.parse::<u64>().is_ok_and(|n| n >= 1),
+                "rpl_semi_sync_source_wait_for_replica_count",
+                "1",
+            ),
+        };
+        r.expect(
+            waits,
+            "mysql",
+            n,
+            format!("{variable} = {wait}"),
+            format!(
+                "set {variable} = {fix} (the default): otherwise a master with no replica \
+                 attached acknowledges writes alone"
+            ),
+        );
+    }
     if flavour == Flavour::Mysql {
         let recovery = value("relay_log_recovery");
         r.expect(
@@ -731,10 +765,11 @@ mod tests {
             .collect()
     }
 
-    const SAFE: [(&str, &str); 4] = [
+    const SAFE: [(&str, &str); 5] = [
         ("sync_binlog", "1"),
         ("innodb_flush_log_at_trx_commit", "1"),
         ("semi_sync_timeout_ms", "86400000"),
+        ("semi_sync_wait_no_replica", "1"),
         ("relay_log_recovery", "1"),
     ];
 
@@ -768,6 +803,11 @@ mod tests {
             ),
             ("semi_sync_timeout_ms", "10000", "timeout = 10000 ms"),
             ("relay_log_recovery", "0", "relay_log_recovery = 0"),
+            (
+                "semi_sync_wait_no_replica",
+                "0",
+                "rpl_semi_sync_source_wait_for_replica_count = 0",
+            ),
         ];
         for (name, bad, expect) in unsafe_values {
             let mut v = vars(&SAFE);

@@ -206,7 +206,16 @@ fn main() -> ExitCode {
                 "{:.0} simulated seconds in {:.2} s",
                 r.sim_seconds, r.wall_seconds
             );
-            if r.verdicts.ok() {
+            if !r.unsafe_config.is_empty() {
+                println!(
+                    "settings `multiaz check` fails: {} (lost or unreplicated writes are reported, not failed)",
+                    r.unsafe_config.join(", ")
+                );
+            }
+            if r.verdicts.passes(r.unsafe_config.is_empty()) {
+                if !r.verdicts.ok() {
+                    print_failures(&r);
+                }
                 println!("PASS");
                 ExitCode::SUCCESS
             } else {
@@ -283,7 +292,7 @@ fn main() -> ExitCode {
                     Some(false) => returned_errant += 1,
                     None => {}
                 }
-                if !r.verdicts.ok() && r.unsafe_config.is_empty() {
+                if !r.verdicts.passes(r.unsafe_config.is_empty()) {
                     failed.push(seed);
                     if sabotage.is_some() && caught.is_none() {
                         caught = Some((seed, r.verdicts.broken()));

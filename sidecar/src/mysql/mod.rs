@@ -256,8 +256,13 @@ impl MysqlAdapter {
     async fn make_writable(&self, conn: &mut Conn) -> Result<(), String> {
         let d = self.inner.dialect;
         for s in d.semi_sync_as_source() {
+            // Only the source side matters here: a server with the source plugin alone
+            // has no replica-side variable to turn off.
+            let source_side = s.contains("master_enabled") || s.contains("source_enabled");
             match conn.query_drop(*s).await {
                 Ok(()) => {}
+                Err(mysql_async::Error::Server(e))
+                    if e.code == dialect::UNKNOWN_VARIABLE && !source_side => {}
                 Err(mysql_async::Error::Server(e))
                     if e.code == dialect::UNKNOWN_VARIABLE && self.inner.allow_async =>
                 {
