@@ -100,7 +100,9 @@ fn a_switchover_moves_the_master_with_a_short_write_block_and_everyone_follows()
         assert_ok(&r);
         assert_eq!(r.final_epoch, 2, "one planned master change");
         let block = r.write_block_ms.expect("both masters acknowledged writes");
-        assert!(block <= 500, "write block {block} ms");
+        // The VIP route reaches the clients up to 500 ms after the API answered (the
+        // hostile world): ci/targets.toml's 1 s, as for the sweep.
+        assert!(block <= 1000, "write block {block} ms");
         assert!(r.timeline.iter().any(|(_, l)| l.contains("demoted")));
     }
 }
