@@ -931,6 +931,13 @@ impl Engine {
         let Some(target) = self.record.writer() else {
             return;
         };
+        // A committed candidate gets the VIP only once it holds everything (relay log
+        // applied, binlog salvaged) and is being promoted: before that, a client
+        // reading through the VIP would miss its own acknowledged writes.
+        if self.record.failover.is_some() && !self.run.as_ref().is_some_and(|r| r.routes_may_move())
+        {
+            return;
+        }
         let due = self
             .routes
             .due(&self.spec.vip.route_tables, target, self.now);

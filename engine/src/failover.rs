@@ -148,6 +148,20 @@ impl FailoverRun {
         })
     }
 
+    /// The candidate holds every transaction it will have as master (its relay log
+    /// applied, the old master's tail salvaged; it may still wait out the old master's
+    /// lease, read_only): the VIP may lead clients to it.
+    pub fn routes_may_move(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::WaitingLease { .. }
+                | Phase::Promoting { .. }
+                | Phase::Repointing { .. }
+                | Phase::AwaitingRoutes { .. }
+                | Phase::ProposingEnd { .. }
+        )
+    }
+
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::ProposingBegin { .. } => "begin",

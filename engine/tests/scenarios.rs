@@ -59,7 +59,10 @@ fn dead_master_mysqld_gives_exactly_one_promotion_to_the_most_advanced_replica()
     assert!(sim.lost_acked(N2).is_empty());
     assert!(
         sim.lost_acked(N3).is_empty(),
-        "n3 replicates from the new master"
+        "n3 replicates from the new master: lost {:?}, n3 {:?}, n2 {:?}",
+        sim.lost_acked(N3),
+        sim.nodes[&N3].mysqld.executed,
+        sim.nodes[&N2].mysqld.executed
     );
     assert!(sim.two_writers.is_empty());
     let j = sim.record(N2).journal.last().unwrap();

@@ -203,14 +203,16 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
             };
             let latency = Duration::from_millis(30 + (world.random() * 120.0) as u64);
             tokio::time::sleep(latency).await;
-            let roll = world.random();
+            // Drawn as before the token bucket replaced a per-call coin flip, so that
+            // every seed keeps its random stream.
+            let _ = world.random();
             let (delay_roll, lose_roll) = (world.random(), world.random());
             let result = world.with(|w| {
                 w.ec2.calls += 1;
                 if w.ec2.outage {
                     return Err("ServiceUnavailable".to_string());
                 }
-                if roll < w.ec2.throttle {
+                if !w.ec2.take(now()) {
                     w.ec2.throttled += 1;
                     return Err("RequestLimitExceeded".to_string());
                 }
@@ -426,6 +428,35 @@ pub async fn client_host(
     every: Duration,
 ) -> turmoil::Result {
     let mut n = 0u64;
+    let last_acked = Rc::new(std::cell::Cell::new(0u64));
+    // A reader beside the writer: whichever server the VIP leads to must have this
+    // client's newest write acknowledged before the read was sent (read-your-writes
+    // through the VIP; a read_only server answers reads).
+    {
+        let (world, route_table, last_acked) =
+            (world.clone(), route_table.clone(), last_acked.clone());
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(every * 5).await;
+                let want = last_acked.get();
+                let target = world.with(|w| w.routes.get(&route_table).copied());
+                let Some(target) = target.filter(|_| want > 0) else {
+                    continue;
+                };
+                if let Ok(Resp::ReadBack(seen)) = mysqld::ask(
+                    target,
+                    &Req::ReadBack { client: id },
+                    Duration::from_secs(2),
+                )
+                .await
+                {
+                    if seen < want {
+                        world.with(|w| w.stale_reads.push((now(), id, target, seen, want)));
+                    }
+                }
+            }
+        });
+    }
     loop {
         tokio::time::sleep(every).await;
         n += 1;
@@ -438,6 +469,7 @@ pub async fn client_host(
         )
         .await
         {
+            last_acked.set(n);
             world.with(|w| {
                 let replicated = !w.unreplicated.contains(&gtid);
                 w.acked.push(Acked {

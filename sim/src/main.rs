@@ -116,6 +116,10 @@ fn print_failures(r: &RunReport) {
             "writes acknowledged that no replica had",
             &v.unreplicated_acks,
         ),
+        (
+            "read-backs that missed the client's own acknowledged write",
+            &v.stale_reads,
+        ),
         ("errant transactions on replicas", &v.errant_on_survivors),
         ("servers that did not rejoin", &v.not_rejoined),
     ] {

@@ -34,9 +34,20 @@ const CONNECT_RETRY: Duration = Duration::from_millis(1000);
 pub enum Req {
     Probe,
     Op(MysqlOp),
-    Write { client: u32, n: u64 },
-    Subscribe { have: GtidSet },
-    Apply { txns: Vec<Txn> },
+    Write {
+        client: u32,
+        n: u64,
+    },
+    /// The newest write of `client` this server has (a read; read_only allows it).
+    ReadBack {
+        client: u32,
+    },
+    Subscribe {
+        have: GtidSet,
+    },
+    Apply {
+        txns: Vec<Txn>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +55,7 @@ pub enum Resp {
     Status(MysqlStatus),
     Op(Result<MysqlReply, String>),
     Written(Result<Gtid, String>),
+    ReadBack(u64),
     /// Transactions applied; the index of the first one refused, if any.
     Applied {
         applied: u64,
@@ -133,6 +145,13 @@ async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream
     let same = |w: &World| w.mysqld(me, |m| m.alive && m.incarnation == incarnation);
     let resp = match req {
         Req::Probe => Resp::Status(status(&world, me)),
+        Req::ReadBack { client } => Resp::ReadBack(world.mysqld(me, |m| {
+            m.binlog
+                .iter()
+                .rev()
+                .find(|t| t.client == client)
+                .map_or(0, |t| t.n)
+        })),
         Req::Op(op) => Resp::Op(op_(&world, me, op, incarnation).await),
         Req::Write { client, n } => {
             let gtid = world.mysqld(me, |m| {

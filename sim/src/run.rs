@@ -59,6 +59,8 @@ pub struct Verdicts {
     /// Writes acknowledged to a client while no other server had received them (the
     /// semi-sync promise broken: the next failover loses them).
     pub unreplicated_acks: Vec<String>,
+    /// Read-backs through the VIP that missed the client's newest acknowledged write.
+    pub stale_reads: Vec<String>,
     pub errant_on_survivors: Vec<String>,
     /// Scenarios `switchover` and `rejoin`: live servers without errant transactions
     /// that ended detached from the final master (each must rejoin by itself), and a
@@ -78,6 +80,7 @@ impl Verdicts {
             ("lost-binlog-events", !self.lost_binlog_events.is_empty()),
             ("split-brain", !self.split_brain_ms.is_empty()),
             ("unreplicated-acks", !self.unreplicated_acks.is_empty()),
+            ("stale-reads", !self.stale_reads.is_empty()),
             ("errant-on-replicas", !self.errant_on_survivors.is_empty()),
             ("not-rejoined", !self.not_rejoined.is_empty()),
             ("no-writes-after-heal", !self.live_after_heal),
@@ -116,6 +119,7 @@ impl Verdicts {
             && self.lost_binlog_events.is_empty()
             && self.split_brain_ms.is_empty()
             && self.unreplicated_acks.is_empty()
+            && self.stale_reads.is_empty()
             && self.errant_on_survivors.is_empty()
             && self.not_rejoined.is_empty()
             && self.live_after_heal
@@ -352,7 +356,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
                     held.remove(&(a.clone(), b.clone()));
                 }
                 Fault::RepairAll => repair_all(&mut sim),
-                Fault::ApiThrottle(r) => world.with(|w| w.ec2.throttle = *r),
+                Fault::ApiThrottle(r) => world.with(|w| w.ec2.set_others(*r, now)),
                 Fault::ApiOutage(on) => world.with(|w| w.ec2.outage = *on),
                 Fault::Operator(n, req) => world.with(|w| w.operator.push((*n, *req))),
             }
@@ -368,7 +372,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
                 sim.release(a.as_str(), b.as_str());
             }
             world.with(|w| {
-                w.ec2.throttle = 0.0;
+                w.ec2.set_others(0.0, now);
                 w.ec2.outage = false;
             });
             for n in std::mem::take(&mut crashed) {
@@ -409,14 +413,21 @@ pub fn run(cfg: &RunConfig) -> RunReport {
 
     // ---- verdicts -------------------------------------------------------------------
     let end = sim.elapsed();
-    let (views, acked, events, mut world_timeline) = world.with(|w| {
+    let (views, acked, events, mut world_timeline, stale) = world.with(|w| {
         (
             w.views.clone(),
             w.acked.clone(),
             w.events.clone(),
             w.timeline.clone(),
+            w.stale_reads.clone(),
         )
     });
+    let stale_reads: Vec<String> = stale
+        .iter()
+        .map(|(at, client, server, seen, acked)| {
+            format!("client {client} read {server} at {at:?}: newest write {seen}, acknowledged {acked}")
+        })
+        .collect();
     let final_view = views
         .iter()
         .filter(|(n, _)| !crashed.contains(n))
@@ -608,6 +619,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             lost_binlog_events,
             split_brain_ms: split_brain,
             unreplicated_acks,
+            stale_reads,
             errant_on_survivors,
             not_rejoined,
             live_after_heal,

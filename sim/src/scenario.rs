@@ -17,7 +17,8 @@ pub enum Scenario {
     HostCrash,
     /// The master's AZ (its database host and its clients) is cut off.
     AzPartition,
-    /// The master's mysqld dies while half of the EC2 API calls are throttled.
+    /// The master's mysqld dies while other clusters in the account fail over too: they
+    /// emptied the account's ReplaceRoute token bucket and take half its refill.
     ApiThrottle,
     /// The master's mysqld dies while the EC2 API is down for 30 s.
     ApiOutage,
@@ -90,7 +91,11 @@ impl fmt::Display for Fault {
             Fault::Hold(a, b) => write!(f, "clog link {a} <-> {b}"),
             Fault::Release(a, b) => write!(f, "release link {a} <-> {b}"),
             Fault::RepairAll => write!(f, "network healed"),
-            Fault::ApiThrottle(r) => write!(f, "EC2 API throttles {:.0}% of calls", r * 100.0),
+            Fault::ApiThrottle(r) => write!(
+                f,
+                "other clusters in the account take {:.0}% of the EC2 mutating-call refill",
+                r * 100.0
+            ),
             Fault::ApiOutage(true) => write!(f, "EC2 API down"),
             Fault::ApiOutage(false) => write!(f, "EC2 API back"),
             Fault::Operator(n, OperatorRequest::Switchover { to }) => {

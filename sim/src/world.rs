@@ -288,15 +288,68 @@ impl Mysqld {
     }
 }
 
+/// The account's token bucket for mutating EC2 actions (ReplaceRoute, StopInstances),
+/// as AWS documents it: 50 tokens, 5 more each second, a call that finds none answered
+/// RequestLimitExceeded (docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html).
+pub const MUTATING_BUCKET: f64 = 50.0;
+pub const MUTATING_REFILL_PER_S: f64 = 5.0;
+
 /// The model EC2 API's behaviour, changed by faults.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Ec2State {
-    /// Share of calls answered RequestLimitExceeded.
-    pub throttle: f64,
+    /// Tokens in the account's mutating-action bucket, as of `refilled_at`.
+    pub tokens: f64,
+    pub refilled_at: Duration,
+    /// The share of the bucket's refill that other clusters in the same account use
+    /// (an AZ outage: everyone fails over at once).
+    pub others: f64,
     /// Every call fails with ServiceUnavailable.
     pub outage: bool,
     pub calls: u64,
     pub throttled: u64,
+}
+
+impl Default for Ec2State {
+    fn default() -> Self {
+        Ec2State {
+            tokens: MUTATING_BUCKET,
+            refilled_at: Duration::ZERO,
+            others: 0.0,
+            outage: false,
+            calls: 0,
+            throttled: 0,
+        }
+    }
+}
+
+impl Ec2State {
+    /// Other clusters in the account take `share` of the refill from now on; when they
+    /// start, their burst has emptied the bucket.
+    pub fn set_others(&mut self, share: f64, now: Duration) {
+        self.refill(now);
+        if share > 0.0 && self.others == 0.0 {
+            self.tokens = 0.0;
+        }
+        self.others = share.clamp(0.0, 1.0);
+    }
+
+    fn refill(&mut self, now: Duration) {
+        let dt = now.saturating_sub(self.refilled_at).as_secs_f64();
+        let rate = MUTATING_REFILL_PER_S * (1.0 - self.others);
+        self.tokens = (self.tokens + rate * dt).min(MUTATING_BUCKET);
+        self.refilled_at = now;
+    }
+
+    /// One mutating call at `now`: a token, or throttled.
+    pub fn take(&mut self, now: Duration) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -341,6 +394,9 @@ pub struct WorldState {
     pub hostility: Hostility,
     /// A safety mechanism switched off in this run (negative controls).
     pub sabotage: Option<multiaz_engine::Sabotage>,
+    /// Read-backs through the VIP that did not see the client's newest acknowledged
+    /// write: (when, client, server read, newest seen, newest acknowledged).
+    pub stale_reads: Vec<(Duration, u32, NodeId, u64, u64)>,
     /// Transactions a server acknowledged while no other server had received them.
     pub unreplicated: BTreeSet<Gtid>,
     /// Route changes per table so far: a delayed data-plane update lands only if no
@@ -398,6 +454,7 @@ impl World {
                 operator: Vec::new(),
                 hostility,
                 sabotage: None,
+                stale_reads: Vec::new(),
                 unreplicated: BTreeSet::new(),
                 route_changes: BTreeMap::new(),
             })),

@@ -345,14 +345,17 @@ impl Sim {
         self.events.iter().any(|(_, _, e)| f(e))
     }
 
-    /// Acknowledged writes missing from `n`'s mysqld, by exact GTID: the same
+    /// Acknowledged writes missing from `n`'s mysqld (executed or in its relay log), by
+    /// exact GTID: the same
     /// sequence number written by another server (a diverged history) does not count
     /// as the acknowledged write.
     pub fn lost_acked(&self, n: NodeId) -> Vec<(u32, u64)> {
-        let ex = &self.nodes[&n].mysqld.executed;
+        // What it received counts: its SQL thread applies the relay log.
+        let m = &self.nodes[&n].mysqld;
+        let has = m.executed.union(&m.received);
         self.acked
             .iter()
-            .filter(|(sid, seq)| !in_history(ex, *sid, *seq))
+            .filter(|(sid, seq)| !in_history(&has, *sid, *seq))
             .copied()
             .collect()
     }
