@@ -109,6 +109,27 @@ fn any_record(sim: &Sim) -> ClusterRecord {
     sim.record(id).clone()
 }
 
+/// N1 writes three transactions no replica receives, then its whole host goes away (no
+/// salvage possible): they are errant when it returns. The cluster fails over to N2 or
+/// N3, which goes on writing. Returns the new master.
+fn fail_over_from_a_master_with_an_unsalvageable_tail(sim: &mut Sim) -> NodeId {
+    sim.hold_io(N2, true);
+    sim.hold_io(N3, true);
+    sim.write_every = None;
+    for _ in 0..3 {
+        assert!(!sim.write_through_vip());
+    }
+    sim.crash_host(N1);
+    sim.hold_io(N2, false);
+    sim.hold_io(N3, false);
+    sim.write_every = Some(Duration::from_millis(50));
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
+            || all_agree_master(s, N3))
+    );
+    any_record(sim).master.unwrap()
+}
+
 /// At most one distinct node promoted per epoch, and never two writable at once.
 fn assert_safe(sim: &Sim) {
     assert!(
@@ -512,20 +533,7 @@ fn a_returning_old_master_with_errant_transactions_is_kept_out() {
     // (no salvage possible): that transaction is errant when the host returns.
     // The new master goes on writing past those sequence numbers: the errant ones
     // must still be told apart (by the per-server state, as gtid_binlog_state has it).
-    sim.hold_io(N2, true);
-    sim.hold_io(N3, true);
-    sim.write_every = None;
-    for _ in 0..3 {
-        assert!(!sim.write_through_vip());
-    }
-    sim.crash_host(N1);
-    sim.hold_io(N2, false);
-    sim.hold_io(N3, false);
-    sim.write_every = Some(Duration::from_millis(50));
-    assert!(
-        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
-            || all_agree_master(s, N3))
-    );
+    fail_over_from_a_master_with_an_unsalvageable_tail(&mut sim);
     sim.run_for(Duration::from_secs(2));
     let m = any_record(&sim).master.unwrap();
     assert!(sim.nodes[&m].mysqld.executed.seq(0) > sim.nodes[&N1].mysqld.executed.seq(0));
@@ -622,20 +630,7 @@ fn a_replica_is_not_called_errant_against_the_candidate_before_its_relay_log_is_
 #[test]
 fn a_quarantine_is_lifted_when_the_master_gets_the_errant_transactions() {
     let mut sim = Sim::started(spec());
-    sim.hold_io(N2, true);
-    sim.hold_io(N3, true);
-    sim.write_every = None;
-    for _ in 0..3 {
-        assert!(!sim.write_through_vip());
-    }
-    sim.crash_host(N1);
-    sim.hold_io(N2, false);
-    sim.hold_io(N3, false);
-    assert!(
-        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
-            || all_agree_master(s, N3))
-    );
-    let m = any_record(&sim).master.unwrap();
+    let m = fail_over_from_a_master_with_an_unsalvageable_tail(&mut sim);
     sim.nodes.get_mut(&N1).unwrap().host_up = true;
     sim.restart_sidecar(N1);
     sim.restart_mysqld(N1);
@@ -661,22 +656,8 @@ fn a_quarantine_is_lifted_when_the_master_gets_the_errant_transactions() {
 #[test]
 fn an_errant_old_master_is_never_a_salvage_source() {
     let mut sim = Sim::started(spec());
-    sim.hold_io(N2, true);
-    sim.hold_io(N3, true);
-    sim.write_every = None;
-    for _ in 0..3 {
-        assert!(!sim.write_through_vip());
-    }
+    let m = fail_over_from_a_master_with_an_unsalvageable_tail(&mut sim);
     let errant_top = sim.nodes[&N1].mysqld.executed.seq(0);
-    sim.crash_host(N1);
-    sim.hold_io(N2, false);
-    sim.hold_io(N3, false);
-    sim.write_every = Some(Duration::from_millis(50));
-    assert!(
-        sim.run_until(Duration::from_secs(30), |s| all_agree_master(s, N2)
-            || all_agree_master(s, N3))
-    );
-    let m = any_record(&sim).master.unwrap();
     sim.nodes.get_mut(&N1).unwrap().host_up = true;
     sim.restart_sidecar(N1);
     sim.restart_mysqld(N1);
