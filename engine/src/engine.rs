@@ -934,7 +934,9 @@ impl Engine {
         // A committed candidate gets the VIP only once it holds everything (relay log
         // applied, binlog salvaged) and is being promoted: before that, a client
         // reading through the VIP would miss its own acknowledged writes.
-        if self.record.failover.is_some() && !self.run.as_ref().is_some_and(|r| r.routes_may_move())
+        if self.record.failover.is_some()
+            && !self.run.as_ref().is_some_and(|r| r.routes_may_move())
+            && !self.sabotaged(Sabotage::VipEarly)
         {
             return;
         }

@@ -24,10 +24,13 @@ pub enum Sabotage {
     /// Make a server writable without turning semi-sync source on (the adapter's part:
     /// the simulation's model mysqld carries it out).
     SemiSyncOnWritable,
+    /// Move the VIP to a committed candidate before it holds everything (relay log
+    /// applied, salvage done).
+    VipEarly,
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 7] = [
+    pub const ALL: [Sabotage; 8] = [
         Sabotage::LeaseWait,
         Sabotage::SelfFence,
         Sabotage::FenceBeforePromote,
@@ -35,6 +38,7 @@ impl Sabotage {
         Sabotage::CatchUp,
         Sabotage::ErrantCheck,
         Sabotage::SemiSyncOnWritable,
+        Sabotage::VipEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +50,7 @@ impl Sabotage {
             Sabotage::CatchUp => "catch-up",
             Sabotage::ErrantCheck => "errant-check",
             Sabotage::SemiSyncOnWritable => "semi-sync-on-writable",
+            Sabotage::VipEarly => "vip-early",
         }
     }
 
