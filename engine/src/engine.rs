@@ -800,14 +800,7 @@ impl Engine {
                     // Made writable: if the lease ran out (or a newer epoch came) while
                     // that was under way, fence again at once rather than at the next
                     // probe (a probe sent before now is not trusted, see above).
-                    Ok(_) if writable => {
-                        if let Some(why) = self.fence_reason() {
-                            if !self.sabotaged(Sabotage::SelfFence) {
-                                self.emit(Event::SelfFenced { why });
-                                self.set_local_read_only(MysqlOp::SetReadOnly);
-                            }
-                        }
-                    }
+                    Ok(_) if writable => self.fence_if_needed(),
                     Ok(_) => {}
                 }
             }
@@ -861,16 +854,21 @@ impl Engine {
             return;
         }
         self.local.read_only_seen = None;
-        if self.local.enforcing {
+        if !self.local.enforcing {
+            self.fence_if_needed();
+        }
+    }
+
+    /// Makes the local mysqld read_only when it must not be writable now.
+    fn fence_if_needed(&mut self) {
+        let Some(why) = self.fence_reason() else {
+            return;
+        };
+        if self.sabotaged(Sabotage::SelfFence) {
             return;
         }
-        if let Some(why) = self.fence_reason() {
-            if self.sabotaged(Sabotage::SelfFence) {
-                return;
-            }
-            self.emit(Event::SelfFenced { why });
-            self.set_local_read_only(MysqlOp::SetReadOnly);
-        }
+        self.emit(Event::SelfFenced { why });
+        self.set_local_read_only(MysqlOp::SetReadOnly);
     }
 
     /// Why the local mysqld must not be writable now, if it must not.

@@ -40,8 +40,8 @@ pub(crate) struct FailoverRun {
     tried: BTreeSet<NodeId>,
     choice: Option<Choice>,
     caught_up_from: Option<NodeId>,
-    salvage: Option<Result<SalvageReport, String>>,
-    salvaged_from: Option<NodeId>,
+    /// Whose binlog was read, and how that went.
+    salvage: Option<(NodeId, Result<SalvageReport, String>)>,
     /// A planned switchover to this node, run in order (see `switchover.rs`) until its
     /// target is committed. `None` also when a new coordinator finishes a switchover
     /// whose target was already committed: that is done as a failover.
@@ -125,7 +125,6 @@ impl FailoverRun {
             choice: None,
             caught_up_from: None,
             salvage: None,
-            salvaged_from: None,
             planned: None,
         }
     }
@@ -297,8 +296,9 @@ impl Engine {
                 "the candidate did not apply its relay log within the step timeout".into(),
                 None,
             ),
-            Phase::Salvaging { .. } => {
-                self.run_mut().salvage = Some(Err("salvage timed out".into()));
+            Phase::Salvaging { from, .. } => {
+                let from = *from;
+                self.run_mut().salvage = Some((from, Err("salvage timed out".into())));
                 self.after_salvage();
             }
             Phase::WaitingLease { .. } => self.promote(),
@@ -518,9 +518,7 @@ impl Engine {
                         from,
                         outcome: r.clone(),
                     });
-                    let run = self.run_mut();
-                    run.salvage = Some(r);
-                    run.salvaged_from = Some(from);
+                    self.run_mut().salvage = Some((from, r));
                     self.after_salvage();
                 }
             }
@@ -784,12 +782,6 @@ impl Engine {
             self.after_fence();
             return;
         }
-        self.act_on_candidate();
-    }
-
-    /// The candidate's relay log, salvage, the lease, promotion: only once the
-    /// candidate is committed.
-    fn act_on_candidate(&mut self) {
         if self.run_mut().planned.is_some() {
             // Demoted, caught up, committed: the old master is fenced by its demotion.
             return self.promote();
@@ -984,8 +976,8 @@ impl Engine {
             duration_ms: now.since(run.started).as_millis() as u64,
             skipped: run.skipped.iter().map(|(k, v)| (*k, v.clone())).collect(),
             caught_up_from: run.caught_up_from,
-            salvage: run.salvage.clone(),
-            salvaged_from: run.salvaged_from,
+            salvage: run.salvage.as_ref().map(|(_, r)| r.clone()),
+            salvaged_from: run.salvage.as_ref().map(|(from, _)| *from),
             routes_pending,
         };
         let entry = LogEntry::FailoverComplete {

@@ -72,11 +72,11 @@ impl Engine {
                 extra = crate::gtid::GtidSet::empty(self.spec.flavour);
             }
             let quarantined = self.record.quarantined.contains_key(&id);
-            match (extra.is_empty(), quarantined, attached) {
-                (true, false, true) | (false, _, true) => {}
-                (true, false, false) => to_repoint.push(id),
-                (true, true, _) => to_release.push(id),
-                (false, _, false) => errant.push((id, extra)),
+            match (extra.is_empty(), quarantined) {
+                (true, true) => to_release.push(id),
+                (true, false) if !attached => to_repoint.push(id),
+                (false, _) if !attached => errant.push((id, extra)),
+                _ => {}
             }
         }
         let epoch = self.record.epoch;

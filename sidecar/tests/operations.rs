@@ -84,11 +84,6 @@ async fn replicates_from(db: &Mariadb, source: &Mariadb) -> bool {
         && col(&s, "Slave_SQL_Running") == "Yes"
 }
 
-async fn read_only(db: &Mariadb) -> Option<bool> {
-    let r = query_row(db.port, "SELECT @@read_only AS ro").await?;
-    Some(col(&r, "ro") == "1")
-}
-
 /// Runs `multiaz` off the runtime's threads (the writer keeps writing meanwhile).
 async fn multiaz_async(args: &[&str], config: &Path) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -23,11 +23,6 @@ async fn semi_sync_source(db: &Mariadb) -> Option<(bool, bool)> {
     Some((col(&enabled, "e") == "1", col(&status, "Value") == "ON"))
 }
 
-async fn read_only(db: &Mariadb) -> Option<bool> {
-    let r = query_row(db.port, "SELECT @@read_only AS ro").await?;
-    Some(col(&r, "ro") == "1")
-}
-
 fn signal(db: &Mariadb, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &db.child.0.id().to_string()])

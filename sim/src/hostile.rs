@@ -49,6 +49,11 @@ impl ServerConfig {
         }
     }
 
+    /// How long a received transaction waits before the SQL thread applies it.
+    pub fn apply_lag(&self) -> Duration {
+        Duration::from_millis(self.apply_lag_ms)
+    }
+
     /// A crash loses nothing this server wrote.
     pub fn durable(&self) -> bool {
         self.sync_binlog && self.flush_at_commit

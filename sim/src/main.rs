@@ -40,7 +40,7 @@ enum Cmd {
         /// Switch one safety mechanism off (a negative control; needs a build with
         /// `--features sabotage`).
         #[arg(long, value_parser = sabotage_names())]
-        sabotage: Option<String>,
+        sabotage: Option<Sabotage>,
     },
     /// Many seeds: a progress line on stderr, a summary (or one JSON object with
     /// --json) on stdout. Exits non-zero if any seed fails.
@@ -63,26 +63,14 @@ enum Cmd {
         /// the invariants that caught it, and exits non-zero; it exits 0 only when no
         /// seed caught the sabotage.
         #[arg(long, value_parser = sabotage_names())]
-        sabotage: Option<String>,
+        sabotage: Option<Sabotage>,
     },
 }
 
-fn sabotage_names() -> clap::builder::PossibleValuesParser {
+fn sabotage_names() -> impl clap::builder::TypedValueParser<Value = Sabotage> {
+    use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(Sabotage::ALL.map(Sabotage::name))
-}
-
-/// The sabotage asked for, if this build can carry it out.
-fn sabotage(name: Option<String>) -> Result<Option<Sabotage>, String> {
-    let Some(name) = name else { return Ok(None) };
-    if !cfg!(feature = "sabotage") {
-        return Err(format!(
-            "--sabotage {name}: this multiaz-sim was built without the negative controls; \
-             build it with `cargo build --release -p multiaz-sim --features sabotage`"
-        ));
-    }
-    Sabotage::parse(&name)
-        .map(Some)
-        .ok_or_else(|| format!("--sabotage {name}: no such safety mechanism"))
+        .try_map(|name| Sabotage::parse(&name).ok_or("no such safety mechanism"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -139,21 +127,24 @@ fn print_failures(r: &RunReport) {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let (Cmd::Run { sabotage, .. } | Cmd::Sweep { sabotage, .. }) = &cli.command;
+    if let Some(s) = sabotage.filter(|_| !cfg!(feature = "sabotage")) {
+        eprintln!(
+            "--sabotage {}: this multiaz-sim was built without the negative controls; \
+             build it with `cargo build --release -p multiaz-sim --features sabotage`",
+            s.name()
+        );
+        return ExitCode::from(2);
+    }
+    match cli.command {
         Cmd::Run {
             scenario,
             seed,
             flavour,
             seconds,
-            sabotage: name,
+            sabotage,
         } => {
-            let sabotage = match sabotage(name) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
             let r = run(&RunConfig {
                 scenario,
                 seed,
@@ -235,15 +226,8 @@ fn main() -> ExitCode {
             flavour,
             seconds,
             json,
-            sabotage: name,
+            sabotage,
         } => {
-            let sabotage = match sabotage(name) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
             let mut caught: Option<(u64, Vec<&'static str>)> = None;
             let wall = Instant::now();
             let tty = std::io::stderr().is_terminal();

@@ -374,18 +374,16 @@ async fn stream_binlog(
         tokio::task::spawn_local(async move {
             while let Ok(ack) = wire::recv::<Ack>(&mut rd).await {
                 heard.set(now());
-                world.mysqld(me, |m| {
-                    m.last_ack_heard = now();
-                    if let Ack::Got(g) = ack {
+                if let Ack::Got(g) = ack {
+                    world.mysqld(me, |m| {
                         m.acked.insert(g);
                         m.async_fallback = false;
-                    }
-                });
+                    });
+                }
                 world.changed.notify_waiters();
             }
         })
     };
-    world.mysqld(me, |m| m.subscribers += 1);
     let mut pos = 0usize;
     let same = |w: &World| w.mysqld(me, |m| m.alive && m.incarnation == incarnation);
     let heard = heard_from.clone();
@@ -426,11 +424,6 @@ async fn stream_binlog(
         }
     }
     acks.abort();
-    world.mysqld(me, |m| {
-        if m.incarnation == incarnation {
-            m.subscribers = m.subscribers.saturating_sub(1);
-        }
-    });
 }
 
 /// The replica's IO thread: connects to its source, receives into the relay log,
@@ -527,7 +520,7 @@ async fn sql_thread(world: World, me: NodeId) {
             while m.alive
                 && m.relay
                     .front()
-                    .is_some_and(|(at, _)| t >= *at + m.apply_lag)
+                    .is_some_and(|(at, _)| t >= *at + m.config.apply_lag())
             {
                 let (_, txn) = m.relay.pop_front().expect("checked");
                 m.apply(txn);

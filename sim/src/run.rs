@@ -54,7 +54,8 @@ pub struct RunConfig {
 pub struct Verdicts {
     pub lost_acked_writes: Vec<String>,
     pub lost_binlog_events: Vec<String>,
-    /// Instants (ms) at which two servers could acknowledge writes.
+    /// Instants (ms) at which two servers were writable, or at which a server
+    /// acknowledged a write between two writes another one acknowledged within a lease.
     pub split_brain_ms: Vec<u64>,
     /// Writes acknowledged to a client while no other server had received them (the
     /// semi-sync promise broken: the next failover loses them).
@@ -74,8 +75,7 @@ pub struct Verdicts {
 impl Verdicts {
     /// The invariants this run broke, by name.
     pub fn broken(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        let checks = [
+        [
             ("lost-acked-writes", !self.lost_acked_writes.is_empty()),
             ("lost-binlog-events", !self.lost_binlog_events.is_empty()),
             ("split-brain", !self.split_brain_ms.is_empty()),
@@ -85,45 +85,32 @@ impl Verdicts {
             ("not-rejoined", !self.not_rejoined.is_empty()),
             ("no-writes-after-heal", !self.live_after_heal),
             ("software-error", self.software_error.is_some()),
-        ];
-        for (name, broken) in checks {
-            if broken {
-                out.push(name);
-            }
-        }
-        out
+        ]
+        .into_iter()
+        .filter_map(|(name, broken)| broken.then_some(name))
+        .collect()
     }
 
-    /// On settings `multiaz check` fails, what those settings can explain (lost or
-    /// unreplicated writes, lost binlog events, errant transactions) is reported, not
-    /// failed; the rest must hold whatever the settings: one writer at a time, writes
-    /// after the heal, servers rejoining, no software error.
-    pub fn ok_on_unsafe_settings(&self) -> bool {
-        self.split_brain_ms.is_empty()
-            && self.not_rejoined.is_empty()
-            && self.live_after_heal
-            && self.software_error.is_none()
-    }
-
-    /// This run passes, given whether its settings pass `multiaz check`.
+    /// This run passes, given whether its settings pass `multiaz check`. On settings
+    /// the check fails, what those settings can explain (lost, unreplicated or stale
+    /// writes, lost binlog events, errant transactions) is reported, not failed; the
+    /// rest must hold whatever the settings: one writer at a time, writes after the
+    /// heal, servers rejoining, no software error.
     pub fn passes(&self, settings_pass_check: bool) -> bool {
-        if settings_pass_check {
-            self.ok()
-        } else {
-            self.ok_on_unsafe_settings()
-        }
+        const EXPLAINED_BY_UNSAFE_SETTINGS: [&str; 5] = [
+            "lost-acked-writes",
+            "lost-binlog-events",
+            "unreplicated-acks",
+            "stale-reads",
+            "errant-on-replicas",
+        ];
+        self.broken()
+            .iter()
+            .all(|b| !settings_pass_check && EXPLAINED_BY_UNSAFE_SETTINGS.contains(b))
     }
 
     pub fn ok(&self) -> bool {
-        self.lost_acked_writes.is_empty()
-            && self.lost_binlog_events.is_empty()
-            && self.split_brain_ms.is_empty()
-            && self.unreplicated_acks.is_empty()
-            && self.stale_reads.is_empty()
-            && self.errant_on_survivors.is_empty()
-            && self.not_rejoined.is_empty()
-            && self.live_after_heal
-            && self.software_error.is_none()
+        self.broken().is_empty()
     }
 }
 
@@ -413,13 +400,14 @@ pub fn run(cfg: &RunConfig) -> RunReport {
 
     // ---- verdicts -------------------------------------------------------------------
     let end = sim.elapsed();
-    let (views, acked, events, mut world_timeline, stale) = world.with(|w| {
+    let (views, acked, events, mut world_timeline, stale, unreplicated) = world.with(|w| {
         (
             w.views.clone(),
             w.acked.clone(),
             w.events.clone(),
             w.timeline.clone(),
             w.stale_reads.clone(),
+            w.unreplicated.clone(),
         )
     });
     let stale_reads: Vec<String> = stale
@@ -447,24 +435,14 @@ pub fn run(cfg: &RunConfig) -> RunReport {
     let lost_acked_writes: Vec<String> = acked
         .iter()
         .filter(|a| !master_binlog.contains(&a.gtid) || !master_writes.contains(&(a.client, a.n)))
-        .map(|a| {
-            format!(
-                "{} (client {} write {}, acked by {} at {:?})",
-                a.gtid, a.client, a.n, a.server, a.at
-            )
-        })
+        .map(Acked::to_string)
         .collect();
     let two_writers_acked = interleaved_acks(&acked, spec.timing.lease());
     split_brain.extend(two_writers_acked);
     let unreplicated_acks: Vec<String> = acked
         .iter()
-        .filter(|a| !a.replicated)
-        .map(|a| {
-            format!(
-                "{} (client {}, acked by {} at {:?})",
-                a.gtid, a.client, a.server, a.at
-            )
-        })
+        .filter(|a| unreplicated.contains(&a.gtid))
+        .map(Acked::to_string)
         .collect();
     let lost_binlog_events: Vec<String> = binlog_at_kill
         .iter()

@@ -143,17 +143,19 @@ fn db_ids() -> impl Iterator<Item = NodeId> {
     (1..=DB_HOSTS.len() as u64).map(NodeId)
 }
 
+/// The initial master's links to both replicas drop what it sends.
+fn master_cut_off() -> Fault {
+    Fault::PartitionOneway(
+        vec![DB_HOSTS[0].into()],
+        vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
+    )
+}
+
 /// The master's last transactions reach no replica (the link from it drops them),
 /// then `fault` hits: they are in its binlog only.
 fn cut_off_then(at: Duration, fault: Fault) -> Vec<(Duration, Fault)> {
     vec![
-        (
-            at - s(0.3),
-            Fault::PartitionOneway(
-                vec![DB_HOSTS[0].into()],
-                vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
-            ),
-        ),
+        (at - s(0.3), master_cut_off()),
         (at, fault),
         (at + s(0.01), Fault::RepairAll),
     ]
@@ -208,13 +210,7 @@ impl Plan {
                         at + s(1.0 + rng.random::<f64>()),
                         Fault::StartMysqld(master),
                     ),
-                    (
-                        cut,
-                        Fault::PartitionOneway(
-                            vec![DB_HOSTS[0].into()],
-                            vec![DB_HOSTS[1].into(), DB_HOSTS[2].into()],
-                        ),
-                    ),
+                    (cut, master_cut_off()),
                     (cut + s(5.0), Fault::RepairAll),
                     (
                         cut + s(6.0),

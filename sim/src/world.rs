@@ -135,14 +135,8 @@ pub struct Mysqld {
     pub io_running: bool,
     /// The IO thread is connected to its source right now.
     pub io_connected: bool,
-    /// How long a received transaction waits before the SQL thread applies it.
-    pub apply_lag: Duration,
     /// Transactions a replica acknowledged receiving (semi-sync).
     pub acked: BTreeSet<Gtid>,
-    /// Replica streams connected to this server now.
-    pub subscribers: usize,
-    /// When a replica last answered (an acknowledgement or a heartbeat reply).
-    pub last_ack_heard: Duration,
     /// Its settings (durability, semi-sync timeout, lag).
     pub config: ServerConfig,
     /// Binlog entries on disk for sure: all of them when the binlog is synced at each
@@ -168,10 +162,7 @@ impl Mysqld {
             source: master,
             io_running: master.is_some(),
             io_connected: false,
-            apply_lag: Duration::from_millis(2),
             acked: BTreeSet::new(),
-            subscribers: 0,
-            last_ack_heard: Duration::ZERO,
             config: ServerConfig::recommended(),
             synced: 0,
             async_fallback: false,
@@ -258,7 +249,6 @@ impl Mysqld {
         self.alive = false;
         self.incarnation += 1;
         self.io_connected = false;
-        self.subscribers = 0;
     }
 
     /// mysqld starts again with the configuration multiaz asks for: `read_only=ON` and
@@ -276,15 +266,6 @@ impl Mysqld {
             // fetched again from the source, not applied as it was.
             self.relay.clear();
         }
-    }
-
-    /// Able to acknowledge a write right now: writable, with a replica attached that
-    /// answered within the replication timeout.
-    pub fn can_acknowledge(&self, now: Duration) -> bool {
-        self.alive
-            && !self.read_only
-            && self.subscribers > 0
-            && now.saturating_sub(self.last_ack_heard) < REPLICATION_TIMEOUT
     }
 }
 
@@ -360,8 +341,16 @@ pub struct Acked {
     pub n: u64,
     pub server: NodeId,
     pub gtid: Gtid,
-    /// Another server had received it when the server acknowledged it.
-    pub replicated: bool,
+}
+
+impl std::fmt::Display for Acked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (client {} write {}, acked by {} at {:?})",
+            self.gtid, self.client, self.n, self.server, self.at
+        )
+    }
 }
 
 /// What each sidecar last believed, for invariants and the timeline.
@@ -426,7 +415,6 @@ impl World {
                     (n.id != master).then_some(master),
                 );
                 if let Some(c) = hostility.servers.get(&n.id) {
-                    m.apply_lag = Duration::from_millis(c.apply_lag_ms);
                     m.config = c.clone();
                 }
                 (n.id, m)

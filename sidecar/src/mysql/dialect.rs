@@ -111,17 +111,19 @@ impl Dialect {
         }
     }
 
-    /// Semi-sync settings of a master (source side on, replica side off).
-    pub fn semi_sync_as_source(self) -> &'static [&'static str] {
+    /// Semi-sync settings of a master: (replica side off, source side on). Only the
+    /// second matters to what the master acknowledges; a server with the source
+    /// plugin alone has no replica-side variable.
+    pub fn semi_sync_as_source(self) -> (&'static str, &'static str) {
         match self.0 {
-            Flavour::Mariadb => &[
+            Flavour::Mariadb => (
                 "SET GLOBAL rpl_semi_sync_slave_enabled = OFF",
                 "SET GLOBAL rpl_semi_sync_master_enabled = ON",
-            ],
-            Flavour::Mysql => &[
+            ),
+            Flavour::Mysql => (
                 "SET GLOBAL rpl_semi_sync_replica_enabled = OFF",
                 "SET GLOBAL rpl_semi_sync_source_enabled = ON",
-            ],
+            ),
         }
     }
 

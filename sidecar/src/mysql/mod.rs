@@ -255,33 +255,26 @@ impl MysqlAdapter {
     /// server stays read_only unless `mysql.allow_async` says otherwise.
     async fn make_writable(&self, conn: &mut Conn) -> Result<(), String> {
         let d = self.inner.dialect;
-        for s in d.semi_sync_as_source() {
-            // Only the source side matters here: a server with the source plugin alone
-            // has no replica-side variable to turn off.
-            let source_side = s.contains("master_enabled") || s.contains("source_enabled");
-            match conn.query_drop(*s).await {
-                Ok(()) => {}
-                Err(mysql_async::Error::Server(e))
-                    if e.code == dialect::UNKNOWN_VARIABLE && !source_side => {}
-                Err(mysql_async::Error::Server(e))
-                    if e.code == dialect::UNKNOWN_VARIABLE && self.inner.allow_async =>
-                {
-                    tracing::warn!(
-                        statement = *s,
-                        "semi-sync is not available, writable without it (mysql.allow_async): {}",
-                        e.message
-                    );
-                }
-                Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {
-                    return Err(format!(
-                        "semi-sync is not available ({}): not made writable without it \
-                         (load the semi-sync plugin, or set mysql.allow_async = true to accept \
-                         losing acknowledged writes in a failover)",
-                        e.message
-                    ));
-                }
-                Err(e) => return Err(format!("{s}: {e}")),
+        let (replica_off, source_on) = d.semi_sync_as_source();
+        let unknown = |e: &mysql_async::Error| matches!(e, mysql_async::Error::Server(s) if s.code == dialect::UNKNOWN_VARIABLE);
+        match conn.query_drop(replica_off).await {
+            Err(e) if !unknown(&e) => return Err(format!("{replica_off}: {e}")),
+            _ => {}
+        }
+        match conn.query_drop(source_on).await {
+            Ok(()) => {}
+            Err(e) if unknown(&e) && self.inner.allow_async => tracing::warn!(
+                statement = source_on,
+                "semi-sync is not available, writable without it (mysql.allow_async): {e}"
+            ),
+            Err(e) if unknown(&e) => {
+                return Err(format!(
+                    "semi-sync is not available ({e}): not made writable without it \
+                     (load the semi-sync plugin, or set mysql.allow_async = true to accept \
+                     losing acknowledged writes in a failover)"
+                ))
             }
+            Err(e) => return Err(format!("{source_on}: {e}")),
         }
         Self::run_all(conn, d.set_writable()).await
     }

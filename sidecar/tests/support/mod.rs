@@ -194,6 +194,12 @@ pub async fn query_row(port: u16, sql: &str) -> Option<Row> {
     r
 }
 
+/// `@@read_only` of `db` (`None`: it did not answer).
+pub async fn read_only(db: &Mariadb) -> Option<bool> {
+    let r = query_row(db.port, "SELECT @@read_only AS ro").await?;
+    Some(col(&r, "ro") == "1")
+}
+
 pub fn col(row: &Row, name: &str) -> String {
     row.get_opt::<Option<String>, &str>(name)
         .and_then(|r| r.ok())
