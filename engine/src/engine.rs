@@ -421,6 +421,16 @@ impl Engine {
     }
 
     pub(crate) fn propose(&mut self, entry: LogEntry) {
+        let decision = matches!(
+            entry,
+            LogEntry::FailoverBegin { .. } | LogEntry::CandidateChosen { .. }
+        );
+        if decision
+            && self.sabotaged(Sabotage::ActBeforeCommit)
+            && self.record.apply(&entry).is_ok()
+        {
+            self.on_applied(&entry);
+        }
         if !self.coord.propose(&entry) {
             self.emit(Event::Dropped {
                 why: format!("proposal refused (not leader?): {entry:?}"),

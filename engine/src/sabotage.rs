@@ -27,10 +27,13 @@ pub enum Sabotage {
     /// Move the VIP to a committed candidate before it holds everything (relay log
     /// applied, salvage done).
     VipEarly,
+    /// Act on a failover's decisions (it begins; its candidate) as soon as they are
+    /// proposed, as if raft had committed them.
+    ActBeforeCommit,
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 8] = [
+    pub const ALL: [Sabotage; 9] = [
         Sabotage::LeaseWait,
         Sabotage::SelfFence,
         Sabotage::FenceBeforePromote,
@@ -39,6 +42,7 @@ impl Sabotage {
         Sabotage::ErrantCheck,
         Sabotage::SemiSyncOnWritable,
         Sabotage::VipEarly,
+        Sabotage::ActBeforeCommit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Sabotage {
             Sabotage::ErrantCheck => "errant-check",
             Sabotage::SemiSyncOnWritable => "semi-sync-on-writable",
             Sabotage::VipEarly => "vip-early",
+            Sabotage::ActBeforeCommit => "act-before-commit",
         }
     }
 

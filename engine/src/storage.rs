@@ -20,6 +20,17 @@ pub struct StoredEntry {
     pub bytes: Vec<u8>,
 }
 
+impl StoredEntry {
+    /// The cluster-record entry this raft entry carries, if it carries one (raft's own
+    /// entries, such as a new leader's empty one, carry none; so does damage).
+    pub fn log_entry(&self) -> Option<crate::record::LogEntry> {
+        use protobuf::Message as _;
+        use raft::prelude::Entry;
+        let entry = Entry::parse_from_bytes(&self.bytes).ok()?;
+        crate::record::LogEntry::decode(&entry.data).ok()
+    }
+}
+
 /// One step of durable writes. Messages that raft may only send once these writes are
 /// durable (votes, append acknowledgements) travel inside it, so a driver cannot send
 /// them first: it gets them back from [`DurableState::apply`] after writing.

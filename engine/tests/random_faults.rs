@@ -80,12 +80,25 @@ fn run(plan: &[(u64, Fault)]) -> Result<(), TestCaseError> {
     let live = sim.run_until(Duration::from_secs(40), |s| {
         s.acked.len() > acked_at_heal + 10
     });
-    // A master whose sidecar is down cannot fence itself, so two servers may be
-    // writable at once; what must never happen is two that can acknowledge writes.
+    // A master whose sidecar is down (or just restarted) cannot fence itself yet, so
+    // two servers may be writable at once then; what must never happen is two that can
+    // acknowledge writes, two writable while both sidecars have run long enough to
+    // fence, or acknowledgements from two servers taking turns.
     prop_assert!(
         sim.two_ackers.is_empty(),
         "split brain: {:?}",
         &sim.two_ackers[..1]
+    );
+    prop_assert!(
+        sim.two_writers_fenceable.is_empty(),
+        "two writable with running sidecars: {:?}",
+        &sim.two_writers_fenceable[..1]
+    );
+    let interleaved = sim.interleaved_acks();
+    prop_assert!(
+        interleaved.is_empty(),
+        "acknowledgements from two servers taking turns at {:?}",
+        &interleaved[..1]
     );
     // Every host crashed for good: nothing left to judge but safety, checked above.
     let Some(witness) = sim
@@ -189,4 +202,34 @@ fn regression_candidate_sidecar_dead_then_candidate_isolated() {
 #[test]
 fn regression_replica_skipped_by_the_failover_is_reattached_after_heal() {
     run(&[(0, Fault::Isolate(2)), (0, Fault::KillMysqld(1))]).unwrap();
+}
+
+// Negative controls: each split-brain check above fires when its condition holds.
+
+#[test]
+fn control_two_writable_with_running_sidecars_is_caught() {
+    let mut sim = Sim::started(spec());
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.two_writers_fenceable.is_empty());
+    // A replica made writable behind its sidecar's back, both sidecars long running:
+    // the check fires at once, before the sidecar's next probe fences it.
+    sim.nodes.get_mut(&NodeId(2)).unwrap().mysqld.read_only = false;
+    sim.run_for(Duration::from_millis(20));
+    assert!(
+        !sim.two_writers_fenceable.is_empty(),
+        "{:?}",
+        sim.writable()
+    );
+}
+
+#[test]
+fn control_acknowledgements_taking_turns_are_caught() {
+    let mut sim = Sim::started(spec());
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.interleaved_acks().is_empty(), "one writer so far");
+    // n2 acknowledges one write among n1's: two writers taking turns.
+    let (t, first) = *sim.ack_log.last().unwrap();
+    let i = sim.ack_log.len() - 3;
+    sim.ack_log[i].1 = NodeId(if first == NodeId(2) { 1 } else { 2 });
+    assert_eq!(sim.interleaved_acks().len(), 1, "at {t:?}");
 }

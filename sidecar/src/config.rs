@@ -141,11 +141,11 @@ pub struct Aws {
     pub attempt_timeout_ms: u64,
 }
 
-fn default_api_deadline() -> u64 {
+pub fn default_api_deadline() -> u64 {
     20_000
 }
 
-fn default_attempt_timeout() -> u64 {
+pub fn default_attempt_timeout() -> u64 {
     5_000
 }
 

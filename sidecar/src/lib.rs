@@ -45,6 +45,7 @@ pub mod state_file;
 pub mod status;
 #[cfg(feature = "real")]
 pub mod telemetry;
+pub mod vip_routes;
 
 /// The MariaDB server settings multiaz relies on (`examples/mariadb.cnf`): README
 /// shows it, `multiaz check` enforces it, the tests and container hosts run with it.

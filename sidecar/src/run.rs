@@ -61,7 +61,7 @@ pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Re
             .collect()
     };
     Ok(Ec2Routes::new(
-        client,
+        ec2::SdkEc2(client),
         vip,
         pick(|m| m.eni_id.clone()),
         pick(|m| m.instance_id.clone()),
@@ -69,6 +69,7 @@ pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Re
             deadline: Duration::from_millis(config.aws.api_deadline_ms),
             ..Backoff::default()
         },
+        crate::vip_routes::random_jitter(),
         on_error,
     ))
 }

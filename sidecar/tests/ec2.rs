@@ -1,15 +1,19 @@
 //! The EC2 adapter against aws-smithy-mocks: throttling is retried, a permanent error
-//! is returned at once with its code, a missing route table is named.
+//! is returned at once with its code, a missing route table is named, a stale read is
+//! read again rather than written again (until REWRITE_AFTER), a missing VIP route is
+//! created.
 
 use aws_sdk_ec2::error::ErrorMetadata;
+use aws_sdk_ec2::operation::create_route::CreateRouteOutput;
 use aws_sdk_ec2::operation::describe_route_tables::DescribeRouteTablesOutput;
 use aws_sdk_ec2::operation::replace_route::{ReplaceRouteError, ReplaceRouteOutput};
 use aws_sdk_ec2::types::{Route, RouteTable};
 use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use multiaz_engine::NodeId;
-use multiaz_sidecar::ec2::Ec2Routes;
+use multiaz_sidecar::ec2::{Ec2Routes, SdkEc2};
 use multiaz_sidecar::retry::Backoff;
+use multiaz_sidecar::vip_routes::{random_jitter, Jitter, REWRITE_AFTER};
 use multiaz_sidecar::RouteOps;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -52,8 +56,12 @@ macro_rules! client {
 }
 
 fn adapter(client: Client, errors: Rc<RefCell<Vec<String>>>) -> Ec2Routes {
+    adapter_with(client, errors, random_jitter())
+}
+
+fn adapter_with(client: Client, errors: Rc<RefCell<Vec<String>>>, jitter: Jitter) -> Ec2Routes {
     Ec2Routes::new(
-        client,
+        SdkEc2(client),
         "10.0.100.10".parse().unwrap(),
         BTreeMap::from([(NodeId(2), ENI_B.to_string())]),
         BTreeMap::from([(NodeId(2), "i-0b".to_string())]),
@@ -62,6 +70,7 @@ fn adapter(client: Client, errors: Rc<RefCell<Vec<String>>>) -> Ec2Routes {
             max: Duration::from_millis(50),
             deadline: Duration::from_secs(5),
         },
+        jitter,
         Rc::new(move |code: &str| errors.borrow_mut().push(code.to_string())),
     )
 }
@@ -141,12 +150,14 @@ async fn a_missing_route_table_is_named() {
 }
 
 #[tokio::test]
-async fn a_route_that_does_not_take_is_retried_until_it_does() {
+async fn a_stale_read_after_the_write_is_read_again_not_written_again() {
+    // Eventual consistency: the read after ReplaceRoute still shows the old target.
     let replace =
         mock!(Client::replace_route).then_output(|| ReplaceRouteOutput::builder().build());
     let describe = mock!(Client::describe_route_tables)
         .sequence()
         .output(|| table("eni-old"))
+        .times(2)
         .output(|| table(ENI_B))
         .build();
     let client = client!(&replace, &describe);
@@ -154,5 +165,51 @@ async fn a_route_that_does_not_take_is_retried_until_it_does() {
         .replace_route("rtb-0a1".into(), NodeId(2))
         .await;
     assert_eq!(r, Ok(()));
-    assert_eq!(replace.num_calls(), 2);
+    assert_eq!(replace.num_calls(), 1, "the mutating bucket is spent once");
+    assert_eq!(describe.num_calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_that_does_not_take_is_written_again_after_a_while() {
+    // Overwritten or lost after the write: still the old target 70 reads later (about
+    // 3.3 s at this backoff), so the write is made again once REWRITE_AFTER (3 s) has
+    // passed, and only then.
+    let replace =
+        mock!(Client::replace_route).then_output(|| ReplaceRouteOutput::builder().build());
+    let describe = mock!(Client::describe_route_tables)
+        .sequence()
+        .output(|| table("eni-old"))
+        .times(70)
+        .output(|| table(ENI_B))
+        .build();
+    let client = client!(&replace, &describe);
+    let started = tokio::time::Instant::now();
+    let r = adapter_with(client, Rc::new(RefCell::new(Vec::new())), Rc::new(|c| c))
+        .replace_route("rtb-0a1".into(), NodeId(2))
+        .await;
+    assert_eq!(r, Ok(()));
+    assert_eq!(replace.num_calls(), 2, "written once, then again after 3 s");
+    assert!(
+        started.elapsed() >= REWRITE_AFTER,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_table_without_the_vip_route_gets_one_created() {
+    let replace = mock!(Client::replace_route).then_error(|| {
+        error(
+            "InvalidRoute.NotFound",
+            "no route with destination-cidr-block 10.0.100.10/32 in route table rtb-0a1",
+        )
+    });
+    let create = mock!(Client::create_route).then_output(|| CreateRouteOutput::builder().build());
+    let describe = table_pointing_at(ENI_B);
+    let client = client!(&replace, &create, &describe);
+    let r = adapter(client, Rc::new(RefCell::new(Vec::new())))
+        .replace_route("rtb-0a1".into(), NodeId(2))
+        .await;
+    assert_eq!(r, Ok(()));
+    assert_eq!((replace.num_calls(), create.num_calls()), (1, 1));
 }

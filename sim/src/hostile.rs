@@ -15,8 +15,9 @@
 //!   acknowledges again (MariaDB's and MySQL's fallback).
 //! - replication lag: the SQL thread applies a received transaction only after the
 //!   server's lag (slow disks, large transactions).
-//! - the VIP route reaches the data plane some time after ReplaceRoute answered, and an
-//!   applied call's answer may be lost (the caller retries).
+//! - the VIP route reaches the data plane some time after ReplaceRoute answered, and
+//!   DescribeRouteTables shows the old target for a time of its own (eventual
+//!   consistency); an applied call's answer may be lost (the caller retries).
 //!
 //! A server whose settings `multiaz check` would fail is recorded as such: what the
 //! product promises holds on a configuration that passes the check; on one that does
@@ -83,25 +84,32 @@ pub struct Hostility {
     /// docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html); this range
     /// is this project's assumption.
     pub route_delay_ms: (u64, u64),
+    /// How long DescribeRouteTables keeps answering the old target after a change,
+    /// drawn per change in this range (ms). AWS gives no bound ("might not be
+    /// immediately visible"; its advice is to retry reads with backoff from "a couple of
+    /// seconds"): this range is this project's assumption too.
+    pub describe_delay_ms: (u64, u64),
     /// Share of applied EC2 calls whose answer is lost (the caller times out).
     pub lost_answer: f64,
 }
 
 impl Hostility {
     /// The world every named scenario runs in: recommended settings, a short apply
-    /// lag, route changes that take up to half a second to reach the data plane and a
-    /// few lost answers.
+    /// lag, route changes that take up to half a second to reach the data plane and up
+    /// to a second to show in reads, and a few lost answers.
     pub fn baseline(servers: impl Iterator<Item = NodeId>) -> Hostility {
         Hostility {
             servers: servers.map(|n| (n, ServerConfig::recommended())).collect(),
             route_delay_ms: (50, 500),
+            describe_delay_ms: (0, 1_000),
             lost_answer: 0.02,
         }
     }
 
     /// `mixed`: per server, a replication lag from 2 ms to 3 s (log-uniform), and with
     /// a chance of one in twelve one setting that `multiaz check` fails; EC2 lags as in
-    /// the baseline, or up to 2 s, and loses up to one answer in ten.
+    /// the baseline, or up to 2 s (its reads up to 4 s), and loses up to one answer in
+    /// ten.
     pub fn draw(seed: u64, servers: impl Iterator<Item = NodeId>) -> Hostility {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0xa076_1d64_78bd_642f) ^ 0x4057);
         let servers = servers
@@ -122,6 +130,7 @@ impl Hostility {
         Hostility {
             servers,
             route_delay_ms: if slow { (100, 2_000) } else { (50, 500) },
+            describe_delay_ms: if slow { (0, 4_000) } else { (0, 1_000) },
             lost_answer: rng.random::<f64>() * 0.1,
         }
     }
@@ -139,7 +148,15 @@ impl Hostility {
     }
 
     pub fn route_delay(&self, unit: f64) -> Duration {
-        let (lo, hi) = self.route_delay_ms;
-        Duration::from_millis(lo + ((hi - lo) as f64 * unit) as u64)
+        within(self.route_delay_ms, unit)
     }
+
+    pub fn describe_delay(&self, unit: f64) -> Duration {
+        within(self.describe_delay_ms, unit)
+    }
+}
+
+/// The point `unit` of the way through a range of milliseconds.
+fn within((lo, hi): (u64, u64), unit: f64) -> Duration {
+    Duration::from_millis(lo + ((hi - lo) as f64 * unit) as u64)
 }

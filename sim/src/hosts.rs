@@ -3,14 +3,18 @@
 
 use crate::mysqld::{self, Req, Resp};
 use crate::wire;
-use crate::world::{host_name, Acked, View, World, EC2_HOST, EC2_PORT, PEER_PORT, SALVAGE_PORT};
+use crate::world::{
+    eni_id, host_name, instance_id, node_of, Acked, View, World, EC2_HOST, EC2_PORT, PEER_PORT,
+    SALVAGE_PORT,
+};
 use multiaz_engine::{
     DurableState, Engine, Event, GtidSet, MysqlOp, MysqlReply, NodeId, PeerMessage, ProbeResult,
     SalvageReport, Time,
 };
 use multiaz_sidecar::frame::Envelope;
-use multiaz_sidecar::retry::{with_backoff, Attempt, Backoff};
-use multiaz_sidecar::{Driver, DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
+use multiaz_sidecar::retry::Backoff;
+use multiaz_sidecar::vip_routes::{ApiError, Ec2Api, VipRoutes};
+use multiaz_sidecar::{Driver, DurableStore, MysqlOps, Observer, PeerTransport, Salvage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -131,67 +135,120 @@ async fn salvage_service(world: World, me: NodeId) {
     }
 }
 
+/// One EC2 API call, as the model API receives it.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Ec2Req {
-    ReplaceRoute { route_table: String, target: NodeId },
-    StopInstance { node: NodeId },
+    DescribeRoute { route_table: String },
+    ReplaceRoute { route_table: String, eni: String },
+    CreateRoute { route_table: String, eni: String },
+    StopInstances { instance: String },
+    DescribeSourceDestCheck { instance: String },
 }
 
-#[derive(Clone)]
-struct SimRoutes {
-    rng: Rc<RefCell<ChaCha8Rng>>,
-}
-
-impl SimRoutes {
-    async fn call(&self, req: Ec2Req) -> Result<(), String> {
-        let rng = self.rng.clone();
-        let jitter = move |ceiling: Duration| {
-            let f: f64 = rng.borrow_mut().random();
-            ceiling.mul_f64(f)
-        };
-        let req = Rc::new(req);
-        with_backoff(&Backoff::default(), jitter, || {
-            let req = req.clone();
-            async move {
-                match wire::call::<_, Result<(), String>>(
-                    EC2_HOST,
-                    EC2_PORT,
-                    &*req,
-                    Duration::from_secs(3),
-                )
-                .await
-                {
-                    Ok(Ok(())) => Attempt::Ok(()),
-                    Ok(Err(code))
-                        if code == "RequestLimitExceeded" || code == "ServiceUnavailable" =>
-                    {
-                        Attempt::Retry(code)
-                    }
-                    Ok(Err(code)) => Attempt::Fail(code),
-                    Err(e) => Attempt::Retry(format!("EC2 API unreachable: {e}")),
-                }
-            }
-        })
-        .await
+impl Ec2Req {
+    /// Which of the account's token buckets the call draws on.
+    fn mutating(&self) -> bool {
+        matches!(
+            self,
+            Ec2Req::ReplaceRoute { .. } | Ec2Req::CreateRoute { .. } | Ec2Req::StopInstances { .. }
+        )
     }
 }
 
-impl RouteOps for SimRoutes {
-    async fn replace_route(&self, route_table: String, target: NodeId) -> Result<(), String> {
-        self.call(Ec2Req::ReplaceRoute {
-            route_table,
-            target,
-        })
-        .await
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Ec2Answer {
+    Target(Option<String>),
+    Done,
+    Check(bool),
+}
+
+/// An error answer: (code, message).
+type Ec2Result = Result<Ec2Answer, (String, String)>;
+
+/// The sidecar's EC2 adapter ([`VipRoutes`]: retry, confirm, classification) over the
+/// model API: one attempt per call, bounded as the sidecar bounds one.
+struct SimEc2;
+
+impl SimEc2 {
+    async fn call(&self, req: Ec2Req) -> Result<Ec2Answer, ApiError> {
+        let within = Duration::from_millis(multiaz_sidecar::config::default_attempt_timeout());
+        match wire::call::<_, Ec2Result>(EC2_HOST, EC2_PORT, &req, within).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err((code, message))) => Err(ApiError::service(&code, message)),
+            // Lost on the way or not answered in time: the call may have been applied.
+            Err(_) => Err(ApiError::timeout()),
+        }
     }
 
-    async fn stop_instance(&self, node: NodeId) -> Result<(), String> {
-        self.call(Ec2Req::StopInstance { node }).await
+    async fn done(&self, req: Ec2Req) -> Result<(), ApiError> {
+        match self.call(req).await? {
+            Ec2Answer::Done => Ok(()),
+            other => Err(ApiError::service("ResponseError", format!("{other:?}"))),
+        }
     }
 }
 
-/// The model EC2 API: latency, throttling and outage as the faults set them; route
-/// changes land in the VPC's route tables, which the clients' traffic follows.
+impl Ec2Api for SimEc2 {
+    async fn route_target(&self, route_table: &str, _: &str) -> Result<Option<String>, ApiError> {
+        let route_table = route_table.to_string();
+        match self.call(Ec2Req::DescribeRoute { route_table }).await? {
+            Ec2Answer::Target(t) => Ok(t),
+            other => Err(ApiError::service("ResponseError", format!("{other:?}"))),
+        }
+    }
+
+    async fn replace_route(&self, route_table: &str, _: &str, eni: &str) -> Result<(), ApiError> {
+        let (route_table, eni) = (route_table.to_string(), eni.to_string());
+        self.done(Ec2Req::ReplaceRoute { route_table, eni }).await
+    }
+
+    async fn create_route(&self, route_table: &str, _: &str, eni: &str) -> Result<(), ApiError> {
+        let (route_table, eni) = (route_table.to_string(), eni.to_string());
+        self.done(Ec2Req::CreateRoute { route_table, eni }).await
+    }
+
+    async fn stop_instance(&self, instance: &str) -> Result<(), ApiError> {
+        let instance = instance.to_string();
+        self.done(Ec2Req::StopInstances { instance }).await
+    }
+
+    async fn source_dest_check(&self, instance: &str) -> Result<bool, ApiError> {
+        let instance = instance.to_string();
+        match self
+            .call(Ec2Req::DescribeSourceDestCheck { instance })
+            .await?
+        {
+            Ec2Answer::Check(c) => Ok(c),
+            other => Err(ApiError::service("ResponseError", format!("{other:?}"))),
+        }
+    }
+}
+
+/// The sidecar's route adapter on the model API, with jitter from the seed.
+fn sim_routes(world: &World, seed: u64) -> VipRoutes<SimEc2> {
+    let (vip, nodes) = world.with(|w| {
+        let nodes: Vec<NodeId> = w.spec.database_ids().collect();
+        (w.spec.vip.address, nodes)
+    });
+    let rng = Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed)));
+    let jitter = move |ceiling: Duration| {
+        let f: f64 = rng.borrow_mut().random();
+        ceiling.mul_f64(f)
+    };
+    VipRoutes::new(
+        SimEc2,
+        vip,
+        nodes.iter().map(|&n| (n, eni_id(n))).collect(),
+        nodes.iter().map(|&n| (n, instance_id(n))).collect(),
+        Backoff::default(),
+        Rc::new(jitter),
+        Rc::new(|_: &str| {}),
+    )
+}
+
+/// The model EC2 API: latency, token buckets and outage as the faults set them; route
+/// changes land in the VPC's route tables (which the clients' traffic follows) and in
+/// what DescribeRouteTables answers, each after a delay of its own.
 pub async fn ec2_host(world: World) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", EC2_PORT)).await?;
     loop {
@@ -203,56 +260,94 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
             };
             let latency = Duration::from_millis(30 + (world.random() * 120.0) as u64);
             tokio::time::sleep(latency).await;
-            // Unused since the token bucket replaced a per-call coin flip; still drawn
-            // so that every seed keeps the stream its regression seeds were found with.
-            let _ = world.random();
-            let (delay_roll, lose_roll) = (world.random(), world.random());
+            let (describe_roll, delay_roll, lose_roll) =
+                (world.random(), world.random(), world.random());
             let result = world.with(|w| {
                 w.ec2.calls += 1;
                 if w.ec2.outage {
-                    return Err("ServiceUnavailable".to_string());
+                    return Err(error("ServiceUnavailable", "the service is unavailable"));
                 }
-                if !w.ec2.take(now()) {
+                if !w.ec2.take(req.mutating(), now()) {
                     w.ec2.throttled += 1;
-                    return Err("RequestLimitExceeded".to_string());
+                    return Err(error("RequestLimitExceeded", "Request limit exceeded."));
                 }
-                match req {
-                    Ec2Req::ReplaceRoute {
-                        route_table,
-                        target,
-                    } => {
-                        if !w.routes.contains_key(&route_table) {
-                            return Err("InvalidRouteTableID.NotFound".to_string());
+                let table_exists = |rt: &String| -> Result<(), (String, String)> {
+                    match w.described.contains_key(rt) {
+                        true => Ok(()),
+                        false => Err(error(
+                            "InvalidRouteTableID.NotFound",
+                            &format!("The routeTable ID '{rt}' does not exist"),
+                        )),
+                    }
+                };
+                match &req {
+                    Ec2Req::DescribeRoute { route_table } => {
+                        table_exists(route_table)?;
+                        let seen = w.described.get(route_table).copied();
+                        if seen != w.applied.get(route_table).copied() {
+                            w.ec2.stale_route_reads += 1;
                         }
-                        // Applied now; the data plane follows after a delay, unless a
-                        // later change overtakes this one.
+                        Ok(Ec2Answer::Target(seen.map(eni_id)))
+                    }
+                    Ec2Req::ReplaceRoute { route_table, eni }
+                    | Ec2Req::CreateRoute { route_table, eni } => {
+                        table_exists(route_table)?;
+                        if matches!(req, Ec2Req::CreateRoute { .. }) {
+                            return Err(error("RouteAlreadyExists", "the route exists"));
+                        }
+                        let Some(target) = node_of(eni).filter(|n| w.mysqld.contains_key(n)) else {
+                            return Err(error("InvalidNetworkInterfaceID.NotFound", eni));
+                        };
+                        // Applied now; the data plane and the reads follow, each after a
+                        // delay, unless a later change overtakes this one.
                         let change = w.route_changes.entry(route_table.clone()).or_default();
                         *change += 1;
-                        let (change, delay) = (*change, w.hostility.route_delay(delay_roll));
-                        let world = world.clone();
-                        tokio::task::spawn_local(async move {
-                            tokio::time::sleep(delay).await;
-                            world.with(|w| {
-                                if w.route_changes.get(&route_table) == Some(&change) {
-                                    w.routes.insert(route_table, target);
-                                }
+                        let change = *change;
+                        w.applied.insert(route_table.clone(), target);
+                        let delays = [
+                            (w.hostility.route_delay(delay_roll), false),
+                            (w.hostility.describe_delay(describe_roll), true),
+                        ];
+                        for (delay, read) in delays {
+                            let (world, route_table) = (world.clone(), route_table.clone());
+                            tokio::task::spawn_local(async move {
+                                tokio::time::sleep(delay).await;
+                                world.with(|w| {
+                                    if w.route_changes.get(&route_table) == Some(&change) {
+                                        let view = if read {
+                                            &mut w.described
+                                        } else {
+                                            &mut w.routes
+                                        };
+                                        view.insert(route_table, target);
+                                    }
+                                });
                             });
-                        });
-                        Ok(())
+                        }
+                        Ok(Ec2Answer::Done)
                     }
-                    Ec2Req::StopInstance { node } => {
-                        w.stop_requests.push(node);
-                        Ok(())
-                    }
+                    Ec2Req::StopInstances { instance } => match node_of(instance) {
+                        Some(node) if w.mysqld.contains_key(&node) => {
+                            w.stop_requests.push(node);
+                            Ok(Ec2Answer::Done)
+                        }
+                        _ => Err(error("InvalidInstanceID.NotFound", instance)),
+                    },
+                    Ec2Req::DescribeSourceDestCheck { .. } => Ok(Ec2Answer::Check(false)),
                 }
             });
             // An applied call whose answer is lost: the caller times out and retries.
             if result.is_ok() && lose_roll < world.with(|w| w.hostility.lost_answer) {
+                world.with(|w| w.ec2.lost_answers += 1);
                 return;
             }
             let _ = wire::send(&mut s, &result).await;
         });
     }
+}
+
+fn error(code: &str, message: &str) -> (String, String) {
+    (code.to_string(), message.to_string())
 }
 
 /// Peer transport over UDP: one datagram per message. Raft and the lease tolerate loss
@@ -264,10 +359,13 @@ struct SimPeers {
 }
 
 impl SimPeers {
-    fn start(me: NodeId, socket: Rc<UdpSocket>) -> Self {
+    fn start(me: NodeId, socket: Rc<UdpSocket>, world: World) -> Self {
         let (queue, mut rx) = mpsc::unbounded_channel::<(NodeId, PeerMessage)>();
         tokio::task::spawn_local(async move {
             while let Some((to, message)) = rx.recv().await {
+                if world.with(|w| w.peers_cut.contains(&me) || w.peers_cut.contains(&to)) {
+                    continue;
+                }
                 let env = Envelope { from: me, message };
                 let Ok(bytes) = serde_json::to_vec(&env) else {
                     continue;
@@ -381,10 +479,8 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
         durable.unwrap_or_default(),
         SimMysql,
         SimSalvage,
-        SimRoutes {
-            rng: Rc::new(RefCell::new(ChaCha8Rng::seed_from_u64(seed))),
-        },
-        SimPeers::start(me, socket.clone()),
+        sim_routes(&world, seed),
+        SimPeers::start(me, socket.clone(), world.clone()),
         SimStore {
             world: world.clone(),
             me,

@@ -171,6 +171,13 @@ fn main() -> ExitCode {
             println!("lost binlog events:       {}", v.lost_binlog_events.len());
             println!("split brain instants:     {}", v.split_brain_ms.len());
             println!("errant on replicas:       {}", v.errant_on_survivors.len());
+            println!(
+                "uncommitted promotions:   {}",
+                v.uncommitted_promotions.len()
+            );
+            for p in v.uncommitted_promotions.iter().take(3) {
+                println!("  {p}");
+            }
             if let Some(ms) = r.write_block_ms {
                 println!("write block:              {ms} ms (last write acknowledged by the old master to the first by the new)");
             }
@@ -241,6 +248,7 @@ fn main() -> ExitCode {
             let mut unsafe_seeds = Vec::new();
             let mut write_block = Vec::new();
             let (mut returned_clean, mut returned_errant) = (0u64, 0u64);
+            let mut hostile = multiaz_sim::run::HostileEvents::default();
             for (i, seed) in (start_seed..start_seed + seeds).enumerate() {
                 let r = run(&RunConfig {
                     scenario,
@@ -256,6 +264,7 @@ fn main() -> ExitCode {
                     split += r.verdicts.split_brain_ms.len();
                 }
                 sim_s += r.sim_seconds;
+                hostile.add(&r.hostile_events);
                 if r.diverged {
                     diverged.push(serde_json::json!({
                         "seed": seed,
@@ -320,6 +329,8 @@ fn main() -> ExitCode {
                     "split_brain": split,
                     "diverged_seeds": diverged,
                     "unsafe_config_seeds": unsafe_seeds,
+                    // How often the hostile world struck, over all seeds.
+                    "hostile_events": hostile,
                     "sim_seconds": sim_s,
                     "wall_seconds": wall_s,
                 });

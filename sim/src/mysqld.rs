@@ -126,7 +126,7 @@ fn status(world: &World, me: NodeId) -> MysqlStatus {
         replication: m.source.map(|s| ReplicationStatus {
             source: Some(s),
             io_running: m.io_running && m.io_connected,
-            sql_running: true,
+            sql_running: m.sql_error.is_none(),
         }),
     })
 }
@@ -305,6 +305,7 @@ async fn op_(
             MysqlReply::Positions(positions(world, me))
         }
         MysqlOp::Promote => {
+            world.with(|w| w.check_promotion(me, now()));
             let keep = semi_sync_sabotaged(world);
             world.mysqld(me, |m| {
                 m.source = None;
@@ -316,10 +317,22 @@ async fn op_(
             MysqlReply::Done
         }
         MysqlOp::Repoint { source } => {
+            // As the real adapter: nothing to do when already replicating from there;
+            // otherwise CHANGE MASTER, which starts a new relay log (the old one is
+            // deleted, unapplied or not, and any SQL thread error with it).
             world.mysqld(me, |m| {
-                m.source = Some(source);
-                m.io_running = true;
-                m.semi_sync_source = false;
+                m.read_only = true;
+                let already = m.source == Some(source)
+                    && m.io_running
+                    && m.io_connected
+                    && m.sql_error.is_none();
+                if !already {
+                    m.source = Some(source);
+                    m.io_running = true;
+                    m.semi_sync_source = false;
+                    m.relay.clear();
+                    m.sql_error = None;
+                }
             });
             world.changed.notify_waiters();
             MysqlReply::Done
@@ -489,8 +502,11 @@ async fn io_thread(world: World, me: NodeId) {
                 Stream::Heartbeat => Ack::Alive,
                 Stream::Txn(t) => {
                     let g = t.gtid;
+                    // Stored unless this very transaction is here already; one that
+                    // only shares a sequence number is stored too (the IO thread does
+                    // not check), and stops the SQL thread when its turn comes.
                     world.mysqld(me, |m| {
-                        if !m.has(&g) {
+                        if !m.has_exactly(&g) {
                             m.relay.push_back((now(), t));
                         }
                     });
@@ -515,21 +531,33 @@ async fn sql_thread(world: World, me: NodeId) {
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let t = now();
+        let mut stopped = None;
         let applied = world.mysqld(me, |m| {
             let mut n = 0;
             while m.alive
+                && m.sql_error.is_none()
                 && m.relay
                     .front()
                     .is_some_and(|(at, _)| t >= *at + m.config.apply_lag())
             {
-                let (_, txn) = m.relay.pop_front().expect("checked");
-                m.apply(txn);
+                let Some((at, txn)) = m.relay.pop_front() else {
+                    break;
+                };
+                if let Err(txn) = m.apply_relayed(txn) {
+                    m.relay.push_front((at, txn));
+                    stopped = m.sql_error.clone();
+                    break;
+                }
                 n += 1;
             }
             n
         });
         if applied > 0 {
             world.changed.notify_waiters();
+        }
+        if let Some(e) = stopped {
+            world.with(|w| w.sql_thread_stops += 1);
+            world.note(format!("{me}: SQL thread stopped: {e}"));
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Verdicts {
     /// Read-backs through the VIP that missed the client's newest acknowledged write.
     pub stale_reads: Vec<String>,
     pub errant_on_survivors: Vec<String>,
+    /// Promotions carried out before a majority of sidecars held the decision on disk.
+    pub uncommitted_promotions: Vec<String>,
     /// Scenarios `switchover` and `rejoin`: live servers without errant transactions
     /// that ended detached from the final master (each must rejoin by itself), and a
     /// switchover that did not end on its target.
@@ -82,6 +84,10 @@ impl Verdicts {
             ("unreplicated-acks", !self.unreplicated_acks.is_empty()),
             ("stale-reads", !self.stale_reads.is_empty()),
             ("errant-on-replicas", !self.errant_on_survivors.is_empty()),
+            (
+                "uncommitted-promotion",
+                !self.uncommitted_promotions.is_empty(),
+            ),
             ("not-rejoined", !self.not_rejoined.is_empty()),
             ("no-writes-after-heal", !self.live_after_heal),
             ("software-error", self.software_error.is_some()),
@@ -143,12 +149,35 @@ pub struct RunReport {
     /// rejoin) or with errant transactions (and so had to stay out).
     pub returned_clean: Option<bool>,
     pub verdicts: Verdicts,
+    /// How often the world's hostile parts struck in this run.
+    pub hostile_events: HostileEvents,
     pub sim_seconds: f64,
     pub wall_seconds: f64,
     /// Hash of the whole timeline: same seed, same hash.
     pub trace_hash: u64,
     #[serde(skip)]
     pub timeline: Vec<(Duration, String)>,
+}
+
+/// Counts of the hostile world's events in a run: evidence that the model's
+/// hostility happens, not only that it exists.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostileEvents {
+    pub sql_thread_stops: u64,
+    pub ec2_calls: u64,
+    pub ec2_throttled: u64,
+    pub ec2_stale_route_reads: u64,
+    pub ec2_lost_answers: u64,
+}
+
+impl HostileEvents {
+    pub fn add(&mut self, o: &HostileEvents) {
+        self.sql_thread_stops += o.sql_thread_stops;
+        self.ec2_calls += o.ec2_calls;
+        self.ec2_throttled += o.ec2_throttled;
+        self.ec2_stale_route_reads += o.ec2_stale_route_reads;
+        self.ec2_lost_answers += o.ec2_lost_answers;
+    }
 }
 
 fn fnv(h: &mut u64, bytes: &[u8]) {
@@ -342,7 +371,13 @@ pub fn run(cfg: &RunConfig) -> RunReport {
                     sim.release(a.as_str(), b.as_str());
                     held.remove(&(a.clone(), b.clone()));
                 }
-                Fault::RepairAll => repair_all(&mut sim),
+                Fault::RepairAll => {
+                    repair_all(&mut sim);
+                    world.with(|w| w.peers_cut.clear());
+                }
+                Fault::CutPeers(n) => world.with(|w| {
+                    w.peers_cut.insert(*n);
+                }),
                 Fault::ApiThrottle(r) => world.with(|w| w.ec2.set_others(*r, now)),
                 Fault::ApiOutage(on) => world.with(|w| w.ec2.outage = *on),
                 Fault::Operator(n, req) => world.with(|w| w.operator.push((*n, *req))),
@@ -355,6 +390,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
                 "HEAL network repaired, hosts and mysqlds restarted, EC2 API normal".into(),
             ));
             repair_all(&mut sim);
+            world.with(|w| w.peers_cut.clear());
             for (a, b) in std::mem::take(&mut held) {
                 sim.release(a.as_str(), b.as_str());
             }
@@ -599,10 +635,18 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             unreplicated_acks,
             stale_reads,
             errant_on_survivors,
+            uncommitted_promotions: world.with(|w| w.uncommitted_promotions.clone()),
             not_rejoined,
             live_after_heal,
             software_error,
         },
+        hostile_events: world.with(|w| HostileEvents {
+            sql_thread_stops: w.sql_thread_stops,
+            ec2_calls: w.ec2.calls,
+            ec2_throttled: w.ec2.throttled,
+            ec2_stale_route_reads: w.ec2.stale_route_reads,
+            ec2_lost_answers: w.ec2.lost_answers,
+        }),
         sim_seconds: end.as_secs_f64(),
         wall_seconds: wall.elapsed().as_secs_f64(),
         trace_hash: h,

@@ -39,6 +39,11 @@ pub enum Scenario {
     /// db3 is the preferred next master, but the master's link to db3 is cut before
     /// the master's host crashes (nothing to salvage): db3 must catch up from db2 first.
     CatchUp,
+    /// The master's mysqld dies just as its sidecar (the coordinator) loses every
+    /// peer, while MySQL and the EC2 API stay reachable from it (the peer port
+    /// firewalled or flooded): the failover it begins cannot be committed, and must not
+    /// be acted on; the other two sidecars fail over.
+    PeerCut,
 }
 
 impl fmt::Display for Scenario {
@@ -54,6 +59,7 @@ impl fmt::Display for Scenario {
             Scenario::Rejoin => "rejoin",
             Scenario::PausedRestart => "paused-restart",
             Scenario::CatchUp => "catch-up",
+            Scenario::PeerCut => "peer-cut",
         };
         f.write_str(s)
     }
@@ -77,6 +83,9 @@ pub enum Fault {
     ApiOutage(bool),
     /// An operator's request to one sidecar's admin API.
     Operator(NodeId, OperatorRequest),
+    /// Drop every peer message to and from this node's sidecar (MySQL and EC2 traffic
+    /// still flow); healed by RepairAll.
+    CutPeers(NodeId),
 }
 
 impl fmt::Display for Fault {
@@ -102,6 +111,7 @@ impl fmt::Display for Fault {
                 write!(f, "operator asks {n}'s sidecar for a switchover to {to}")
             }
             Fault::Operator(n, r) => write!(f, "operator asks {n}'s sidecar: {r:?}"),
+            Fault::CutPeers(n) => write!(f, "{n}'s sidecar loses every peer"),
         }
     }
 }
@@ -228,6 +238,18 @@ impl Plan {
                     ),
                     (at, Fault::CrashHost(master)),
                     (at + s(0.01), Fault::RepairAll),
+                ];
+                (f, false)
+            }
+            Scenario::PeerCut => {
+                // The cut lands up to half a second before the kill: the sidecar is
+                // still the coordinator (it steps down once it has heard no peer for
+                // its election timeout) when it sees its mysqld die.
+                let cut = at - s(rng.random::<f64>() * 0.5);
+                let f = vec![
+                    (cut, Fault::CutPeers(master)),
+                    (at, Fault::KillMysqld(master)),
+                    (at + s(20.0), Fault::RepairAll),
                 ];
                 (f, false)
             }

@@ -7,7 +7,9 @@
 
 use crate::hostile::{Hostility, ServerConfig};
 use multiaz_engine::gtid::Uuid;
-use multiaz_engine::{ClusterSpec, DurableState, Event, Flavour, GtidSet, NodeId, OperatorRequest};
+use multiaz_engine::{
+    ClusterSpec, DurableState, Event, Flavour, GtidSet, LogEntry, NodeId, OperatorRequest,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,21 @@ use tokio::sync::Notify;
 
 pub fn host_name(n: NodeId) -> String {
     format!("db{}", n.0)
+}
+
+/// The network interface and instance ids the model EC2 knows a node by.
+pub fn eni_id(n: NodeId) -> String {
+    format!("eni-{}", n.0)
+}
+
+pub fn instance_id(n: NodeId) -> String {
+    format!("i-{}", n.0)
+}
+
+/// The node behind an interface or instance id (`eni-3`, `i-3`).
+pub fn node_of(id: &str) -> Option<NodeId> {
+    let n = id.strip_prefix("eni-").or_else(|| id.strip_prefix("i-"))?;
+    n.parse().ok().map(NodeId)
 }
 
 pub const MYSQL_PORT: u16 = 3306;
@@ -145,6 +162,10 @@ pub struct Mysqld {
     /// Semi-sync gave up waiting (its timeout) and acknowledges without a replica
     /// until one acknowledges again.
     pub async_fallback: bool,
+    /// The SQL thread stopped on this error (gtid_strict_mode: a transaction whose
+    /// sequence number another server's transaction already holds here) until the
+    /// replica is pointed at a source again.
+    pub sql_error: Option<String>,
 }
 
 impl Mysqld {
@@ -166,6 +187,7 @@ impl Mysqld {
             config: ServerConfig::recommended(),
             synced: 0,
             async_fallback: false,
+            sql_error: None,
         }
     }
 
@@ -190,6 +212,7 @@ impl Mysqld {
             self.executed = executed;
         }
         self.relay.clear();
+        self.sql_error = None;
         self.kill();
         lost
     }
@@ -202,14 +225,28 @@ impl Mysqld {
         r
     }
 
-    pub fn has(&self, g: &Gtid) -> bool {
-        g.in_set(&self.executed) || self.relay.iter().any(|(_, t)| t.gtid == *g)
-    }
-
     /// Holds this very transaction (same server, not merely the same sequence number),
     /// executed or in the relay log.
     pub fn has_exactly(&self, g: &Gtid) -> bool {
         g.in_history(&self.executed) || self.relay.iter().any(|(_, t)| t.gtid == *g)
+    }
+
+    /// The SQL thread applies the next relay log transaction: skipped when this very
+    /// transaction is executed already; stopped with an error, as gtid_strict_mode
+    /// stops it, when another server's transaction holds its sequence number.
+    pub fn apply_relayed(&mut self, txn: Txn) -> Result<(), Txn> {
+        if txn.gtid.in_history(&self.executed) {
+            return Ok(());
+        }
+        if txn.gtid.in_set(&self.executed) {
+            self.sql_error = Some(format!(
+                "gtid_strict_mode: {} is out of order: its sequence number is already executed",
+                txn.gtid
+            ));
+            return Err(txn);
+        }
+        self.apply(txn);
+        Ok(())
     }
 
     /// Appends a transaction to the binlog unless it is already executed.
@@ -265,70 +302,115 @@ impl Mysqld {
             // relay_log_recovery (MySQL), GTID reconnect (MariaDB): the relay log is
             // fetched again from the source, not applied as it was.
             self.relay.clear();
+            self.sql_error = None;
         }
     }
 }
 
-/// The account's token bucket for mutating EC2 actions (ReplaceRoute, StopInstances),
-/// as AWS documents it: 50 tokens, 5 more each second, a call that finds none answered
-/// RequestLimitExceeded (docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html).
-pub const MUTATING_BUCKET: f64 = 50.0;
-pub const MUTATING_REFILL_PER_S: f64 = 5.0;
+/// One of the account's EC2 token buckets (docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html):
+/// `size` tokens, `refill` more each second; a call that finds none is answered
+/// RequestLimitExceeded.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub size: f64,
+    pub refill: f64,
+    /// Tokens as of `refilled_at`.
+    pub tokens: f64,
+    pub refilled_at: Duration,
+}
+
+impl Bucket {
+    /// Mutating actions (ReplaceRoute, CreateRoute, StopInstances): 50, 5 a second.
+    pub fn mutating() -> Self {
+        Bucket::full(50.0, 5.0)
+    }
+
+    /// Non-mutating actions (DescribeRouteTables, DescribeInstanceAttribute): 100, 20
+    /// a second.
+    pub fn non_mutating() -> Self {
+        Bucket::full(100.0, 20.0)
+    }
+
+    fn full(size: f64, refill: f64) -> Self {
+        Bucket {
+            size,
+            refill,
+            tokens: size,
+            refilled_at: Duration::ZERO,
+        }
+    }
+
+    /// Refills for the time since the last call, of which others take `others`.
+    fn refill(&mut self, now: Duration, others: f64) {
+        let dt = now.saturating_sub(self.refilled_at).as_secs_f64();
+        self.tokens = (self.tokens + self.refill * (1.0 - others) * dt).min(self.size);
+        self.refilled_at = now;
+    }
+
+    fn take(&mut self, now: Duration, others: f64) -> bool {
+        self.refill(now, others);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// The model EC2 API's behaviour, changed by faults.
 #[derive(Debug, Clone)]
 pub struct Ec2State {
-    /// Tokens in the account's mutating-action bucket, as of `refilled_at`.
-    pub tokens: f64,
-    pub refilled_at: Duration,
-    /// The share of the bucket's refill that other clusters in the same account use
+    pub mutating: Bucket,
+    pub non_mutating: Bucket,
+    /// The share of each bucket's refill that other clusters in the same account use
     /// (an AZ outage: everyone fails over at once).
     pub others: f64,
     /// Every call fails with ServiceUnavailable.
     pub outage: bool,
     pub calls: u64,
     pub throttled: u64,
+    /// DescribeRouteTables answers that showed an older target than the last applied.
+    pub stale_route_reads: u64,
+    /// Applied calls whose answer was lost.
+    pub lost_answers: u64,
 }
 
 impl Default for Ec2State {
     fn default() -> Self {
         Ec2State {
-            tokens: MUTATING_BUCKET,
-            refilled_at: Duration::ZERO,
+            mutating: Bucket::mutating(),
+            non_mutating: Bucket::non_mutating(),
             others: 0.0,
             outage: false,
             calls: 0,
             throttled: 0,
+            stale_route_reads: 0,
+            lost_answers: 0,
         }
     }
 }
 
 impl Ec2State {
     /// Other clusters in the account take `share` of the refill from now on; when they
-    /// start, their burst has emptied the bucket.
+    /// start, their burst has emptied the buckets.
     pub fn set_others(&mut self, share: f64, now: Duration) {
-        self.refill(now);
-        if share > 0.0 && self.others == 0.0 {
-            self.tokens = 0.0;
+        for b in [&mut self.mutating, &mut self.non_mutating] {
+            b.refill(now, self.others);
+            if share > 0.0 && self.others == 0.0 {
+                b.tokens = 0.0;
+            }
         }
         self.others = share.clamp(0.0, 1.0);
     }
 
-    fn refill(&mut self, now: Duration) {
-        let dt = now.saturating_sub(self.refilled_at).as_secs_f64();
-        let rate = MUTATING_REFILL_PER_S * (1.0 - self.others);
-        self.tokens = (self.tokens + rate * dt).min(MUTATING_BUCKET);
-        self.refilled_at = now;
-    }
-
-    /// One mutating call at `now`: a token, or throttled.
-    pub fn take(&mut self, now: Duration) -> bool {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
+    /// One call at `now`: a token from its bucket, or throttled.
+    pub fn take(&mut self, mutating: bool, now: Duration) -> bool {
+        let others = self.others;
+        if mutating {
+            self.mutating.take(now, others)
         } else {
-            false
+            self.non_mutating.take(now, others)
         }
     }
 }
@@ -391,6 +473,60 @@ pub struct WorldState {
     /// Route changes per table so far: a delayed data-plane update lands only if no
     /// later change overtook it.
     pub route_changes: BTreeMap<String, u64>,
+    /// Route table → node DescribeRouteTables answers: the control plane's view, which
+    /// lags ReplaceRoute as the data plane does (eventual consistency).
+    pub described: BTreeMap<String, NodeId>,
+    /// Route table → node ReplaceRoute last set (what the reads and the data plane
+    /// converge to).
+    pub applied: BTreeMap<String, NodeId>,
+    /// Times a replica's SQL thread stopped on an out-of-order GTID.
+    pub sql_thread_stops: u64,
+    /// Sidecars whose peer messages are all dropped (fault `CutPeers`).
+    pub peers_cut: BTreeSet<NodeId>,
+    /// Promotions carried out while no majority of sidecars held the decision on disk
+    /// (acting on a decision raft had not committed).
+    pub uncommitted_promotions: Vec<String>,
+}
+
+impl WorldState {
+    /// `node` is being promoted: the decision to make it master (its candidacy, or a
+    /// switchover to it), at the highest epoch any sidecar's log holds one, must be on
+    /// the disks of a majority of sidecars — raft's definition of committed. Recorded
+    /// when it is not.
+    pub fn check_promotion(&mut self, node: NodeId, now: Duration) {
+        let decides = |e: &LogEntry| match e {
+            LogEntry::CandidateChosen { epoch, candidate } if *candidate == node => Some(*epoch),
+            LogEntry::FailoverBegin {
+                epoch,
+                planned: Some(to),
+                ..
+            } if *to == node => Some(*epoch),
+            _ => None,
+        };
+        let decisions: BTreeMap<NodeId, BTreeSet<u64>> = self
+            .durable
+            .iter()
+            .map(|(n, d)| {
+                let epochs = d
+                    .entries
+                    .iter()
+                    .filter_map(|e| e.log_entry())
+                    .filter_map(|e| decides(&e))
+                    .collect();
+                (*n, epochs)
+            })
+            .collect();
+        let members = self.spec.ids().count();
+        let newest = decisions.values().flat_map(|e| e.iter().copied()).max();
+        let holders = newest.map_or(0, |epoch| {
+            decisions.values().filter(|e| e.contains(&epoch)).count()
+        });
+        if holders <= members / 2 {
+            self.uncommitted_promotions.push(format!(
+                "{node} promoted at {now:?}: the decision (epoch {newest:?}) was on {holders} of {members} sidecars' disks"
+            ));
+        }
+    }
 }
 
 /// Shared by every host's software (turmoil runs them all on one thread).
@@ -420,7 +556,7 @@ impl World {
                 (n.id, m)
             })
             .collect();
-        let routes = spec
+        let routes: BTreeMap<String, NodeId> = spec
             .vip
             .route_tables
             .iter()
@@ -430,6 +566,11 @@ impl World {
             state: Rc::new(RefCell::new(WorldState {
                 spec,
                 mysqld,
+                described: routes.clone(),
+                applied: routes.clone(),
+                sql_thread_stops: 0,
+                peers_cut: BTreeSet::new(),
+                uncommitted_promotions: Vec::new(),
                 routes,
                 durable: BTreeMap::new(),
                 ec2: Ec2State::default(),
@@ -471,5 +612,39 @@ impl World {
     pub fn note(&self, text: impl Into<String>) {
         let now = turmoil::sim_elapsed().unwrap_or_default();
         self.state.borrow_mut().timeline.push((now, text.into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txn(server: u32, seq: u64) -> Txn {
+        Txn {
+            gtid: Gtid::Mariadb {
+                domain: 0,
+                server,
+                seq,
+            },
+            client: 0,
+            n: seq,
+        }
+    }
+
+    /// gtid_strict_mode: the SQL thread skips a transaction it holds already, and stops
+    /// on one whose sequence number another server's transaction holds.
+    #[test]
+    fn the_sql_thread_stops_on_an_out_of_order_gtid() {
+        let mut m = Mysqld::new(Flavour::Mariadb, 3, Some(NodeId(1)));
+        assert!(m.apply(txn(1, 1)));
+        assert_eq!(m.apply_relayed(txn(1, 1)), Ok(()), "a duplicate is skipped");
+        assert_eq!(m.sql_error, None);
+        assert_eq!(m.apply_relayed(txn(2, 1)), Err(txn(2, 1)));
+        assert!(
+            m.sql_error.as_deref().is_some_and(|e| e.contains("0-2-1")),
+            "{:?}",
+            m.sql_error
+        );
+        assert_eq!(m.binlog.len(), 1, "nothing applied past the error");
     }
 }

@@ -244,3 +244,41 @@ fn a_restarted_master_is_made_writable_with_semi_sync_on() {
         );
     }
 }
+
+/// The coordinator loses its peers as its mysqld dies: the failover it begins cannot be
+/// committed, so it must not act on it; the other two sidecars fail over.
+#[test]
+fn a_coordinator_without_peers_does_not_act_on_its_failover() {
+    for seed in 1..=4 {
+        let r = sim(Scenario::PeerCut, seed);
+        assert_ok(&r);
+        assert_ne!(r.final_master.map(|m| m.0), Some(1), "seed {seed}");
+        let cut_off_acts = r.timeline.iter().any(|(_, l)| {
+            l.starts_with("n1 ") && (l.contains(" promoted") || l.contains(" candidate "))
+        });
+        assert!(
+            !cut_off_acts,
+            "seed {seed}: n1 acted without its peers:\n{:#?}",
+            r.timeline
+        );
+    }
+}
+
+/// The EC2 model is as hostile as README says: reads of a route lag its change, answers
+/// are lost, and throttling comes from the account's token buckets; the sidecar's own
+/// route code (retry, read-back) runs against it and still moves every route.
+#[test]
+fn the_ec2_model_lags_loses_answers_and_throttles() {
+    let (mut stale, mut lost) = (0, 0);
+    for seed in 1..=6 {
+        let r = sim(Scenario::MasterKill, seed);
+        assert_ok(&r);
+        stale += r.hostile_events.ec2_stale_route_reads;
+        lost += r.hostile_events.ec2_lost_answers;
+    }
+    assert!(stale > 0, "no DescribeRouteTables answer was stale");
+    assert!(lost > 0, "no applied call lost its answer");
+    let r = sim(Scenario::ApiThrottle, 1);
+    assert_ok(&r);
+    assert!(r.hostile_events.ec2_throttled > 0, "{:?}", r.hostile_events);
+}

@@ -108,6 +108,8 @@ impl Mysqld {
 
 pub struct Node {
     pub engine: Option<Engine>,
+    /// When the running sidecar started (`None`: not running).
+    pub sidecar_since: Option<Time>,
     pub durable: DurableState,
     pub mysqld: Mysqld,
     pub host_up: bool,
@@ -148,6 +150,12 @@ pub struct Sim {
     /// Instants at which two mysqlds could acknowledge a write at once (writable, with
     /// a semi-sync replica attached): split brain.
     pub two_ackers: Vec<(Time, Vec<NodeId>)>,
+    /// Instants at which two mysqlds were writable while each had a sidecar running
+    /// for two probe intervals (time to probe and fence): split brain that no dead
+    /// sidecar explains.
+    pub two_writers_fenceable: Vec<(Time, Vec<NodeId>)>,
+    /// Every acknowledged write: when, and which server acknowledged it.
+    pub ack_log: Vec<(Time, NodeId)>,
     pub write_every: Option<Duration>,
     next_write: Time,
     /// Every hook the engines asked for.
@@ -168,6 +176,7 @@ impl Sim {
                 n.id,
                 Node {
                     engine: Some(engine),
+                    sidecar_since: Some(now),
                     durable: DurableState::default(),
                     mysqld: Mysqld {
                         server_id: n.id.0 as u32,
@@ -207,6 +216,8 @@ impl Sim {
             acked: Vec::new(),
             two_writers: Vec::new(),
             two_ackers: Vec::new(),
+            two_writers_fenceable: Vec::new(),
+            ack_log: Vec::new(),
             write_every: Some(Duration::from_millis(50)),
             next_write: now,
             hooks: Vec::new(),
@@ -254,19 +265,23 @@ impl Sim {
     }
 
     pub fn crash_sidecar(&mut self, n: NodeId) {
-        self.nodes.get_mut(&n).unwrap().engine = None;
+        let node = self.nodes.get_mut(&n).unwrap();
+        node.engine = None;
+        node.sidecar_since = None;
     }
 
     pub fn restart_sidecar(&mut self, n: NodeId) {
         let node = self.nodes.get_mut(&n).unwrap();
         node.engine =
             Some(Engine::new(self.spec.clone(), n, Some(&node.durable), self.now).unwrap());
+        node.sidecar_since = Some(self.now);
     }
 
     pub fn crash_host(&mut self, n: NodeId) {
         let node = self.nodes.get_mut(&n).unwrap();
         node.host_up = false;
         node.engine = None;
+        node.sidecar_since = None;
         node.mysqld.alive = false;
     }
 
@@ -444,6 +459,14 @@ impl Sim {
             if ackers.len() > 1 {
                 self.two_ackers.push((self.now, ackers));
             }
+            let fenceable = w.iter().all(|m| {
+                self.nodes[m].sidecar_since.is_some_and(|since| {
+                    self.now.since(since) >= self.spec.timing.probe_interval() * 2
+                })
+            });
+            if fenceable {
+                self.two_writers_fenceable.push((self.now, w.clone()));
+            }
             self.two_writers.push((self.now, w));
         }
     }
@@ -530,10 +553,36 @@ impl Sim {
                 let rm = &mut self.nodes.get_mut(&r).unwrap().mysqld;
                 rm.received.insert(0, sid, seq, seq);
                 self.acked.push((sid, seq));
+                self.ack_log.push((self.now, target));
                 true
             }
             None => false,
         }
+    }
+
+    /// Instants at which one server acknowledged a write between two that another
+    /// server acknowledged within a lease: two writers taking turns (as the
+    /// simulation's world judges it).
+    pub fn interleaved_acks(&self) -> Vec<Time> {
+        let lease = self.spec.timing.lease();
+        let log = &self.ack_log;
+        let mut out = Vec::new();
+        for (i, (at, by)) in log.iter().enumerate() {
+            let before = log[..i]
+                .iter()
+                .rev()
+                .take_while(|(t, _)| at.since(*t) < lease)
+                .find(|(_, s)| s != by);
+            let Some((t0, other)) = before else { continue };
+            if log[i + 1..]
+                .iter()
+                .take_while(|(t, _)| t.since(*t0) < lease)
+                .any(|(_, s)| s == other)
+            {
+                out.push(*at);
+            }
+        }
+        out
     }
 
     /// A replica that would acknowledge `master`'s next write (semi-sync).
