@@ -57,6 +57,11 @@ impl ApiError {
         }
     }
 
+    /// The call may have been applied although it failed (no answer in time).
+    pub fn ambiguous(&self) -> bool {
+        self.code == "Timeout" || self.code == "ResponseError"
+    }
+
     /// No answer within the attempt's bound: the call may or may not have been applied.
     pub fn timeout() -> Self {
         ApiError {
@@ -170,7 +175,10 @@ impl<A: Ec2Api> VipRoutes<A> {
         match r {
             Ok(v) => Attempt::Ok(v),
             Err(e) => {
-                (self.inner.on_error)(&e.code);
+                // A route not yet seen pointing at its target is no API error.
+                if e.code != NOT_YET_VISIBLE {
+                    (self.inner.on_error)(&e.code);
+                }
                 if e.transient {
                     Attempt::Retry(e.to_string())
                 } else {
@@ -224,24 +232,25 @@ impl<A: Ec2Api> VipRoutes<A> {
         eni: &str,
         written: &Cell<Option<Instant>>,
     ) -> Result<(), ApiError> {
-        let seen = match written.get() {
-            None => None,
-            Some(at) => {
-                let seen = self.vip_target(route_table).await?;
-                if seen.as_deref() == Some(eni) {
-                    return Ok(());
-                }
-                if at.elapsed() < REWRITE_AFTER {
-                    return Err(not_yet(eni, seen));
-                }
-                seen
+        if let Some(at) = written.get() {
+            let seen = self.vip_target(route_table).await?;
+            if seen.as_deref() == Some(eni) {
+                return Ok(());
             }
-        };
-        self.write(route_table, eni).await?;
-        written.set(Some(Instant::now()));
+            if at.elapsed() < REWRITE_AFTER {
+                return Err(not_yet(eni, seen));
+            }
+        }
+        let wrote = self.write(route_table, eni).await;
+        // A write that timed out may have been applied (ReplaceRoute takes no client
+        // token): the next attempt reads before it writes again, as after a success.
+        if wrote.as_ref().is_ok() || wrote.as_ref().is_err_and(ApiError::ambiguous) {
+            written.set(Some(Instant::now()));
+        }
+        wrote?;
         match self.vip_target(route_table).await? {
             Some(now) if now == eni => Ok(()),
-            other => Err(not_yet(eni, other.or(seen))),
+            now => Err(not_yet(eni, now)),
         }
     }
 
@@ -267,9 +276,11 @@ impl<A: Ec2Api> VipRoutes<A> {
     }
 }
 
+const NOT_YET_VISIBLE: &str = "NotYetVisible";
+
 fn not_yet(eni: &str, seen: Option<String>) -> ApiError {
     ApiError {
-        code: "NotYetVisible".into(),
+        code: NOT_YET_VISIBLE.into(),
         message: format!("the VIP route points at {seen:?}, not {eni}"),
         transient: true,
     }
@@ -293,5 +304,97 @@ impl<A: Ec2Api> RouteOps for VipRoutes<A> {
         self.retrying(|| async { self.attempt(self.inner.api.stop_instance(&instance).await) })
             .await
             .map_err(|e| format!("instance {instance}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// One route table; each write's outcome from a script, then success.
+    #[derive(Default)]
+    struct FakeApi {
+        target: RefCell<Option<String>>,
+        writes: RefCell<Vec<Result<(), ApiError>>>,
+        calls: RefCell<Vec<&'static str>>,
+    }
+
+    impl Ec2Api for Rc<FakeApi> {
+        async fn route_target(&self, _: &str, _: &str) -> Result<Option<String>, ApiError> {
+            self.calls.borrow_mut().push("describe");
+            Ok(self.target.borrow().clone())
+        }
+        async fn replace_route(&self, _: &str, _: &str, eni: &str) -> Result<(), ApiError> {
+            self.calls.borrow_mut().push("replace");
+            let mut script = self.writes.borrow_mut();
+            let r = if script.is_empty() {
+                Ok(())
+            } else {
+                script.remove(0)
+            };
+            // Applied when it succeeded, and when only its answer was lost.
+            if r.as_ref().is_ok() || r.as_ref().is_err_and(ApiError::ambiguous) {
+                *self.target.borrow_mut() = Some(eni.to_string());
+            }
+            r
+        }
+        async fn create_route(&self, a: &str, b: &str, eni: &str) -> Result<(), ApiError> {
+            self.replace_route(a, b, eni).await
+        }
+        async fn stop_instance(&self, _: &str) -> Result<(), ApiError> {
+            Ok(())
+        }
+        async fn source_dest_check(&self, _: &str) -> Result<bool, ApiError> {
+            Ok(false)
+        }
+    }
+
+    fn routes(api: Rc<FakeApi>, errors: Rc<RefCell<Vec<String>>>) -> VipRoutes<Rc<FakeApi>> {
+        VipRoutes::new(
+            api,
+            "10.0.100.10".parse().unwrap(),
+            BTreeMap::from([(NodeId(2), "eni-b".to_string())]),
+            BTreeMap::new(),
+            Backoff {
+                first: Duration::from_millis(10),
+                max: Duration::from_millis(50),
+                deadline: Duration::from_secs(5),
+            },
+            Rc::new(|c| c),
+            Rc::new(move |code: &str| errors.borrow_mut().push(code.to_string())),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_whose_answer_was_lost_is_read_before_it_is_written_again() {
+        let api = Rc::new(FakeApi::default());
+        *api.target.borrow_mut() = Some("eni-a".into());
+        api.writes.borrow_mut().push(Err(ApiError::timeout()));
+        let errors = Rc::new(RefCell::new(Vec::new()));
+        let r = routes(api.clone(), errors.clone())
+            .replace_route("rtb-1".into(), NodeId(2))
+            .await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            *api.calls.borrow(),
+            ["replace", "describe"],
+            "one write only"
+        );
+        assert_eq!(*errors.borrow(), ["Timeout"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_write_is_made_again_at_once() {
+        // Throttled means not applied: nothing to read first.
+        let api = Rc::new(FakeApi::default());
+        api.writes
+            .borrow_mut()
+            .push(Err(ApiError::service("RequestLimitExceeded", "slow down")));
+        let r = routes(api.clone(), Rc::new(RefCell::new(Vec::new())))
+            .replace_route("rtb-1".into(), NodeId(2))
+            .await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(*api.calls.borrow(), ["replace", "replace", "describe"]);
     }
 }

@@ -146,12 +146,15 @@ pub enum Ec2Req {
 }
 
 impl Ec2Req {
-    /// Which of the account's token buckets the call draws on.
-    fn mutating(&self) -> bool {
-        matches!(
-            self,
-            Ec2Req::ReplaceRoute { .. } | Ec2Req::CreateRoute { .. } | Ec2Req::StopInstances { .. }
-        )
+    /// The EC2 action: its token bucket's name.
+    fn action(&self) -> &'static str {
+        match self {
+            Ec2Req::DescribeRoute { .. } => "DescribeRouteTables",
+            Ec2Req::ReplaceRoute { .. } => "ReplaceRoute",
+            Ec2Req::CreateRoute { .. } => "CreateRoute",
+            Ec2Req::StopInstances { .. } => "StopInstances",
+            Ec2Req::DescribeSourceDestCheck { .. } => "DescribeInstanceAttribute",
+        }
     }
 }
 
@@ -267,7 +270,7 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
                 if w.ec2.outage {
                     return Err(error("ServiceUnavailable", "the service is unavailable"));
                 }
-                if !w.ec2.take(req.mutating(), now()) {
+                if !w.ec2.take(req.action(), now()) {
                     w.ec2.throttled += 1;
                     return Err(error("RequestLimitExceeded", "Request limit exceeded."));
                 }
@@ -298,6 +301,10 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
                         let Some(target) = node_of(eni).filter(|n| w.mysqld.contains_key(n)) else {
                             return Err(error("InvalidNetworkInterfaceID.NotFound", eni));
                         };
+                        // Already there (a retry after a lost answer): nothing changes.
+                        if w.applied.get(route_table) == Some(&target) {
+                            return Ok(Ec2Answer::Done);
+                        }
                         // Applied now; the data plane and the reads follow, each after a
                         // delay, unless a later change overtakes this one.
                         let change = w.route_changes.entry(route_table.clone()).or_default();
@@ -336,9 +343,12 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
                     Ec2Req::DescribeSourceDestCheck { .. } => Ok(Ec2Answer::Check(false)),
                 }
             });
-            // An applied call whose answer is lost: the caller times out and retries.
+            // An applied call whose answer is lost: the connection stays open, silent,
+            // until the caller's attempt times out, and the caller retries.
             if result.is_ok() && lose_roll < world.with(|w| w.hostility.lost_answer) {
                 world.with(|w| w.ec2.lost_answers += 1);
+                let bound = multiaz_sidecar::config::default_attempt_timeout();
+                tokio::time::sleep(Duration::from_millis(bound + 1_000)).await;
                 return;
             }
             let _ = wire::send(&mut s, &result).await;

@@ -233,14 +233,20 @@ impl Mysqld {
 
     /// The SQL thread applies the next relay log transaction: skipped when this very
     /// transaction is executed already; stopped with an error, as gtid_strict_mode
-    /// stops it, when another server's transaction holds its sequence number.
+    /// stops it, when its sequence number is not above its domain's last.
     pub fn apply_relayed(&mut self, txn: Txn) -> Result<(), Txn> {
         if txn.gtid.in_history(&self.executed) {
             return Ok(());
         }
-        if txn.gtid.in_set(&self.executed) {
+        // Strict mode refuses a sequence number at or below the domain's last, whether
+        // or not that very number is taken (MySQL's GTIDs have no such order).
+        let out_of_order = match (&txn.gtid, &self.executed) {
+            (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => *seq <= s.seq(*domain),
+            _ => false,
+        };
+        if out_of_order {
             self.sql_error = Some(format!(
-                "gtid_strict_mode: {} is out of order: its sequence number is already executed",
+                "gtid_strict_mode: {} is out of order: its domain is past its sequence number",
                 txn.gtid
             ));
             return Err(txn);
@@ -320,12 +326,12 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Mutating actions (ReplaceRoute, CreateRoute, StopInstances): 50, 5 a second.
+    /// A mutating action (ReplaceRoute, CreateRoute, StopInstances): 50, 5 a second.
     pub fn mutating() -> Self {
         Bucket::full(50.0, 5.0)
     }
 
-    /// Non-mutating actions (DescribeRouteTables, DescribeInstanceAttribute): 100, 20
+    /// A non-mutating action (DescribeRouteTables, DescribeInstanceAttribute): 100, 20
     /// a second.
     pub fn non_mutating() -> Self {
         Bucket::full(100.0, 20.0)
@@ -358,11 +364,21 @@ impl Bucket {
     }
 }
 
+/// The EC2 actions the model API serves, each with its own token bucket.
+pub const EC2_ACTIONS: [(&str, bool); 5] = [
+    ("ReplaceRoute", true),
+    ("CreateRoute", true),
+    ("StopInstances", true),
+    ("DescribeRouteTables", false),
+    ("DescribeInstanceAttribute", false),
+];
+
 /// The model EC2 API's behaviour, changed by faults.
 #[derive(Debug, Clone)]
 pub struct Ec2State {
-    pub mutating: Bucket,
-    pub non_mutating: Bucket,
+    /// The account's bucket for each action: AWS gives every API action a bucket of its
+    /// own, sized by the action's category (mutating or non-mutating).
+    pub buckets: BTreeMap<&'static str, Bucket>,
     /// The share of each bucket's refill that other clusters in the same account use
     /// (an AZ outage: everyone fails over at once).
     pub others: f64,
@@ -379,8 +395,17 @@ pub struct Ec2State {
 impl Default for Ec2State {
     fn default() -> Self {
         Ec2State {
-            mutating: Bucket::mutating(),
-            non_mutating: Bucket::non_mutating(),
+            buckets: EC2_ACTIONS
+                .iter()
+                .map(|&(action, mutating)| {
+                    let bucket = if mutating {
+                        Bucket::mutating()
+                    } else {
+                        Bucket::non_mutating()
+                    };
+                    (action, bucket)
+                })
+                .collect(),
             others: 0.0,
             outage: false,
             calls: 0,
@@ -395,7 +420,7 @@ impl Ec2State {
     /// Other clusters in the account take `share` of the refill from now on; when they
     /// start, their burst has emptied the buckets.
     pub fn set_others(&mut self, share: f64, now: Duration) {
-        for b in [&mut self.mutating, &mut self.non_mutating] {
+        for b in self.buckets.values_mut() {
             b.refill(now, self.others);
             if share > 0.0 && self.others == 0.0 {
                 b.tokens = 0.0;
@@ -404,14 +429,12 @@ impl Ec2State {
         self.others = share.clamp(0.0, 1.0);
     }
 
-    /// One call at `now`: a token from its bucket, or throttled.
-    pub fn take(&mut self, mutating: bool, now: Duration) -> bool {
+    /// One call of `action` at `now`: a token from its bucket, or throttled.
+    pub fn take(&mut self, action: &str, now: Duration) -> bool {
         let others = self.others;
-        if mutating {
-            self.mutating.take(now, others)
-        } else {
-            self.non_mutating.take(now, others)
-        }
+        self.buckets
+            .get_mut(action)
+            .is_some_and(|b| b.take(now, others))
     }
 }
 
@@ -489,41 +512,41 @@ pub struct WorldState {
 }
 
 impl WorldState {
-    /// `node` is being promoted: the decision to make it master (its candidacy, or a
-    /// switchover to it), at the highest epoch any sidecar's log holds one, must be on
-    /// the disks of a majority of sidecars — raft's definition of committed. Recorded
-    /// when it is not.
+    /// `node` is being promoted: the newest candidate decision a majority of sidecars
+    /// hold on disk (raft's condition for committed, as near as the world can see it
+    /// without knowing which leader issued the promotion) must name it. Recorded when
+    /// it does not: the promotion acted on a decision raft had not committed, or on one
+    /// a newer committed decision superseded.
     pub fn check_promotion(&mut self, node: NodeId, now: Duration) {
-        let decides = |e: &LogEntry| match e {
-            LogEntry::CandidateChosen { epoch, candidate } if *candidate == node => Some(*epoch),
-            LogEntry::FailoverBegin {
-                epoch,
-                planned: Some(to),
-                ..
-            } if *to == node => Some(*epoch),
-            _ => None,
-        };
-        let decisions: BTreeMap<NodeId, BTreeSet<u64>> = self
-            .durable
-            .iter()
-            .map(|(n, d)| {
-                let epochs = d
-                    .entries
-                    .iter()
-                    .filter_map(|e| e.log_entry())
-                    .filter_map(|e| decides(&e))
-                    .collect();
-                (*n, epochs)
-            })
-            .collect();
+        // (epoch, candidate) → how many sidecars hold that decision on disk.
+        let mut held: BTreeMap<(u64, NodeId), usize> = BTreeMap::new();
+        for d in self.durable.values() {
+            let decisions: BTreeSet<(u64, NodeId)> = d
+                .entries
+                .iter()
+                .filter_map(|e| match e.log_entry()? {
+                    LogEntry::CandidateChosen { epoch, candidate } => Some((epoch, candidate)),
+                    _ => None,
+                })
+                .collect();
+            for k in decisions {
+                *held.entry(k).or_default() += 1;
+            }
+        }
         let members = self.spec.ids().count();
-        let newest = decisions.values().flat_map(|e| e.iter().copied()).max();
-        let holders = newest.map_or(0, |epoch| {
-            decisions.values().filter(|e| e.contains(&epoch)).count()
-        });
-        if holders <= members / 2 {
+        let newest = held
+            .iter()
+            .filter(|(_, n)| **n > members / 2)
+            .map(|(k, _)| *k)
+            .max();
+        if newest.map(|(_, c)| c) != Some(node) {
+            let proposed: Vec<String> = held
+                .iter()
+                .filter(|((_, c), _)| *c == node)
+                .map(|((e, _), n)| format!("epoch {e} on {n} of {members} disks"))
+                .collect();
             self.uncommitted_promotions.push(format!(
-                "{node} promoted at {now:?}: the decision (epoch {newest:?}) was on {holders} of {members} sidecars' disks"
+                "{node} promoted at {now:?}: newest committed decision {newest:?}; deciding {node}: {proposed:?}"
             ));
         }
     }
@@ -646,5 +669,9 @@ mod tests {
             m.sql_error
         );
         assert_eq!(m.binlog.len(), 1, "nothing applied past the error");
+        // Below the domain's last, in a gap: refused too.
+        let mut m = Mysqld::new(Flavour::Mariadb, 3, Some(NodeId(1)));
+        assert!(m.apply(txn(1, 3)));
+        assert_eq!(m.apply_relayed(txn(2, 2)), Err(txn(2, 2)));
     }
 }

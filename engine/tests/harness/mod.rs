@@ -150,9 +150,9 @@ pub struct Sim {
     /// Instants at which two mysqlds could acknowledge a write at once (writable, with
     /// a semi-sync replica attached): split brain.
     pub two_ackers: Vec<(Time, Vec<NodeId>)>,
-    /// Instants at which two mysqlds were writable while each had a sidecar running
-    /// for two probe intervals (time to probe and fence): split brain that no dead
-    /// sidecar explains.
+    /// Instants at which two mysqlds were writable while each had a sidecar that had
+    /// been running for two probe intervals: never two writable, except near a sidecar
+    /// crash or restart (a sidecar that is down, or has not yet probed, cannot fence).
     pub two_writers_fenceable: Vec<(Time, Vec<NodeId>)>,
     /// Every acknowledged write: when, and which server acknowledged it.
     pub ack_log: Vec<(Time, NodeId)>,
