@@ -132,6 +132,25 @@ fn run(plan: &[(u64, Fault)]) -> Result<(), TestCaseError> {
             );
         }
     }
+    // No errant transaction on any live server the record does not keep out, attached
+    // to the master or not.
+    if let Some(m) = record.master.filter(|m| sim.nodes[m].mysqld.alive) {
+        let master = &sim.nodes[&m].mysqld.executed;
+        for id in sim.ids() {
+            let node = &sim.nodes[&id];
+            if id == m || !node.mysqld.alive || record.quarantined.contains_key(&id) {
+                continue;
+            }
+            let errant = harness::errant(&node.mysqld.executed, master);
+            prop_assert!(
+                errant.is_empty(),
+                "{} holds transactions not in master {}'s history: {:?}",
+                id,
+                m,
+                errant
+            );
+        }
+    }
     // Writes are acknowledged only with a replica attached (semi-sync, no async
     // fallback), and a server with errant transactions rightly stays out: liveness is
     // owed when two live servers without errant transactions remain.
@@ -223,6 +242,20 @@ fn control_two_writable_with_running_sidecars_is_caught() {
 }
 
 #[test]
+fn control_errant_transactions_are_caught() {
+    let mut sim = Sim::started(spec());
+    sim.run_for(Duration::from_secs(5));
+    let master = sim.nodes[&NodeId(1)].mysqld.executed.clone();
+    assert!(harness::errant(&sim.nodes[&NodeId(2)].mysqld.executed, &master).is_empty());
+    // A transaction n2 wrote itself, which the master never had.
+    let seq = sim.nodes[&NodeId(2)].mysqld.executed.seq(0) + 1;
+    let mine = &mut sim.nodes.get_mut(&NodeId(2)).unwrap().mysqld.executed;
+    mine.insert(0, 2, seq, seq);
+    let errant = harness::errant(&sim.nodes[&NodeId(2)].mysqld.executed, &master);
+    assert_eq!(errant, vec![(2, seq)]);
+}
+
+#[test]
 fn control_acknowledgements_taking_turns_are_caught() {
     let mut sim = Sim::started(spec());
     sim.run_for(Duration::from_secs(5));
@@ -236,4 +269,33 @@ fn control_acknowledgements_taking_turns_are_caught() {
         1,
         "one write at {t:?} by another server"
     );
+}
+
+// Known limitation, found by wider searches (PROPTEST_RNG_SEED=11 and 12, 300 cases):
+// semi-sync keeps an acknowledged write on two servers, so losing both at once can
+// lose it. Here the replica that acknowledged it loses its mysqld (its host and disk
+// live on) while the master is lost too; the write is then on no server the failover
+// can reach. MHA reads such a replica's relay log from its disk; multiaz does not yet.
+// These tests fail when that changes, so that the limitation is not kept by mistake.
+
+#[test]
+#[should_panic(expected = "acknowledged writes lost")]
+fn known_limitation_acker_mysqld_dies_then_master_host_crashes() {
+    run(&[
+        (0, Fault::Isolate(2)),
+        (46, Fault::KillMysqld(3)),
+        (991, Fault::CrashHost(1)),
+    ])
+    .unwrap();
+}
+
+#[test]
+#[should_panic(expected = "acknowledged writes lost")]
+fn known_limitation_acker_mysqld_dies_as_master_is_isolated() {
+    run(&[
+        (0, Fault::HoldIo(3, true)),
+        (0, Fault::KillMysqld(2)),
+        (0, Fault::Isolate(1)),
+    ])
+    .unwrap();
 }

@@ -64,6 +64,22 @@ pub fn in_history(set: &MariadbGtidSet, server_id: u32, seq: u64) -> bool {
     })
 }
 
+/// What `replica` holds that is not in `master`'s history: for each server that wrote
+/// to it, its newest transaction from that server (errant transactions, as near as the
+/// harness's positions tell).
+pub fn errant(replica: &MariadbGtidSet, master: &MariadbGtidSet) -> Vec<(u32, u64)> {
+    replica
+        .domain(0)
+        .map(|d| {
+            d.servers
+                .iter()
+                .filter(|(sid, last)| !in_history(master, **sid, **last))
+                .map(|(sid, last)| (*sid, *last))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn spec() -> ClusterSpec {
     spec_with([PromotionRule::Neutral; 3], None)
 }
