@@ -829,14 +829,14 @@ impl Engine {
             (Pending::Step { epoch, node }, result) => self.on_step_result(id, epoch, node, result),
             (Pending::Route { table, target }, CommandResult::Done(r)) => match r {
                 Ok(()) => {
-                    self.routes.succeeded(&table, target);
+                    self.routes.succeeded(&table, id, target);
                     self.emit(Event::RouteReplaced {
                         route_table: table,
                         target,
                     });
                 }
                 Err(error) => {
-                    self.routes.failed(&table, self.now);
+                    self.routes.failed(&table, id, self.now);
                     self.emit(Event::RouteFailed {
                         route_table: table,
                         target,

@@ -42,15 +42,30 @@ impl Routes {
         self.in_flight.insert(table, id);
     }
 
-    pub fn succeeded(&mut self, table: &str, target: NodeId) {
+    /// Takes `id` off the table's in-flight call; false when it was not that call (it
+    /// was issued before a [`Routes::clear`]: a deposed coordinator's late answer, which
+    /// must not schedule a retry nobody will make).
+    fn landed(&mut self, table: &str, id: CommandId) -> bool {
+        if self.in_flight.get(table) != Some(&id) {
+            return false;
+        }
         self.in_flight.remove(table);
+        true
+    }
+
+    pub fn succeeded(&mut self, table: &str, id: CommandId, target: NodeId) {
+        if !self.landed(table, id) {
+            return;
+        }
         self.retry_at.remove(table);
         self.failures.remove(table);
         self.confirmed.insert(table.to_string(), target);
     }
 
-    pub fn failed(&mut self, table: &str, now: Time) {
-        self.in_flight.remove(table);
+    pub fn failed(&mut self, table: &str, id: CommandId, now: Time) {
+        if !self.landed(table, id) {
+            return;
+        }
         let tries = self.failures.entry(table.to_string()).or_insert(0);
         let wait = (RETRY_FIRST * 2u32.saturating_pow((*tries).min(8))).min(RETRY_MAX);
         *tries += 1;
@@ -67,5 +82,32 @@ impl Routes {
 
     pub fn next_retry(&self) -> Option<Time> {
         self.retry_at.values().copied().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (mixed seed 549): a route call issued by a coordinator that lost its
+    /// role answered afterwards; its failure scheduled a retry that only a coordinator
+    /// makes, so the deadline stayed in the past and the driver spun at that instant.
+    #[test]
+    fn a_late_answer_after_clear_schedules_nothing() {
+        let mut r = Routes::default();
+        let id = CommandId(7);
+        r.issued("rtb-a".into(), id);
+        r.clear();
+        r.failed("rtb-a", id, Time::from_millis(1_000));
+        assert_eq!(r.next_retry(), None);
+        r.succeeded("rtb-a", id, NodeId(2));
+        assert_eq!(
+            r.pending(&["rtb-a".into()], NodeId(2)),
+            vec!["rtb-a".to_string()]
+        );
+        // The call in flight now is what counts.
+        r.issued("rtb-a".into(), CommandId(8));
+        r.failed("rtb-a", CommandId(8), Time::from_millis(1_000));
+        assert!(r.next_retry().is_some());
     }
 }

@@ -25,7 +25,15 @@ pub type HookRunner = Rc<dyn Fn(HookCall) -> Pin<Box<dyn Future<Output = Result<
 pub enum DriverError {
     #[error("could not make raft state durable: {0}")]
     Persist(String),
+    /// The engine kept asking to be woken at an instant already past: a bug that would
+    /// otherwise spin this loop, burning a core without letting time pass.
+    #[error("engine deadline stuck at {0:?} (an engine bug: the sidecar stops rather than spin)")]
+    Stuck(Time),
 }
+
+/// How many ticks in a row may leave the engine's deadline at or before the tick's
+/// instant before the driver calls it stuck (a correct engine moves it on at once).
+const STUCK_TICKS: u32 = 10_000;
 
 /// What the outside world uses to talk to a running driver.
 #[derive(Clone)]
@@ -109,14 +117,18 @@ where
         Time::from_millis(self.origin.elapsed().as_millis() as u64)
     }
 
-    /// Runs until a persist fails (the only fatal error) or every sender is gone.
+    /// Runs until a persist fails or the engine's deadline is stuck (the fatal errors).
     pub async fn run(mut self) -> Result<(), DriverError> {
         self.step(Input::Tick {
             wall_unix_ms: self.observer.wall_unix_ms(),
         })?;
+        // Ticks in a row after which the engine still wanted waking at an instant
+        // already past (inputs other than ticks do not count: a burst of messages may
+        // keep a due tick waiting, rightly).
+        let mut stuck_ticks = 0u32;
         loop {
-            let deadline = self.origin
-                + std::time::Duration::from_millis(self.engine.next_deadline().as_millis());
+            let next = self.engine.next_deadline();
+            let deadline = self.origin + std::time::Duration::from_millis(next.as_millis());
             let input = tokio::select! {
                 biased;
                 Some((id, result)) = self.done_rx.recv() => Input::Done { id, result },
@@ -124,7 +136,17 @@ where
                 Some(req) = self.operator.recv() => Input::Operator(req),
                 _ = tokio::time::sleep_until(deadline) => Input::Tick { wall_unix_ms: self.observer.wall_unix_ms() },
             };
+            let tick = matches!(input, Input::Tick { .. });
+            let now = self.now();
             self.step(input)?;
+            if tick && self.engine.next_deadline() <= now {
+                stuck_ticks += 1;
+                if stuck_ticks > STUCK_TICKS {
+                    return Err(DriverError::Stuck(self.engine.next_deadline()));
+                }
+            } else if tick {
+                stuck_ticks = 0;
+            }
         }
     }
 
