@@ -4,14 +4,23 @@
 //! a peer is unreachable are dropped beyond a small bound (raft and the lease tolerate
 //! loss). Incoming frames that are oversized, unauthenticated, altered or replayed are
 //! dropped with a log line, and the connection they came on is closed.
+//!
+//! The listener is reachable by strangers, so it spends nothing on them it cannot bound
+//! ([`InboundLimits`]): a connection from an address that is no member's is closed
+//! before anything is read; the number of open inbound connections is capped; a
+//! connection must send its first frame within a short deadline and then keep sending
+//! (peers talk several times a second) or be closed; a frame's buffer grows with the
+//! bytes that arrive, not with the length its prefix announces; an accept error (out
+//! of descriptors) backs off instead of spinning; and the log lines all this causes
+//! are rate-limited.
 
 use crate::adapters::PeerTransport;
 use crate::auth::{ClusterKey, Opener, Sealer};
 use multiaz_engine::{NodeId, PeerMessage};
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -58,6 +67,50 @@ pub struct Inbound {
     pub listener: TcpListener,
     pub inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
     pub calls: Option<CallHandler>,
+    pub limits: InboundLimits,
+}
+
+/// What the listener grants a connection before it has proved anything.
+#[derive(Debug, Clone)]
+pub struct InboundLimits {
+    /// Connections are accepted from these addresses only (the members'); `None`: any.
+    pub allowed: Option<BTreeSet<IpAddr>>,
+    /// Open inbound connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// A new connection's first frame must have arrived within this.
+    pub first_frame: Duration,
+    /// Then each next frame must arrive within this.
+    pub idle: Duration,
+}
+
+impl Default for InboundLimits {
+    /// For three to five members: each opens one connection, plus the short-lived ones
+    /// of pings and salvage calls.
+    fn default() -> Self {
+        InboundLimits {
+            allowed: None,
+            max_connections: 64,
+            first_frame: Duration::from_secs(2),
+            idle: Duration::from_secs(10),
+        }
+    }
+}
+
+impl InboundLimits {
+    /// Only the members' addresses may connect; idle after three probe intervals.
+    pub fn for_members(members: impl IntoIterator<Item = SocketAddr>, probe: Duration) -> Self {
+        InboundLimits {
+            allowed: Some(members.into_iter().map(|a| a.ip().to_canonical()).collect()),
+            idle: (probe * 3).max(Duration::from_secs(3)),
+            ..InboundLimits::default()
+        }
+    }
+
+    fn admits(&self, ip: IpAddr) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|a| a.contains(&ip.to_canonical()))
+    }
 }
 
 impl TcpPeers {
@@ -126,78 +179,174 @@ async fn send_loop(peer: NodeId, addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8
     }
 }
 
+/// Logs at most one line a second per kind of refusal, with how many were not logged.
+struct Throttled {
+    log: LogLine,
+    last: Cell<Option<tokio::time::Instant>>,
+    suppressed: Cell<u64>,
+}
+
+impl Throttled {
+    fn note(&self, note: PeerNote) {
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .get()
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return;
+        }
+        self.last.set(Some(now));
+        let n = self.suppressed.replace(0);
+        (self.log)(match (note, n) {
+            (note, 0) => note,
+            (PeerNote::Dropped(why), n) => PeerNote::Dropped(format!("{why} (and {n} more)")),
+            (PeerNote::Reconnecting(why), n) => {
+                PeerNote::Reconnecting(format!("{why} (and {n} more)"))
+            }
+        });
+    }
+}
+
+fn throttled(log: &LogLine) -> Rc<Throttled> {
+    Rc::new(Throttled {
+        log: log.clone(),
+        last: Cell::new(None),
+        suppressed: Cell::new(0),
+    })
+}
+
 async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, log: LogLine) {
     let Inbound {
         listener,
         inbox,
         calls,
+        limits,
     } = inbound;
+    let limits = Rc::new(limits);
+    let (strangers, crowd, errors) = (throttled(&log), throttled(&log), throttled(&log));
+    let open = Rc::new(Cell::new(0usize));
     loop {
-        let Ok((mut stream, addr)) = listener.accept().await else {
-            continue;
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors, most likely: retrying at once would spin.
+                errors.note(PeerNote::Dropped(format!(
+                    "peer listener: accept failed: {e}"
+                )));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
-        let (key, opener, inbox, log, calls) = (
+        if !limits.admits(addr.ip()) {
+            strangers.note(PeerNote::Dropped(format!(
+                "connection from {addr}: not a member's address"
+            )));
+            continue;
+        }
+        if open.get() >= limits.max_connections {
+            crowd.note(PeerNote::Dropped(format!(
+                "connection from {addr}: {} peer connections open already",
+                limits.max_connections
+            )));
+            continue;
+        }
+        open.set(open.get() + 1);
+        let guard = OpenConnection(open.clone());
+        let (key, opener, inbox, log, calls, limits) = (
             key.clone(),
             opener.clone(),
             inbox.clone(),
             log.clone(),
             calls.clone(),
+            limits.clone(),
         );
         tokio::task::spawn_local(async move {
-            loop {
-                let frame = match read_frame(&mut stream, MAX_FRAME).await {
-                    Ok(f) => f,
-                    Err(ReadError::TooLarge(len)) => {
-                        log(PeerNote::Dropped(format!(
-                            "peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit"
-                        )));
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                match key.answer(&frame) {
-                    Some(Ok(pong)) => {
-                        let _ = write_frame(&mut stream, &pong).await;
-                        return;
-                    }
-                    Some(Err(e)) => {
-                        log(PeerNote::Dropped(format!("ping from {addr}: {e}")));
-                        return;
-                    }
-                    None => {}
-                }
-                match (key.open_call(&frame), &calls) {
-                    (Some(Ok((nonce, body))), Some(handle)) => {
-                        let answer = handle(body).await;
-                        let _ = write_frame(&mut stream, &key.reply(&nonce, &answer)).await;
-                        return;
-                    }
-                    (Some(Ok(_)), None) => {
-                        log(PeerNote::Dropped(format!(
-                            "call from {addr}: this sidecar takes no calls"
-                        )));
-                        return;
-                    }
-                    (Some(Err(e)), _) => {
-                        log(PeerNote::Dropped(format!("call from {addr}: {e}")));
-                        return;
-                    }
-                    (None, _) => {}
-                }
-                let opened = opener.borrow_mut().open(&frame);
-                match opened {
-                    Ok(env) => {
-                        if inbox.send((env.from, env.message)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        log(PeerNote::Dropped(format!("peer frame from {addr}: {e}")));
-                        return;
-                    }
+            let _guard = guard;
+            serve(stream, addr, key, opener, inbox, log, calls, &limits).await;
+        });
+    }
+}
+
+/// Counts an open inbound connection until dropped.
+struct OpenConnection(Rc<Cell<usize>>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// One inbound connection: frames until one is refused, the peer goes quiet, or the
+/// connection ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    key: ClusterKey,
+    opener: Rc<RefCell<Opener>>,
+    inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
+    log: LogLine,
+    calls: Option<CallHandler>,
+    limits: &InboundLimits,
+) {
+    let mut within = limits.first_frame;
+    loop {
+        let frame = match tokio::time::timeout(within, read_frame(&mut stream, MAX_FRAME)).await {
+            Ok(Ok(f)) => f,
+            Ok(Err(ReadError::TooLarge(len))) => {
+                log(PeerNote::Dropped(format!(
+                    "peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit"
+                )));
+                return;
+            }
+            Ok(Err(_)) => return,
+            // Silent, or too slow to finish a frame: closed.
+            Err(_) => return,
+        };
+        within = limits.idle;
+        match key.answer(&frame) {
+            Some(Ok(pong)) => {
+                let _ = write_frame(&mut stream, &pong).await;
+                return;
+            }
+            Some(Err(e)) => {
+                log(PeerNote::Dropped(format!("ping from {addr}: {e}")));
+                return;
+            }
+            None => {}
+        }
+        match (key.open_call(&frame), &calls) {
+            (Some(Ok((nonce, body))), Some(handle)) => {
+                let answer = handle(body).await;
+                let _ = write_frame(&mut stream, &key.reply(&nonce, &answer)).await;
+                return;
+            }
+            (Some(Ok(_)), None) => {
+                log(PeerNote::Dropped(format!(
+                    "call from {addr}: this sidecar takes no calls"
+                )));
+                return;
+            }
+            (Some(Err(e)), _) => {
+                log(PeerNote::Dropped(format!("call from {addr}: {e}")));
+                return;
+            }
+            (None, _) => {}
+        }
+        let opened = opener.borrow_mut().open(&frame);
+        match opened {
+            Ok(env) => {
+                if inbox.send((env.from, env.message)).is_err() {
+                    return;
                 }
             }
-        });
+            Err(e) => {
+                log(PeerNote::Dropped(format!("peer frame from {addr}: {e}")));
+                return;
+            }
+        }
     }
 }
 
@@ -233,11 +382,16 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Vec<u8>, ReadE
     if len > max {
         return Err(ReadError::TooLarge(len));
     }
-    let mut frame = vec![0u8; len];
-    stream
-        .read_exact(&mut frame)
+    // Grown as the bytes arrive: a length prefix alone reserves little.
+    let mut frame = Vec::with_capacity(len.min(64 << 10));
+    let got = (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut frame)
         .await
         .map_err(ReadError::Cut)?;
+    if got < len {
+        return Err(ReadError::Cut(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(frame)
 }
 
@@ -357,6 +511,7 @@ mod tests {
                         listener: l1,
                         inbox: in1,
                         calls: None,
+                        limits: InboundLimits::default(),
                     },
                     addrs.clone(),
                     log.clone(),
@@ -369,6 +524,7 @@ mod tests {
                         listener: l2,
                         inbox: in2,
                         calls: None,
+                        limits: InboundLimits::default(),
                     },
                     addrs.clone(),
                     log.clone(),
@@ -382,6 +538,7 @@ mod tests {
                         listener: l3,
                         inbox: in3,
                         calls: None,
+                        limits: InboundLimits::default(),
                     },
                     addrs,
                     log,
@@ -431,6 +588,7 @@ mod tests {
                         listener: l,
                         inbox,
                         calls: None,
+                        limits: InboundLimits::default(),
                     },
                     BTreeMap::new(),
                     log,
@@ -446,6 +604,162 @@ mod tests {
                     .unwrap_or(0);
                 assert_eq!(n, 0, "closed");
                 assert!(lines.borrow().iter().any(|l| l.contains("over the")));
+            })
+            .await;
+    }
+
+    /// A receiver (node 2) with these limits; returns its address, inbox and log.
+    async fn receiver(
+        limits: InboundLimits,
+    ) -> (
+        SocketAddr,
+        mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
+        Rc<RefCell<Vec<String>>>,
+        TcpPeers,
+    ) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let lines: Rc<RefCell<Vec<String>>> = Rc::default();
+        let log: LogLine = {
+            let lines = lines.clone();
+            Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
+        };
+        let (inbox, rx) = mpsc::unbounded_channel();
+        let p = TcpPeers::start(
+            NodeId(2),
+            key(7),
+            1,
+            Inbound {
+                listener: l,
+                inbox,
+                calls: None,
+                limits,
+            },
+            BTreeMap::new(),
+            log,
+        );
+        (addr, rx, lines, p)
+    }
+
+    /// Connects from `from` (any 127/8 address is loopback on Linux).
+    async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    /// Closed by the other side within `within` (without sending anything).
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn strangers_are_turned_away_before_anything_is_read_and_members_get_through() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let limits = InboundLimits {
+                    allowed: Some(BTreeSet::from(["127.0.0.1".parse().unwrap()])),
+                    ..InboundLimits::default()
+                };
+                let (addr, mut rx, lines, _p) = receiver(limits).await;
+                let before = open_fds();
+                // 300 strangers that connect and announce a frame one byte short of
+                // the limit, then say nothing more.
+                let mut flood = Vec::new();
+                for _ in 0..300 {
+                    let mut s = connect_from("127.0.0.2", addr).await;
+                    let _ = s.write_all(&(MAX_FRAME as u32 - 1).to_be_bytes()).await;
+                    flood.push(s);
+                }
+                for s in flood.iter_mut().take(5) {
+                    assert!(
+                        closed_within(s, Duration::from_secs(2)).await,
+                        "stranger kept"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let kept = open_fds().saturating_sub(before);
+                // Our own 300 client sockets are open; the server holds none of theirs.
+                assert!(kept <= 300 + 5, "{kept} descriptors held for 300 strangers");
+                assert!(
+                    lines
+                        .borrow()
+                        .iter()
+                        .any(|l| l.contains("not a member's address")),
+                    "{:?}",
+                    lines.borrow()
+                );
+                assert!(
+                    lines.borrow().len() < 10,
+                    "rate-limited: {:?}",
+                    lines.borrow()
+                );
+                // A member's frames still arrive.
+                let mut sealer = Sealer::new(key(7), NodeId(1), 1);
+                let mut s = connect_from("127.0.0.1", addr).await;
+                write_frame(
+                    &mut s,
+                    &sealer.seal(PeerMessage::LeaseGrant { epoch: 1, seq: 1 }),
+                )
+                .await
+                .unwrap();
+                let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got.0, NodeId(1));
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_slow_connection_is_closed_and_the_cap_holds() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let limits = InboundLimits {
+                    max_connections: 4,
+                    first_frame: Duration::from_millis(600),
+                    ..InboundLimits::default()
+                };
+                let (addr, _rx, lines, _p) = receiver(limits).await;
+                let mut idle = Vec::new();
+                for _ in 0..4 {
+                    idle.push(TcpStream::connect(addr).await.unwrap());
+                }
+                // Let the listener take the four before the fifth knocks.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut fifth = TcpStream::connect(addr).await.unwrap();
+                assert!(
+                    closed_within(&mut fifth, Duration::from_millis(300)).await,
+                    "over the cap, closed at once"
+                );
+                assert!(
+                    lines.borrow().iter().any(|l| l.contains("open already")),
+                    "{:?}",
+                    lines.borrow()
+                );
+                // Half a frame, then nothing: closed at the first-frame deadline too.
+                idle[0].write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+                for s in idle.iter_mut() {
+                    assert!(
+                        closed_within(s, Duration::from_secs(2)).await,
+                        "closed at the first-frame deadline"
+                    );
+                }
+                // Room again once they are gone.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut again = TcpStream::connect(addr).await.unwrap();
+                assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
             })
             .await;
     }

@@ -10,7 +10,7 @@ use crate::driver::Driver;
 use crate::ec2::{self, Ec2Routes};
 use crate::hooks;
 use crate::mysql::{Credentials, MysqlAdapter};
-use crate::peers::{Inbound, PeerNote, TcpPeers};
+use crate::peers::{Inbound, InboundLimits, PeerNote, TcpPeers};
 use crate::retry::Backoff;
 use crate::salvage::{self, LocalBinlog, PeerSalvage};
 use crate::state_file::StateFile;
@@ -74,6 +74,32 @@ pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Re
     ))
 }
 
+/// Raises the soft limit on open files to the hard one (systemd's default soft limit
+/// is 1024; the unit sets `LimitNOFILE`): the peer and admin listeners cap their own
+/// connections, and the state file, MySQL and EC2 connections must still find a
+/// descriptor when strangers knock. Returns (before, after).
+fn raise_open_file_limit() -> Option<(u64, u64)> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer,
+    // which lives on this stack frame for the duration of each call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return None;
+        }
+        let before = r.rlim_cur;
+        if r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Some((before, before));
+            }
+        }
+        Some((before, r.rlim_cur))
+    }
+}
+
 /// Runs the sidecar until a signal or a fatal error (a failed state write).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let me = config.me;
@@ -81,6 +107,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
     let store = StateFile::new(&config.state_dir);
     let restored = store.load()?;
+    match raise_open_file_limit() {
+        Some((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-file limit")
+        }
+        Some((before, _)) if before < 4096 => tracing::warn!(
+            limit = before,
+            "open-file limit is low and cannot be raised: set LimitNOFILE (systemd) or ulimit -n"
+        ),
+        _ => {}
+    }
     tracing::info!(
         node = %me,
         cluster = %config.spec.name,
@@ -125,6 +161,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             listener,
             inbox: peer_tx,
             calls: Some(calls),
+            limits: InboundLimits::for_members(
+                peer_addrs.values().copied(),
+                config.spec.timing.probe_interval(),
+            ),
         },
         peer_addrs,
         Rc::new(move |note: PeerNote| {
