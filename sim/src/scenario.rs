@@ -18,7 +18,7 @@ pub enum Scenario {
     /// The master's AZ (its database host and its clients) is cut off.
     AzPartition,
     /// The master's mysqld dies while other clusters in the account fail over too: they
-    /// emptied the account's ReplaceRoute token bucket and take half its refill.
+    /// emptied the account's EC2 token buckets and take half their refill.
     ApiThrottle,
     /// The master's mysqld dies while the EC2 API is down for 30 s.
     ApiOutage,
