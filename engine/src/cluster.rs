@@ -107,6 +107,11 @@ pub struct Timing {
     pub switchover_grace_ms: u64,
 }
 
+/// Upper bounds of the timing values: far past any sensible setting, and low enough
+/// that no sum or product of them overflows a clock.
+const MAX_STEP_MS: u64 = 86_400_000;
+const MAX_BLOCK_MS: u64 = 30 * MAX_STEP_MS;
+
 impl Default for Timing {
     fn default() -> Self {
         Timing {
@@ -309,9 +314,20 @@ impl ClusterSpec {
             if v == 0 {
                 return Err(invalid(field, "must be more than 0"));
             }
+            if v > MAX_STEP_MS {
+                return Err(invalid(field, "must be at most 86400000 (a day)"));
+            }
         }
-        if t.probe_failures == 0 {
-            return Err(invalid("timing.probe_failures", "must be 1 or more"));
+        for (field, v) in [
+            ("timing.failover_block_ms", t.failover_block_ms),
+            ("timing.switchover_grace_ms", t.switchover_grace_ms),
+        ] {
+            if v > MAX_BLOCK_MS {
+                return Err(invalid(field, "must be at most 2592000000 (30 days)"));
+            }
+        }
+        if t.probe_failures == 0 || t.probe_failures > 1000 {
+            return Err(invalid("timing.probe_failures", "must be from 1 to 1000"));
         }
         if t.lease_ms < 2 * t.probe_interval_ms {
             return Err(invalid(
@@ -410,6 +426,17 @@ mod tests {
             (
                 EXAMPLE.replace("probe_failures = 3", "probe_failures = 0"),
                 "timing.probe_failures",
+            ),
+            (
+                EXAMPLE.replace(
+                    "probe_interval_ms = 1000",
+                    "probe_interval_ms = 9223372036854775807",
+                ),
+                "timing.probe_interval_ms",
+            ),
+            (
+                EXAMPLE.replace("lease_ms = 4000", "lease_ms = 86400001"),
+                "timing.lease_ms",
             ),
             (
                 EXAMPLE.replace("raft_tick_ms = 100", "raft_tick_ms = 0"),

@@ -12,6 +12,10 @@ pub struct HardState {
     pub commit: u64,
 }
 
+/// The highest term a stored state may hold: an election a second for a hundred
+/// million years stays below it.
+pub const MAX_TERM: u64 = 1 << 52;
+
 /// One raft log entry: its position and its protobuf encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEntry {
@@ -66,6 +70,20 @@ impl DurableState {
 
     /// Checks that the log is contiguous from index 1 and the commit index lies in it.
     pub fn check(&self) -> Result<(), String> {
+        // Raft adds one to a term at each election: a term near the top of u64 would
+        // overflow inside raft-rs. No real cluster gets past this bound.
+        if self.hard_state.term > MAX_TERM {
+            return Err(format!(
+                "term {} is implausible (at most {MAX_TERM})",
+                self.hard_state.term
+            ));
+        }
+        if let Some(e) = self.entries.iter().find(|e| e.term > self.hard_state.term) {
+            return Err(format!(
+                "log entry {} has term {}, past the current term {}",
+                e.index, e.term, self.hard_state.term
+            ));
+        }
         for (i, e) in self.entries.iter().enumerate() {
             if e.index != i as u64 + 1 {
                 return Err(format!(

@@ -132,6 +132,13 @@ pub fn apply_target(url: &str) -> anyhow::Result<(Opts, String)> {
     let opts = Opts::from_url(url)
         .map_err(|_| anyhow!("--apply: not a mysql://USER[:PASSWORD]@HOST[:PORT] URL"))?;
     let mut b = OptsBuilder::from_opts(opts.clone()).prefer_socket(false);
+    if opts.pass().is_some() {
+        // It is in this process's argv already: visible in ps and shell history.
+        eprintln!(
+            "warning: --apply holds a password, which any user of this host can read in \
+             the process list; give it in $MULTIAZ_APPLY_PASSWORD instead"
+        );
+    }
     if opts.pass().is_none() {
         if let Ok(p) = std::env::var("MULTIAZ_APPLY_PASSWORD") {
             b = b.pass(Some(p));

@@ -141,6 +141,51 @@ pub struct Aws {
     pub attempt_timeout_ms: u64,
 }
 
+/// A TOML error as "line L, column C (key): what", without the offending line's value:
+/// it may be an inline secret.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = start - line_start + 1;
+    let text_of_line = text[line_start..].lines().next().unwrap_or("");
+    match text_of_line.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => {
+            format!("line {line}, column {column} ({}): {message}", key.trim())
+        }
+        _ => format!("line {line}, column {column}: {message}"),
+    }
+}
+
+/// A secret file's contents, refused when its group or others may read or write it
+/// (the mode is read from the file opened, not from its path a moment before).
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mode = f
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown} is open to group or others (mode {:03o}); run: chmod 600 {shown}",
+            mode & 0o777
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    Ok(bytes)
+}
+
 pub fn default_api_deadline() -> u64 {
     20_000
 }
@@ -303,8 +348,7 @@ impl Config {
             key: key.to_string(),
             why,
         };
-        let raw: Raw =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let raw: Raw = toml::from_str(text).map_err(|e| invalid(toml_error(text, &e)))?;
         let mut members = BTreeMap::new();
         let mut nodes = Vec::new();
         for (i, n) in raw.nodes.into_iter().enumerate() {
@@ -373,8 +417,7 @@ impl Config {
                         "give a file or an environment variable, not both".into(),
                     ))
                 }
-                (Some(path), None) => std::fs::read(&path)
-                    .map_err(|e| key(name, format!("cannot read {}: {e}", path.display())))?,
+                (Some(path), None) => read_secret_file(&path).map_err(|e| key(name, e))?,
                 (None, Some(var)) => env(&var)
                     .ok_or_else(|| key(name, format!("environment variable {var} is not set")))?
                     .into_bytes(),
@@ -525,6 +568,43 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/multiaz/multiaz.toml"), text, &env_ok)
+    }
+
+    #[test]
+    fn a_toml_error_names_the_place_but_never_shows_the_line() {
+        // A secret written inline on a line that does not parse.
+        let text = example().replace(
+            "password_env = \"MYSQL_PW\"",
+            "password_env = \"MYSQL_PW\"\npassword = \"hunter2-inline-secret",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("multiaz.toml") && e.contains("line "), "{e}");
+        // An unknown key is still named.
+        let e = parse(&example().replace("[admin]", "[admin]\nbogus_key = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus_key") && !e.contains("= 1"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_file_open_to_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mysql-password");
+        std::fs::write(&file, "pw\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let text = example().replace(
+            "password_env = \"MYSQL_PW\"",
+            &format!("password_file = \"{}\"", file.display()),
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("mysql.password") && e.contains("mode 640") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(parse(&text).unwrap().mysql_password.expose(), b"pw");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Running the operator's hooks: the command configured for a hook point, with the
 //! details as JSON on stdin and as `MULTIAZ_*` environment variables, bounded by the
-//! configured timeout (the process is killed past it).
+//! configured timeout (past it, the hook's whole process group is killed).
+//!
+//! A hook gets no other environment than those variables and [`PASSED_ON`]: the
+//! sidecar's own may hold the MySQL password, the cluster key, the admin token or AWS
+//! keys (`*_env` settings), and a hook is any program an operator points at.
 
 use crate::config::Hooks;
 use crate::driver::HookRunner;
@@ -20,6 +24,10 @@ impl Hooks {
         }
     }
 }
+
+/// The sidecar's environment variables a hook inherits (where programs are, and the
+/// locale); nothing else of it.
+pub const PASSED_ON: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
 
 /// The environment a hook gets besides the JSON on its stdin.
 pub fn environment(call: &HookCall) -> Vec<(&'static str, String)> {
@@ -54,21 +62,43 @@ pub fn environment(call: &HookCall) -> Vec<(&'static str, String)> {
 /// ran past `timeout`).
 pub async fn run_one(argv: &[String], call: &HookCall, timeout: Duration) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("empty hook command")?;
+    let inherited = PASSED_ON
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (*k, v)));
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .env_clear()
+        .envs(inherited)
         .envs(environment(call))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
+        // Its own process group, so that what it started dies with it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let group = child.id();
     let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine.
-        let _ = stdin.write_all(&json).await;
-    }
-    match tokio::time::timeout(timeout, child.wait()).await {
+    let mut stdin = child.stdin.take();
+    let run = async {
+        if let Some(stdin) = stdin.as_mut() {
+            // A hook that does not read its stdin is fine.
+            let _ = stdin.write_all(&json).await;
+        }
+        drop(stdin.take());
+        child.wait().await
+    };
+    let outcome = tokio::time::timeout(timeout, run).await;
+    match outcome {
         Err(_) => {
+            if let Some(pgid) = group {
+                // What the hook started (a `sleep &`, a stuck child) goes with it.
+                // SAFETY: kill(2) with a negative pid signals a process group; no
+                // memory is involved.
+                unsafe {
+                    libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+                }
+            }
             let _ = child.kill().await;
             Err(format!("{program} still running after {timeout:?}: killed"))
         }
@@ -173,6 +203,58 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("cannot start /no/such/hook"), "{e}");
+    }
+
+    #[test]
+    fn a_hook_inherits_no_secret_from_the_sidecars_environment() {
+        // `cargo test` runs this binary with CARGO_* set: a stand-in for the sidecar's
+        // own variables (MYSQL password, cluster key, AWS keys via `*_env`).
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let script = format!("env > {}", out.display());
+        block_on(run_one(
+            &sh(&script),
+            &call(HookPoint::PreFailover),
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+        let env = std::fs::read_to_string(&out).unwrap();
+        let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
+        assert!(
+            names.contains(&"MULTIAZ_HOOK") && names.contains(&"PATH"),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.starts_with("CARGO")), "{names:?}");
+    }
+
+    #[test]
+    fn what_a_hook_started_dies_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let e = block_on(run_one(
+            &sh(&script),
+            &call(HookPoint::PreFailover),
+            Duration::from_millis(300),
+        ))
+        .unwrap_err();
+        assert!(e.contains("killed"), "{e}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Reaped by its shell's end or by init: gone within a moment either way.
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            // SAFETY: signal 0 only asks whether the process exists.
+            let exists = unsafe { libc::kill(pid, 0) == 0 };
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "));
+            !exists || zombie
+        });
+        assert!(gone, "the hook's background sleep {pid} is still running");
     }
 
     #[test]

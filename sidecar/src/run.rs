@@ -103,9 +103,8 @@ fn raise_open_file_limit() -> Option<(u64, u64)> {
 /// Runs the sidecar until a signal or a fatal error (a failed state write).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let me = config.me;
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
-    let store = StateFile::new(&config.state_dir);
+    let store = StateFile::open(&config.state_dir)
+        .with_context(|| format!("cannot prepare state_dir {}", config.state_dir.display()))?;
     let restored = store.load()?;
     match raise_open_file_limit() {
         Some((before, after)) if after > before => {

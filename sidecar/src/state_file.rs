@@ -36,6 +36,27 @@ impl StateFile {
         }
     }
 
+    /// The state file in `dir`, which is created 0700 if missing and narrowed to 0700
+    /// if others may enter it (the raft state is the node's vote and log: nobody else
+    /// may replace it).
+    pub fn open(dir: &Path) -> Result<StateFile, StateError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let io = |source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        let mode = fs::metadata(dir).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        Ok(StateFile::new(dir))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -83,10 +104,18 @@ impl StateFile {
             .map_err(|_| std::io::Error::other("state larger than 4 GiB"))?;
         let tmp = self.path.with_extension("tmp");
         {
+            use std::os::unix::fs::OpenOptionsExt;
+            // A leftover (or planted) temporary file, symlink included, is removed, not
+            // written through; the new one is created, never opened, and only ours.
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)?;
             f.write_all(MAGIC)?;
             f.write_all(&len.to_be_bytes())?;
@@ -137,6 +166,41 @@ mod tests {
         f.persist(&state()).unwrap();
         assert_eq!(f.load().unwrap(), Some(state()));
         assert!(!f.path().with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn the_state_is_ours_alone_and_a_planted_symlink_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        fs::create_dir(&state_dir).unwrap();
+        fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut f = StateFile::open(&state_dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state_dir), 0o700);
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, f.path().with_extension("tmp")).unwrap();
+        f.persist(&state()).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(f.load().unwrap(), Some(state()));
+        assert_eq!(mode(f.path()), 0o600);
+    }
+
+    #[test]
+    fn a_checksummed_state_with_an_impossible_term_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = StateFile::new(dir.path());
+        let mut s = state();
+        s.hard_state.term = u64::MAX;
+        f.persist(&s).unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("implausible"), "{e}");
+        let mut s = state();
+        s.entries[0].term = 4;
+        f.persist(&s).unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("past the current term"), "{e}");
     }
 
     #[test]

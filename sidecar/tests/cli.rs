@@ -84,6 +84,19 @@ fn operator_commands_refuse_a_bad_node_or_a_missing_token_before_any_call() {
     std::fs::write(dir.join("token"), "t0ken").unwrap();
     let token = format!("[admin]\ntoken_file = \"{}\"", dir.join("token").display());
     let c = config(&dir, |t| t.replace("[admin]", &token));
+    // Written with the umask's 0644: refused, naming the file and the fix.
+    let out = multiaz(&["switchover", "--to", "db-z", "--config", &c]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("admin.token") && e.contains("mode 644") && e.contains("chmod 600"),
+        "{e}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("token"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
     let out = multiaz(&["switchover", "--to", "db-z", "--config", &c]);
     assert!(!out.status.success());
     let e = stderr(&out);
@@ -155,4 +168,26 @@ fn readme_shows_the_recommended_server_settings_verbatim() {
         readme.contains(multiaz_sidecar::MARIADB_CNF),
         "README must show sidecar/examples/mariadb.cnf as it is"
     );
+}
+
+#[test]
+fn a_password_in_the_apply_url_is_warned_about_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = multiaz(&[
+        "binlog",
+        "salvage",
+        "--dir",
+        &dir.path().join("none").display().to_string(),
+        "--after",
+        "",
+        "--apply",
+        "mysql://repair:pw-in-argv-123@127.0.0.1:1",
+    ]);
+    assert!(!out.status.success(), "no binlog there");
+    let e = stderr(&out);
+    assert!(
+        e.contains("--apply holds a password") && e.contains("MULTIAZ_APPLY_PASSWORD"),
+        "{e}"
+    );
+    assert!(!e.contains("pw-in-argv-123"), "{e}");
 }

@@ -157,9 +157,12 @@ impl Cluster {
         let dir_buf = dir.clone();
         let dir = dir_buf.as_path();
         eprintln!("servers' files and sidecar logs: {}", dir.display());
-        std::fs::write(dir.join("password"), format!("{PASSWORD}\n")).unwrap();
-        std::fs::write(dir.join("cluster-key"), "integration-test-cluster-key-0123").unwrap();
-        std::fs::write(dir.join("admin-token"), ADMIN_TOKEN).unwrap();
+        write_secret(&dir.join("password"), &format!("{PASSWORD}\n"));
+        write_secret(
+            &dir.join("cluster-key"),
+            "integration-test-cluster-key-0123",
+        );
+        write_secret(&dir.join("admin-token"), ADMIN_TOKEN);
 
         // --- three MariaDB servers, GTID + semi-sync replication from db-1 -----------------
         let dbs: Vec<Mariadb> = (1..=3).map(|i| start_mariadb(dir, i, i == 1)).collect();
@@ -283,4 +286,11 @@ pub fn dump_sidecar_logs(dir: &Path) {
         let log = std::fs::read_to_string(dir.join(format!("sidecar{i}.log"))).unwrap_or_default();
         eprintln!("----- sidecar {i} -----\n{log}");
     }
+}
+
+/// A secret file as an operator must write it: mode 0600 (the sidecar refuses others).
+pub fn write_secret(path: &Path, value: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, value).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
