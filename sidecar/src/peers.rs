@@ -572,37 +572,15 @@ mod tests {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = l.local_addr().unwrap();
-                let lines: Rc<RefCell<Vec<String>>> = Rc::default();
-                let log: LogLine = {
-                    let lines = lines.clone();
-                    Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
-                };
-                let (inbox, _rx) = mpsc::unbounded_channel();
-                let _p = TcpPeers::start(
-                    NodeId(1),
-                    key(7),
-                    1,
-                    Inbound {
-                        listener: l,
-                        inbox,
-                        calls: None,
-                        limits: InboundLimits::default(),
-                    },
-                    BTreeMap::new(),
-                    log,
-                );
+                let (addr, _rx, lines, _p) = receiver(InboundLimits::default()).await;
                 let mut s = TcpStream::connect(addr).await.unwrap();
                 s.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
                     .await
                     .unwrap();
-                let mut buf = [0u8; 1];
-                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                    .await
-                    .unwrap()
-                    .unwrap_or(0);
-                assert_eq!(n, 0, "closed");
+                assert!(
+                    closed_within(&mut s, Duration::from_secs(5)).await,
+                    "closed"
+                );
                 assert!(lines.borrow().iter().any(|l| l.contains("over the")));
             })
             .await;
