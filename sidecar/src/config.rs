@@ -144,7 +144,9 @@ pub struct Aws {
 /// A TOML error as "line L, column C (key): what", without the offending line's value:
 /// it may be an inline secret.
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end();
+    // serde's messages quote a value of the wrong type ("invalid type: string \"…\"").
+    let message = redact_quoted(e.message().trim_end());
+    let message = message.as_str();
     let Some(span) = e.span() else {
         return message.to_string();
     };
@@ -154,12 +156,39 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = start - line_start + 1;
     let text_of_line = text[line_start..].lines().next().unwrap_or("");
+    // Only what looks like one of our keys is named: a pasted secret with `=` in it
+    // (base64 padding) must not pass for one.
+    let is_key = |k: &str| {
+        k.len() <= 40
+            && k.starts_with(|c: char| c.is_ascii_lowercase())
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+    };
     match text_of_line.split_once('=') {
-        Some((key, _)) if !key.trim().is_empty() => {
+        Some((key, _)) if is_key(key.trim()) => {
             format!("line {line}, column {column} ({}): {message}", key.trim())
         }
         _ => format!("line {line}, column {column}: {message}"),
     }
+}
+
+/// `text` with every double-quoted part replaced by `"…"`.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A secret file's contents, refused when its group or others may read or write it
@@ -585,6 +614,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus_key") && !e.contains("= 1"), "{e}");
+        // A value of the wrong type is not echoed, nor a pasted base64 line taken for a
+        // key.
+        let e = parse(&example().replace("veto = false", "veto = \"s3cret-ish\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("veto") && !e.contains("s3cret"), "{e}");
+        let e = parse(&example().replace("[admin]", "[admin]\nQmFzZTY0U2VjcmV0Zm9yVGVzdA=="))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("QmFzZTY0"), "{e}");
     }
 
     #[test]

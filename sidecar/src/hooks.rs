@@ -25,9 +25,26 @@ impl Hooks {
     }
 }
 
-/// The sidecar's environment variables a hook inherits (where programs are, and the
-/// locale); nothing else of it.
-pub const PASSED_ON: [&str; 4] = ["PATH", "LANG", "LC_ALL", "TZ"];
+/// The sidecar's environment variables a hook inherits: where programs are, who and
+/// where it runs as, the locale, proxies and the AWS region and profile names (no
+/// keys); nothing else of it.
+pub const PASSED_ON: [&str; 15] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "AWS_REGION",
+    "AWS_PROFILE",
+];
 
 /// The environment a hook gets besides the JSON on its stdin.
 pub fn environment(call: &HookCall) -> Vec<(&'static str, String)> {
@@ -236,7 +253,7 @@ mod tests {
         let e = block_on(run_one(
             &sh(&script),
             &call(HookPoint::PreFailover),
-            Duration::from_millis(300),
+            Duration::from_secs(2),
         ))
         .unwrap_err();
         assert!(e.contains("killed"), "{e}");

@@ -52,7 +52,19 @@ impl StateFile {
             .map_err(io)?;
         let mode = fs::metadata(dir).map_err(io)?.permissions().mode();
         if mode & 0o077 != 0 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+            // Someone else's directory cannot be narrowed: shared with a group is
+            // tolerated, open to everyone is not.
+            if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+                if mode & 0o007 != 0 {
+                    return Err(io(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "open to every user (mode {:03o}) and not ours to narrow: {e}",
+                            mode & 0o777
+                        ),
+                    )));
+                }
+            }
         }
         Ok(StateFile::new(dir))
     }

@@ -84,7 +84,12 @@ fn operator_commands_refuse_a_bad_node_or_a_missing_token_before_any_call() {
     std::fs::write(dir.join("token"), "t0ken").unwrap();
     let token = format!("[admin]\ntoken_file = \"{}\"", dir.join("token").display());
     let c = config(&dir, |t| t.replace("[admin]", &token));
-    // Written with the umask's 0644: refused, naming the file and the fix.
+    // Readable by others: refused, naming the file and the fix.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("token"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+    }
     let out = multiaz(&["switchover", "--to", "db-z", "--config", &c]);
     assert!(!out.status.success());
     let e = stderr(&out);
