@@ -421,12 +421,12 @@ impl Engine {
     }
 
     pub(crate) fn propose(&mut self, entry: LogEntry) {
-        let decision = matches!(
-            entry,
-            LogEntry::FailoverBegin { .. } | LogEntry::CandidateChosen { .. }
-        );
-        if decision
-            && self.sabotaged(Sabotage::ActBeforeCommit)
+        // Negative control only: a decision acted on as proposed.
+        if self.sabotaged(Sabotage::ActBeforeCommit)
+            && matches!(
+                entry,
+                LogEntry::FailoverBegin { .. } | LogEntry::CandidateChosen { .. }
+            )
             && self.record.apply(&entry).is_ok()
         {
             self.on_applied(&entry);

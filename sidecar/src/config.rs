@@ -146,9 +146,8 @@ pub struct Aws {
 fn toml_error(text: &str, e: &toml::de::Error) -> String {
     // serde's messages quote a value of the wrong type ("invalid type: string \"…\"").
     let message = redact_quoted(e.message().trim_end());
-    let message = message.as_str();
     let Some(span) = e.span() else {
-        return message.to_string();
+        return message;
     };
     let start = span.start.min(text.len());
     let before = &text[..start];
@@ -197,12 +196,9 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let mode = f
-        .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
-        .permissions()
-        .mode();
+    let cannot = |e: std::io::Error| format!("cannot read {shown}: {e}");
+    let mut f = std::fs::File::open(path).map_err(cannot)?;
+    let mode = f.metadata().map_err(cannot)?.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(format!(
             "{shown} is open to group or others (mode {:03o}); run: chmod 600 {shown}",
@@ -210,8 +206,7 @@ fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    f.read_to_end(&mut bytes).map_err(cannot)?;
     Ok(bytes)
 }
 

@@ -126,8 +126,8 @@ where
         // already past (inputs other than ticks do not count: a burst of messages may
         // keep a due tick waiting, rightly).
         let mut stuck_ticks = 0u32;
+        let mut next = self.engine.next_deadline();
         loop {
-            let next = self.engine.next_deadline();
             let deadline = self.origin + std::time::Duration::from_millis(next.as_millis());
             let input = tokio::select! {
                 biased;
@@ -139,13 +139,12 @@ where
             let tick = matches!(input, Input::Tick { .. });
             let now = self.now();
             self.step(input)?;
-            if tick && self.engine.next_deadline() <= now {
-                stuck_ticks += 1;
+            next = self.engine.next_deadline();
+            if tick {
+                stuck_ticks = if next <= now { stuck_ticks + 1 } else { 0 };
                 if stuck_ticks > STUCK_TICKS {
-                    return Err(DriverError::Stuck(self.engine.next_deadline()));
+                    return Err(DriverError::Stuck(next));
                 }
-            } else if tick {
-                stuck_ticks = 0;
             }
         }
     }

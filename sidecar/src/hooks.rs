@@ -96,17 +96,15 @@ pub async fn run_one(argv: &[String], call: &HookCall, timeout: Duration) -> Res
         .map_err(|e| format!("cannot start {program}: {e}"))?;
     let group = child.id();
     let json = serde_json::to_vec(call).map_err(|e| e.to_string())?;
-    let mut stdin = child.stdin.take();
+    let stdin = child.stdin.take();
     let run = async {
-        if let Some(stdin) = stdin.as_mut() {
-            // A hook that does not read its stdin is fine.
+        if let Some(mut stdin) = stdin {
+            // A hook that does not read its stdin is fine. Dropped here: end of input.
             let _ = stdin.write_all(&json).await;
         }
-        drop(stdin.take());
         child.wait().await
     };
-    let outcome = tokio::time::timeout(timeout, run).await;
-    match outcome {
+    match tokio::time::timeout(timeout, run).await {
         Err(_) => {
             if let Some(pgid) = group {
                 // What the hook started (a `sleep &`, a stuck child) goes with it.

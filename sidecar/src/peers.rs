@@ -185,8 +185,8 @@ async fn send_loop(
         };
         backoff = Duration::from_millis(100);
         let _ = stream.set_nodelay(true);
-        let mut next = Some(frame);
-        while let Some(frame) = next.take() {
+        let mut frame = frame;
+        loop {
             if write_frame(&mut stream, &frame).await.is_err() {
                 log(PeerNote::Reconnecting(format!(
                     "peer {peer} at {addr}: connection lost"
@@ -194,9 +194,9 @@ async fn send_loop(
                 pending = Some(frame);
                 break;
             }
-            next = rx.recv().await;
-            if next.is_none() {
-                return;
+            match rx.recv().await {
+                Some(f) => frame = f,
+                None => return,
             }
         }
     }
@@ -246,12 +246,24 @@ impl Throttled {
     }
 }
 
-fn throttled(log: &LogLine) -> Rc<Throttled> {
-    Rc::new(Throttled {
-        log: log.clone(),
-        last: Cell::new(None),
-        suppressed: Cell::new(0),
-    })
+impl Throttled {
+    fn new(log: &LogLine) -> Self {
+        Throttled {
+            log: log.clone(),
+            last: Cell::new(None),
+            suppressed: Cell::new(0),
+        }
+    }
+}
+
+/// What every inbound connection shares.
+struct Receiving {
+    key: ClusterKey,
+    opener: Rc<RefCell<Opener>>,
+    inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
+    calls: Option<CallHandler>,
+    limits: InboundLimits,
+    log: LogLine,
 }
 
 async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, log: LogLine) {
@@ -261,8 +273,20 @@ async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, 
         calls,
         limits,
     } = inbound;
-    let limits = Rc::new(limits);
-    let (strangers, crowd, errors) = (throttled(&log), throttled(&log), throttled(&log));
+    let (strangers, crowd, errors) = (
+        Throttled::new(&log),
+        Throttled::new(&log),
+        Throttled::new(&log),
+    );
+    let shared = Rc::new(Receiving {
+        key,
+        opener,
+        inbox,
+        calls,
+        limits,
+        log,
+    });
+    let limits = &shared.limits;
     let open = Rc::new(Cell::new(0usize));
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -291,17 +315,10 @@ async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, 
         }
         open.set(open.get() + 1);
         let guard = OpenConnection(open.clone());
-        let (key, opener, inbox, log, calls, limits) = (
-            key.clone(),
-            opener.clone(),
-            inbox.clone(),
-            log.clone(),
-            calls.clone(),
-            limits.clone(),
-        );
+        let shared = shared.clone();
         tokio::task::spawn_local(async move {
             let _guard = guard;
-            serve(stream, addr, key, opener, inbox, log, calls, &limits).await;
+            serve(stream, addr, &shared).await;
         });
     }
 }
@@ -317,17 +334,15 @@ impl Drop for OpenConnection {
 
 /// One inbound connection: frames until one is refused, the peer goes quiet, or the
 /// connection ends.
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    mut stream: TcpStream,
-    addr: SocketAddr,
-    key: ClusterKey,
-    opener: Rc<RefCell<Opener>>,
-    inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
-    log: LogLine,
-    calls: Option<CallHandler>,
-    limits: &InboundLimits,
-) {
+async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: &Receiving) {
+    let Receiving {
+        key,
+        opener,
+        inbox,
+        calls,
+        limits,
+        log,
+    } = shared;
     let mut within = limits.first_frame;
     loop {
         let frame = match tokio::time::timeout(within, read_frame(&mut stream, MAX_FRAME)).await {
@@ -354,7 +369,7 @@ async fn serve(
             }
             None => {}
         }
-        match (key.open_call(&frame), &calls) {
+        match (key.open_call(&frame), calls) {
             (Some(Ok((nonce, body))), Some(handle)) => {
                 let answer = handle(body).await;
                 let _ = write_frame(&mut stream, &key.reply(&nonce, &answer)).await;
@@ -532,11 +547,7 @@ mod tests {
                     (NodeId(2), l2.local_addr().unwrap()),
                     (NodeId(3), l3.local_addr().unwrap()),
                 ]);
-                let lines: Rc<RefCell<Vec<String>>> = Rc::default();
-                let log: LogLine = {
-                    let lines = lines.clone();
-                    Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
-                };
+                let (log, lines) = collecting_log();
                 let (in1, _rx1) = mpsc::unbounded_channel();
                 let (in2, mut rx2) = mpsc::unbounded_channel();
                 let (in3, _rx3) = mpsc::unbounded_channel();
@@ -634,11 +645,7 @@ mod tests {
     ) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let lines: Rc<RefCell<Vec<String>>> = Rc::default();
-        let log: LogLine = {
-            let lines = lines.clone();
-            Rc::new(move |l: PeerNote| lines.borrow_mut().push(l.to_string()))
-        };
+        let (log, lines) = collecting_log();
         let (inbox, rx) = mpsc::unbounded_channel();
         let p = TcpPeers::start(
             NodeId(2),
@@ -656,11 +663,17 @@ mod tests {
         (addr, rx, lines, p)
     }
 
+    /// A log that keeps every line, for the assertions.
+    fn collecting_log() -> (LogLine, Rc<RefCell<Vec<String>>>) {
+        let lines: Rc<RefCell<Vec<String>>> = Rc::default();
+        let kept = lines.clone();
+        let log: LogLine = Rc::new(move |l: PeerNote| kept.borrow_mut().push(l.to_string()));
+        (log, lines)
+    }
+
     /// Connects from `from` (any 127/8 address is loopback on Linux).
-    async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-        socket.connect(to).await.unwrap()
+    async fn connect_from_ip(from: &str, to: SocketAddr) -> TcpStream {
+        connect_from(Some(from.parse().unwrap()), to).await.unwrap()
     }
 
     /// Closed by the other side within `within` (without sending anything).
@@ -702,7 +715,7 @@ mod tests {
                 // the limit, then say nothing more.
                 let mut flood = Vec::new();
                 for _ in 0..300 {
-                    let mut s = connect_from("127.0.0.2", addr).await;
+                    let mut s = connect_from_ip("127.0.0.2", addr).await;
                     let _ = s.write_all(&(MAX_FRAME as u32 - 1).to_be_bytes()).await;
                     flood.push(s);
                 }
@@ -730,7 +743,7 @@ mod tests {
                 );
                 // A member's frames still arrive.
                 let mut sealer = Sealer::new(key(7), NodeId(1), 1);
-                let mut s = connect_from("127.0.0.1", addr).await;
+                let mut s = connect_from_ip("127.0.0.1", addr).await;
                 write_frame(
                     &mut s,
                     &sealer.seal(PeerMessage::LeaseGrant { epoch: 1, seq: 1 }),

@@ -62,6 +62,12 @@ impl ApiError {
         self.code == "Timeout" || self.code == "ResponseError"
     }
 
+    /// A write with this outcome may have taken effect: it succeeded, or its answer
+    /// was lost.
+    pub fn maybe_applied<T>(outcome: &Result<T, ApiError>) -> bool {
+        outcome.as_ref().map_or_else(ApiError::ambiguous, |_| true)
+    }
+
     /// No answer within the attempt's bound: the call may or may not have been applied.
     pub fn timeout() -> Self {
         ApiError {
@@ -193,8 +199,7 @@ impl<A: Ec2Api> VipRoutes<A> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Attempt<T>>,
     {
-        let jitter = self.inner.jitter.clone();
-        with_backoff(&self.inner.backoff, move |c| jitter(c), call).await
+        with_backoff(&self.inner.backoff, |c| (self.inner.jitter)(c), call).await
     }
 
     /// Where the VIP route of each table points now (`None`: no VIP route in it).
@@ -244,7 +249,7 @@ impl<A: Ec2Api> VipRoutes<A> {
         let wrote = self.write(route_table, eni).await;
         // A write that timed out may have been applied (ReplaceRoute takes no client
         // token): the next attempt reads before it writes again, as after a success.
-        if wrote.as_ref().is_ok() || wrote.as_ref().is_err_and(ApiError::ambiguous) {
+        if ApiError::maybe_applied(&wrote) {
             written.set(Some(Instant::now()));
         }
         wrote?;
@@ -333,8 +338,7 @@ mod tests {
             } else {
                 script.remove(0)
             };
-            // Applied when it succeeded, and when only its answer was lost.
-            if r.as_ref().is_ok() || r.as_ref().is_err_and(ApiError::ambiguous) {
+            if ApiError::maybe_applied(&r) {
                 *self.target.borrow_mut() = Some(eni.to_string());
             }
             r

@@ -186,9 +186,14 @@ impl SimEc2 {
     async fn done(&self, req: Ec2Req) -> Result<(), ApiError> {
         match self.call(req).await? {
             Ec2Answer::Done => Ok(()),
-            other => Err(ApiError::service("ResponseError", format!("{other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
+}
+
+/// An answer of the wrong kind for the call.
+fn unexpected(answer: Ec2Answer) -> ApiError {
+    ApiError::service("ResponseError", format!("{answer:?}"))
 }
 
 impl Ec2Api for SimEc2 {
@@ -196,7 +201,7 @@ impl Ec2Api for SimEc2 {
         let route_table = route_table.to_string();
         match self.call(Ec2Req::DescribeRoute { route_table }).await? {
             Ec2Answer::Target(t) => Ok(t),
-            other => Err(ApiError::service("ResponseError", format!("{other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -222,7 +227,7 @@ impl Ec2Api for SimEc2 {
             .await?
         {
             Ec2Answer::Check(c) => Ok(c),
-            other => Err(ApiError::service("ResponseError", format!("{other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 }
@@ -266,29 +271,29 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
             let (describe_roll, delay_roll, lose_roll) =
                 (world.random(), world.random(), world.random());
             let result = world.with(|w| {
-                w.ec2.calls += 1;
+                w.hostile.ec2_calls += 1;
                 if w.ec2.outage {
                     return Err(error("ServiceUnavailable", "the service is unavailable"));
                 }
                 if !w.ec2.take(req.action(), now()) {
-                    w.ec2.throttled += 1;
+                    w.hostile.ec2_throttled += 1;
                     return Err(error("RequestLimitExceeded", "Request limit exceeded."));
                 }
                 let table_exists = |rt: &String| -> Result<(), (String, String)> {
-                    match w.described.contains_key(rt) {
-                        true => Ok(()),
-                        false => Err(error(
-                            "InvalidRouteTableID.NotFound",
-                            &format!("The routeTable ID '{rt}' does not exist"),
-                        )),
+                    if w.described.contains_key(rt) {
+                        return Ok(());
                     }
+                    Err(error(
+                        "InvalidRouteTableID.NotFound",
+                        &format!("The routeTable ID '{rt}' does not exist"),
+                    ))
                 };
                 match &req {
                     Ec2Req::DescribeRoute { route_table } => {
                         table_exists(route_table)?;
                         let seen = w.described.get(route_table).copied();
                         if seen != w.applied.get(route_table).copied() {
-                            w.ec2.stale_route_reads += 1;
+                            w.hostile.ec2_stale_route_reads += 1;
                         }
                         Ok(Ec2Answer::Target(seen.map(eni_id)))
                     }
@@ -346,7 +351,7 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
             // An applied call whose answer is lost: the connection stays open, silent,
             // until the caller's attempt times out, and the caller retries.
             if result.is_ok() && lose_roll < world.with(|w| w.hostility.lost_answer) {
-                world.with(|w| w.ec2.lost_answers += 1);
+                world.with(|w| w.hostile.ec2_lost_answers += 1);
                 let bound = multiaz_sidecar::config::default_attempt_timeout();
                 tokio::time::sleep(Duration::from_millis(bound + 1_000)).await;
                 return;

@@ -248,7 +248,7 @@ fn main() -> ExitCode {
             let mut unsafe_seeds = Vec::new();
             let mut write_block = Vec::new();
             let (mut returned_clean, mut returned_errant) = (0u64, 0u64);
-            let mut hostile = multiaz_sim::run::HostileEvents::default();
+            let mut hostile = multiaz_sim::world::HostileEvents::default();
             for (i, seed) in (start_seed..start_seed + seeds).enumerate() {
                 let r = run(&RunConfig {
                     scenario,

@@ -556,7 +556,7 @@ async fn sql_thread(world: World, me: NodeId) {
             world.changed.notify_waiters();
         }
         if let Some(e) = stopped {
-            world.with(|w| w.sql_thread_stops += 1);
+            world.with(|w| w.hostile.sql_thread_stops += 1);
             world.note(format!("{me}: SQL thread stopped: {e}"));
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::hosts::{client_host, db_host, ec2_host};
 use crate::scenario::{Fault, Plan, Scenario, CLIENTS, DB_HOSTS};
-use crate::world::{host_name, Acked, Gtid, World, EC2_HOST};
+use crate::world::{host_name, Acked, Gtid, HostileEvents, World, EC2_HOST};
 use multiaz_engine::{
     ClusterSpec, Event, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Sabotage, Timing, Vip,
 };
@@ -157,27 +157,6 @@ pub struct RunReport {
     pub trace_hash: u64,
     #[serde(skip)]
     pub timeline: Vec<(Duration, String)>,
-}
-
-/// Counts of the hostile world's events in a run: evidence that the model's
-/// hostility happens, not only that it exists.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct HostileEvents {
-    pub sql_thread_stops: u64,
-    pub ec2_calls: u64,
-    pub ec2_throttled: u64,
-    pub ec2_stale_route_reads: u64,
-    pub ec2_lost_answers: u64,
-}
-
-impl HostileEvents {
-    pub fn add(&mut self, o: &HostileEvents) {
-        self.sql_thread_stops += o.sql_thread_stops;
-        self.ec2_calls += o.ec2_calls;
-        self.ec2_throttled += o.ec2_throttled;
-        self.ec2_stale_route_reads += o.ec2_stale_route_reads;
-        self.ec2_lost_answers += o.ec2_lost_answers;
-    }
 }
 
 fn fnv(h: &mut u64, bytes: &[u8]) {
@@ -640,13 +619,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             live_after_heal,
             software_error,
         },
-        hostile_events: world.with(|w| HostileEvents {
-            sql_thread_stops: w.sql_thread_stops,
-            ec2_calls: w.ec2.calls,
-            ec2_throttled: w.ec2.throttled,
-            ec2_stale_route_reads: w.ec2.stale_route_reads,
-            ec2_lost_answers: w.ec2.lost_answers,
-        }),
+        hostile_events: world.with(|w| w.hostile.clone()),
         sim_seconds: end.as_secs_f64(),
         wall_seconds: wall.elapsed().as_secs_f64(),
         trace_hash: h,

@@ -163,8 +163,8 @@ pub struct Mysqld {
     /// until one acknowledges again.
     pub async_fallback: bool,
     /// The SQL thread stopped on this error (gtid_strict_mode: a transaction whose
-    /// sequence number another server's transaction already holds here) until the
-    /// replica is pointed at a source again.
+    /// sequence number its domain is already past) until the replica is pointed at a
+    /// source again.
     pub sql_error: Option<String>,
 }
 
@@ -373,6 +373,30 @@ pub const EC2_ACTIONS: [(&str, bool); 5] = [
     ("DescribeInstanceAttribute", false),
 ];
 
+/// Counts of the hostile world's events in a run: evidence that the model's
+/// hostility happens, not only that it exists.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostileEvents {
+    /// A replica's SQL thread stopped on an out-of-order GTID.
+    pub sql_thread_stops: u64,
+    pub ec2_calls: u64,
+    pub ec2_throttled: u64,
+    /// DescribeRouteTables answers that showed an older target than the last applied.
+    pub ec2_stale_route_reads: u64,
+    /// Applied calls whose answer was lost.
+    pub ec2_lost_answers: u64,
+}
+
+impl HostileEvents {
+    pub fn add(&mut self, o: &HostileEvents) {
+        self.sql_thread_stops += o.sql_thread_stops;
+        self.ec2_calls += o.ec2_calls;
+        self.ec2_throttled += o.ec2_throttled;
+        self.ec2_stale_route_reads += o.ec2_stale_route_reads;
+        self.ec2_lost_answers += o.ec2_lost_answers;
+    }
+}
+
 /// The model EC2 API's behaviour, changed by faults.
 #[derive(Debug, Clone)]
 pub struct Ec2State {
@@ -384,12 +408,6 @@ pub struct Ec2State {
     pub others: f64,
     /// Every call fails with ServiceUnavailable.
     pub outage: bool,
-    pub calls: u64,
-    pub throttled: u64,
-    /// DescribeRouteTables answers that showed an older target than the last applied.
-    pub stale_route_reads: u64,
-    /// Applied calls whose answer was lost.
-    pub lost_answers: u64,
 }
 
 impl Default for Ec2State {
@@ -408,10 +426,6 @@ impl Default for Ec2State {
                 .collect(),
             others: 0.0,
             outage: false,
-            calls: 0,
-            throttled: 0,
-            stale_route_reads: 0,
-            lost_answers: 0,
         }
     }
 }
@@ -502,8 +516,8 @@ pub struct WorldState {
     /// Route table → node ReplaceRoute last set (what the reads and the data plane
     /// converge to).
     pub applied: BTreeMap<String, NodeId>,
-    /// Times a replica's SQL thread stopped on an out-of-order GTID.
-    pub sql_thread_stops: u64,
+    /// How often the hostile parts of the world struck.
+    pub hostile: HostileEvents,
     /// Sidecars whose peer messages are all dropped (fault `CutPeers`).
     pub peers_cut: BTreeSet<NodeId>,
     /// Promotions carried out while no majority of sidecars held the decision on disk
@@ -591,7 +605,7 @@ impl World {
                 mysqld,
                 described: routes.clone(),
                 applied: routes.clone(),
-                sql_thread_stops: 0,
+                hostile: HostileEvents::default(),
                 peers_cut: BTreeSet::new(),
                 uncommitted_promotions: Vec::new(),
                 routes,
@@ -655,7 +669,7 @@ mod tests {
     }
 
     /// gtid_strict_mode: the SQL thread skips a transaction it holds already, and stops
-    /// on one whose sequence number another server's transaction holds.
+    /// on one whose sequence number its domain is already past.
     #[test]
     fn the_sql_thread_stops_on_an_out_of_order_gtid() {
         let mut m = Mysqld::new(Flavour::Mariadb, 3, Some(NodeId(1)));
