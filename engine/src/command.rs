@@ -34,6 +34,9 @@ pub enum Command {
     /// Result: [`CommandResult::Salvage`].
     Salvage {
         id: CommandId,
+        /// The failover this salvage belongs to: the old host serves it only while its
+        /// own record shows this failover, with `from` failed and `to` its candidate.
+        epoch: u64,
         from: NodeId,
         to: NodeId,
         after: GtidSet,

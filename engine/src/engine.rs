@@ -218,7 +218,7 @@ impl Engine {
             },
             reports: BTreeMap::new(),
             reported_epoch: 0,
-            lease: Lease::default(),
+            lease: Lease::numbered_from(restored.map_or(0, |r| r.lease_round_base())),
             local: Local {
                 view: if is_db {
                     LocalView::Unknown

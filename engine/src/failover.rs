@@ -844,6 +844,7 @@ impl Engine {
                 let epoch = self.run_mut().epoch;
                 let id = self.issue(Pending::Step { epoch, node: old }, |id| Command::Salvage {
                     id,
+                    epoch,
                     from: old,
                     to: candidate,
                     after,

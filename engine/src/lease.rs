@@ -35,6 +35,15 @@ struct Round {
 }
 
 impl Lease {
+    /// No round yet; the first is numbered `base + 1` (see
+    /// [`crate::DurableState::lease_round_base`]).
+    pub fn numbered_from(base: u64) -> Self {
+        Lease {
+            seq: base,
+            ..Lease::default()
+        }
+    }
+
     /// Starts a round for `epoch`; returns its sequence number. `me` grants itself.
     pub fn start_round(&mut self, me: NodeId, epoch: u64, now: Time, lease: Duration) -> u64 {
         self.reset_if_epoch_changed(epoch, now);

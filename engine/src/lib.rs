@@ -84,7 +84,7 @@ pub use gtid::{Flavour, GtidError, GtidSet};
 pub use hook::{HookCall, HookPoint};
 pub use input::{Input, OperatorRequest};
 pub use message::{LocalView, PeerMessage, Report};
-pub use record::{ClusterRecord, FailoverReport, JournalEntry, LogEntry, Outcome};
+pub use record::{ClusterRecord, FailoverReport, FailoverState, JournalEntry, LogEntry, Outcome};
 pub use sabotage::Sabotage;
 pub use storage::{DurableState, HardState, PersistBatch, StoredEntry};
 pub use switchover::{plan_switchover, SwitchoverPlan};

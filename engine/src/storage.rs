@@ -52,9 +52,26 @@ pub struct PersistBatch {
 pub struct DurableState {
     pub hard_state: HardState,
     pub entries: Vec<StoredEntry>,
+    /// How many times this node has started with this state: the driver counts each
+    /// start before the engine sends anything. The writer's lease rounds of a start
+    /// are numbered from `boots << LEASE_ROUND_BITS`, so no round number repeats across
+    /// restarts (a grant for a round of an earlier start can never count toward a
+    /// later one).
+    #[serde(default)]
+    pub boots: u64,
 }
 
+/// Lease rounds one start may number (2^36: centuries at a hundred rounds a second).
+pub const LEASE_ROUND_BITS: u32 = 36;
+/// Starts a state may record: past it the lease round numbers would overflow.
+pub const MAX_BOOTS: u64 = (1 << (63 - LEASE_ROUND_BITS)) - 1;
+
 impl DurableState {
+    /// The first lease round number of this start (rounds count up from one past it).
+    pub fn lease_round_base(&self) -> u64 {
+        self.boots.min(MAX_BOOTS) << LEASE_ROUND_BITS
+    }
+
     /// Applies a batch in memory. The driver writes the result (fsync, atomic rename)
     /// and only then sends the returned messages.
     pub fn apply(&mut self, batch: PersistBatch) -> Vec<(NodeId, PeerMessage)> {
@@ -76,6 +93,12 @@ impl DurableState {
             return Err(format!(
                 "term {} is implausible (at most {MAX_TERM})",
                 self.hard_state.term
+            ));
+        }
+        if self.boots > MAX_BOOTS {
+            return Err(format!(
+                "{} starts recorded (at most {MAX_BOOTS})",
+                self.boots
             ));
         }
         if let Some(e) = self.entries.iter().find(|e| e.term > self.hard_state.term) {

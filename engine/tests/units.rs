@@ -511,3 +511,58 @@ fn role_names_are_the_serialized_names() {
         );
     }
 }
+
+#[test]
+fn a_grant_for_a_lease_round_of_an_earlier_start_never_counts() {
+    // N1, the master of record, has started once before with this state.
+    let restored = DurableState {
+        boots: 1,
+        ..DurableState::default()
+    };
+    let mut e = Engine::new(spec(), N1, Some(&restored), Time::ZERO).unwrap();
+    let mut rounds = Vec::new();
+    let mut now = Time::ZERO;
+    for t in (0..3000).step_by(50) {
+        now = Time::from_millis(t);
+        e.handle(now, Input::Tick { wall_unix_ms: 0 });
+        for c in e.take_commands() {
+            if let Command::Send {
+                message: PeerMessage::LeaseRequest { epoch, seq },
+                ..
+            } = c
+            {
+                rounds.push((epoch, seq));
+            }
+        }
+    }
+    let (epoch, first) = rounds[0];
+    assert!(
+        first > restored.lease_round_base(),
+        "this start's rounds are numbered past every round of the earlier one: {first}"
+    );
+    // Grants (replayed, or sent late by peers) for the rounds an earlier start with
+    // the same numbering as before would have used: none counts.
+    for seq in 1..=rounds.len() as u64 + 10 {
+        for from in [N2, N3] {
+            e.handle(
+                now,
+                Input::Peer {
+                    from,
+                    message: PeerMessage::LeaseGrant { epoch, seq },
+                },
+            );
+        }
+    }
+    e.take_commands();
+    assert!(!e.status().lease_valid, "an earlier start's grant counted");
+    // The live round's grant does: the check above can fail.
+    let (_, live) = *rounds.last().unwrap();
+    e.handle(
+        now,
+        Input::Peer {
+            from: N2,
+            message: PeerMessage::LeaseGrant { epoch, seq: live },
+        },
+    );
+    assert!(e.status().lease_valid, "the live round's grant must count");
+}

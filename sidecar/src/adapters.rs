@@ -16,8 +16,11 @@ pub trait MysqlOps: Clone + 'static {
 
 /// Recovering the old master's binlog tail through the sidecar on its host.
 pub trait Salvage: Clone + 'static {
+    /// For the failover of `epoch`: read `from`'s binlog after `after` and apply the
+    /// rest to `to`.
     fn salvage(
         &self,
+        epoch: u64,
         from: NodeId,
         to: NodeId,
         after: GtidSet,

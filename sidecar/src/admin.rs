@@ -17,7 +17,83 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use multiaz_engine::{plan_switchover, ClusterSpec, NodeId, OperatorRequest, SwitchoverPlan};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+/// What the admin listener grants a connection. Its callers are the local CLI and a
+/// metrics scraper: a few connections, each done in well under a second.
+#[derive(Debug, Clone)]
+pub struct AdminLimits {
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// A request's headers must have arrived within this.
+    pub header_read: Duration,
+    /// A connection is closed this long after it opened, whatever it is doing (a body
+    /// sent slowly, keep-alive kept idle).
+    pub connection: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_connections: 32,
+            header_read: Duration::from_secs(5),
+            connection: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits` (axum's own `serve` has no header
+/// timeout and no cap: half-sent requests stayed open indefinitely).
+pub async fn serve(listener: TcpListener, app: Router, limits: AdminLimits) {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let mut warned: Option<Instant> = None;
+    let mut suppressed = 0u64;
+    let mut warn = |what: String| {
+        // At most a line a second, with how many were not logged.
+        if warned.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            suppressed += 1;
+            return;
+        }
+        warned = Some(Instant::now());
+        match std::mem::take(&mut suppressed) {
+            0 => tracing::warn!("{what}"),
+            n => tracing::warn!("{what} (and {n} more)"),
+        }
+    };
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors, most likely: retrying at once would spin.
+                warn(format!("admin listener: accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            warn(format!(
+                "admin connection from {addr} closed: {} open already",
+                limits.max_connections
+            ));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(limits.connection, connection).await;
+        });
+    }
+}
 
 #[derive(Clone)]
 struct AdminState {
@@ -205,7 +281,19 @@ fn authorize(
     if constant_time_eq(sent.as_bytes(), token.expose()) {
         Ok(())
     } else {
-        tracing::warn!("admin request refused: missing or wrong token");
+        // At most a line a second: a stranger guessing must not flood the log.
+        static LAST_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 1000
+            && LAST_LOGGED_MS
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!("admin request refused: missing or wrong token");
+        }
         Err((StatusCode::UNAUTHORIZED, "missing or wrong admin token\n"))
     }
 }
@@ -265,7 +353,7 @@ mod tests {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(serve(listener, app, AdminLimits::default()));
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
             b"POST /switchover HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\
@@ -280,5 +368,73 @@ mod tests {
             .unwrap();
         let head = String::from_utf8_lossy(&answer[..n]).into_owned();
         assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    }
+
+    /// Connections that send half a request and stop: closed at the header deadline;
+    /// over the cap: closed at once; and the API answers again once they are gone.
+    #[tokio::test]
+    async fn half_sent_requests_time_out_and_the_cap_holds() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (operator, _rx) = mpsc::unbounded_channel();
+        let app = router(
+            multiaz_engine::ClusterSpec::from_toml(include_str!(
+                "../../engine/examples/cluster.toml"
+            ))
+            .unwrap(),
+            Telemetry::new(),
+            operator,
+            None,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = AdminLimits {
+            max_connections: 8,
+            header_read: Duration::from_millis(500),
+            connection: Duration::from_secs(5),
+        };
+        tokio::spawn(serve(listener, app, limits));
+        async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+            let drained = async {
+                let mut buf = [0u8; 256];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            tokio::time::timeout(within, drained).await.is_ok()
+        }
+        let mut half = Vec::new();
+        for _ in 0..8 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            half.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut ninth = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut ninth, Duration::from_millis(300)).await,
+            "over the cap, closed at once"
+        );
+        for s in half.iter_mut() {
+            assert!(
+                closed_within(s, Duration::from_secs(3)).await,
+                "a half-sent request outlived the header deadline"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer))
+            .await
+            .expect("answered once the flood is gone")
+            .unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
     }
 }

@@ -732,6 +732,8 @@ async fn check_peers(config: &Config, r: &mut Report) {
         Ok(k) => k,
         Err(e) => return r.fail("peers", "key", e, "use a cluster key of at least 16 bytes"),
     };
+    // From this node's own peer address: the others admit members' addresses only.
+    let own_peer_ip = config.members.get(&config.me).map(|m| m.peer.ip());
     for (id, m) in &config.members {
         if *id == config.me {
             continue;
@@ -741,7 +743,7 @@ async fn check_peers(config: &Config, r: &mut Report) {
             .node(*id)
             .map(|n| n.name.clone())
             .unwrap_or_default();
-        match peers::ping(m.peer, &key).await {
+        match peers::ping(own_peer_ip, m.peer, &key).await {
             Ok(rtt) => r.pass("peers", &n, format!("{} answered with the cluster key in {rtt:?}", m.peer)),
             Err(e) => r.fail("peers", &n, format!("{}: {e}", m.peer),
                 "start multiaz there, open the peer port between hosts, use the same cluster key everywhere"),

@@ -218,6 +218,121 @@ pub fn default_attempt_timeout() -> u64 {
     5_000
 }
 
+/// The secret `name` from its file or environment variable; `None` when neither is
+/// given and it is not `required`.
+fn load_secret(
+    file: &Path,
+    name: &str,
+    src: SecretSource,
+    required: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let key = |why: String| ConfigError::Key {
+        file: file.to_path_buf(),
+        key: name.to_string(),
+        why,
+    };
+    let value = match (src.file, src.env) {
+        (Some(_), Some(_)) => {
+            return Err(key(
+                "give a file or an environment variable, not both".into()
+            ))
+        }
+        (Some(path), None) => read_secret_file(&path).map_err(key)?,
+        (None, Some(var)) => env(&var)
+            .ok_or_else(|| key(format!("environment variable {var} is not set")))?
+            .into_bytes(),
+        (None, None) if required => return Err(key("missing: give a _file or an _env".into())),
+        (None, None) => return Ok(None),
+    };
+    // A trailing newline from `echo > file` is not part of the secret.
+    let trimmed = value.strip_suffix(b"\n").unwrap_or(&value).to_vec();
+    if trimmed.is_empty() {
+        return Err(key("is empty".into()));
+    }
+    Ok(Some(Secret(trimmed)))
+}
+
+/// What the operator's commands (`status`, `pause`, `resume`, `ack`, `switchover`)
+/// need from a sidecar's configuration: the admin API's address and token, the nodes'
+/// names and the step timeout. Read from the same file, but nothing else in it is read
+/// or checked: the MySQL passwords and the cluster key stay unread, so an operator
+/// account needs only the admin token.
+#[derive(Debug, Clone)]
+pub struct AdminAccess {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    /// `None`: the sidecar refuses changes.
+    pub token: Option<Secret>,
+    /// Every node's id and name.
+    pub nodes: Vec<(NodeId, String)>,
+    pub step_timeout: Duration,
+}
+
+/// The parts of the file [`AdminAccess`] reads; every other table is ignored.
+#[derive(Debug, Deserialize)]
+struct RawAccess {
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    nodes: Vec<RawNodeName>,
+    #[serde(default)]
+    timing: RawStepTiming,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawNodeName {
+    id: NodeId,
+    name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawStepTiming {
+    step_timeout_ms: Option<u64>,
+}
+
+impl AdminAccess {
+    pub fn load(file: &Path) -> Result<AdminAccess, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            why: format!("cannot read: {e}"),
+        })?;
+        Self::parse(file, &text, &|name| std::env::var(name).ok())
+    }
+
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AdminAccess, ConfigError> {
+        let raw: RawAccess = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            why: toml_error(text, &e),
+        })?;
+        let token = load_secret(
+            file,
+            "admin.token",
+            SecretSource {
+                file: raw.admin.token_file,
+                env: raw.admin.token_env,
+            },
+            false,
+            env,
+        )?;
+        let step_timeout_ms = raw
+            .timing
+            .step_timeout_ms
+            .unwrap_or(Timing::default().step_timeout_ms);
+        Ok(AdminAccess {
+            file: file.to_path_buf(),
+            listen: raw.admin.listen,
+            token,
+            nodes: raw.nodes.into_iter().map(|n| (n.id, n.name)).collect(),
+            step_timeout: Duration::from_millis(step_timeout_ms.min(86_400_000)),
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecretSource {
@@ -430,32 +545,8 @@ impl Config {
                 format!("{} is not one of the [[nodes]]", raw.node_id.0),
             ));
         }
-        let secret = |name: &str,
-                      src: SecretSource,
-                      required: bool|
-         -> Result<Option<Secret>, ConfigError> {
-            let value = match (src.file, src.env) {
-                (Some(_), Some(_)) => {
-                    return Err(key(
-                        name,
-                        "give a file or an environment variable, not both".into(),
-                    ))
-                }
-                (Some(path), None) => read_secret_file(&path).map_err(|e| key(name, e))?,
-                (None, Some(var)) => env(&var)
-                    .ok_or_else(|| key(name, format!("environment variable {var} is not set")))?
-                    .into_bytes(),
-                (None, None) if required => {
-                    return Err(key(name, "missing: give a _file or an _env".into()))
-                }
-                (None, None) => return Ok(None),
-            };
-            // A trailing newline from `echo > file` is not part of the secret.
-            let trimmed = value.strip_suffix(b"\n").unwrap_or(&value).to_vec();
-            if trimmed.is_empty() {
-                return Err(key(name, "is empty".into()));
-            }
-            Ok(Some(Secret(trimmed)))
+        let secret = |name: &str, src: SecretSource, required: bool| {
+            load_secret(file, name, src, required, env)
         };
         let mysql_password = secret(
             "mysql.password",
@@ -592,6 +683,42 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/multiaz/multiaz.toml"), text, &env_ok)
+    }
+
+    #[test]
+    fn the_operator_commands_read_the_admin_table_and_no_other_secret() {
+        // The example as installed: the MySQL password and cluster key in files this
+        // test does not have; the admin token in the environment. Any other lookup
+        // would be a secret read that the operator's commands do not need.
+        let text = EXAMPLE.replace(
+            "token_file = \"/etc/multiaz/admin-token\"",
+            "token_env = \"TOKEN\"",
+        );
+        let env = |name: &str| -> Option<String> {
+            assert_eq!(name, "TOKEN", "read a secret besides the admin token");
+            Some("t0ken".into())
+        };
+        let a = AdminAccess::parse(Path::new("/etc/multiaz/multiaz.toml"), &text, &env).unwrap();
+        assert_eq!(
+            a.token.map(|t| t.expose().to_vec()),
+            Some(b"t0ken".to_vec())
+        );
+        assert_eq!(a.listen, "127.0.0.1:7080".parse().unwrap());
+        assert!(a
+            .nodes
+            .iter()
+            .any(|(id, name)| *id == NodeId(1) && name == "db-a"));
+        // The full configuration does need those files: the check above can fail.
+        assert!(Config::parse(Path::new("/etc/multiaz/multiaz.toml"), &text, &env_ok).is_err());
+        // A broken [admin] table is still named.
+        let e = AdminAccess::parse(
+            Path::new("/x.toml"),
+            "[admin]\nlisten = \"nowhere\"\n",
+            &env_ok,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/x.toml") && e.contains("listen"), "{e}");
     }
 
     #[test]

@@ -119,6 +119,13 @@ where
 
     /// Runs until a persist fails or the engine's deadline is stuck (the fatal errors).
     pub async fn run(mut self) -> Result<(), DriverError> {
+        // The engine numbered its lease rounds from this start's count (Engine::new
+        // read it); the count goes up before any round is sent, so the next start
+        // numbers its rounds above all of this one's.
+        self.durable.boots += 1;
+        self.store
+            .persist(&self.durable)
+            .map_err(DriverError::Persist)?;
         self.step(Input::Tick {
             wall_unix_ms: self.observer.wall_unix_ms(),
         })?;
@@ -188,13 +195,14 @@ where
             }
             Command::Salvage {
                 id,
+                epoch,
                 from,
                 to,
                 after,
             } => {
                 let salvage = self.salvage.clone();
                 self.spawn(id, async move {
-                    CommandResult::Salvage(salvage.salvage(from, to, after).await)
+                    CommandResult::Salvage(salvage.salvage(epoch, from, to, after).await)
                 });
             }
             Command::ReplaceRoute {

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use multiaz_sidecar::cli::{BinlogCommand, Cli, Command, LogFormat};
-use multiaz_sidecar::config::Config;
+use multiaz_sidecar::config::{AdminAccess, Config};
 use multiaz_sidecar::{binlog_cmd, check, operate, status};
 use std::process::ExitCode;
 
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
                 })
             }
             Command::Status { config, json } => {
-                let config = Config::load(&config)?;
+                let config = AdminAccess::load(&config)?;
                 print!("{}", status::show(&config, json).await?);
                 Ok(ExitCode::SUCCESS)
             }
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
                 to,
                 dry_run,
             } => {
-                let config = Config::load(&config)?;
+                let config = AdminAccess::load(&config)?;
                 let ok = operate::switchover(&config, &to, dry_run).await?;
                 Ok(if ok {
                     ExitCode::SUCCESS
@@ -75,17 +75,17 @@ fn main() -> ExitCode {
                 })
             }
             Command::Ack { config } => {
-                let config = Config::load(&config)?;
+                let config = AdminAccess::load(&config)?;
                 print!("{}", operate::simple(&config, "/ack").await?);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Pause { config } => {
-                let config = Config::load(&config)?;
+                let config = AdminAccess::load(&config)?;
                 print!("{}", operate::simple(&config, "/pause").await?);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Resume { config } => {
-                let config = Config::load(&config)?;
+                let config = AdminAccess::load(&config)?;
                 print!("{}", operate::simple(&config, "/resume").await?);
                 Ok(ExitCode::SUCCESS)
             }

@@ -1,10 +1,10 @@
 //! The operator's commands that change the cluster: `multiaz switchover`, `ack`,
 //! `pause`, `resume`. Each goes through the admin API of this host's sidecar, with the
-//! admin token from the configuration.
+//! admin token from the configuration (and nothing else of it: see [`AdminAccess`]).
 
 use crate::admin::SwitchoverAnswer;
 use crate::admin_client;
-use crate::config::Config;
+use crate::config::AdminAccess;
 use anyhow::{anyhow, bail, Context};
 use axum::http::{Method, StatusCode};
 use multiaz_engine::NodeId;
@@ -12,8 +12,8 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
-fn token(config: &Config) -> anyhow::Result<&[u8]> {
-    config.admin_token.as_ref().map(|t| t.expose()).ok_or_else(|| {
+fn token(config: &AdminAccess) -> anyhow::Result<&[u8]> {
+    config.token.as_ref().map(|t| t.expose()).ok_or_else(|| {
         anyhow!(
             "{}: no admin token configured ([admin] token_file or token_env): the sidecar refuses changes without one",
             config.file.display()
@@ -21,9 +21,13 @@ fn token(config: &Config) -> anyhow::Result<&[u8]> {
     })
 }
 
-async fn post(config: &Config, path: &str, body: Vec<u8>) -> anyhow::Result<(StatusCode, String)> {
+async fn post(
+    config: &AdminAccess,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(StatusCode, String)> {
     admin_client::call_with(
-        config.admin_listen,
+        config.listen,
         Method::POST,
         path,
         Some(token(config)?),
@@ -34,7 +38,7 @@ async fn post(config: &Config, path: &str, body: Vec<u8>) -> anyhow::Result<(Sta
 }
 
 /// `multiaz pause`, `resume` and `ack`.
-pub async fn simple(config: &Config, path: &str) -> anyhow::Result<String> {
+pub async fn simple(config: &AdminAccess, path: &str) -> anyhow::Result<String> {
     let (code, body) = post(config, path, Vec::new()).await?;
     if !code.is_success() {
         bail!("the admin API answered {code}: {}", body.trim());
@@ -43,20 +47,22 @@ pub async fn simple(config: &Config, path: &str) -> anyhow::Result<String> {
 }
 
 /// A node given by name or id.
-pub fn resolve(config: &Config, node: &str) -> anyhow::Result<NodeId> {
-    let spec = &config.spec;
-    let by_name = spec.nodes.iter().find(|n| n.name == node).map(|n| n.id);
+pub fn resolve(config: &AdminAccess, node: &str) -> anyhow::Result<NodeId> {
+    let nodes = &config.nodes;
+    let by_name = nodes
+        .iter()
+        .find(|(_, name)| name == node)
+        .map(|(id, _)| *id);
     let by_id = node
         .trim_start_matches('n')
         .parse::<u64>()
         .ok()
         .map(NodeId)
-        .filter(|id| spec.node(*id).is_some());
+        .filter(|id| nodes.iter().any(|(n, _)| n == id));
     by_name.or(by_id).ok_or_else(|| {
-        let known: Vec<String> = spec
-            .nodes
+        let known: Vec<String> = nodes
             .iter()
-            .map(|n| format!("{} ({})", n.name, n.id.0))
+            .map(|(id, name)| format!("{name} ({})", id.0))
             .collect();
         anyhow!(
             "--to {node:?}: no such node in {}; the nodes are {}",
@@ -66,8 +72,8 @@ pub fn resolve(config: &Config, node: &str) -> anyhow::Result<NodeId> {
     })
 }
 
-async fn status(config: &Config) -> anyhow::Result<Value> {
-    let (code, body) = admin_client::call(config.admin_listen, Method::GET, "/status", None)
+async fn status(config: &AdminAccess) -> anyhow::Result<Value> {
+    let (code, body) = admin_client::call(config.listen, Method::GET, "/status", None)
         .await
         .map_err(|e| anyhow!(e))?;
     if !code.is_success() {
@@ -78,7 +84,7 @@ async fn status(config: &Config) -> anyhow::Result<Value> {
 
 /// `multiaz switchover`: prints the plan, then (unless a dry run) progress and the
 /// outcome. `Ok(false)`: refused or cancelled.
-pub async fn switchover(config: &Config, to: &str, dry_run: bool) -> anyhow::Result<bool> {
+pub async fn switchover(config: &AdminAccess, to: &str, dry_run: bool) -> anyhow::Result<bool> {
     let to = resolve(config, to)?;
     let body = serde_json::json!({ "to": to, "dry_run": dry_run });
     let (code, text) = post(config, "/switchover", serde_json::to_vec(&body)?).await?;
@@ -96,9 +102,8 @@ pub async fn switchover(config: &Config, to: &str, dry_run: bool) -> anyhow::Res
         return Ok(true);
     }
     let epoch = answer.plan["epoch"].as_u64().unwrap_or(0);
-    let t = &config.spec.timing;
     // Hook, demotion, catch-up, promotion, repointing: each bounded by a step.
-    let limit = Duration::from_millis(t.step_timeout_ms * 5 + 5_000);
+    let limit = config.step_timeout * 5 + Duration::from_secs(5);
     let started = Instant::now();
     let mut last_phase = String::new();
     loop {

@@ -2,8 +2,11 @@
 //!
 //! One outgoing connection per peer, re-established with backoff; messages queued while
 //! a peer is unreachable are dropped beyond a small bound (raft and the lease tolerate
-//! loss). Incoming frames that are oversized, unauthenticated, altered or replayed are
-//! dropped with a log line, and the connection they came on is closed.
+//! loss). The receiver opens every connection with a fresh challenge, and the frames
+//! sent on it are sealed for that challenge (`auth.rs`): a frame recorded on one
+//! connection is refused on every other. Incoming frames that are oversized,
+//! unauthenticated, altered or replayed are dropped with a log line, and the connection
+//! they came on is closed.
 //!
 //! The listener is reachable by strangers, so it spends nothing on them it cannot bound
 //! ([`InboundLimits`]): a connection from an address that is no member's is closed
@@ -15,9 +18,9 @@
 //! are rate-limited.
 
 use crate::adapters::PeerTransport;
-use crate::auth::{ClusterKey, Opener, Sealer};
+use crate::auth::{Challenge, ClusterKey, Nonce, Opener, Sealer};
 use multiaz_engine::{NodeId, PeerMessage};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -56,9 +59,9 @@ pub type LogLine = Rc<dyn Fn(PeerNote)>;
 /// Answers a signed call (binlog salvage) with the body of the reply.
 pub type CallHandler = Rc<dyn Fn(Vec<u8>) -> Pin<Box<dyn Future<Output = Vec<u8>>>>>;
 
+/// Messages are queued unsealed: each is sealed for the connection that carries it.
 pub struct TcpPeers {
-    sealer: Rc<RefCell<Sealer>>,
-    queues: BTreeMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    queues: BTreeMap<NodeId, mpsc::Sender<PeerMessage>>,
 }
 
 /// The receiving side: where peers connect, where their authenticated messages go,
@@ -120,86 +123,120 @@ impl TcpPeers {
     pub fn start(
         me: NodeId,
         key: ClusterKey,
-        boot_unix_ms: u64,
         inbound: Inbound,
         peers: BTreeMap<NodeId, SocketAddr>,
         log: LogLine,
     ) -> Self {
-        let opener = Rc::new(RefCell::new(Opener::new(key.clone())));
-        tokio::task::spawn_local(listen(inbound, key.clone(), opener, log.clone()));
+        tokio::task::spawn_local(listen(inbound, key.clone(), log.clone()));
         let mut queues = BTreeMap::new();
         let from = peers.get(&me).map(|a| a.ip());
         for (peer, addr) in peers.into_iter().filter(|(p, _)| *p != me) {
             let (tx, rx) = mpsc::channel(QUEUE);
             queues.insert(peer, tx);
-            tokio::task::spawn_local(send_loop(peer, addr, from, rx, log.clone()));
+            let sender = Sender {
+                me,
+                key: key.clone(),
+                peer,
+                addr,
+                from,
+            };
+            tokio::task::spawn_local(sender.run(rx, log.clone()));
         }
-        TcpPeers {
-            sealer: Rc::new(RefCell::new(Sealer::new(key, me, boot_unix_ms))),
-            queues,
-        }
+        TcpPeers { queues }
     }
 }
 
 impl PeerTransport for TcpPeers {
     fn send(&self, to: NodeId, message: PeerMessage) {
         if let Some(q) = self.queues.get(&to) {
-            let frame = self.sealer.borrow_mut().seal(message);
             // Full queue: the peer is unreachable or slow; drop rather than block.
-            let _ = q.try_send(frame);
+            let _ = q.try_send(message);
         }
     }
 }
 
-/// Sends one peer's frames over one connection. It connects only once it has a frame
-/// to send (the receiver closes a connection whose first frame is late), from this
-/// node's own peer address when it has one (the receiver admits members' addresses
-/// only), and sends a frame whose write failed again on the next connection.
-async fn send_loop(
+/// Sends one peer's messages over one connection at a time.
+struct Sender {
+    me: NodeId,
+    key: ClusterKey,
     peer: NodeId,
     addr: SocketAddr,
+    /// This node's own peer address, to connect from.
     from: Option<IpAddr>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    log: LogLine,
-) {
-    let mut backoff = Duration::from_millis(100);
-    let mut pending: Option<Vec<u8>> = None;
-    loop {
-        let frame = match pending.take() {
-            Some(f) => f,
-            None => match rx.recv().await {
-                Some(f) => f,
-                None => return,
-            },
-        };
-        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect_from(from, addr)).await
-        {
-            Ok(Ok(s)) => s,
-            _ => {
-                // Raft and the lease tolerate loss: the frame is dropped, not queued
-                // behind an unreachable peer.
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        let _ = stream.set_nodelay(true);
-        let mut frame = frame;
+}
+
+impl Sender {
+    /// Connects only once there is a message to send (the receiver closes a connection
+    /// whose first frame is late), from this node's own peer address when it has one
+    /// (the receiver admits members' addresses only), takes the receiver's challenge,
+    /// and seals each message for it. A message whose write failed is sent again on
+    /// the next connection, sealed for that one.
+    async fn run(self, mut rx: mpsc::Receiver<PeerMessage>, log: LogLine) {
+        let mut backoff = Duration::from_millis(100);
+        let mut pending: Option<PeerMessage> = None;
         loop {
-            if write_frame(&mut stream, &frame).await.is_err() {
-                log(PeerNote::Reconnecting(format!(
-                    "peer {peer} at {addr}: connection lost"
-                )));
-                pending = Some(frame);
-                break;
-            }
-            match rx.recv().await {
-                Some(f) => frame = f,
-                None => return,
+            let message = match pending.take() {
+                Some(m) => m,
+                None => match rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let (mut stream, mut sealer) = match self.connect().await {
+                Ok(c) => c,
+                Err(()) => {
+                    // Raft and the lease tolerate loss: the message is dropped, not
+                    // queued behind an unreachable peer.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let mut message = message;
+            loop {
+                let frame = sealer.seal(message.clone());
+                if write_frame(&mut stream, &frame).await.is_err() {
+                    log(PeerNote::Reconnecting(format!(
+                        "peer {} at {}: connection lost",
+                        self.peer, self.addr
+                    )));
+                    pending = Some(message);
+                    break;
+                }
+                match rx.recv().await {
+                    Some(m) => message = m,
+                    None => return,
+                }
             }
         }
     }
+
+    /// A connection and the sealer for its challenge.
+    async fn connect(&self) -> Result<(TcpStream, Sealer), ()> {
+        let open = async {
+            let mut stream = connect_from(self.from, self.addr).await.map_err(|_| ())?;
+            let _ = stream.set_nodelay(true);
+            let challenge = read_challenge(&mut stream).await.map_err(|_| ())?;
+            Ok((stream, challenge))
+        };
+        let (stream, challenge) = tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .map_err(|_| ())??;
+        Ok((stream, Sealer::new(self.key.clone(), self.me, challenge)))
+    }
+}
+
+/// The challenge the receiver opens a connection with.
+async fn read_challenge(stream: &mut TcpStream) -> Result<Challenge, String> {
+    let frame = read_frame(stream, Challenge::FRAME_LEN)
+        .await
+        .map_err(|e| match e {
+            ReadError::Closed => "closed the connection at once".to_string(),
+            ReadError::Cut(e) => format!("challenge cut short: {e}"),
+            ReadError::TooLarge(len) => format!("opened with a {len}-byte frame, not a challenge"),
+        })?;
+    Challenge::from_frame(&frame).map_err(|e| e.to_string())
 }
 
 /// A connection to `addr` from `from` (any local address when `None`, or when `from`
@@ -259,14 +296,13 @@ impl Throttled {
 /// What every inbound connection shares.
 struct Receiving {
     key: ClusterKey,
-    opener: Rc<RefCell<Opener>>,
     inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
     calls: Option<CallHandler>,
     limits: InboundLimits,
     log: LogLine,
 }
 
-async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, log: LogLine) {
+async fn listen(inbound: Inbound, key: ClusterKey, log: LogLine) {
     let Inbound {
         listener,
         inbox,
@@ -280,7 +316,6 @@ async fn listen(inbound: Inbound, key: ClusterKey, opener: Rc<RefCell<Opener>>, 
     );
     let shared = Rc::new(Receiving {
         key,
-        opener,
         inbox,
         calls,
         limits,
@@ -332,17 +367,24 @@ impl Drop for OpenConnection {
     }
 }
 
-/// One inbound connection: frames until one is refused, the peer goes quiet, or the
-/// connection ends.
+/// One inbound connection: a fresh challenge, then frames sealed for it until one is
+/// refused, the peer goes quiet, or the connection ends.
 async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: &Receiving) {
     let Receiving {
         key,
-        opener,
         inbox,
         calls,
         limits,
         log,
     } = shared;
+    let challenge = Challenge::random();
+    if write_frame(&mut stream, &challenge.to_frame())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut opener = Opener::new(key.clone(), challenge);
     let mut within = limits.first_frame;
     loop {
         let frame = match tokio::time::timeout(within, read_frame(&mut stream, MAX_FRAME)).await {
@@ -358,7 +400,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: &Receiving) {
             Err(_) => return,
         };
         within = limits.idle;
-        match key.answer(&frame) {
+        match key.answer(&challenge, &frame) {
             Some(Ok(pong)) => {
                 let _ = write_frame(&mut stream, &pong).await;
                 return;
@@ -369,10 +411,10 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: &Receiving) {
             }
             None => {}
         }
-        match (key.open_call(&frame), calls) {
+        match (key.open_call(&challenge, &frame), calls) {
             (Some(Ok((nonce, body))), Some(handle)) => {
                 let answer = handle(body).await;
-                let _ = write_frame(&mut stream, &key.reply(&nonce, &answer)).await;
+                let _ = write_frame(&mut stream, &key.reply(&challenge, &nonce, &answer)).await;
                 return;
             }
             (Some(Ok(_)), None) => {
@@ -387,8 +429,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: &Receiving) {
             }
             (None, _) => {}
         }
-        let opened = opener.borrow_mut().open(&frame);
-        match opened {
+        match opener.open(&frame) {
             Ok(env) => {
                 if inbox.send((env.from, env.message)).is_err() {
                     return;
@@ -447,54 +488,60 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Vec<u8>, ReadE
     Ok(frame)
 }
 
-/// Sends `frame` on a new connection to `addr` and reads the one frame that answers it
-/// (ping and call). `closed` says what a connection closed without an answer means.
-/// Errors do not name `addr`: the caller does.
+/// Opens a connection to `addr` (from `from`, see [`connect_from`]), takes its challenge, sends the frame `make` builds
+/// for it and reads the one frame that answers it (ping and call). `closed` says what a
+/// connection closed without an answer means. Errors do not name `addr`: the caller
+/// does.
 async fn exchange(
+    from: Option<IpAddr>,
     addr: SocketAddr,
-    frame: &[u8],
+    make: impl FnOnce(&Challenge) -> Vec<u8>,
     max_answer: usize,
     closed: &str,
-) -> Result<Vec<u8>, String> {
-    let mut stream = TcpStream::connect(addr)
+) -> Result<(Challenge, Vec<u8>), String> {
+    let mut stream = connect_from(from, addr)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    write_frame(&mut stream, frame)
+    let challenge = read_challenge(&mut stream).await?;
+    let frame = make(&challenge);
+    if frame.len() > MAX_FRAME {
+        return Err(format!("a {}-byte frame is too large to send", frame.len()));
+    }
+    write_frame(&mut stream, &frame)
         .await
         .map_err(|e| format!("cannot send: {e}"))?;
-    read_frame(&mut stream, max_answer)
+    let answer = read_frame(&mut stream, max_answer)
         .await
         .map_err(|e| match e {
             ReadError::Closed => closed.to_string(),
             ReadError::Cut(e) => format!("answer cut short: {e}"),
             ReadError::TooLarge(len) => format!("answered with a {len}-byte frame"),
-        })
+        })?;
+    Ok((challenge, answer))
 }
 
-/// Sends a signed call to the sidecar at `addr` and waits up to `limit` for its signed
-/// answer.
+/// Sends a signed call to the sidecar at `addr`, from this node's own peer address
+/// `from` when it has one, and waits up to `limit` for its signed answer.
 pub async fn call(
+    from: Option<IpAddr>,
     addr: SocketAddr,
     key: &ClusterKey,
     body: &[u8],
     limit: Duration,
 ) -> Result<Vec<u8>, String> {
-    let nonce: [u8; crate::auth::NONCE] = rand::random();
-    let frame = key.call(&nonce, body);
-    if frame.len() > MAX_FRAME {
-        return Err(format!("call of {} bytes is too large", frame.len()));
-    }
+    let nonce: Nonce = rand::random();
     let work = async {
-        let answer = exchange(
+        let (challenge, answer) = exchange(
+            from,
             addr,
-            &frame,
+            |c| key.call(c, &nonce, body),
             MAX_FRAME,
             "closed the connection without an answer",
         )
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
-        key.open_reply(&nonce, &answer)
+        key.open_reply(&challenge, &nonce, &answer)
             .map_err(|e| format!("{addr}: answer refused: {e}"))
     };
     tokio::time::timeout(limit, work)
@@ -504,18 +551,23 @@ pub async fn call(
 
 /// Asks the sidecar at `addr` to prove it holds the cluster key (`multiaz check`).
 /// Returns the round-trip time.
-pub async fn ping(addr: SocketAddr, key: &ClusterKey) -> Result<Duration, String> {
+pub async fn ping(
+    from: Option<IpAddr>,
+    addr: SocketAddr,
+    key: &ClusterKey,
+) -> Result<Duration, String> {
     let start = tokio::time::Instant::now();
-    let nonce: [u8; crate::auth::NONCE] = rand::random();
+    let nonce: Nonce = rand::random();
     let work = async {
-        let pong = exchange(
+        let (challenge, pong) = exchange(
+            from,
             addr,
-            &key.ping(&nonce),
+            |c| key.ping(c, &nonce),
             1024,
             "closed the connection: it does not hold this cluster key",
         )
         .await?;
-        if key.pong_is_valid(&nonce, &pong) {
+        if key.pong_is_valid(&challenge, &nonce, &pong) {
             Ok(start.elapsed())
         } else {
             Err("answered, but not with this cluster's key".to_string())
@@ -529,6 +581,7 @@ pub async fn ping(addr: SocketAddr, key: &ClusterKey) -> Result<Duration, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
 
     fn key(b: u8) -> ClusterKey {
         ClusterKey::new(vec![b; 32]).unwrap()
@@ -554,7 +607,6 @@ mod tests {
                 let p1 = TcpPeers::start(
                     NodeId(1),
                     key(7),
-                    1,
                     Inbound {
                         listener: l1,
                         inbox: in1,
@@ -567,7 +619,6 @@ mod tests {
                 let _p2 = TcpPeers::start(
                     NodeId(2),
                     key(7),
-                    1,
                     Inbound {
                         listener: l2,
                         inbox: in2,
@@ -581,7 +632,6 @@ mod tests {
                 let p3 = TcpPeers::start(
                     NodeId(3),
                     key(8),
-                    1,
                     Inbound {
                         listener: l3,
                         inbox: in3,
@@ -650,7 +700,6 @@ mod tests {
         let p = TcpPeers::start(
             NodeId(2),
             key(7),
-            1,
             Inbound {
                 listener: l,
                 inbox,
@@ -676,13 +725,18 @@ mod tests {
         connect_from(Some(from.parse().unwrap()), to).await.unwrap()
     }
 
-    /// Closed by the other side within `within` (without sending anything).
+    /// Closed by the other side within `within` (after at most its challenge).
     async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-        let mut buf = [0u8; 1];
-        matches!(
-            tokio::time::timeout(within, s.read(&mut buf)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
+        let drained = async {
+            let mut buf = [0u8; 64];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, drained).await.is_ok()
     }
 
     /// Server-side connections established on `port` (from /proc/net/tcp: local port
@@ -742,8 +796,9 @@ mod tests {
                     lines.borrow()
                 );
                 // A member's frames still arrive.
-                let mut sealer = Sealer::new(key(7), NodeId(1), 1);
                 let mut s = connect_from_ip("127.0.0.1", addr).await;
+                let challenge = read_challenge(&mut s).await.unwrap();
+                let mut sealer = Sealer::new(key(7), NodeId(1), challenge);
                 write_frame(
                     &mut s,
                     &sealer.seal(PeerMessage::LeaseGrant { epoch: 1, seq: 1 }),
@@ -800,5 +855,140 @@ mod tests {
                 assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
             })
             .await;
+    }
+
+    /// One life of a receiver (node 2) on `addr` that takes calls: what reached its
+    /// engine, how many calls it served, and its log, once `visit` is done with it.
+    async fn receiver_life<F, Fut>(addr: SocketAddr, visit: F) -> (Vec<NodeId>, usize, Vec<String>)
+    where
+        F: FnOnce(SocketAddr) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let l = TcpListener::bind(addr).await.unwrap();
+                let addr = l.local_addr().unwrap();
+                let (log, lines) = collecting_log();
+                let (inbox, mut rx) = mpsc::unbounded_channel();
+                let served = Rc::new(Cell::new(0usize));
+                let counted = served.clone();
+                let calls: CallHandler = Rc::new(move |body: Vec<u8>| {
+                    counted.set(counted.get() + 1);
+                    Box::pin(async move { body })
+                });
+                let _p = TcpPeers::start(
+                    NodeId(2),
+                    key(7),
+                    Inbound {
+                        listener: l,
+                        inbox,
+                        calls: Some(calls),
+                        limits: InboundLimits::default(),
+                    },
+                    BTreeMap::new(),
+                    log,
+                );
+                visit(addr).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut got = Vec::new();
+                while let Ok((from, _)) = rx.try_recv() {
+                    got.push(from);
+                }
+                let lines = lines.borrow().clone();
+                (got, served.get(), lines)
+            })
+            .await
+    }
+
+    /// What a recorder on the wire keeps of one connection: the frames sent on it.
+    async fn send_recorded(addr: SocketAddr, frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = read_challenge(&mut s).await.unwrap();
+        for f in frames {
+            if write_frame(&mut s, f).await.is_err() {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+        rest
+    }
+
+    #[tokio::test]
+    async fn frames_and_calls_recorded_before_a_receiver_restart_are_refused_after_it() {
+        let recorded: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let keep = recorded.clone();
+        // One port for both lives, as a restarted sidecar listens where it did.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // First life: a member sends a lease grant, a coordinator makes a call; both
+        // are served, and a recorder on the wire keeps the bytes.
+        let (got, served, _) = receiver_life(addr, |addr| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let challenge = read_challenge(&mut s).await.unwrap();
+            let grant = Sealer::new(key(7), NodeId(1), challenge)
+                .seal(PeerMessage::LeaseGrant { epoch: 3, seq: 1 });
+            write_frame(&mut s, &grant).await.unwrap();
+            keep.borrow_mut().push(grant);
+            let answer = call(
+                None,
+                addr,
+                &key(7),
+                b"salvage please",
+                Duration::from_secs(3),
+            )
+            .await
+            .unwrap();
+            assert_eq!(answer, b"salvage please");
+            // A call as a recorder on the wire keeps it: its bytes, sealed for the
+            // connection it was served on.
+            let mut s2 = TcpStream::connect(addr).await.unwrap();
+            let c2 = read_challenge(&mut s2).await.unwrap();
+            let call_frame = key(7).call(&c2, &[5; crate::auth::NONCE], b"salvage please");
+            write_frame(&mut s2, &call_frame).await.unwrap();
+            let _ = read_frame(&mut s2, MAX_FRAME).await;
+            keep.borrow_mut().push(call_frame);
+        })
+        .await;
+        assert_eq!(got, vec![NodeId(1)], "the live grant arrived");
+        assert_eq!(served, 2, "the live calls were served");
+        let frames = recorded.borrow().clone();
+        let replay = frames.clone();
+        let (got, served, lines) = receiver_life(addr, |addr| async move {
+            // Each recorded frame, replayed on a new connection.
+            for f in &replay {
+                let answer = send_recorded(addr, std::slice::from_ref(f)).await;
+                assert!(answer.is_empty(), "a replay was answered: {answer:?}");
+            }
+        })
+        .await;
+        assert!(
+            got.is_empty(),
+            "a replayed grant reached the engine: {got:?}"
+        );
+        assert_eq!(served, 0, "a replayed call was served");
+        assert!(
+            lines.iter().filter(|l| l.contains("bad signature")).count() >= 2,
+            "{lines:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replay_within_one_connection_closes_it() {
+        let (got, _, lines) = receiver_life("127.0.0.1:0".parse().unwrap(), |addr| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let challenge = read_challenge(&mut s).await.unwrap();
+            let grant = Sealer::new(key(7), NodeId(1), challenge)
+                .seal(PeerMessage::LeaseGrant { epoch: 3, seq: 1 });
+            write_frame(&mut s, &grant).await.unwrap();
+            write_frame(&mut s, &grant).await.unwrap();
+            assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+        })
+        .await;
+        assert_eq!(got, vec![NodeId(1)], "once, not twice");
+        assert!(lines.iter().any(|l| l.contains("replayed")), "{lines:?}");
     }
 }

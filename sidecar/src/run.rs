@@ -2,7 +2,6 @@
 //! first (a corrupt one stops the start), then the engine, the adapters, the peer
 //! transport and the admin API are started and the driver runs until SIGINT/SIGTERM.
 
-use crate::adapters::Observer;
 use crate::admin;
 use crate::auth::ClusterKey;
 use crate::config::Config;
@@ -138,24 +137,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> =
         config.members.iter().map(|(id, m)| (*id, m.peer)).collect();
     let salvage = PeerSalvage::new(
+        me,
         key.clone(),
         peer_addrs.clone(),
         config.spec.timing.salvage_timeout(),
+        telemetry.clone(),
     );
-    let calls = salvage::handler(
+    let calls = salvage::handler(salvage::Callee {
         me,
-        config.binlog_dir.clone().map(|dir| LocalBinlog {
+        binlog: config.binlog_dir.clone().map(|dir| LocalBinlog {
             dir,
             index: config.binlog_index.clone(),
         }),
-        mysql.clone(),
-    );
+        mysql: mysql.clone(),
+        telemetry: telemetry.clone(),
+        max_budget: config.spec.timing.salvage_timeout(),
+    });
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
     let dropped = telemetry.clone();
     let peers = TcpPeers::start(
         me,
         key,
-        telemetry.wall_unix_ms(),
         Inbound {
             listener,
             inbox: peer_tx,
@@ -203,11 +205,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         handle.operator.clone(),
         config.admin_token.clone(),
     );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, app).await {
-            tracing::error!("admin API stopped: {e}");
-        }
-    });
+    tokio::spawn(admin::serve(
+        admin_listener,
+        app,
+        admin::AdminLimits::default(),
+    ));
     tracing::info!(peers = %config.peer_listen, admin = %config.admin_listen, "running");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

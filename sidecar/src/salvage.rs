@@ -12,8 +12,10 @@ use crate::auth::ClusterKey;
 use crate::binlog::{self, apply, ScanOptions};
 use crate::mysql::MysqlAdapter;
 use crate::peers::{self, CallHandler};
-use multiaz_engine::{GtidSet, NodeId, SalvageReport};
+use crate::telemetry::Telemetry;
+use multiaz_engine::{ClusterRecord, GtidSet, NodeId, SalvageReport};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,9 +23,21 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// What the coordinator asks of the old master's host.
+/// What the coordinator asks of the old master's host, and on whose authority.
+///
+/// It cannot be replayed: like every frame on the peer port it is bound to the
+/// connection it came on (`auth.rs`), and a connection must carry its first frame
+/// within seconds of opening. So the budget, counted from arrival, is its expiry. What
+/// it may do is bound by the callee's own record ([`admit`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SalvageCall {
+    /// The failover it belongs to.
+    pub epoch: u64,
+    /// The coordinator's raft term and id, for the callee's log.
+    pub term: u64,
+    pub coordinator: NodeId,
+    /// Whose binlog is read: the callee itself.
+    pub from: NodeId,
     pub to: NodeId,
     /// The new master's executed set.
     pub after: GtidSet,
@@ -35,18 +49,29 @@ pub struct SalvageCall {
 /// The coordinator's side: `Salvage` over a signed call.
 #[derive(Clone)]
 pub struct PeerSalvage {
+    me: NodeId,
     key: ClusterKey,
     peers: Rc<BTreeMap<NodeId, SocketAddr>>,
     timeout: Duration,
+    /// Where the coordinator's current term is read.
+    telemetry: Telemetry,
 }
 
 impl PeerSalvage {
     /// `timeout` is the engine's salvage timeout: the call is abandoned at it.
-    pub fn new(key: ClusterKey, peers: BTreeMap<NodeId, SocketAddr>, timeout: Duration) -> Self {
+    pub fn new(
+        me: NodeId,
+        key: ClusterKey,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        timeout: Duration,
+        telemetry: Telemetry,
+    ) -> Self {
         PeerSalvage {
+            me,
             key,
             peers: Rc::new(peers),
             timeout,
+            telemetry,
         }
     }
 }
@@ -54,6 +79,7 @@ impl PeerSalvage {
 impl Salvage for PeerSalvage {
     async fn salvage(
         &self,
+        epoch: u64,
         from: NodeId,
         to: NodeId,
         after: GtidSet,
@@ -65,12 +91,17 @@ impl Salvage for PeerSalvage {
         // A margin for the answer to travel back before the engine gives up.
         let budget = self.timeout.saturating_sub(self.timeout / 5);
         let call = SalvageCall {
+            epoch,
+            term: self.telemetry.status().map_or(0, |s| s.term),
+            coordinator: self.me,
+            from,
             to,
             after,
             budget_ms: budget.as_millis() as u64,
         };
         let body = serde_json::to_vec(&call).map_err(|e| e.to_string())?;
-        let answer = peers::call(addr, &self.key, &body, self.timeout).await?;
+        let own_ip = self.peers.get(&self.me).map(|a| a.ip());
+        let answer = peers::call(own_ip, addr, &self.key, &body, self.timeout).await?;
         serde_json::from_slice::<Result<SalvageReport, String>>(&answer)
             .map_err(|e| format!("salvage answer from {from}: {e}"))?
     }
@@ -83,53 +114,276 @@ pub struct LocalBinlog {
     pub index: Option<PathBuf>,
 }
 
-/// The old master's side: answers salvage calls from this host's binlog.
-pub fn handler(me: NodeId, binlog: Option<LocalBinlog>, mysql: MysqlAdapter) -> CallHandler {
+/// The most transaction bytes one salvage holds in memory. A failed master's unsent
+/// tail is normally a few transactions; more than this is left in the binlog, named in
+/// the report, for `multiaz binlog salvage` by hand.
+pub const MAX_SALVAGE_BYTES: u64 = 256 << 20;
+
+/// The old master's side of salvage.
+#[derive(Clone)]
+pub struct Callee {
+    pub me: NodeId,
+    pub binlog: Option<LocalBinlog>,
+    pub mysql: MysqlAdapter,
+    /// This sidecar's own view of the cluster record.
+    pub telemetry: Telemetry,
+    /// The longest this host spends on one call, whatever the call asks.
+    pub max_budget: Duration,
+}
+
+/// Answers salvage calls from this host's binlog, one at a time.
+pub fn handler(callee: Callee) -> CallHandler {
+    let busy = Rc::new(Cell::new(false));
     Rc::new(move |body: Vec<u8>| {
-        let (binlog, mysql) = (binlog.clone(), mysql.clone());
+        let (callee, busy) = (callee.clone(), busy.clone());
         Box::pin(async move {
             let result = match serde_json::from_slice::<SalvageCall>(&body) {
-                Ok(call) => serve(me, binlog, mysql, call).await,
                 Err(e) => Err(format!("not a salvage call: {e}")),
+                Ok(_) if busy.get() => Err("a salvage is already running on this host".to_string()),
+                Ok(call) => {
+                    busy.set(true);
+                    let r = callee.serve(call).await;
+                    busy.set(false);
+                    r
+                }
             };
+            if let Err(why) = &result {
+                tracing::warn!("salvage call refused or failed: {why}");
+            }
             serde_json::to_vec(&result).unwrap_or_default()
         })
     })
 }
 
-async fn serve(
-    me: NodeId,
-    binlog: Option<LocalBinlog>,
-    mysql: MysqlAdapter,
-    call: SalvageCall,
-) -> Result<SalvageReport, String> {
-    let deadline = Instant::now() + Duration::from_millis(call.budget_ms);
-    let binlog = binlog.ok_or_else(|| format!("mysql.binlog_dir is not configured on {me}"))?;
-    tracing::info!(to = %call.to, after = %call.after, dir = %binlog.dir.display(), "salvage: reading the local binlog");
-    let options = ScanOptions {
-        after: Some(call.after),
-        keep_events: true,
+/// What this sidecar's record says of a salvage call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Serve,
+    /// The record may not have caught up with the coordinator's yet.
+    Wait(String),
+    Refuse(String),
+}
+
+/// Serve only the salvage of a failover this sidecar's own record shows: of this
+/// epoch, with this node a failed master of it (a suspect, the master of record or a
+/// quarantined earlier master) and `to` the committed candidate. A call for another
+/// epoch, another candidate, or a failover that is over is refused.
+pub fn admit(me: NodeId, call: &SalvageCall, record: Option<&ClusterRecord>) -> Admission {
+    if call.from != me {
+        return Admission::Refuse(format!("addressed to {}, this is {me}", call.from));
+    }
+    if call.to == me {
+        return Admission::Refuse(format!("{me} cannot salvage into itself"));
+    }
+    let Some(record) = record else {
+        return Admission::Wait("this sidecar has not started yet".into());
     };
-    let (txs, end) = tokio::task::spawn_blocking(move || {
-        binlog::read_tail(&binlog.dir, binlog.index.as_deref(), &options)
-    })
-    .await
-    .map_err(|e| format!("binlog reader: {e}"))??;
-    let mut conn = mysql.connect(call.to).await?;
-    let mut report = apply::apply(&mut conn, &txs, Some(deadline)).await?;
-    let _ = conn.disconnect().await;
-    if let Some(torn) = end.torn {
-        report.not_recovered.push(torn.to_string());
+    if record.epoch > call.epoch {
+        return Admission::Refuse(format!(
+            "failover {} is over: the record is at epoch {}",
+            call.epoch, record.epoch
+        ));
     }
-    if let Some(d) = end.real_damage() {
-        report.stopped.get_or_insert(format!("binlog damaged: {d}"));
+    let Some(f) = record.failover.as_ref().filter(|f| f.epoch == call.epoch) else {
+        return if record.epoch == call.epoch {
+            Admission::Refuse(format!("failover {} is over", call.epoch))
+        } else {
+            Admission::Wait(format!(
+                "the record is at epoch {}, the call for {}",
+                record.epoch, call.epoch
+            ))
+        };
+    };
+    match f.candidate {
+        None => Admission::Wait(format!("failover {} has no candidate yet", f.epoch)),
+        Some(c) if c != call.to => Admission::Refuse(format!(
+            "failover {}'s candidate is {c}, not {}",
+            f.epoch, call.to
+        )),
+        Some(_) => {
+            let failed = f.suspects.contains(&me)
+                || record.master == Some(me)
+                || record.quarantined.contains_key(&me);
+            if failed {
+                Admission::Serve
+            } else {
+                Admission::Refuse(format!(
+                    "{me} is not a failed master of failover {}",
+                    f.epoch
+                ))
+            }
+        }
     }
-    tracing::info!(
-        found = txs.len(),
-        recovered = report.recovered,
-        not_recovered = report.not_recovered.len(),
-        stopped = ?report.stopped,
-        "salvage: done"
-    );
-    Ok(report)
+}
+
+impl Callee {
+    async fn serve(&self, call: SalvageCall) -> Result<SalvageReport, String> {
+        let me = self.me;
+        let budget = Duration::from_millis(call.budget_ms).min(self.max_budget);
+        let deadline = Instant::now() + budget;
+        // The coordinator saw the candidate committed; this sidecar may be a few
+        // heartbeats behind. It waits for its own record, a part of the budget at most.
+        let patience = Instant::now() + (budget / 2).min(Duration::from_secs(2));
+        loop {
+            match admit(
+                me,
+                &call,
+                self.telemetry.status().map(|s| s.record).as_ref(),
+            ) {
+                Admission::Serve => break,
+                Admission::Refuse(why) => return Err(format!("salvage refused: {why}")),
+                Admission::Wait(why) if Instant::now() >= patience => {
+                    return Err(format!("salvage refused: {why}"))
+                }
+                Admission::Wait(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        if self.mysql.is_writable(me).await {
+            return Err(format!(
+                "salvage refused: the mysqld on {me} is up and writable, the live writer, not a failed master"
+            ));
+        }
+        let binlog = self
+            .binlog
+            .clone()
+            .ok_or_else(|| format!("mysql.binlog_dir is not configured on {me}"))?;
+        tracing::info!(
+            epoch = call.epoch,
+            term = call.term,
+            coordinator = %call.coordinator,
+            to = %call.to,
+            after = %call.after,
+            dir = %binlog.dir.display(),
+            "salvage: reading the local binlog"
+        );
+        let options = ScanOptions {
+            after: Some(call.after),
+            keep_events: true,
+        };
+        let (txs, end, over) = tokio::task::spawn_blocking(move || {
+            binlog::read_tail_within(
+                &binlog.dir,
+                binlog.index.as_deref(),
+                &options,
+                MAX_SALVAGE_BYTES,
+            )
+        })
+        .await
+        .map_err(|e| format!("binlog reader: {e}"))??;
+        let mut conn = self.mysql.connect(call.to).await?;
+        let mut report = apply::apply(&mut conn, &txs, Some(deadline)).await?;
+        let _ = conn.disconnect().await;
+        if let Some(torn) = end.torn {
+            report.not_recovered.push(torn.to_string());
+        }
+        if let Some(d) = end.real_damage() {
+            report.stopped.get_or_insert(format!("binlog damaged: {d}"));
+        }
+        if let Some(gtid) = over {
+            report.stopped.get_or_insert(format!(
+                "more than {} MiB after the new master's position: {gtid} and what follows left in the binlog (multiaz binlog salvage reads it)",
+                MAX_SALVAGE_BYTES >> 20
+            ));
+        }
+        tracing::info!(
+            found = txs.len(),
+            recovered = report.recovered,
+            not_recovered = report.not_recovered.len(),
+            stopped = ?report.stopped,
+            "salvage: done"
+        );
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multiaz_engine::FailoverState;
+
+    const N1: NodeId = NodeId(1);
+    const N2: NodeId = NodeId(2);
+    const N3: NodeId = NodeId(3);
+
+    fn call(epoch: u64, to: NodeId) -> SalvageCall {
+        SalvageCall {
+            epoch,
+            term: 4,
+            coordinator: N2,
+            from: N1,
+            to,
+            after: GtidSet::empty(multiaz_engine::Flavour::Mariadb),
+            budget_ms: 1000,
+        }
+    }
+
+    /// N1 failed at epoch 2; the failover's candidate is `candidate`.
+    fn record(epoch: u64, candidate: Option<NodeId>, under_way: bool) -> ClusterRecord {
+        ClusterRecord {
+            epoch,
+            master: Some(N1),
+            failover: under_way.then(|| FailoverState {
+                epoch,
+                suspects: vec![N1],
+                reason: "mysqld down".into(),
+                begun_wall_ms: 0,
+                candidate,
+                planned: None,
+            }),
+            paused: false,
+            journal: Vec::new(),
+            quarantined: BTreeMap::new(),
+            acked_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_failover_in_the_callees_own_record_is_served() {
+        let r = record(2, Some(N2), true);
+        assert_eq!(admit(N1, &call(2, N2), Some(&r)), Admission::Serve);
+        // Another epoch: an old call, or one from the future.
+        assert!(matches!(
+            admit(N1, &call(1, N2), Some(&r)),
+            Admission::Refuse(_)
+        ));
+        assert!(matches!(
+            admit(N1, &call(3, N2), Some(&r)),
+            Admission::Wait(_)
+        ));
+        // Another candidate than the committed one.
+        assert!(matches!(
+            admit(N1, &call(2, N3), Some(&r)),
+            Admission::Refuse(_)
+        ));
+        // Not this node's binlog, or into itself.
+        assert!(matches!(
+            admit(N3, &call(2, N2), Some(&r)),
+            Admission::Refuse(_)
+        ));
+        let mut into_self = call(2, N1);
+        into_self.from = N1;
+        assert!(matches!(
+            admit(N1, &into_self, Some(&r)),
+            Admission::Refuse(_)
+        ));
+        // This node is no failed master of that failover.
+        let mut other = record(2, Some(N2), true);
+        other.master = Some(N3);
+        other.failover.as_mut().unwrap().suspects = vec![N3];
+        assert!(matches!(
+            admit(N1, &call(2, N2), Some(&other)),
+            Admission::Refuse(_)
+        ));
+        // The failover is over: the coordinator has moved on.
+        assert!(matches!(
+            admit(N1, &call(2, N2), Some(&record(2, Some(N2), false))),
+            Admission::Refuse(_)
+        ));
+        // Not caught up yet: no candidate committed here, or not started.
+        assert!(matches!(
+            admit(N1, &call(2, N2), Some(&record(2, None, true))),
+            Admission::Wait(_)
+        ));
+        assert!(matches!(admit(N1, &call(2, N2), None), Admission::Wait(_)));
+    }
 }

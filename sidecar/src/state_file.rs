@@ -167,6 +167,7 @@ mod tests {
                 term: 3,
                 bytes: vec![1, 2, 3],
             }],
+            boots: 2,
         }
     }
 

@@ -1,13 +1,13 @@
 //! `multiaz status`: the running sidecar's view, as a table or as its JSON.
 
 use crate::admin_client;
-use crate::config::Config;
+use crate::config::AdminAccess;
 use anyhow::{anyhow, bail};
 use axum::http::Method;
 use serde_json::Value;
 
-pub async fn show(config: &Config, json: bool) -> anyhow::Result<String> {
-    let (code, body) = admin_client::call(config.admin_listen, Method::GET, "/status", None)
+pub async fn show(config: &AdminAccess, json: bool) -> anyhow::Result<String> {
+    let (code, body) = admin_client::call(config.listen, Method::GET, "/status", None)
         .await
         .map_err(|e| anyhow!("{e} (is `multiaz run` running with this config?)"))?;
     if !code.is_success() {

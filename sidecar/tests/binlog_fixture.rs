@@ -163,3 +163,27 @@ fn a_synthetic_binlog_made_from_the_fixture_reads_whole() {
     assert_eq!(txs.len() as u64, n);
     assert_eq!(txs.last().unwrap().gtid.to_string(), format!("0-1-{n}"));
 }
+
+#[test]
+fn a_bounded_read_holds_no_more_than_its_limit_and_names_the_first_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("binlog.000001"), FIXTURE).unwrap();
+    std::fs::write(dir.path().join("binlog.index"), "./binlog.000001\n").unwrap();
+    let options = ScanOptions {
+        after: None,
+        keep_events: true,
+    };
+    let (whole, _) = read(FIXTURE, &options);
+    // Room for the first ten transactions, not the eleventh.
+    let limit: u64 = whole[..10].iter().map(|t| t.size).sum();
+    let (held, _, left_out) =
+        multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, limit).unwrap();
+    assert_eq!(held.len(), 10);
+    assert!(held.iter().map(|t| t.size).sum::<u64>() <= limit);
+    assert_eq!(left_out.map(|g| g.to_string()), Some("0-1-11".to_string()));
+    // Unbounded, everything and nothing left out.
+    let (all, _, none) =
+        multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, u64::MAX).unwrap();
+    assert_eq!(all.len(), 103);
+    assert_eq!(none, None);
+}

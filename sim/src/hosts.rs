@@ -70,6 +70,7 @@ struct SimSalvage;
 impl Salvage for SimSalvage {
     async fn salvage(
         &self,
+        _epoch: u64,
         from: NodeId,
         to: NodeId,
         after: GtidSet,

@@ -672,6 +672,7 @@ impl Sim {
                 from,
                 to,
                 after,
+                ..
             } => {
                 // The old master's binlog is on its host's disk: readable while the host
                 // and its sidecar live, even with mysqld dead.

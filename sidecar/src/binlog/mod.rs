@@ -28,11 +28,27 @@ pub fn read_tail(
     index: Option<&Path>,
     options: &ScanOptions,
 ) -> Result<(Vec<Transaction>, ScanEnd), String> {
+    read_tail_within(dir, index, options, u64::MAX).map(|(txs, end, _)| (txs, end))
+}
+
+/// As [`read_tail`], holding at most `max_bytes` of transactions: the read stops before
+/// the one that would pass it, and returns its GTID.
+pub fn read_tail_within(
+    dir: &Path,
+    index: Option<&Path>,
+    options: &ScanOptions,
+    max_bytes: u64,
+) -> Result<(Vec<Transaction>, ScanEnd, Option<Gtid>), String> {
     let files: Vec<PathBuf> = files_after(&binlog_files(dir, index)?, options.after.as_ref());
-    let mut out = Vec::new();
+    let (mut out, mut held, mut left_out) = (Vec::new(), 0u64, None);
     let end = scan(&files, options, |tx| {
+        held = held.saturating_add(tx.size);
+        if held > max_bytes {
+            left_out = Some(tx.gtid);
+            return ControlFlow::Break(());
+        }
         out.push(tx);
         ControlFlow::Continue(())
     });
-    Ok((out, end))
+    Ok((out, end, left_out))
 }

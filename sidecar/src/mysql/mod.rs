@@ -137,6 +137,13 @@ impl MysqlAdapter {
         Ok(v.unwrap_or_default())
     }
 
+    /// `node`'s mysqld answers within the probe timeout with read_only off: it can take
+    /// writes. Unreachable, or read_only, is `false`.
+    pub async fn is_writable(&self, node: NodeId) -> bool {
+        let probe = tokio::time::timeout(self.inner.probe_timeout, self.probe_inner(node));
+        matches!(probe.await, Ok(Ok(s)) if !s.read_only)
+    }
+
     async fn probe_inner(&self, node: NodeId) -> Result<MysqlStatus, Failure> {
         let mut conn = self.connect_raw(node).await?;
         let status = self.status(&mut conn).await;
