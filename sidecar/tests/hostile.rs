@@ -112,7 +112,7 @@ async fn ten_thousand_hostile_connections_during_a_failover_change_nothing() {
                 n += 1;
                 let (to, admin) = targets[(n as usize) % targets.len()];
                 // Half from a member's address, half from a stranger's.
-                let from: IpAddr = if (n / 6) % 2 == 0 {
+                let from: IpAddr = if (n / 6).is_multiple_of(2) {
                     [127, 0, 0, 1].into()
                 } else {
                     [127, 0, 0, 2].into()
