@@ -20,7 +20,7 @@ use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::hook::{HookCall, HookPoint};
 use crate::message::LocalView;
-use crate::record::{FailoverReport, LogEntry, Outcome};
+use crate::record::{FailoverReport, LogEntry};
 use crate::sabotage::Sabotage;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
@@ -860,27 +860,9 @@ impl Engine {
         }
     }
 
-    /// `q` failed as master, and the salvage of that failover read its whole binlog
-    /// into the cluster (nothing stopped, nothing refused): everything its binlog held
-    /// then is the cluster's history, and a server kept out (read_only, replicating
-    /// from nobody) has written nothing since. A failed master whose tail was never
-    /// salvaged may hold transactions no client was told of — errant — and is never
-    /// read again.
+    /// See [`ClusterRecord::salvaged_whole`].
     fn salvaged_whole(&self, q: NodeId) -> bool {
-        let last = self
-            .record
-            .journal
-            .iter()
-            .rev()
-            .find(|j| j.old_master == Some(q) && !j.planned);
-        matches!(
-            last.map(|j| &j.outcome),
-            Some(Outcome::Completed(FailoverReport {
-                salvaged_from: Some(from),
-                salvage: Some(Ok(r)),
-                ..
-            })) if *from == q && r.stopped.is_none() && r.not_recovered.is_empty()
-        )
+        self.record.salvaged_whole(q)
     }
 
     /// Suspects not known to be fenced: read_only did not succeed, the instance was not

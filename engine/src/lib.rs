@@ -86,6 +86,6 @@ pub use input::{Input, OperatorRequest};
 pub use message::{LocalView, PeerMessage, Report};
 pub use record::{ClusterRecord, FailoverReport, FailoverState, JournalEntry, LogEntry, Outcome};
 pub use sabotage::Sabotage;
-pub use storage::{DurableState, HardState, PersistBatch, StoredEntry};
+pub use storage::{DurableState, HardState, PersistBatch, StoredEntry, MAX_BOOTS};
 pub use switchover::{plan_switchover, SwitchoverPlan};
 pub use time::Time;

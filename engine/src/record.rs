@@ -161,6 +161,28 @@ impl LogEntry {
 pub struct Ignored(pub String);
 
 impl ClusterRecord {
+    /// `q` failed as master, and the salvage of that failover read its whole binlog
+    /// into the cluster (nothing stopped, nothing refused): everything its binlog held
+    /// then is the cluster's history, and a server kept out (read_only, replicating
+    /// from nobody) has written nothing since. A failed master whose tail was never
+    /// salvaged may hold transactions no client was told of — errant — and is never
+    /// read again.
+    pub fn salvaged_whole(&self, q: NodeId) -> bool {
+        let last = self
+            .journal
+            .iter()
+            .rev()
+            .find(|j| j.old_master == Some(q) && !j.planned);
+        matches!(
+            last.map(|j| &j.outcome),
+            Some(Outcome::Completed(FailoverReport {
+                salvaged_from: Some(from),
+                salvage: Some(Ok(r)),
+                ..
+            })) if *from == q && r.stopped.is_none() && r.not_recovered.is_empty()
+        )
+    }
+
     pub fn initial(spec: &ClusterSpec) -> Self {
         ClusterRecord {
             epoch: 1,

@@ -57,8 +57,15 @@ pub struct DurableState {
     /// are numbered from `boots << LEASE_ROUND_BITS`, so no round number repeats across
     /// restarts (a grant for a round of an earlier start can never count toward a
     /// later one).
-    #[serde(default)]
+    ///
+    /// A state file from before this count existed reads as one start: its rounds
+    /// were numbered from zero.
+    #[serde(default = "one_earlier_start")]
     pub boots: u64,
+}
+
+fn one_earlier_start() -> u64 {
+    1
 }
 
 /// Lease rounds one start may number (2^36: centuries at a hundred rounds a second).

@@ -62,6 +62,8 @@ impl Challenge {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sealed {
     pub from: NodeId,
+    /// The node it is for: a frame cannot be turned to another receiver, or back.
+    pub to: NodeId,
     /// Numbered from 1 within the connection.
     pub seq: u64,
     pub message: PeerMessage,
@@ -79,6 +81,8 @@ pub enum AuthError {
     Replay { from: NodeId, seq: u64, newest: u64 },
     #[error("frame from {from} on a connection that {first} opened")]
     SenderChanged { from: NodeId, first: NodeId },
+    #[error("frame from {from} for {to}, not for this node")]
+    Misaddressed { from: NodeId, to: NodeId },
     #[error("the other side did not open with a challenge")]
     NoChallenge,
 }
@@ -147,16 +151,18 @@ impl std::fmt::Debug for ClusterKey {
 pub struct Sealer {
     key: ClusterKey,
     from: NodeId,
+    to: NodeId,
     challenge: Challenge,
     seq: u64,
 }
 
 impl Sealer {
-    /// For the connection whose receiver sent `challenge`.
-    pub fn new(key: ClusterKey, from: NodeId, challenge: Challenge) -> Self {
+    /// For the connection to `to` whose receiver sent `challenge`.
+    pub fn new(key: ClusterKey, from: NodeId, to: NodeId, challenge: Challenge) -> Self {
         Sealer {
             key,
             from,
+            to,
             challenge,
             seq: 0,
         }
@@ -166,6 +172,7 @@ impl Sealer {
         self.seq += 1;
         let sealed = Sealed {
             from: self.from,
+            to: self.to,
             seq: self.seq,
             message,
         };
@@ -180,16 +187,19 @@ impl Sealer {
 pub struct Opener {
     key: ClusterKey,
     challenge: Challenge,
+    /// This node: every frame must be addressed to it, and none may claim to be from it.
+    me: NodeId,
     /// Who sent the first frame, and the newest number accepted.
     newest: Option<(NodeId, u64)>,
 }
 
 impl Opener {
-    /// For the connection this sidecar opened with `challenge`.
-    pub fn new(key: ClusterKey, challenge: Challenge) -> Self {
+    /// For the connection this sidecar (`me`) opened with `challenge`.
+    pub fn new(key: ClusterKey, challenge: Challenge, me: NodeId) -> Self {
         Opener {
             key,
             challenge,
+            me,
             newest: None,
         }
     }
@@ -204,6 +214,12 @@ impl Opener {
         }
         let s: Sealed =
             serde_json::from_slice(body).map_err(|e| AuthError::Decode(e.to_string()))?;
+        if s.to != self.me || s.from == self.me {
+            return Err(AuthError::Misaddressed {
+                from: s.from,
+                to: s.to,
+            });
+        }
         match self.newest {
             Some((first, _)) if first != s.from => {
                 return Err(AuthError::SenderChanged {
@@ -352,6 +368,8 @@ mod tests {
     }
 
     const C1: Challenge = Challenge([1; NONCE]);
+    /// The receiver in these tests.
+    const ME: NodeId = NodeId(1);
     const C2: Challenge = Challenge([2; NONCE]);
 
     #[test]
@@ -384,8 +402,8 @@ mod tests {
 
     #[test]
     fn a_sealed_frame_opens_once_in_order() {
-        let mut s = Sealer::new(key(1), NodeId(2), C1);
-        let mut o = Opener::new(key(1), C1);
+        let mut s = Sealer::new(key(1), NodeId(2), ME, C1);
+        let mut o = Opener::new(key(1), C1, ME);
         let first = s.seal(msg());
         let second = s.seal(msg());
         assert_eq!(
@@ -408,21 +426,21 @@ mod tests {
 
     #[test]
     fn a_frame_recorded_on_one_connection_is_refused_on_any_other() {
-        let mut s = Sealer::new(key(1), NodeId(2), C1);
+        let mut s = Sealer::new(key(1), NodeId(2), ME, C1);
         let recorded = s.seal(msg());
         // The receiver restarted, or the attacker opened a connection of their own:
         // either way the challenge is new.
-        let mut fresh = Opener::new(key(1), C2);
+        let mut fresh = Opener::new(key(1), C2, ME);
         assert_eq!(fresh.open(&recorded), Err(AuthError::BadTag));
         // The same bytes did open on the connection they were made for.
-        assert!(Opener::new(key(1), C1).open(&recorded).is_ok());
+        assert!(Opener::new(key(1), C1, ME).open(&recorded).is_ok());
     }
 
     #[test]
     fn a_connection_carries_one_sender() {
-        let mut o = Opener::new(key(1), C1);
-        let mut a = Sealer::new(key(1), NodeId(2), C1);
-        let mut b = Sealer::new(key(1), NodeId(3), C1);
+        let mut o = Opener::new(key(1), C1, ME);
+        let mut a = Sealer::new(key(1), NodeId(2), ME, C1);
+        let mut b = Sealer::new(key(1), NodeId(3), ME, C1);
         assert!(o.open(&a.seal(msg())).is_ok());
         b.seal(msg());
         assert_eq!(
@@ -435,16 +453,35 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_for_another_node_or_back_to_its_sender_is_refused() {
+        // Node 2's frame for node 3, delivered to node 1 on node 3's challenge.
+        let mut for_3 = Sealer::new(key(1), NodeId(2), NodeId(3), C1);
+        assert_eq!(
+            Opener::new(key(1), C1, ME).open(&for_3.seal(msg())),
+            Err(AuthError::Misaddressed {
+                from: NodeId(2),
+                to: NodeId(3)
+            })
+        );
+        // Node 1's own frame, reflected back to it.
+        let mut own = Sealer::new(key(1), ME, ME, C1);
+        assert!(matches!(
+            Opener::new(key(1), C1, ME).open(&own.seal(msg())),
+            Err(AuthError::Misaddressed { .. })
+        ));
+    }
+
+    #[test]
     fn a_frame_signed_with_the_wrong_key_is_rejected() {
-        let mut s = Sealer::new(key(9), NodeId(2), C1);
-        let mut o = Opener::new(key(1), C1);
+        let mut s = Sealer::new(key(9), NodeId(2), ME, C1);
+        let mut o = Opener::new(key(1), C1, ME);
         assert_eq!(o.open(&s.seal(msg())), Err(AuthError::BadTag));
     }
 
     #[test]
     fn an_altered_or_short_frame_is_rejected() {
-        let mut s = Sealer::new(key(1), NodeId(2), C1);
-        let mut o = Opener::new(key(1), C1);
+        let mut s = Sealer::new(key(1), NodeId(2), ME, C1);
+        let mut o = Opener::new(key(1), C1, ME);
         let mut f = s.seal(msg());
         f[3] ^= 1;
         assert_eq!(o.open(&f), Err(AuthError::BadTag));

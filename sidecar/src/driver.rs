@@ -122,6 +122,12 @@ where
         // The engine numbered its lease rounds from this start's count (Engine::new
         // read it); the count goes up before any round is sent, so the next start
         // numbers its rounds above all of this one's.
+        if self.durable.boots >= multiaz_engine::MAX_BOOTS {
+            return Err(DriverError::Persist(format!(
+                "{} starts are recorded in the state file, the most lease rounds can be numbered for (years of a crash loop): find why it keeps restarting",
+                self.durable.boots
+            )));
+        }
         self.durable.boots += 1;
         self.store
             .persist(&self.durable)

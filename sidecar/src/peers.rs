@@ -36,6 +36,8 @@ pub const MAX_FRAME: usize = 1 << 20;
 const QUEUE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A ping or call must follow the challenge within this.
+const CALL_WITHIN: Duration = Duration::from_secs(1);
 
 /// Something the transport reports: a frame refused (counted in the metrics) or a
 /// connection being re-established.
@@ -84,6 +86,8 @@ pub struct InboundLimits {
     pub first_frame: Duration,
     /// Then each next frame must arrive within this.
     pub idle: Duration,
+    /// A connection is closed this long after it opened; the sender opens another.
+    pub max_age: Duration,
 }
 
 impl Default for InboundLimits {
@@ -95,6 +99,7 @@ impl Default for InboundLimits {
             max_connections: 64,
             first_frame: Duration::from_secs(2),
             idle: Duration::from_secs(10),
+            max_age: Duration::from_secs(60),
         }
     }
 }
@@ -127,7 +132,7 @@ impl TcpPeers {
         peers: BTreeMap<NodeId, SocketAddr>,
         log: LogLine,
     ) -> Self {
-        tokio::task::spawn_local(listen(inbound, key.clone(), log.clone()));
+        tokio::task::spawn_local(listen(me, inbound, key.clone(), log.clone()));
         let mut queues = BTreeMap::new();
         let from = peers.get(&me).map(|a| a.ip());
         for (peer, addr) in peers.into_iter().filter(|(p, _)| *p != me) {
@@ -223,7 +228,10 @@ impl Sender {
         let (stream, challenge) = tokio::time::timeout(CONNECT_TIMEOUT, open)
             .await
             .map_err(|_| ())??;
-        Ok((stream, Sealer::new(self.key.clone(), self.me, challenge)))
+        Ok((
+            stream,
+            Sealer::new(self.key.clone(), self.me, self.peer, challenge),
+        ))
     }
 }
 
@@ -295,6 +303,8 @@ impl Throttled {
 
 /// What every inbound connection shares.
 struct Receiving {
+    /// This node: frames must be addressed to it.
+    me: NodeId,
     key: ClusterKey,
     inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
     calls: Option<CallHandler>,
@@ -302,7 +312,7 @@ struct Receiving {
     log: LogLine,
 }
 
-async fn listen(inbound: Inbound, key: ClusterKey, log: LogLine) {
+async fn listen(me: NodeId, inbound: Inbound, key: ClusterKey, log: LogLine) {
     let Inbound {
         listener,
         inbox,
@@ -315,6 +325,7 @@ async fn listen(inbound: Inbound, key: ClusterKey, log: LogLine) {
         Throttled::new(&log),
     );
     let shared = Rc::new(Receiving {
+        me,
         key,
         inbox,
         calls,
@@ -371,6 +382,7 @@ impl Drop for OpenConnection {
 /// refused, the peer goes quiet, or the connection ends.
 async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: &Receiving) {
     let Receiving {
+        me,
         key,
         inbox,
         calls,
@@ -384,62 +396,84 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, shared: &Receiving) {
     {
         return;
     }
-    let mut opener = Opener::new(key.clone(), challenge);
-    let mut within = limits.first_frame;
+    let opened = tokio::time::Instant::now();
+    let Some(first) = next_frame(&mut stream, addr, limits.first_frame, log).await else {
+        return;
+    };
+    // A ping or a call is a connection's first and only frame, sent at once: a call
+    // held back by someone on the path, to be let through later, is refused.
+    let prompt = opened.elapsed() <= CALL_WITHIN;
+    match key.answer(&challenge, &first) {
+        Some(Ok(pong)) => {
+            let _ = write_frame(&mut stream, &pong).await;
+            return;
+        }
+        Some(Err(e)) => return log(PeerNote::Dropped(format!("ping from {addr}: {e}"))),
+        None => {}
+    }
+    match (key.open_call(&challenge, &first), calls) {
+        (Some(Ok(_)), _) if !prompt => {
+            return log(PeerNote::Dropped(format!(
+                "call from {addr}: came {:?} after the challenge (at most {CALL_WITHIN:?})",
+                opened.elapsed()
+            )))
+        }
+        (Some(Ok((nonce, body))), Some(handle)) => {
+            let answer = handle(body).await;
+            let _ = write_frame(&mut stream, &key.reply(&challenge, &nonce, &answer)).await;
+            return;
+        }
+        (Some(Ok(_)), None) => {
+            return log(PeerNote::Dropped(format!(
+                "call from {addr}: this sidecar takes no calls"
+            )))
+        }
+        (Some(Err(e)), _) => return log(PeerNote::Dropped(format!("call from {addr}: {e}"))),
+        (None, _) => {}
+    }
+    // A stream of sealed frames, until one is refused, the peer goes quiet, or the
+    // connection is old: it is closed then, and the sender opens a new one (a
+    // connection kept forever would let someone on the path hold frames back at
+    // leisure).
+    let mut opener = Opener::new(key.clone(), challenge, *me);
+    let mut frame = first;
     loop {
-        let frame = match tokio::time::timeout(within, read_frame(&mut stream, MAX_FRAME)).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(ReadError::TooLarge(len))) => {
-                log(PeerNote::Dropped(format!(
-                    "peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit"
-                )));
-                return;
-            }
-            Ok(Err(_)) => return,
-            // Silent, or too slow to finish a frame: closed.
-            Err(_) => return,
-        };
-        within = limits.idle;
-        match key.answer(&challenge, &frame) {
-            Some(Ok(pong)) => {
-                let _ = write_frame(&mut stream, &pong).await;
-                return;
-            }
-            Some(Err(e)) => {
-                log(PeerNote::Dropped(format!("ping from {addr}: {e}")));
-                return;
-            }
-            None => {}
-        }
-        match (key.open_call(&challenge, &frame), calls) {
-            (Some(Ok((nonce, body))), Some(handle)) => {
-                let answer = handle(body).await;
-                let _ = write_frame(&mut stream, &key.reply(&challenge, &nonce, &answer)).await;
-                return;
-            }
-            (Some(Ok(_)), None) => {
-                log(PeerNote::Dropped(format!(
-                    "call from {addr}: this sidecar takes no calls"
-                )));
-                return;
-            }
-            (Some(Err(e)), _) => {
-                log(PeerNote::Dropped(format!("call from {addr}: {e}")));
-                return;
-            }
-            (None, _) => {}
-        }
         match opener.open(&frame) {
             Ok(env) => {
                 if inbox.send((env.from, env.message)).is_err() {
                     return;
                 }
             }
-            Err(e) => {
-                log(PeerNote::Dropped(format!("peer frame from {addr}: {e}")));
-                return;
-            }
+            Err(e) => return log(PeerNote::Dropped(format!("peer frame from {addr}: {e}"))),
         }
+        let left = limits.max_age.saturating_sub(opened.elapsed());
+        if left.is_zero() {
+            return;
+        }
+        match next_frame(&mut stream, addr, limits.idle.min(left), log).await {
+            Some(f) => frame = f,
+            None => return,
+        }
+    }
+}
+
+/// The next frame within `within`; `None` (logged when oversized) ends the connection.
+async fn next_frame(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    within: Duration,
+    log: &LogLine,
+) -> Option<Vec<u8>> {
+    match tokio::time::timeout(within, read_frame(stream, MAX_FRAME)).await {
+        Ok(Ok(f)) => Some(f),
+        Ok(Err(ReadError::TooLarge(len))) => {
+            log(PeerNote::Dropped(format!(
+                "peer frame from {addr}: {len} bytes is over the {MAX_FRAME}-byte limit"
+            )));
+            None
+        }
+        // Closed, cut, silent, or too slow to finish a frame.
+        Ok(Err(_)) | Err(_) => None,
     }
 }
 
@@ -798,7 +832,7 @@ mod tests {
                 // A member's frames still arrive.
                 let mut s = connect_from_ip("127.0.0.1", addr).await;
                 let challenge = read_challenge(&mut s).await.unwrap();
-                let mut sealer = Sealer::new(key(7), NodeId(1), challenge);
+                let mut sealer = Sealer::new(key(7), NodeId(1), NodeId(2), challenge);
                 write_frame(
                     &mut s,
                     &sealer.seal(PeerMessage::LeaseGrant { epoch: 1, seq: 1 }),
@@ -929,7 +963,7 @@ mod tests {
         let (got, served, _) = receiver_life(addr, |addr| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             let challenge = read_challenge(&mut s).await.unwrap();
-            let grant = Sealer::new(key(7), NodeId(1), challenge)
+            let grant = Sealer::new(key(7), NodeId(1), NodeId(2), challenge)
                 .seal(PeerMessage::LeaseGrant { epoch: 3, seq: 1 });
             write_frame(&mut s, &grant).await.unwrap();
             keep.borrow_mut().push(grant);
@@ -981,7 +1015,7 @@ mod tests {
         let (got, _, lines) = receiver_life("127.0.0.1:0".parse().unwrap(), |addr| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             let challenge = read_challenge(&mut s).await.unwrap();
-            let grant = Sealer::new(key(7), NodeId(1), challenge)
+            let grant = Sealer::new(key(7), NodeId(1), NodeId(2), challenge)
                 .seal(PeerMessage::LeaseGrant { epoch: 3, seq: 1 });
             write_frame(&mut s, &grant).await.unwrap();
             write_frame(&mut s, &grant).await.unwrap();
@@ -990,5 +1024,44 @@ mod tests {
         .await;
         assert_eq!(got, vec![NodeId(1)], "once, not twice");
         assert!(lines.iter().any(|l| l.contains("replayed")), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_is_served_only_as_a_prompt_first_frame() {
+        let (got, served, lines) =
+            receiver_life("127.0.0.1:0".parse().unwrap(), |addr| async move {
+                // After a stream frame on the same connection: not a call any more.
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let challenge = read_challenge(&mut s).await.unwrap();
+                let grant = Sealer::new(key(7), NodeId(1), NodeId(2), challenge)
+                    .seal(PeerMessage::LeaseGrant { epoch: 3, seq: 1 });
+                write_frame(&mut s, &grant).await.unwrap();
+                let call = key(7).call(&challenge, &[1; crate::auth::NONCE], b"late");
+                write_frame(&mut s, &call).await.unwrap();
+                assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+                // Held back past the deadline after its challenge.
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let challenge = read_challenge(&mut s).await.unwrap();
+                tokio::time::sleep(CALL_WITHIN + Duration::from_millis(200)).await;
+                let call = key(7).call(&challenge, &[2; crate::auth::NONCE], b"held");
+                write_frame(&mut s, &call).await.unwrap();
+                assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+                // Prompt, first: served.
+                let answer = call_from_nowhere(addr).await;
+                assert_eq!(answer, b"prompt");
+            })
+            .await;
+        assert_eq!(got, vec![NodeId(1)], "the grant arrived");
+        assert_eq!(served, 1, "only the prompt call was served: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("after the challenge")),
+            "{lines:?}"
+        );
+    }
+
+    async fn call_from_nowhere(addr: SocketAddr) -> Vec<u8> {
+        call(None, addr, &key(7), b"prompt", Duration::from_secs(3))
+            .await
+            .unwrap()
     }
 }

@@ -141,10 +141,8 @@ pub fn handler(callee: Callee) -> CallHandler {
                 Err(e) => Err(format!("not a salvage call: {e}")),
                 Ok(_) if busy.get() => Err("a salvage is already running on this host".to_string()),
                 Ok(call) => {
-                    busy.set(true);
-                    let r = callee.serve(call).await;
-                    busy.set(false);
-                    r
+                    let _busy = Busy::take(&busy);
+                    callee.serve(call).await
                 }
             };
             if let Err(why) = &result {
@@ -153,6 +151,23 @@ pub fn handler(callee: Callee) -> CallHandler {
             serde_json::to_vec(&result).unwrap_or_default()
         })
     })
+}
+
+/// Marks a salvage as running until dropped, however the call ends (answered,
+/// failed, or its future dropped).
+struct Busy(Rc<Cell<bool>>);
+
+impl Busy {
+    fn take(flag: &Rc<Cell<bool>>) -> Busy {
+        flag.set(true);
+        Busy(flag.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 /// What this sidecar's record says of a salvage call.
@@ -165,8 +180,8 @@ pub enum Admission {
 }
 
 /// Serve only the salvage of a failover this sidecar's own record shows: of this
-/// epoch, with this node a failed master of it (a suspect, the master of record or a
-/// quarantined earlier master) and `to` the committed candidate. A call for another
+/// epoch, with this node a failed master of it (a suspect, the master of record or an
+/// earlier failed master read whole before) and `to` the committed candidate. A call for another
 /// epoch, another candidate, or a failover that is over is refused.
 pub fn admit(me: NodeId, call: &SalvageCall, record: Option<&ClusterRecord>) -> Admission {
     if call.from != me {
@@ -201,9 +216,12 @@ pub fn admit(me: NodeId, call: &SalvageCall, record: Option<&ClusterRecord>) -> 
             f.epoch, call.to
         )),
         Some(_) => {
+            // The engine's own choice of source (failover.rs, `salvage`): a suspect,
+            // the master of record, or an earlier failed master whose binlog was read
+            // whole into the cluster (one never read whole may hold errant writes).
             let failed = f.suspects.contains(&me)
                 || record.master == Some(me)
-                || record.quarantined.contains_key(&me);
+                || (record.quarantined.contains_key(&me) && record.salvaged_whole(me));
             if failed {
                 Admission::Serve
             } else {
@@ -374,6 +392,44 @@ mod tests {
             admit(N1, &call(2, N2), Some(&other)),
             Admission::Refuse(_)
         ));
+        // Each way of being a failed master, alone, is enough.
+        let mut master_only = other.clone();
+        master_only.master = Some(N1);
+        assert_eq!(
+            admit(N1, &call(2, N2), Some(&master_only)),
+            Admission::Serve
+        );
+        let mut suspect_only = other.clone();
+        suspect_only.failover.as_mut().unwrap().suspects = vec![N3, N1];
+        assert_eq!(
+            admit(N1, &call(2, N2), Some(&suspect_only)),
+            Admission::Serve
+        );
+        // An earlier failed master: only when its binlog was read whole then.
+        let mut earlier = other.clone();
+        earlier.quarantined.insert(N1, "failed master".into());
+        assert!(
+            matches!(
+                admit(N1, &call(2, N2), Some(&earlier)),
+                Admission::Refuse(_)
+            ),
+            "never read whole: it may hold errant writes"
+        );
+        earlier.journal.push(multiaz_engine::JournalEntry {
+            epoch: 1,
+            old_master: Some(N1),
+            new_master: Some(N3),
+            reason: "mysqld down".into(),
+            begun_wall_ms: 0,
+            ended_wall_ms: 1,
+            outcome: multiaz_engine::Outcome::Completed(multiaz_engine::FailoverReport {
+                salvaged_from: Some(N1),
+                salvage: Some(Ok(SalvageReport::default())),
+                ..Default::default()
+            }),
+            planned: false,
+        });
+        assert_eq!(admit(N1, &call(2, N2), Some(&earlier)), Admission::Serve);
         // The failover is over: the coordinator has moved on.
         assert!(matches!(
             admit(N1, &call(2, N2), Some(&record(2, Some(N2), false))),
