@@ -17,6 +17,9 @@ use std::rc::Rc;
 #[derive(Debug, Clone, Serialize)]
 pub struct Line {
     pub ok: bool,
+    /// Passes, but something is exposed: a link in clear text.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warn: bool,
     pub area: &'static str,
     pub subject: String,
     pub what: String,
@@ -34,10 +37,29 @@ impl Report {
     fn pass(&mut self, area: &'static str, subject: &str, what: impl Into<String>) {
         self.lines.push(Line {
             ok: true,
+            warn: false,
             area,
             subject: subject.to_string(),
             what: what.into(),
             fix: None,
+        });
+    }
+
+    /// Not a failure, but worth the operator's attention, with what to do.
+    fn warn(
+        &mut self,
+        area: &'static str,
+        subject: &str,
+        what: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.lines.push(Line {
+            ok: true,
+            warn: true,
+            area,
+            subject: subject.to_string(),
+            what: what.into(),
+            fix: Some(fix.into()),
         });
     }
 
@@ -50,6 +72,7 @@ impl Report {
     ) {
         self.lines.push(Line {
             ok: false,
+            warn: false,
             area,
             subject: subject.to_string(),
             what: what.into(),
@@ -78,7 +101,11 @@ pub fn render(lines: &[Line]) -> String {
     let subject_w = lines.iter().map(|l| l.subject.len()).max().unwrap_or(0);
     let mut out = String::new();
     for l in lines {
-        let mark = if l.ok { "PASS" } else { "FAIL" };
+        let mark = match (l.ok, l.warn) {
+            (false, _) => "FAIL",
+            (true, true) => "WARN",
+            (true, false) => "PASS",
+        };
         out.push_str(&format!(
             "{mark}  {:<6} {:<subject_w$}  {}\n",
             l.area, l.subject, l.what
@@ -88,8 +115,9 @@ pub fn render(lines: &[Line]) -> String {
         }
     }
     let failed = lines.iter().filter(|l| !l.ok).count();
+    let warned = lines.iter().filter(|l| l.warn).count();
     out.push_str(&format!(
-        "\n{} checks, {} passed, {failed} failed\n",
+        "\n{} checks, {} passed, {warned} with a warning, {failed} failed\n",
         lines.len(),
         lines.len() - failed
     ));
@@ -100,6 +128,8 @@ pub fn render(lines: &[Line]) -> String {
 struct Server {
     server_id: u64,
     version: String,
+    /// The cipher of the sidecar's own connection; empty in clear text.
+    cipher: String,
     vars: BTreeMap<&'static str, Option<String>>,
     replica: Option<Row>,
 }
@@ -205,9 +235,17 @@ async fn inspect(conn: &mut Conn, flavour: Flavour) -> Result<Server, String> {
         .query_first::<Row, _>(status)
         .await
         .map_err(|e| format!("{status}: {e}"))?;
+    let cipher = conn
+        .query_first::<Row, _>("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .await
+        .ok()
+        .flatten()
+        .map(|r| col(&r, "Value"))
+        .unwrap_or_default();
     Ok(Server {
         server_id,
         version,
+        cipher,
         vars,
         replica,
     })
@@ -437,7 +475,107 @@ pub async fn run(config: &Config) -> Vec<Line> {
     check_ec2(config, master, &mut r).await;
     check_binlog(config, &mut r);
     check_peers(config, &mut r).await;
+    check_links(config, &servers, &name, &mut r);
     r.lines
+}
+
+/// Every link the sidecar uses or sets up, and whether it is in clear text.
+fn check_links(
+    config: &Config,
+    servers: &BTreeMap<NodeId, Server>,
+    name: &dyn Fn(NodeId) -> String,
+    r: &mut Report,
+) {
+    let turn_on =
+        "give every server a certificate, then set mysql.tls = \"required\" and mysql.tls_ca_file";
+    for (id, s) in servers {
+        let n = name(*id);
+        let addr = config.members[id]
+            .mysql
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match (&config.mysql_tls, s.cipher.is_empty()) {
+            (None, _) => r.warn(
+                "tls",
+                &n,
+                format!("sidecar -> {addr}: clear text (its login, and CHANGE MASTER with the replication password)"),
+                turn_on,
+            ),
+            (Some(_), true) => r.fail(
+                "tls",
+                &n,
+                format!("sidecar -> {addr}: clear text although mysql.tls = \"required\""),
+                "report this: the connection should have been refused",
+            ),
+            (Some(t), false) => r.pass(
+                "tls",
+                &n,
+                format!(
+                    "sidecar -> {addr}: TLS ({}), certificate checked against {}{}",
+                    s.cipher,
+                    t.ca_file.display(),
+                    if t.verify_hostname { " and the address" } else { " (address not checked)" }
+                ),
+            ),
+        }
+        let Some(row) = &s.replica else { continue };
+        let allowed = match config.spec.flavour {
+            Flavour::Mariadb => col(row, "Master_SSL_Allowed"),
+            Flavour::Mysql => col(row, "Source_SSL_Allowed"),
+        };
+        let encrypted = allowed.eq_ignore_ascii_case("Yes");
+        match (&config.mysql_tls, encrypted) {
+            (None, false) => r.warn(
+                "tls",
+                &n,
+                "replication to it: clear text (the rows, and the replication user's login)",
+                turn_on,
+            ),
+            (None, true) => r.pass("tls", &n, "replication to it: TLS (set up outside multiaz)"),
+            (Some(_), true) => r.pass("tls", &n, "replication to it: TLS"),
+            (Some(_), false) => r.fail(
+                "tls",
+                &n,
+                "replication to it: clear text although mysql.tls = \"required\"",
+                "multiaz sets replication up with TLS when it repoints; until then: STOP SLAVE; CHANGE MASTER TO MASTER_SSL = 1, MASTER_SSL_CA = '<mysql.tls_ca_file>', MASTER_SSL_VERIFY_SERVER_CERT = 1; START SLAVE",
+            ),
+        }
+    }
+    // What is not MySQL.
+    let me = name(config.me);
+    if config.admin_listen.ip().is_loopback() {
+        r.pass(
+            "tls",
+            &me,
+            format!("admin API on {} (this host only)", config.admin_listen),
+        );
+    } else {
+        r.warn(
+            "tls",
+            &me,
+            format!(
+                "admin API on {}: HTTP in clear text, the admin token with it",
+                config.admin_listen
+            ),
+            "listen on 127.0.0.1 and run the operator commands on the host",
+        );
+    }
+    r.warn(
+        "tls",
+        &me,
+        "peer port: frames authenticated (HMAC-SHA256, bound to their connection), not encrypted: the cluster's state (GTID sets, the failover journal) is readable on the path; no password crosses it",
+        "keep the peer port on the VPC's private addresses, closed to everyone but the members",
+    );
+    match config.aws.endpoint_url.as_deref() {
+        Some(url) if url.starts_with("http://") => r.warn(
+            "tls",
+            &me,
+            format!("EC2 API at {url}: clear text (signed requests, readable)"),
+            "use the https endpoint (leave aws.endpoint_url unset for the regional one)",
+        ),
+        _ => r.pass("tls", &me, "EC2 API over HTTPS"),
+    }
 }
 
 /// The smallest semi-sync source timeout `multiaz check` accepts: past it the source

@@ -372,6 +372,41 @@ struct RawMysql {
     /// and a failover loses them.
     #[serde(default)]
     allow_async: bool,
+    /// TLS on every connection the sidecar opens and every replication link it sets
+    /// up: "off" (the default) or "required".
+    #[serde(default)]
+    tls: TlsMode,
+    /// The CA (PEM) that signed the servers' certificates. The same path on every
+    /// host: replicas read it too (`MASTER_SSL_CA` / `SOURCE_SSL_CA`).
+    #[serde(default)]
+    tls_ca_file: Option<PathBuf>,
+    /// Check that each server's certificate names the address in `nodes[].mysql`
+    /// (on by default; turn off only for certificates that cannot carry it).
+    #[serde(default = "yes")]
+    tls_verify_hostname: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `mysql.tls`. There is deliberately no "preferred": a client that falls back to
+/// clear text when the server does not offer TLS can be made to by anyone on the
+/// path, without a word. Move a cluster to TLS by giving every server a certificate
+/// with `tls = "off"`, then turning it to "required".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    #[default]
+    Off,
+    Required,
+}
+
+/// TLS for the sidecar's MySQL connections and the replication links it sets up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlTls {
+    pub ca_file: PathBuf,
+    pub verify_hostname: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -460,6 +495,8 @@ pub struct Config {
     pub binlog_index: Option<PathBuf>,
     /// `mysql.allow_async`: a master may be writable without semi-sync.
     pub allow_async: bool,
+    /// `mysql.tls = "required"`; `None`: every MySQL link is in clear text.
+    pub mysql_tls: Option<MysqlTls>,
     pub hooks: Hooks,
 }
 
@@ -609,6 +646,27 @@ impl Config {
             },
             false,
         )?;
+        let mysql_tls = match (raw.mysql.tls, raw.mysql.tls_ca_file) {
+            (TlsMode::Off, _) => None,
+            (TlsMode::Required, None) => {
+                return Err(key(
+                    "mysql.tls_ca_file",
+                    "tls = \"required\" needs the CA that signed the servers' certificates".into(),
+                ))
+            }
+            (TlsMode::Required, Some(ca_file)) => {
+                if let Err(e) = std::fs::File::open(&ca_file) {
+                    return Err(key(
+                        "mysql.tls_ca_file",
+                        format!("cannot read {}: {e}", ca_file.display()),
+                    ));
+                }
+                Some(MysqlTls {
+                    ca_file,
+                    verify_hostname: raw.mysql.tls_verify_hostname,
+                })
+            }
+        };
         if raw.mysql.binlog_index.is_some() && raw.mysql.binlog_dir.is_none() {
             return Err(key(
                 "mysql.binlog_index",
@@ -648,6 +706,7 @@ impl Config {
             binlog_dir: raw.mysql.binlog_dir,
             binlog_index: raw.mysql.binlog_index,
             allow_async: raw.mysql.allow_async,
+            mysql_tls,
             hooks: raw.hooks,
         })
     }
@@ -719,6 +778,44 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("/x.toml") && e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn mysql_tls_is_off_or_required_with_a_readable_ca() {
+        assert_eq!(parse(&example()).unwrap().mysql_tls, None, "off by default");
+        let with = |lines: &str| {
+            example().replace(
+                "binlog_dir = \"/var/lib/mysql\"",
+                &format!("binlog_dir = \"/var/lib/mysql\"\n{lines}"),
+            )
+        };
+        let e = parse(&with("tls = \"required\"")).unwrap_err().to_string();
+        assert!(e.contains("mysql.tls_ca_file") && e.contains("CA"), "{e}");
+        let e = parse(&with(
+            "tls = \"required\"\ntls_ca_file = \"/nonexistent/ca.pem\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("mysql.tls_ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        // No "preferred": a fallback to clear text anyone on the path can force.
+        let e = parse(&with("tls = \"preferred\"")).unwrap_err().to_string();
+        assert!(e.contains("tls") && e.contains("required"), "{e}");
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let c = parse(&with(&format!(
+            "tls = \"required\"\ntls_ca_file = \"{}\"\ntls_verify_hostname = false",
+            ca.path().display()
+        )))
+        .unwrap();
+        assert_eq!(
+            c.mysql_tls,
+            Some(MysqlTls {
+                ca_file: ca.path().to_path_buf(),
+                verify_hostname: false
+            })
+        );
     }
 
     #[test]

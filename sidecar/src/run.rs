@@ -36,6 +36,7 @@ pub fn mysql_adapter(config: &Config) -> MysqlAdapter {
             password: config.mysql_password.clone(),
             replication_user: config.replication_user.clone(),
             replication_password: config.replication_password.clone(),
+            tls: config.mysql_tls.clone(),
         },
         config.probe_timeout,
         config.spec.timing.step_timeout(),

@@ -19,8 +19,30 @@ use std::time::{Duration, Instant};
 use support::cluster::*;
 use support::*;
 
+/// The two runs share the machine's two cores: one cluster at a time.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledged_rows() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    failover_run("real_cluster", false).await;
+}
+
+/// The same with TLS required on the account the sidecars and replication use: every
+/// connection of the sidecars and every replication link multiaz sets up is encrypted,
+/// and `multiaz check` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_required_on_every_account_the_failover_is_the_same() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    failover_run("real_cluster_tls", true).await;
+}
+
+async fn failover_run(name: &str, tls: bool) {
+    let cluster = if tls {
+        Cluster::start_tls(name, "").await
+    } else {
+        Cluster::start(name, "").await
+    };
     let Cluster {
         dir,
         dbs,
@@ -30,7 +52,7 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
         configs,
         sidecars,
         moto: _moto,
-    } = Cluster::start("real_cluster", "").await;
+    } = cluster;
     let dump_logs = || dump_sidecar_logs(&dir);
     let dir = dir.as_path();
 
@@ -53,6 +75,64 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
             && table.contains("PASS  salvage"),
         "{table}"
     );
+    // Every link is named, encrypted or not.
+    let links = |kind: &str| {
+        table
+            .lines()
+            .filter(|l| l.starts_with(kind) && l.contains(" tls "))
+            .count()
+    };
+    if tls {
+        assert_eq!(
+            table
+                .lines()
+                .filter(|l| l.contains("sidecar -> ") && l.contains(": TLS ("))
+                .count(),
+            3,
+            "{table}"
+        );
+        assert_eq!(
+            table
+                .lines()
+                .filter(|l| l.contains("replication to it: TLS"))
+                .count(),
+            2,
+            "{table}"
+        );
+        // The account refuses a login without TLS: the check above can fail.
+        let clear = mysql_async::Conn::new(
+            mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(dbs[1].port)
+                .user(Some("multiaz"))
+                .pass(Some(PASSWORD))
+                .prefer_socket(false),
+        )
+        .await;
+        assert!(
+            clear.is_err(),
+            "the multiaz account took a login in clear text"
+        );
+    } else {
+        assert_eq!(
+            table
+                .lines()
+                .filter(|l| l.starts_with("WARN") && l.contains("clear text"))
+                .count(),
+            // Three sidecar links, two replication links and the EC2 endpoint (moto
+            // speaks http).
+            3 + 2 + 1,
+            "{table}"
+        );
+    }
+    // Either way the peer port is named for what it is: authenticated, not encrypted.
+    assert!(
+        table.lines().any(|l| l.starts_with("WARN")
+            && l.contains("peer port")
+            && l.contains("not encrypted")),
+        "{table}"
+    );
+    assert!(links("PASS") + links("WARN") >= 8, "{table}");
 
     // --- a writer commits rows; the master's mysqld is killed -----------------------------
     let acked = Arc::new(Mutex::new(BTreeSet::<i64>::new()));
@@ -216,6 +296,16 @@ async fn sigkill_of_the_master_fails_over_within_10_s_without_losing_acknowledge
     eprintln!(
         "failover to db-{} complete {took:?} after the SIGKILL",
         new + 1
+    );
+
+    // The replication link multiaz set up in the failover: encrypted in the TLS run.
+    let repointed = query_row(dbs[3 - new].port, "SHOW SLAVE STATUS")
+        .await
+        .expect("the other replica's status");
+    assert_eq!(
+        col(&repointed, "Master_SSL_Allowed"),
+        if tls { "Yes" } else { "No" },
+        "replication set up by the failover"
     );
 
     let mut conn = connect(dbs[new].port, "multiaz", PASSWORD).await.unwrap();

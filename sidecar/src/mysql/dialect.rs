@@ -2,6 +2,7 @@
 //! the columns of the replication status. Everything here is plain data, so it is
 //! tested without a server.
 
+use crate::config::MysqlTls;
 use multiaz_engine::{Flavour, GtidSet};
 
 /// One flavour's spelling of the statements the adapter runs.
@@ -14,6 +15,9 @@ pub struct SourceSpec<'a> {
     pub port: u16,
     pub user: &'a str,
     pub password: &'a [u8],
+    /// The replica connects with TLS, checking the source's certificate against this
+    /// CA (a path on the replica's host); `None`: in clear text.
+    pub tls: Option<&'a MysqlTls>,
 }
 
 /// Quotes a string literal for SQL. Doubling quotes works whatever `sql_mode` says;
@@ -146,28 +150,40 @@ impl Dialect {
     /// continues after its own last transaction rather than after the last one it
     /// replicated (for a replica that only ever replicated, the two are the same).
     pub fn point_at(self, source: &SourceSpec) -> Vec<String> {
+        let host = quote(source.host.as_bytes());
+        let (user, password) = (quote(source.user.as_bytes()), quote(source.password));
+        // Every TLS option is spelled out either way: CHANGE MASTER keeps what it is
+        // not told, and a link must not stay encrypted (or clear) by accident.
+        let (ssl, ca, verify) = match source.tls {
+            Some(t) => (
+                1,
+                quote(t.ca_file.as_os_str().as_encoded_bytes()),
+                u8::from(t.verify_hostname),
+            ),
+            None => (0, "''".to_string(), 0),
+        };
         match self.0 {
             Flavour::Mariadb => vec![
                 "SET GLOBAL gtid_slave_pos = @@global.gtid_current_pos".to_string(),
                 format!(
-                    "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, \
-                     MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, \
-                     MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
-                    quote(source.host.as_bytes()),
+                    "CHANGE MASTER TO MASTER_HOST = {host}, MASTER_PORT = {}, MASTER_USER = {user}, \
+                     MASTER_PASSWORD = {password}, MASTER_USE_GTID = slave_pos, \
+                     MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1, \
+                     MASTER_SSL = {ssl}, MASTER_SSL_CA = {ca}, \
+                     MASTER_SSL_VERIFY_SERVER_CERT = {verify}",
                     source.port,
-                    quote(source.user.as_bytes()),
-                    quote(source.password),
                 ),
             ],
+            // Without TLS, a caching_sha2_password login needs the server's public key
+            // (asked for); with TLS the password travels inside the encrypted link.
             Flavour::Mysql => vec![format!(
-                "CHANGE REPLICATION SOURCE TO SOURCE_HOST = {}, SOURCE_PORT = {}, \
-                 SOURCE_USER = {}, SOURCE_PASSWORD = {}, SOURCE_AUTO_POSITION = 1, \
+                "CHANGE REPLICATION SOURCE TO SOURCE_HOST = {host}, SOURCE_PORT = {}, \
+                 SOURCE_USER = {user}, SOURCE_PASSWORD = {password}, SOURCE_AUTO_POSITION = 1, \
                  SOURCE_CONNECT_RETRY = 1, SOURCE_HEARTBEAT_PERIOD = 1, \
-                 GET_SOURCE_PUBLIC_KEY = 1",
-                quote(source.host.as_bytes()),
+                 SOURCE_SSL = {ssl}, SOURCE_SSL_CA = {ca}, \
+                 SOURCE_SSL_VERIFY_SERVER_CERT = {verify}, GET_SOURCE_PUBLIC_KEY = {}",
                 source.port,
-                quote(source.user.as_bytes()),
-                quote(source.password),
+                1 - ssl,
             )],
         }
     }
@@ -256,10 +272,49 @@ mod tests {
             port: 3306,
             user: "repl",
             password: b"p'w",
+            tls: None,
         });
         assert!(s[0].contains("gtid_current_pos"));
         assert!(s[1].contains("MASTER_USE_GTID = slave_pos"));
         assert!(s[1].contains("'p''w'"));
+        assert!(s[1].contains("MASTER_SSL = 0"), "{}", s[1]);
+    }
+
+    #[test]
+    fn with_tls_a_replica_verifies_its_source_and_asks_for_no_public_key() {
+        let tls = MysqlTls {
+            ca_file: "/etc/mysql/ca.pem".into(),
+            verify_hostname: true,
+        };
+        let spec = |tls| SourceSpec {
+            host: "10.0.0.1",
+            port: 3306,
+            user: "repl",
+            password: b"pw",
+            tls,
+        };
+        let m = Dialect(Flavour::Mariadb).point_at(&spec(Some(&tls)));
+        assert!(
+            m[1].contains("MASTER_SSL = 1, MASTER_SSL_CA = '/etc/mysql/ca.pem', MASTER_SSL_VERIFY_SERVER_CERT = 1"),
+            "{}",
+            m[1]
+        );
+        let y = Dialect(Flavour::Mysql).point_at(&spec(Some(&tls)));
+        assert!(
+            y[0].contains("SOURCE_SSL = 1, SOURCE_SSL_CA = '/etc/mysql/ca.pem'"),
+            "{}",
+            y[0]
+        );
+        assert!(
+            y[0].contains("SOURCE_SSL_VERIFY_SERVER_CERT = 1"),
+            "{}",
+            y[0]
+        );
+        assert!(y[0].contains("GET_SOURCE_PUBLIC_KEY = 0"), "{}", y[0]);
+        let clear = Dialect(Flavour::Mysql).point_at(&spec(None));
+        assert!(
+            clear[0].contains("SOURCE_SSL = 0") && clear[0].contains("GET_SOURCE_PUBLIC_KEY = 1")
+        );
     }
 
     #[test]

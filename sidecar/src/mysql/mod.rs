@@ -9,14 +9,14 @@ pub mod dialect;
 
 use crate::adapters::MysqlOps;
 pub use crate::address::Address;
-use crate::config::Secret;
+use crate::config::{MysqlTls, Secret};
 use dialect::{Dialect, SourceSpec};
 use multiaz_engine::{
     Flavour, GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ProbeResult,
     ReplicationStatus,
 };
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Row};
+use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub struct Credentials {
     pub password: Secret,
     pub replication_user: String,
     pub replication_password: Secret,
+    /// TLS on the sidecar's connections and on the replication links it sets up.
+    pub tls: Option<MysqlTls>,
 }
 
 #[derive(Clone)]
@@ -124,7 +126,15 @@ impl MysqlAdapter {
             .user(Some(c.user.clone()))
             .pass(Some(password))
             .prefer_socket(false)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .ssl_opts(c.tls.as_ref().map(|t| {
+                // Only the configured CA: a public CA's certificate for any name
+                // would do otherwise.
+                SslOpts::default()
+                    .with_root_certs(vec![t.ca_file.clone().into()])
+                    .with_disable_built_in_roots(true)
+                    .with_danger_skip_domain_validation(!t.verify_hostname)
+            }));
         Ok(Conn::new(opts).await?)
     }
 
@@ -306,6 +316,7 @@ impl MysqlAdapter {
             port: addr.port,
             user: &c.replication_user,
             password: c.replication_password.expose(),
+            tls: c.tls.as_ref(),
         };
         for s in d.point_at(&spec) {
             // The statement carries the password: never put it in an error.

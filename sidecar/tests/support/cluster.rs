@@ -75,7 +75,7 @@ api_deadline_ms = 10000
 user = "multiaz"
 password_file = "{dir}/password"
 binlog_dir = "{dir}/db{id}"
-
+{tls}
 [peers]
 listen = "127.0.0.1:{peer}"
 key_file = "{dir}/cluster-key"
@@ -95,6 +95,10 @@ token_file = "{dir}/admin-token"
         dir = dir.display(),
         peer = ports[me].peer,
         admin = ports[me].admin,
+        tls = match tls_ca(dir) {
+            Some(ca) => format!("tls = \"required\"\ntls_ca_file = \"{}\"\n", ca.display()),
+            None => String::new(),
+        },
     );
     for i in 0..3 {
         t.push_str(&format!(
@@ -151,9 +155,23 @@ impl Cluster {
     /// coordinator is elected and every sidecar is live. `extra` is appended to each
     /// sidecar's config.
     pub async fn start(name: &str, extra: &str) -> Cluster {
+        Self::start_with(name, extra, false).await
+    }
+
+    /// As [`Cluster::start`], with TLS: the servers have a certificate from a CA made
+    /// for the run, the `multiaz` account (the sidecars' and replication's) requires
+    /// TLS, and the sidecars run with `mysql.tls = "required"`.
+    pub async fn start_tls(name: &str, extra: &str) -> Cluster {
+        Self::start_with(name, extra, true).await
+    }
+
+    async fn start_with(name: &str, extra: &str, tls: bool) -> Cluster {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        if tls {
+            make_certs(&dir);
+        }
         let dir_buf = dir.clone();
         let dir = dir_buf.as_path();
         eprintln!("servers' files and sidecar logs: {}", dir.display());
@@ -180,8 +198,15 @@ impl Cluster {
                     "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
                      MASTER_USER = 'multiaz', MASTER_PASSWORD = '{PASSWORD}', \
                      MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1, \
-                     MASTER_CONNECT_RETRY = 1; START SLAVE;",
-                    dbs[0].port
+                     MASTER_CONNECT_RETRY = 1{}; START SLAVE;",
+                    dbs[0].port,
+                    match tls_ca(dir) {
+                        Some(ca) => format!(
+                            ", MASTER_SSL = 1, MASTER_SSL_CA = '{}', MASTER_SSL_VERIFY_SERVER_CERT = 1",
+                            ca.display()
+                        ),
+                        None => String::new(),
+                    }
                 ),
             );
         }

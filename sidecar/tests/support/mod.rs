@@ -3,15 +3,57 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Row};
+use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub mod cluster;
 
 pub const PASSWORD: &str = "multiaz-test-password";
+
+/// Where a TLS test run keeps its CA and the servers' certificate and key: when this
+/// directory exists under a run's directory, its servers take TLS and require it of
+/// the `multiaz` account (the sidecar's and replication's).
+pub fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("tls")
+}
+
+/// The CA file of a TLS run.
+pub fn tls_ca(dir: &Path) -> Option<PathBuf> {
+    Some(tls_dir(dir).join("ca.pem")).filter(|p| p.exists())
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (rcgen), under `dir`.
+pub fn make_certs(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let tls = tls_dir(dir);
+    std::fs::create_dir_all(&tls).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "multiaz test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let server_cert = server
+        .signed_by(&server_key, &Issuer::new(ca, ca_key))
+        .unwrap();
+    std::fs::write(tls.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(tls.join("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(tls.join("server-key.pem"), server_key.serialize_pem()).unwrap();
+    tls.join("ca.pem")
+}
+
+/// The CA to connect with, per server port, for the TLS runs.
+static TLS_PORTS: Mutex<BTreeMap<u16, PathBuf>> = Mutex::new(BTreeMap::new());
 
 /// A child process killed when the test ends, however it ends.
 pub struct Guard(pub Child);
@@ -89,6 +131,9 @@ pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
     );
     let port = free_port();
     let socket = dir.join(format!("db{id}.sock"));
+    if let Some(ca) = tls_ca(dir) {
+        TLS_PORTS.lock().unwrap().insert(port, ca);
+    }
     let child = spawn_mariadbd(dir, id, port, master, &[]);
     Mariadb {
         port,
@@ -131,6 +176,14 @@ pub fn spawn_mariadbd(dir: &Path, id: u32, port: u16, master: bool, extra: &[&st
         .arg(format!("--read-only={}", on(!master)))
         .arg(format!("--rpl-semi-sync-master-enabled={}", on(master)))
         .arg(format!("--rpl-semi-sync-slave-enabled={}", on(!master)))
+        .args(tls_ca(dir).into_iter().flat_map(|ca| {
+            let tls = tls_dir(dir);
+            [
+                format!("--ssl-ca={}", ca.display()),
+                format!("--ssl-cert={}", tls.join("server.pem").display()),
+                format!("--ssl-key={}", tls.join("server-key.pem").display()),
+            ]
+        }))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -148,10 +201,16 @@ pub async fn ready_with_users(db: &Mariadb, more: &str) {
         || async { db.socket.exists().then_some(()) },
     )
     .await;
+    // In a TLS run the account the sidecar and replication use takes TLS only.
+    let require = if TLS_PORTS.lock().unwrap().contains_key(&db.port) {
+        " REQUIRE SSL"
+    } else {
+        ""
+    };
     root_sql(
         db,
         &format!(
-            "SET sql_log_bin = 0; CREATE USER 'multiaz'@'%' IDENTIFIED BY '{PASSWORD}'; \
+            "SET sql_log_bin = 0; CREATE USER 'multiaz'@'%' IDENTIFIED BY '{PASSWORD}'{require}; \
              GRANT ALL ON *.* TO 'multiaz'@'%' WITH GRANT OPTION; {more}"
         ),
     );
@@ -172,14 +231,21 @@ pub fn root_sql(db: &Mariadb, sql: &str) {
     );
 }
 
+/// A connection over TCP; with TLS (checked against the run's CA) to a TLS run's server.
 pub async fn connect(port: u16, user: &str, password: &str) -> Result<Conn, mysql_async::Error> {
+    let ca = TLS_PORTS.lock().unwrap().get(&port).cloned();
     Conn::new(
         OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(port)
             .user(Some(user))
             .pass(Some(password))
-            .prefer_socket(false),
+            .prefer_socket(false)
+            .ssl_opts(ca.map(|ca| {
+                SslOpts::default()
+                    .with_root_certs(vec![ca.into()])
+                    .with_disable_built_in_roots(true)
+            })),
     )
     .await
 }
