@@ -154,7 +154,7 @@ pub async fn salvage(source: &BinlogSource, url: &str, json: bool) -> anyhow::Re
     let mut conn = Conn::new(opts)
         .await
         .with_context(|| format!("cannot connect to {shown}"))?;
-    let report = apply::apply(&mut conn, &txs, None)
+    let report = apply::apply(&mut conn, &txs, None, &|| Ok(()))
         .await
         .map_err(|e| anyhow!("{shown}: {e}"))?;
     let _ = conn.disconnect().await;

@@ -275,7 +275,7 @@ impl Callee {
             "salvage: reading the local binlog"
         );
         let options = ScanOptions {
-            after: Some(call.after),
+            after: Some(call.after.clone()),
             keep_events: true,
         };
         let (txs, end, over) = tokio::task::spawn_blocking(move || {
@@ -289,7 +289,16 @@ impl Callee {
         .await
         .map_err(|e| format!("binlog reader: {e}"))??;
         let mut conn = self.mysql.connect(call.to).await?;
-        let mut report = apply::apply(&mut conn, &txs, Some(deadline)).await?;
+        // Asked again before each transaction: once this sidecar's record shows the
+        // failover over (the coordinator gave up waiting and went on), nothing more
+        // lands on a master that may already take writes.
+        let telemetry = self.telemetry.clone();
+        let still_wanted = || match admit(me, &call, telemetry.status().map(|s| s.record).as_ref())
+        {
+            Admission::Refuse(why) => Err(why),
+            Admission::Serve | Admission::Wait(_) => Ok(()),
+        };
+        let mut report = apply::apply(&mut conn, &txs, Some(deadline), &still_wanted).await?;
         let _ = conn.disconnect().await;
         if let Some(torn) = end.torn {
             report.not_recovered.push(torn.to_string());

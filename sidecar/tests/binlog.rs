@@ -139,7 +139,38 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
         listed[61]
     );
 
-    // --- salvage applies them under their GTIDs, once ---------------------------------
+    // --- a salvage no longer wanted stops before the next transaction ------------------
+    // (the old master's sidecar asks its record before each: once the failover is over,
+    // nothing more lands on the new master).
+    let options = multiaz_sidecar::binlog::ScanOptions {
+        after: Some(multiaz_engine::GtidSet::parse_any(&after).unwrap()),
+        keep_events: true,
+    };
+    let (txs, _) = multiaz_sidecar::binlog::read_tail(Path::new(data), None, &options).unwrap();
+    let asked = std::cell::Cell::new(0);
+    let still_wanted = || {
+        asked.set(asked.get() + 1);
+        if asked.get() <= 3 {
+            Ok(())
+        } else {
+            Err("failover 2 is over".to_string())
+        }
+    };
+    let mut conn = connect(replica.port, "multiaz", PASSWORD).await.unwrap();
+    let partial = multiaz_sidecar::binlog::apply::apply(&mut conn, &txs, None, &still_wanted)
+        .await
+        .unwrap();
+    assert_eq!(partial.recovered, 3, "{partial:?}");
+    assert_eq!(partial.not_recovered.len(), 97, "{partial:?}");
+    assert!(
+        partial
+            .stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("no longer wanted: failover 2 is over")),
+        "{partial:?}"
+    );
+
+    // --- salvage applies the rest under their GTIDs, once -------------------------------
     let url = format!("mysql://multiaz:{PASSWORD}@127.0.0.1:{}", replica.port);
     let out = multiaz(&[
         "binlog", "salvage", "--dir", data, "--after", &after, "--apply", &url, "--json",
@@ -151,7 +182,7 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report = &json_lines(&out.stdout)[0];
-    assert_eq!(report["recovered"], 100, "{report}");
+    assert_eq!(report["recovered"], 97, "{report}");
     assert_eq!(
         report["not_recovered"].as_array().unwrap().len(),
         0,

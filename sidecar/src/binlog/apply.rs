@@ -147,12 +147,14 @@ pub async fn executed(conn: &mut Conn, flavour: Flavour) -> Result<GtidSet, Stri
 }
 
 /// Applies `txs` in order, skipping those the server already has; stops at the first
-/// that fails (order matters: a later one may depend on it) or at `deadline`. Every
-/// GTID not applied is listed in the report.
+/// that fails (order matters: a later one may depend on it), at `deadline`, or when
+/// `still_wanted` (asked before each transaction) says why not. Every GTID not applied
+/// is listed in the report.
 pub async fn apply(
     conn: &mut Conn,
     txs: &[Transaction],
     deadline: Option<Instant>,
+    still_wanted: &dyn Fn() -> Result<(), String>,
 ) -> Result<SalvageReport, String> {
     let mut report = SalvageReport::default();
     let Some(first) = txs.first() else {
@@ -180,6 +182,8 @@ pub async fn apply(
         if report.stopped.is_none() {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 report.stopped = Some("salvage deadline passed".into());
+            } else if let Err(why) = still_wanted() {
+                report.stopped = Some(format!("no longer wanted: {why}"));
             } else if let Err(e) = apply_one(conn, tx, &mut format).await {
                 report.stopped = Some(format!("{}: {e}", tx.gtid));
             } else {
