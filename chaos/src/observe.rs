@@ -1,10 +1,10 @@
 //! What the run watches: the sidecars' status (their admin API), and the logs the
 //! agents write into their work directories (read incrementally, complete lines only).
 
+use multiaz_sidecar::admin_client::AdminEndpoint;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// One sidecar's `GET /status`.
@@ -13,9 +13,9 @@ pub struct Status {
     pub v: Value,
 }
 
-pub async fn status(admin: SocketAddr) -> Result<Status, String> {
+pub async fn status(admin: AdminEndpoint) -> Result<Status, String> {
     let (code, body) =
-        multiaz_sidecar::admin_client::call(admin, axum::http::Method::GET, "/status", None)
+        multiaz_sidecar::admin_client::call(&admin, axum::http::Method::GET, "/status", None)
             .await?;
     if !code.is_success() {
         return Err(format!("{admin}: {code} {}", body.trim()));

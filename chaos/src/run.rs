@@ -267,7 +267,7 @@ async fn one_cycle(
     }
     errant?;
     let (code, body) = multiaz_sidecar::admin_client::call(
-        world.admin(n),
+        &world.admin(n),
         axum::http::Method::POST,
         "/ack",
         Some(world.secrets.admin_token.as_bytes()),

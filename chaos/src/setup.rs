@@ -9,6 +9,7 @@ use crate::cli::{Flavour, RunArgs};
 use crate::observe::{self, Status};
 use crate::progress;
 use anyhow::{bail, Context};
+use multiaz_sidecar::admin_client::AdminEndpoint;
 use multiaz_testcontainers::moto::{self, Moto, Vpc};
 use multiaz_testcontainers::{mariadb, Cluster, Host, Options, BIN_DIR};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,17 +34,29 @@ pub struct Secrets {
     pub app_password: String,
     pub cluster_key: String,
     pub admin_token: String,
+    /// The admin API's self-signed certificate (for every host's address) and key.
+    pub admin_cert: String,
+    pub admin_key: String,
 }
 
 impl Secrets {
-    fn new() -> Secrets {
+    fn new(hosts: &[IpAddr]) -> anyhow::Result<Secrets> {
         let r = || format!("{:032x}", rand::random::<u128>());
-        Secrets {
+        let key = rcgen::KeyPair::generate()?;
+        let names: Vec<String> = hosts
+            .iter()
+            .map(|ip| ip.to_string())
+            .chain(["127.0.0.1".to_string()])
+            .collect();
+        let cert = rcgen::CertificateParams::new(names)?.self_signed(&key)?;
+        Ok(Secrets {
             admin_password: r(),
             app_password: r(),
             cluster_key: r(),
             admin_token: r(),
-        }
+            admin_cert: cert.pem(),
+            admin_key: key.serialize_pem(),
+        })
     }
 }
 
@@ -54,6 +67,8 @@ pub struct World {
     pub ec2: aws_sdk_ec2::Client,
     pub proxy: ApiProxy,
     pub secrets: Secrets,
+    /// The admin API's certificate, on this machine: what the run trusts for it.
+    pub admin_ca: PathBuf,
     pub args: RunArgs,
     /// Kept to the end: dropping it stops moto.
     moto: Moto,
@@ -64,8 +79,11 @@ impl World {
         &self.cluster.hosts[i]
     }
 
-    pub fn admin(&self, i: usize) -> SocketAddr {
-        SocketAddr::new(self.db(i).ip, ADMIN_PORT)
+    pub fn admin(&self, i: usize) -> AdminEndpoint {
+        AdminEndpoint::new(
+            SocketAddr::new(self.db(i).ip, ADMIN_PORT),
+            Some(self.admin_ca.clone()),
+        )
     }
 
     /// Database host `i` (0-based) is node `i + 1`.
@@ -100,7 +118,11 @@ impl World {
         opts.router = true;
         opts.bin_dir = Some(bin_dir.to_path_buf());
         let cluster = Cluster::start(&opts).await?;
-        let secrets = Secrets::new();
+        let ips: Vec<IpAddr> = cluster.hosts.iter().map(|h| h.ip).collect();
+        let secrets = Secrets::new(&ips)?;
+        let admin_ca = work.join("admin-ca.pem");
+        std::fs::write(&admin_ca, &secrets.admin_cert)
+            .with_context(|| format!("writing {}", admin_ca.display()))?;
 
         progress("MariaDB on every database host, GTID + semi-sync replication from db-1");
         mariadb::replicated(
@@ -122,6 +144,7 @@ impl World {
             ec2,
             proxy,
             secrets,
+            admin_ca,
             args: args.clone(),
             moto,
         };
@@ -147,6 +170,8 @@ impl World {
             ("mysql-password", &s.admin_password),
             ("cluster-key", &s.cluster_key),
             ("admin-token", &s.admin_token),
+            ("admin-cert.pem", &s.admin_cert),
+            ("admin-key.pem", &s.admin_key),
         ] {
             write_secret(&secrets.join(name), value)?;
         }
@@ -208,6 +233,8 @@ key_file = "{SECRETS}/cluster-key"
 [admin]
 listen = "0.0.0.0:{ADMIN_PORT}"
 token_file = "{SECRETS}/admin-token"
+tls_cert_file = "{SECRETS}/admin-cert.pem"
+tls_key_file = "{SECRETS}/admin-key.pem"
 "#,
             id = World::node_id(i),
             tables = tables.join(", "),

@@ -47,9 +47,15 @@ impl Default for AdminLimits {
     }
 }
 
-/// Serves `app` on `listener` within `limits` (axum's own `serve` has no header
-/// timeout and no cap: half-sent requests stayed open indefinitely).
-pub async fn serve(listener: TcpListener, app: Router, limits: AdminLimits) {
+/// Serves `app` on `listener` within `limits`, over TLS with `tls` (axum's own `serve`
+/// has no header timeout and no cap: half-sent requests stayed open indefinitely).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: AdminLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let mut warned: Option<Instant> = None;
     let mut suppressed = 0u64;
@@ -84,13 +90,34 @@ pub async fn serve(listener: TcpListener, app: Router, limits: AdminLimits) {
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let limits = limits.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_read)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(limits.connection, connection).await;
+            let work = async {
+                let builder = {
+                    let mut b = hyper::server::conn::http1::Builder::new();
+                    b.timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(limits.header_read);
+                    b
+                };
+                match acceptor {
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                    Some(acceptor) => {
+                        // The handshake is bounded like the headers that follow it.
+                        let Ok(Ok(tls)) =
+                            tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(limits.connection, work).await;
         });
     }
 }
@@ -353,7 +380,7 @@ mod tests {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, app, AdminLimits::default()));
+        tokio::spawn(serve(listener, app, AdminLimits::default(), None));
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
             b"POST /switchover HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\
@@ -392,7 +419,7 @@ mod tests {
             header_read: Duration::from_millis(500),
             connection: Duration::from_secs(5),
         };
-        tokio::spawn(serve(listener, app, limits));
+        tokio::spawn(serve(listener, app, limits, None));
         async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
             let drained = async {
                 let mut buf = [0u8; 256];
@@ -436,5 +463,65 @@ mod tests {
             .expect("answered once the flood is gone")
             .unwrap();
         assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
+    }
+
+    /// A self-signed certificate for 127.0.0.1 in `dir`: (cert file, key PEM).
+    fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let path = dir.join("admin.pem");
+        std::fs::write(&path, cert.pem()).unwrap();
+        (path, key.serialize_pem().into_bytes())
+    }
+
+    #[tokio::test]
+    async fn over_tls_only_a_client_that_trusts_the_certificate_gets_an_answer() {
+        use crate::admin_client::{call, AdminEndpoint};
+        use axum::http::Method;
+        let (dir, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (cert, key) = self_signed(dir.path());
+        let (other, _) = self_signed(elsewhere.path());
+        let (operator, _rx) = mpsc::unbounded_channel();
+        let app = router(
+            multiaz_engine::ClusterSpec::from_toml(include_str!(
+                "../../engine/examples/cluster.toml"
+            ))
+            .unwrap(),
+            Telemetry::new(),
+            operator,
+            None,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = crate::admin_tls::server_config(&cert, &key).unwrap();
+        tokio::spawn(serve(listener, app, AdminLimits::default(), Some(tls)));
+        let trusting = AdminEndpoint::new(addr, Some(cert.clone()));
+        let (code, _) = call(&trusting, Method::GET, "/healthz", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            code,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "answered: engine not started"
+        );
+        // Plain HTTP to the TLS port: no answer.
+        assert!(
+            call(&AdminEndpoint::plain(addr), Method::GET, "/healthz", None)
+                .await
+                .is_err()
+        );
+        // A client that trusts another certificate refuses this one.
+        let e = call(
+            &AdminEndpoint::new(addr, Some(other.clone())),
+            Method::GET,
+            "/healthz",
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("TLS"), "{e}");
     }
 }

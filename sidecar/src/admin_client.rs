@@ -1,16 +1,58 @@
-//! Talking to a running sidecar's admin API (`multiaz status`, `multiaz check`).
+//! Talking to a running sidecar's admin API (`multiaz status`, the operator commands,
+//! `multiaz check`, the chaos runner): one HTTP/1.1 request per connection, over TLS
+//! when the API is configured with it.
 
 use axum::body::Bytes;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Where the admin API answers, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    /// The address to call: `admin.listen`, with an unspecified address (0.0.0.0)
+    /// called on loopback.
+    pub addr: SocketAddr,
+    /// HTTPS, trusting only the certificates in this file; `None`: plain HTTP.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl AdminEndpoint {
+    /// For a sidecar listening on `listen`.
+    pub fn new(listen: SocketAddr, tls_ca_file: Option<PathBuf>) -> Self {
+        let mut addr = listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        AdminEndpoint { addr, tls_ca_file }
+    }
+
+    pub fn plain(addr: SocketAddr) -> Self {
+        AdminEndpoint::new(addr, None)
+    }
+}
+
+impl std::fmt::Display for AdminEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls_ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
 
 /// Sends one request; returns the status and the body as text.
 pub async fn call(
-    admin: SocketAddr,
+    admin: &AdminEndpoint,
     method: Method,
     path: &str,
     token: Option<&[u8]>,
@@ -18,18 +60,21 @@ pub async fn call(
     call_with(admin, method, path, token, Vec::new()).await
 }
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// [`call`] with a JSON body.
 pub async fn call_with(
-    admin: SocketAddr,
+    admin: &AdminEndpoint,
     method: Method,
     path: &str,
     token: Option<&[u8]>,
     body: Vec<u8>,
 ) -> Result<(StatusCode, String), String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder()
         .method(method)
-        .uri(format!("http://{admin}{path}"));
+        .uri(path)
+        .header(header::HOST, admin.addr.to_string());
     if let Some(t) = token {
         let t = String::from_utf8_lossy(t);
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -41,10 +86,31 @@ pub async fn call_with(
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request: {e}"))?;
     let work = async {
-        let resp = client
-            .request(req)
+        let unreachable =
+            |e: &dyn std::fmt::Display| format!("cannot reach the admin API at {admin}: {e}");
+        let tcp = tokio::net::TcpStream::connect(admin.addr)
             .await
-            .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
+            .map_err(|e| unreachable(&e))?;
+        let io: Box<dyn Io> = match &admin.tls_ca_file {
+            None => Box::new(tcp),
+            Some(ca) => {
+                let config = crate::admin_tls::client_config(ca)?;
+                let name = rustls::pki_types::ServerName::IpAddress(admin.addr.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| unreachable(&format!("TLS: {e}")))?;
+                Box::new(tls)
+            }
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(connection);
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(&e))?;
         let status = resp.status();
         let body = resp
             .into_body()

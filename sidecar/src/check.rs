@@ -258,7 +258,7 @@ fn col(row: &Row, name: &str) -> String {
 /// The master to check against: the running sidecar's record when its admin API
 /// answers, otherwise the configuration's initial master.
 async fn current_master(config: &Config, r: &mut Report) -> NodeId {
-    let asked = admin_client::call(config.admin_listen, Method::GET, "/status", None).await;
+    let asked = admin_client::call(&config.admin_endpoint, Method::GET, "/status", None).await;
     let from_admin = asked.ok().and_then(|(code, body)| {
         if !code.is_success() {
             return None;
@@ -544,22 +544,22 @@ fn check_links(
     }
     // What is not MySQL.
     let me = name(config.me);
-    if config.admin_listen.ip().is_loopback() {
-        r.pass(
-            "tls",
-            &me,
-            format!("admin API on {} (this host only)", config.admin_listen),
-        );
-    } else {
-        r.warn(
+    // `Config` refuses a non-loopback admin API without TLS.
+    match &config.admin_tls {
+        Some(t) => r.pass(
             "tls",
             &me,
             format!(
-                "admin API on {}: HTTP in clear text, the admin token with it",
-                config.admin_listen
+                "admin API on {}: HTTPS ({})",
+                config.admin_listen,
+                t.cert_file.display()
             ),
-            "listen on 127.0.0.1 and run the operator commands on the host",
-        );
+        ),
+        None => r.pass(
+            "tls",
+            &me,
+            format!("admin API on {}: HTTP, this host only", config.admin_listen),
+        ),
     }
     r.warn(
         "tls",

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::address::Address;
+use crate::admin_client::AdminEndpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -261,7 +262,7 @@ fn load_secret(
 #[derive(Debug, Clone)]
 pub struct AdminAccess {
     pub file: PathBuf,
-    pub listen: SocketAddr,
+    pub endpoint: AdminEndpoint,
     /// `None`: the sidecar refuses changes.
     pub token: Option<Secret>,
     /// Every node's id and name.
@@ -309,6 +310,7 @@ impl AdminAccess {
             file: file.to_path_buf(),
             why: toml_error(text, &e),
         })?;
+        let endpoint = raw.admin.endpoint();
         let token = load_secret(
             file,
             "admin.token",
@@ -325,7 +327,7 @@ impl AdminAccess {
             .unwrap_or(Timing::default().step_timeout_ms);
         Ok(AdminAccess {
             file: file.to_path_buf(),
-            listen: raw.admin.listen,
+            endpoint,
             token,
             nodes: raw.nodes.into_iter().map(|n| (n.id, n.name)).collect(),
             step_timeout: Duration::from_millis(step_timeout_ms.min(86_400_000)),
@@ -428,6 +430,14 @@ struct RawAdmin {
     token_file: Option<PathBuf>,
     #[serde(default)]
     token_env: Option<String>,
+    /// HTTPS: the certificate (PEM, chain first) and its key (a 0600 file).
+    #[serde(default)]
+    tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_key_file: Option<PathBuf>,
+    /// What the operator commands trust for it; default: the certificate itself.
+    #[serde(default)]
+    tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawAdmin {
@@ -436,8 +446,29 @@ impl Default for RawAdmin {
             listen: default_admin_listen(),
             token_file: None,
             token_env: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         }
     }
+}
+
+impl RawAdmin {
+    /// Where the operator commands call, and what they trust.
+    fn endpoint(&self) -> AdminEndpoint {
+        let ca = self
+            .tls_ca_file
+            .clone()
+            .or_else(|| self.tls_cert_file.clone());
+        AdminEndpoint::new(self.listen, ca)
+    }
+}
+
+/// The admin API's own certificate and key (`[admin] tls_cert_file`, `tls_key_file`).
+#[derive(Debug, Clone)]
+pub struct AdminServerTls {
+    pub cert_file: PathBuf,
+    pub key: Secret,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -490,6 +521,10 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// `None`: mutating admin calls are refused.
     pub admin_token: Option<Secret>,
+    /// `None`: plain HTTP, allowed on loopback only.
+    pub admin_tls: Option<AdminServerTls>,
+    /// How `multiaz check` reaches this sidecar's admin API.
+    pub admin_endpoint: AdminEndpoint,
     /// This host's binlog directory, for salvage; `None`: salvage from here is refused.
     pub binlog_dir: Option<PathBuf>,
     pub binlog_index: Option<PathBuf>,
@@ -638,6 +673,7 @@ impl Config {
                 format!("{} bytes; at least 16 are needed", cluster_key.0.len()),
             ));
         }
+        let admin_endpoint = raw.admin.endpoint();
         let admin_token = secret(
             "admin.token",
             SecretSource {
@@ -646,6 +682,42 @@ impl Config {
             },
             false,
         )?;
+        let admin_tls = match (raw.admin.tls_cert_file, raw.admin.tls_key_file) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => Some(AdminServerTls {
+                cert_file,
+                key: secret(
+                    "admin.tls_key",
+                    SecretSource {
+                        file: Some(key_file),
+                        env: None,
+                    },
+                    true,
+                )?
+                .expect("required"),
+            }),
+            (Some(_), None) => {
+                return Err(key(
+                    "admin.tls_key_file",
+                    "tls_cert_file needs its key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(key(
+                    "admin.tls_cert_file",
+                    "tls_key_file needs its certificate".into(),
+                ))
+            }
+        };
+        if admin_tls.is_none() && !raw.admin.listen.ip().is_loopback() {
+            return Err(key(
+                "admin.listen",
+                format!(
+                    "{} is reachable from other hosts, and without TLS the admin token would cross the network in clear text: set admin.tls_cert_file and tls_key_file, or listen on 127.0.0.1",
+                    raw.admin.listen
+                ),
+            ));
+        }
         let mysql_tls = match (raw.mysql.tls, raw.mysql.tls_ca_file) {
             (TlsMode::Off, _) => None,
             (TlsMode::Required, None) => {
@@ -703,6 +775,8 @@ impl Config {
             cluster_key,
             admin_listen: raw.admin.listen,
             admin_token,
+            admin_tls,
+            admin_endpoint,
             binlog_dir: raw.mysql.binlog_dir,
             binlog_index: raw.mysql.binlog_index,
             allow_async: raw.mysql.allow_async,
@@ -762,7 +836,10 @@ mod tests {
             a.token.map(|t| t.expose().to_vec()),
             Some(b"t0ken".to_vec())
         );
-        assert_eq!(a.listen, "127.0.0.1:7080".parse().unwrap());
+        assert_eq!(
+            a.endpoint,
+            AdminEndpoint::new("127.0.0.1:7080".parse().unwrap(), None)
+        );
         assert!(a
             .nodes
             .iter()
@@ -778,6 +855,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("/x.toml") && e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn an_admin_api_beyond_loopback_needs_tls() {
+        let open = example().replace("listen = \"127.0.0.1:7080\"", "listen = \"0.0.0.0:7080\"");
+        let e = parse(&open).unwrap_err().to_string();
+        assert!(
+            e.contains("admin.listen") && e.contains("0.0.0.0:7080") && e.contains("tls_cert_file"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, "PEM").unwrap();
+        std::fs::write(&key, "PEM KEY").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let with = |lines: String| open.replace("[admin]\n", &format!("[admin]\n{lines}\n"));
+        let e = parse(&with(format!("tls_cert_file = \"{}\"", cert.display())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin.tls_key_file"), "{e}");
+        let c = parse(&with(format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            cert.display(),
+            key.display()
+        )))
+        .unwrap();
+        assert_eq!(c.admin_tls.map(|t| t.cert_file), Some(cert.clone()));
+        // The operator commands call it on loopback, trusting the certificate itself.
+        assert_eq!(
+            c.admin_endpoint,
+            AdminEndpoint::new("127.0.0.1:7080".parse().unwrap(), Some(cert))
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod address;
 pub mod admin;
 #[cfg(feature = "real")]
 pub mod admin_client;
+#[cfg(feature = "real")]
+pub mod admin_tls;
 pub mod auth;
 #[cfg(feature = "binlog")]
 pub mod binlog;

@@ -27,7 +27,7 @@ async fn post(
     body: Vec<u8>,
 ) -> anyhow::Result<(StatusCode, String)> {
     admin_client::call_with(
-        config.listen,
+        &config.endpoint,
         Method::POST,
         path,
         Some(token(config)?),
@@ -73,7 +73,7 @@ pub fn resolve(config: &AdminAccess, node: &str) -> anyhow::Result<NodeId> {
 }
 
 async fn status(config: &AdminAccess) -> anyhow::Result<Value> {
-    let (code, body) = admin_client::call(config.listen, Method::GET, "/status", None)
+    let (code, body) = admin_client::call(&config.endpoint, Method::GET, "/status", None)
         .await
         .map_err(|e| anyhow!(e))?;
     if !code.is_success() {

@@ -206,10 +206,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         handle.operator.clone(),
         config.admin_token.clone(),
     );
+    let admin_tls = match &config.admin_tls {
+        Some(t) => Some(
+            crate::admin_tls::server_config(&t.cert_file, t.key.expose())
+                .map_err(|e| anyhow!("{}: {e}", config.file.display()))?,
+        ),
+        None => None,
+    };
     tokio::spawn(admin::serve(
         admin_listener,
         app,
         admin::AdminLimits::default(),
+        admin_tls,
     ));
     tracing::info!(peers = %config.peer_listen, admin = %config.admin_listen, "running");
 

@@ -7,7 +7,7 @@ use axum::http::Method;
 use serde_json::Value;
 
 pub async fn show(config: &AdminAccess, json: bool) -> anyhow::Result<String> {
-    let (code, body) = admin_client::call(config.listen, Method::GET, "/status", None)
+    let (code, body) = admin_client::call(&config.endpoint, Method::GET, "/status", None)
         .await
         .map_err(|e| anyhow!("{e} (is `multiaz run` running with this config?)"))?;
     if !code.is_success() {

@@ -425,15 +425,14 @@ async fn failover_run(name: &str, tls: bool) {
         human.contains(&format!("salvage: {recovered} transaction(s) recovered")),
         "{human}"
     );
-    let metrics = multiaz_sidecar::admin_client::call(
+    let admin = multiaz_sidecar::admin_client::AdminEndpoint::plain(
         format!("127.0.0.1:{}", ports[new].admin).parse().unwrap(),
-        axum::http::Method::GET,
-        "/metrics",
-        None,
-    )
-    .await
-    .unwrap()
-    .1;
+    );
+    let metrics =
+        multiaz_sidecar::admin_client::call(&admin, axum::http::Method::GET, "/metrics", None)
+            .await
+            .unwrap()
+            .1;
     assert!(metrics.contains("multiaz_failovers 1"), "{metrics}");
     assert!(
         metrics.contains(&format!("multiaz_salvaged_transactions {recovered}")),
@@ -441,9 +440,8 @@ async fn failover_run(name: &str, tls: bool) {
     );
 
     // Mutating admin calls need the token.
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", ports[new].admin).parse().unwrap();
     let post = |token: Option<&'static [u8]>| {
-        multiaz_sidecar::admin_client::call(admin, axum::http::Method::POST, "/pause", token)
+        multiaz_sidecar::admin_client::call(&admin, axum::http::Method::POST, "/pause", token)
     };
     assert_eq!(post(None).await.unwrap().0, 401);
     assert_eq!(post(Some(b"wrong-token")).await.unwrap().0, 401);
