@@ -47,6 +47,9 @@ impl Default for AdminLimits {
     }
 }
 
+/// The longest a TLS handshake may take.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(1);
+
 /// Serves `app` on `listener` within `limits`, over TLS with `tls` (axum's own `serve`
 /// has no header timeout and no cap: half-sent requests stayed open indefinitely).
 pub async fn serve(
@@ -106,9 +109,9 @@ pub async fn serve(
                         let _ = builder.serve_connection(io, service).await;
                     }
                     Some(acceptor) => {
-                        // The handshake is bounded like the headers that follow it.
+                        // A handshake takes milliseconds; a slow one holds a slot.
                         let Ok(Ok(tls)) =
-                            tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await
+                            tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
                         else {
                             return;
                         };

@@ -85,6 +85,11 @@ pub async fn call_with(
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("bad request: {e}"))?;
+    if admin.tls_ca_file.is_none() && !admin.addr.ip().is_loopback() {
+        return Err(format!(
+            "{admin}: the admin token would cross the network in clear text; set admin.tls_ca_file (the API's certificate or its CA)"
+        ));
+    }
     let work = async {
         let unreachable =
             |e: &dyn std::fmt::Display| format!("cannot reach the admin API at {admin}: {e}");

@@ -39,7 +39,8 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String
     ))
 }
 
-fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The PEM certificates in `file`; an error when there are none.
+pub fn certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?
         .collect::<Result<_, _>>()

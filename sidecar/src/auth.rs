@@ -1,34 +1,50 @@
-//! Authenticated peer frames: HMAC-SHA256 with the cluster key over each frame, bound to
-//! the connection it travels on.
+//! Peer frames sealed with the cluster key: encrypted and authenticated
+//! (ChaCha20-Poly1305), and bound to the connection they travel on.
 //!
 //! Replay protection rests on a challenge, not on stored state: the receiving sidecar
-//! opens every inbound connection by sending a fresh random [`Challenge`], and every
-//! frame the other side sends on that connection carries it inside its tag. A frame
-//! recorded on one connection therefore fails the tag check on any other — after a
-//! receiver restart, from another address, at any later time — and within a
-//! connection frames are numbered, so one cannot be played twice or out of order.
-//! Nothing needs to survive a restart and no clock is trusted (an earlier design
-//! numbered frames by the sender's boot time and kept the high-water marks in memory:
-//! a restarted receiver took old frames again, and a boot value of 2^64−1 shut a
-//! sender out).
+//! opens every inbound connection by sending a fresh random [`Challenge`]; the sender
+//! answers with a random nonce of its own, and every frame on the connection is sealed
+//! under a key derived from the cluster key, the challenge and that nonce
+//! (HMAC-SHA256 as the key derivation). A frame recorded on one connection therefore
+//! fails to open on any other — after a receiver restart, from another address, at any
+//! later time — and within a connection frames are numbered (the number is the AEAD
+//! nonce), so one cannot be played twice or out of order. Nothing needs to survive a
+//! restart and no clock is trusted (an earlier design numbered frames by the sender's
+//! boot time and kept the high-water marks in memory: a restarted receiver took old
+//! frames again, and a boot value of 2^64−1 shut a sender out). The sender's own nonce
+//! keeps a key from ever being used twice even by a sender that is handed a recorded
+//! challenge.
 //!
-//! A sealed frame is `body | tag`, where `body` is the JSON of a [`Sealed`] and `tag`
-//! its 32-byte HMAC over `FRAME | challenge | body`. A frame signed with another key,
-//! altered, replayed or sent on another connection is refused with a reason — never a
-//! panic — and the reason never contains the key.
+//! Why encrypt at all, when no password crosses the peer port: the frames carry the
+//! cluster's state — GTID sets, the failover journal, which server is fenced — and
+//! salvage calls name the transactions a failover is about to apply. Why not TLS: the
+//! members share one key and no certificates; sealing each frame with it costs one
+//! small dependency (ring, already used by rustls) and keeps the challenge binding the
+//! replay protection rests on.
+//!
+//! A stream frame is `FRAME | sender nonce (16) | seq (8) | ciphertext + tag (16)`,
+//! the plaintext the JSON of a [`Sealed`]. A frame sealed with another key, altered,
+//! replayed or sent on another connection is refused with a reason — never a panic —
+//! and the reason never contains the key.
 
 use crate::frame::Envelope;
 use hmac::{Hmac, Mac};
 use multiaz_engine::{NodeId, PeerMessage};
+use ring::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, CHACHA20_POLY1305};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 const TAG: usize = 32;
+/// The AEAD's tag.
+const SEAL_TAG: usize = 16;
 pub const NONCE: usize = 16;
 pub type Nonce = [u8; NONCE];
 
-const FRAME: &[u8; 8] = b"MAZFRAM2";
+const FRAME: &[u8; 8] = b"MAZFRAM3";
+/// Key-derivation labels: a connection's stream, a call and its reply.
+const STREAM_KEY: &[u8; 8] = b"MAZKEYS1";
+const CALL_KEY: &[u8; 8] = b"MAZKEYC1";
 const CHALLENGE: &[u8; 8] = b"MAZCHAL1";
 
 /// The receiver's fresh random value for one connection (`CHALLENGE | nonce`).
@@ -64,8 +80,6 @@ pub struct Sealed {
     pub from: NodeId,
     /// The node it is for: a frame cannot be turned to another receiver, or back.
     pub to: NodeId,
-    /// Numbered from 1 within the connection.
-    pub seq: u64,
     pub message: PeerMessage,
 }
 
@@ -73,14 +87,16 @@ pub struct Sealed {
 pub enum AuthError {
     #[error("frame too short to carry a tag")]
     Short,
-    #[error("bad signature: not signed with this cluster's key for this connection, or altered")]
+    #[error("bad signature: not sealed with this cluster's key for this connection, or altered")]
     BadTag,
     #[error("undecodable frame: {0}")]
     Decode(String),
-    #[error("replayed or reordered frame from {from} (seq {seq} after {newest})")]
-    Replay { from: NodeId, seq: u64, newest: u64 },
+    #[error("replayed or reordered frame (seq {seq} after {newest})")]
+    Replay { seq: u64, newest: u64 },
     #[error("frame from {from} on a connection that {first} opened")]
     SenderChanged { from: NodeId, first: NodeId },
+    #[error("frame with another sender nonce than the connection's first")]
+    NonceChanged,
     #[error("frame from {from} for {to}, not for this node")]
     Misaddressed { from: NodeId, to: NodeId },
     #[error("the other side did not open with a challenge")]
@@ -141,29 +157,75 @@ impl ClusterKey {
     }
 }
 
+/// One sealing key: for a connection's stream, or for one call and its reply.
+struct SealKey(LessSafeKey);
+
+impl SealKey {
+    /// `label | challenge | nonce` through HMAC-SHA256 with the cluster key: fixed-length
+    /// inputs, a fresh challenge and a fresh nonce, so a fresh key every time.
+    fn derive(key: &ClusterKey, label: &[u8; 8], challenge: &Challenge, nonce: &Nonce) -> Self {
+        let bytes = key
+            .mac(label, challenge, nonce, &[])
+            .finalize()
+            .into_bytes();
+        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &bytes)
+            .expect("HMAC-SHA256 gives the 32 bytes ChaCha20-Poly1305 takes");
+        SealKey(LessSafeKey::new(unbound))
+    }
+
+    fn aead_nonce(n: u64) -> AeadNonce {
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_be_bytes());
+        AeadNonce::assume_unique_for_key(b)
+    }
+
+    /// `plaintext` encrypted, with its tag; `n` is never used twice with this key.
+    fn seal(&self, n: u64, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = plaintext.to_vec();
+        self.0
+            .seal_in_place_append_tag(Self::aead_nonce(n), Aad::empty(), &mut out)
+            .expect("ChaCha20-Poly1305 seals any message under 256 GiB");
+        out
+    }
+
+    fn open(&self, n: u64, sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+        if sealed.len() < SEAL_TAG {
+            return Err(AuthError::Short);
+        }
+        let mut buf = sealed.to_vec();
+        let plain = self
+            .0
+            .open_in_place(Self::aead_nonce(n), Aad::empty(), &mut buf)
+            .map_err(|_| AuthError::BadTag)?;
+        Ok(plain.to_vec())
+    }
+}
+
 impl std::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ClusterKey(<redacted>)")
     }
 }
 
-/// Signs this sidecar's frames on one outgoing connection.
+/// Seals this sidecar's frames on one outgoing connection.
 pub struct Sealer {
-    key: ClusterKey,
     from: NodeId,
     to: NodeId,
-    challenge: Challenge,
+    /// This sender's nonce for the connection, sent with every frame.
+    nonce: Nonce,
+    key: SealKey,
     seq: u64,
 }
 
 impl Sealer {
     /// For the connection to `to` whose receiver sent `challenge`.
     pub fn new(key: ClusterKey, from: NodeId, to: NodeId, challenge: Challenge) -> Self {
+        let nonce: Nonce = rand::random();
         Sealer {
-            key,
             from,
             to,
-            challenge,
+            nonce,
+            key: SealKey::derive(&key, STREAM_KEY, &challenge, &nonce),
             seq: 0,
         }
     }
@@ -173,22 +235,25 @@ impl Sealer {
         let sealed = Sealed {
             from: self.from,
             to: self.to,
-            seq: self.seq,
             message,
         };
-        let mut body = serde_json::to_vec(&sealed).expect("peer messages always serialize");
-        let tag = self.key.tag(FRAME, &self.challenge, &[], &body);
-        body.extend_from_slice(&tag);
-        body
+        let plain = serde_json::to_vec(&sealed).expect("peer messages always serialize");
+        let mut frame = FRAME.to_vec();
+        frame.extend_from_slice(&self.nonce);
+        frame.extend_from_slice(&self.seq.to_be_bytes());
+        frame.extend_from_slice(&self.key.seal(self.seq, &plain));
+        frame
     }
 }
 
-/// Checks the frames of one inbound connection.
+/// Opens the frames of one inbound connection.
 pub struct Opener {
     key: ClusterKey,
     challenge: Challenge,
     /// This node: every frame must be addressed to it, and none may claim to be from it.
     me: NodeId,
+    /// Fixed by the connection's first frame: the sender's nonce and the key it gives.
+    stream: Option<(Nonce, SealKey)>,
     /// Who sent the first frame, and the newest number accepted.
     newest: Option<(NodeId, u64)>,
 }
@@ -200,43 +265,57 @@ impl Opener {
             key,
             challenge,
             me,
+            stream: None,
             newest: None,
         }
     }
 
     pub fn open(&mut self, frame: &[u8]) -> Result<Envelope, AuthError> {
-        if frame.len() < TAG {
+        let rest = frame
+            .strip_prefix(FRAME.as_slice())
+            .ok_or(AuthError::BadTag)?;
+        if rest.len() < NONCE + 8 + SEAL_TAG {
             return Err(AuthError::Short);
         }
-        let (body, tag) = frame.split_at(frame.len() - TAG);
-        if !self.key.verify(FRAME, &self.challenge, &[], body, tag) {
-            return Err(AuthError::BadTag);
+        let (nonce, rest) = rest.split_at(NONCE);
+        let (seq, sealed) = rest.split_at(8);
+        let mut n = [0u8; NONCE];
+        n.copy_from_slice(nonce);
+        let mut s8 = [0u8; 8];
+        s8.copy_from_slice(seq);
+        let seq = u64::from_be_bytes(s8);
+        let newest = self.newest.map_or(0, |(_, q)| q);
+        // Checked before anything is decrypted: a replay costs no work.
+        if seq <= newest {
+            return Err(AuthError::Replay { seq, newest });
         }
+        let plain = match &self.stream {
+            Some((first, _)) if *first != n => return Err(AuthError::NonceChanged),
+            Some((_, key)) => key.open(seq, sealed)?,
+            None => {
+                let key = SealKey::derive(&self.key, STREAM_KEY, &self.challenge, &n);
+                let plain = key.open(seq, sealed)?;
+                self.stream = Some((n, key));
+                plain
+            }
+        };
         let s: Sealed =
-            serde_json::from_slice(body).map_err(|e| AuthError::Decode(e.to_string()))?;
+            serde_json::from_slice(&plain).map_err(|e| AuthError::Decode(e.to_string()))?;
         if s.to != self.me || s.from == self.me {
             return Err(AuthError::Misaddressed {
                 from: s.from,
                 to: s.to,
             });
         }
-        match self.newest {
-            Some((first, _)) if first != s.from => {
+        if let Some((first, _)) = self.newest {
+            if first != s.from {
                 return Err(AuthError::SenderChanged {
                     from: s.from,
                     first,
-                })
+                });
             }
-            Some((_, newest)) if s.seq <= newest => {
-                return Err(AuthError::Replay {
-                    from: s.from,
-                    seq: s.seq,
-                    newest,
-                })
-            }
-            _ => {}
         }
-        self.newest = Some((s.from, s.seq));
+        self.newest = Some((s.from, seq));
         Ok(Envelope {
             from: s.from,
             message: s.message,
@@ -288,22 +367,26 @@ impl ClusterKey {
 }
 
 /// A request to a peer's sidecar that wants an answer (binlog salvage): `CALL | nonce |
-/// tag | body`, answered by `REPLY | tag | body`; both tags cover the receiver's
-/// challenge, the caller's nonce and the body. A recorded call is refused on any other
-/// connection, and a recorded answer cannot stand in for a fresh one.
-const CALL: &[u8; 8] = b"MAZCALL2";
-const REPLY: &[u8; 8] = b"MAZRPLY2";
+/// sealed body`, answered by `REPLY | sealed body`, both sealed under a key derived
+/// from the receiver's challenge and the caller's nonce. A recorded call is refused on
+/// any other connection, and a recorded answer cannot stand in for a fresh one.
+const CALL: &[u8; 8] = b"MAZCALL3";
+const REPLY: &[u8; 8] = b"MAZRPLY3";
+/// The AEAD nonces of the call and of its reply under their one key.
+const CALL_SEQ: u64 = 1;
+const REPLY_SEQ: u64 = 2;
 
 impl ClusterKey {
     pub fn call(&self, challenge: &Challenge, nonce: &Nonce, body: &[u8]) -> Vec<u8> {
         let mut f = CALL.to_vec();
         f.extend_from_slice(nonce);
-        f.extend_from_slice(&self.tag(CALL, challenge, nonce, body));
-        f.extend_from_slice(body);
+        f.extend_from_slice(
+            &SealKey::derive(self, CALL_KEY, challenge, nonce).seal(CALL_SEQ, body),
+        );
         f
     }
 
-    /// `Some(Ok((nonce, body)))` for a call signed with this key on this connection,
+    /// `Some(Ok((nonce, body)))` for a call sealed with this key on this connection,
     /// `Some(Err)` for a forged, cut or replayed one, `None` when the frame is not a
     /// call.
     #[allow(clippy::type_complexity)]
@@ -313,23 +396,24 @@ impl ClusterKey {
         frame: &[u8],
     ) -> Option<Result<(Nonce, Vec<u8>), AuthError>> {
         let rest = frame.strip_prefix(CALL.as_slice())?;
-        if rest.len() < NONCE + TAG {
+        if rest.len() < NONCE + SEAL_TAG {
             return Some(Err(AuthError::Short));
         }
-        let (nonce, rest) = rest.split_at(NONCE);
-        let (tag, body) = rest.split_at(TAG);
-        if !self.verify(CALL, challenge, nonce, body, tag) {
-            return Some(Err(AuthError::BadTag));
-        }
+        let (nonce, sealed) = rest.split_at(NONCE);
         let mut n = [0u8; NONCE];
         n.copy_from_slice(nonce);
-        Some(Ok((n, body.to_vec())))
+        Some(
+            SealKey::derive(self, CALL_KEY, challenge, &n)
+                .open(CALL_SEQ, sealed)
+                .map(|body| (n, body)),
+        )
     }
 
     pub fn reply(&self, challenge: &Challenge, nonce: &Nonce, body: &[u8]) -> Vec<u8> {
         let mut f = REPLY.to_vec();
-        f.extend_from_slice(&self.tag(REPLY, challenge, nonce, body));
-        f.extend_from_slice(body);
+        f.extend_from_slice(
+            &SealKey::derive(self, CALL_KEY, challenge, nonce).seal(REPLY_SEQ, body),
+        );
         f
     }
 
@@ -341,17 +425,10 @@ impl ClusterKey {
         nonce: &Nonce,
         frame: &[u8],
     ) -> Result<Vec<u8>, AuthError> {
-        let rest = frame
+        let sealed = frame
             .strip_prefix(REPLY.as_slice())
             .ok_or(AuthError::Short)?;
-        if rest.len() < TAG {
-            return Err(AuthError::Short);
-        }
-        let (tag, body) = rest.split_at(TAG);
-        if !self.verify(REPLY, challenge, nonce, body, tag) {
-            return Err(AuthError::BadTag);
-        }
-        Ok(body.to_vec())
+        SealKey::derive(self, CALL_KEY, challenge, nonce).open(REPLY_SEQ, sealed)
     }
 }
 
@@ -443,13 +520,28 @@ mod tests {
         let mut b = Sealer::new(key(1), NodeId(3), ME, C1);
         assert!(o.open(&a.seal(msg())).is_ok());
         b.seal(msg());
-        assert_eq!(
-            o.open(&b.seal(msg())),
-            Err(AuthError::SenderChanged {
-                from: NodeId(3),
-                first: NodeId(2)
-            })
+        // Another sender's frames carry its own nonce.
+        assert_eq!(o.open(&b.seal(msg())), Err(AuthError::NonceChanged));
+    }
+
+    #[test]
+    fn what_a_frame_or_a_call_carries_cannot_be_read_on_the_wire() {
+        let mut s = Sealer::new(key(1), NodeId(2), ME, C1);
+        let frame = s.seal(PeerMessage::LeaseGrant {
+            epoch: 424242,
+            seq: 7,
+        });
+        let shown = String::from_utf8_lossy(&frame);
+        assert!(
+            !shown.contains("LeaseGrant") && !shown.contains("424242"),
+            "{shown}"
         );
+        let call = key(1).call(&C1, &[3; NONCE], b"{\"after\":\"0-1-99\"}");
+        assert!(!String::from_utf8_lossy(&call).contains("0-1-99"));
+        let reply = key(1).reply(&C1, &[3; NONCE], b"recovered 12");
+        assert!(!String::from_utf8_lossy(&reply).contains("recovered"));
+        // And yet they open, with the key, on their connection.
+        assert!(Opener::new(key(1), C1, ME).open(&frame).is_ok());
     }
 
     #[test]
@@ -485,7 +577,12 @@ mod tests {
         let mut f = s.seal(msg());
         f[3] ^= 1;
         assert_eq!(o.open(&f), Err(AuthError::BadTag));
-        assert_eq!(o.open(b"tiny"), Err(AuthError::Short));
+        let mut g = s.seal(msg());
+        let last = g.len() - 1;
+        g[last] ^= 1;
+        assert_eq!(o.open(&g), Err(AuthError::BadTag));
+        assert_eq!(o.open(b"tiny"), Err(AuthError::BadTag));
+        assert_eq!(o.open(b"MAZFRAM3short"), Err(AuthError::Short));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::rc::Rc;
 
 #[derive(Debug, Clone, Serialize)]
@@ -512,33 +513,50 @@ fn check_links(
                 "tls",
                 &n,
                 format!(
-                    "sidecar -> {addr}: TLS ({}), certificate checked against {}{}",
+                    "sidecar -> {addr}: TLS ({}), certificate from {} naming the address",
                     s.cipher,
-                    t.ca_file.display(),
-                    if t.verify_hostname { " and the address" } else { " (address not checked)" }
+                    t.ca_file.display()
                 ),
             ),
         }
         let Some(row) = &s.replica else { continue };
-        let allowed = match config.spec.flavour {
-            Flavour::Mariadb => col(row, "Master_SSL_Allowed"),
-            Flavour::Mysql => col(row, "Source_SSL_Allowed"),
+        let p = match config.spec.flavour {
+            Flavour::Mariadb => "Master",
+            Flavour::Mysql => "Source",
         };
-        let encrypted = allowed.eq_ignore_ascii_case("Yes");
-        match (&config.mysql_tls, encrypted) {
-            (None, false) => r.warn(
+        let yes = |c: &str| col(row, &format!("{p}_{c}")).eq_ignore_ascii_case("Yes");
+        let (encrypted, verified) = (yes("SSL_Allowed"), yes("SSL_Verify_Server_Cert"));
+        let ca = col(row, &format!("{p}_SSL_CA_File"));
+        match &config.mysql_tls {
+            None if !encrypted => r.warn(
                 "tls",
                 &n,
                 "replication to it: clear text (the rows, and the replication user's login)",
                 turn_on,
             ),
-            (None, true) => r.pass("tls", &n, "replication to it: TLS (set up outside multiaz)"),
-            (Some(_), true) => r.pass("tls", &n, "replication to it: TLS"),
-            (Some(_), false) => r.fail(
+            None if !verified => r.warn(
                 "tls",
                 &n,
-                "replication to it: clear text although mysql.tls = \"required\"",
-                "multiaz sets replication up with TLS when it repoints; until then: STOP SLAVE; CHANGE MASTER TO MASTER_SSL = 1, MASTER_SSL_CA = '<mysql.tls_ca_file>', MASTER_SSL_VERIFY_SERVER_CERT = 1; START SLAVE",
+                "replication to it: encrypted (set up outside multiaz), the source's certificate not verified",
+                turn_on,
+            ),
+            None => r.pass("tls", &n, "replication to it: TLS, verified (set up outside multiaz)"),
+            Some(t) if encrypted && verified && Path::new(&ca) == t.ca_file => r.pass(
+                "tls",
+                &n,
+                format!("replication to it: TLS, the source's certificate verified against {ca}"),
+            ),
+            Some(t) => r.fail(
+                "tls",
+                &n,
+                format!(
+                    "replication to it: {} although mysql.tls = \"required\" (CA {ca:?}, certificate verified: {verified})",
+                    if encrypted { "not verified as configured" } else { "clear text" }
+                ),
+                format!(
+                    "multiaz sets replication up with TLS when it repoints; until then: STOP SLAVE; CHANGE MASTER TO MASTER_SSL = 1, MASTER_SSL_CA = '{}', MASTER_SSL_VERIFY_SERVER_CERT = 1; START SLAVE",
+                    t.ca_file.display()
+                ),
             ),
         }
     }
@@ -561,11 +579,10 @@ fn check_links(
             format!("admin API on {}: HTTP, this host only", config.admin_listen),
         ),
     }
-    r.warn(
+    r.pass(
         "tls",
         &me,
-        "peer port: frames authenticated (HMAC-SHA256, bound to their connection), not encrypted: the cluster's state (GTID sets, the failover journal) is readable on the path; no password crosses it",
-        "keep the peer port on the VPC's private addresses, closed to everyone but the members",
+        "peer port: every frame encrypted and authenticated with the cluster key (ChaCha20-Poly1305), bound to its connection",
     );
     match config.aws.endpoint_url.as_deref() {
         Some(url) if url.starts_with("http://") => r.warn(

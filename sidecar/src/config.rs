@@ -382,14 +382,6 @@ struct RawMysql {
     /// host: replicas read it too (`MASTER_SSL_CA` / `SOURCE_SSL_CA`).
     #[serde(default)]
     tls_ca_file: Option<PathBuf>,
-    /// Check that each server's certificate names the address in `nodes[].mysql`
-    /// (on by default; turn off only for certificates that cannot carry it).
-    #[serde(default = "yes")]
-    tls_verify_hostname: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `mysql.tls`. There is deliberately no "preferred": a client that falls back to
@@ -404,11 +396,12 @@ pub enum TlsMode {
     Required,
 }
 
-/// TLS for the sidecar's MySQL connections and the replication links it sets up.
+/// TLS for the sidecar's MySQL connections and the replication links it sets up:
+/// each server's certificate must come from this CA and name the address the server
+/// has in `nodes[].mysql` (there is no switch to skip that check).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MysqlTls {
     pub ca_file: PathBuf,
-    pub verify_hostname: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -727,16 +720,19 @@ impl Config {
                 ))
             }
             (TlsMode::Required, Some(ca_file)) => {
-                if let Err(e) = std::fs::File::open(&ca_file) {
+                // mysqld resolves a relative MASTER_SSL_CA against its data directory.
+                if !ca_file.is_absolute() {
                     return Err(key(
                         "mysql.tls_ca_file",
-                        format!("cannot read {}: {e}", ca_file.display()),
+                        format!(
+                            "{}: give an absolute path (replicas' mysqld read it too)",
+                            ca_file.display()
+                        ),
                     ));
                 }
-                Some(MysqlTls {
-                    ca_file,
-                    verify_hostname: raw.mysql.tls_verify_hostname,
-                })
+                crate::admin_tls::certificates(&ca_file)
+                    .map_err(|e| key("mysql.tls_ca_file", e))?;
+                Some(MysqlTls { ca_file })
             }
         };
         if raw.mysql.binlog_index.is_some() && raw.mysql.binlog_dir.is_none() {
@@ -912,12 +908,31 @@ mod tests {
             e.contains("mysql.tls_ca_file") && e.contains("/nonexistent/ca.pem"),
             "{e}"
         );
+        let e = parse(&with("tls = \"required\"\ntls_ca_file = \"ca.pem\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absolute"), "{e}");
         // No "preferred": a fallback to clear text anyone on the path can force.
         let e = parse(&with("tls = \"preferred\"")).unwrap_err().to_string();
         assert!(e.contains("tls") && e.contains("required"), "{e}");
+        // A file with no certificate in it is refused at load, not at every login.
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let e = parse(&with(&format!(
+            "tls = \"required\"\ntls_ca_file = \"{}\"",
+            empty.path().display()
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no certificate"), "{e}");
         let ca = tempfile::NamedTempFile::new().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(ca.path(), cert.pem()).unwrap();
         let c = parse(&with(&format!(
-            "tls = \"required\"\ntls_ca_file = \"{}\"\ntls_verify_hostname = false",
+            "tls = \"required\"\ntls_ca_file = \"{}\"",
             ca.path().display()
         )))
         .unwrap();
@@ -925,7 +940,6 @@ mod tests {
             c.mysql_tls,
             Some(MysqlTls {
                 ca_file: ca.path().to_path_buf(),
-                verify_hostname: false
             })
         );
     }

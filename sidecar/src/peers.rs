@@ -1,4 +1,5 @@
-//! The real peer transport: TCP with length-prefixed, HMAC-sealed frames.
+//! The real peer transport: TCP with length-prefixed frames sealed with the cluster key
+//! (encrypted and authenticated, `auth.rs`).
 //!
 //! One outgoing connection per peer, re-established with backoff; messages queued while
 //! a peer is unreachable are dropped beyond a small bound (raft and the lease tolerate

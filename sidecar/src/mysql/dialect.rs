@@ -152,15 +152,15 @@ impl Dialect {
     pub fn point_at(self, source: &SourceSpec) -> Vec<String> {
         let host = quote(source.host.as_bytes());
         let (user, password) = (quote(source.user.as_bytes()), quote(source.password));
-        // Every TLS option is spelled out either way: CHANGE MASTER keeps what it is
-        // not told, and a link must not stay encrypted (or clear) by accident.
-        let (ssl, ca, verify) = match source.tls {
-            Some(t) => (
-                1,
-                quote(t.ca_file.as_os_str().as_encoded_bytes()),
-                u8::from(t.verify_hostname),
+        // With TLS required, every TLS option is spelled out (CHANGE MASTER keeps what
+        // it is not told). With it off, they are left as they are: a link someone
+        // encrypted by hand (or MariaDB 11.4+ by default) stays encrypted.
+        let tls = |prefix: &str| match source.tls {
+            Some(t) => format!(
+                ", {prefix}_SSL = 1, {prefix}_SSL_CA = {}, {prefix}_SSL_VERIFY_SERVER_CERT = 1",
+                quote(t.ca_file.as_os_str().as_encoded_bytes())
             ),
-            None => (0, "''".to_string(), 0),
+            None => String::new(),
         };
         match self.0 {
             Flavour::Mariadb => vec![
@@ -168,10 +168,9 @@ impl Dialect {
                 format!(
                     "CHANGE MASTER TO MASTER_HOST = {host}, MASTER_PORT = {}, MASTER_USER = {user}, \
                      MASTER_PASSWORD = {password}, MASTER_USE_GTID = slave_pos, \
-                     MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1, \
-                     MASTER_SSL = {ssl}, MASTER_SSL_CA = {ca}, \
-                     MASTER_SSL_VERIFY_SERVER_CERT = {verify}",
+                     MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1{}",
                     source.port,
+                    tls("MASTER"),
                 ),
             ],
             // Without TLS, a caching_sha2_password login needs the server's public key
@@ -179,11 +178,10 @@ impl Dialect {
             Flavour::Mysql => vec![format!(
                 "CHANGE REPLICATION SOURCE TO SOURCE_HOST = {host}, SOURCE_PORT = {}, \
                  SOURCE_USER = {user}, SOURCE_PASSWORD = {password}, SOURCE_AUTO_POSITION = 1, \
-                 SOURCE_CONNECT_RETRY = 1, SOURCE_HEARTBEAT_PERIOD = 1, \
-                 SOURCE_SSL = {ssl}, SOURCE_SSL_CA = {ca}, \
-                 SOURCE_SSL_VERIFY_SERVER_CERT = {verify}, GET_SOURCE_PUBLIC_KEY = {}",
+                 SOURCE_CONNECT_RETRY = 1, SOURCE_HEARTBEAT_PERIOD = 1{}, GET_SOURCE_PUBLIC_KEY = {}",
                 source.port,
-                1 - ssl,
+                tls("SOURCE"),
+                u8::from(source.tls.is_none()),
             )],
         }
     }
@@ -277,14 +275,13 @@ mod tests {
         assert!(s[0].contains("gtid_current_pos"));
         assert!(s[1].contains("MASTER_USE_GTID = slave_pos"));
         assert!(s[1].contains("'p''w'"));
-        assert!(s[1].contains("MASTER_SSL = 0"), "{}", s[1]);
+        assert!(!s[1].contains("MASTER_SSL"), "TLS left as it is: {}", s[1]);
     }
 
     #[test]
     fn with_tls_a_replica_verifies_its_source_and_asks_for_no_public_key() {
         let tls = MysqlTls {
             ca_file: "/etc/mysql/ca.pem".into(),
-            verify_hostname: true,
         };
         let spec = |tls| SourceSpec {
             host: "10.0.0.1",
@@ -312,9 +309,7 @@ mod tests {
         );
         assert!(y[0].contains("GET_SOURCE_PUBLIC_KEY = 0"), "{}", y[0]);
         let clear = Dialect(Flavour::Mysql).point_at(&spec(None));
-        assert!(
-            clear[0].contains("SOURCE_SSL = 0") && clear[0].contains("GET_SOURCE_PUBLIC_KEY = 1")
-        );
+        assert!(!clear[0].contains("SOURCE_SSL") && clear[0].contains("GET_SOURCE_PUBLIC_KEY = 1"));
     }
 
     #[test]

@@ -59,6 +59,8 @@ struct Inner {
 /// Why a call failed: the server refused (it is alive) or it could not be reached.
 enum Failure {
     Server(u16, String),
+    /// It answered, but the TLS handshake failed.
+    Tls(String),
     Unreachable(String),
 }
 
@@ -66,6 +68,7 @@ impl Failure {
     fn text(&self) -> String {
         match self {
             Failure::Server(code, msg) => format!("server error {code}: {msg}"),
+            Failure::Tls(msg) => format!("TLS: {msg}"),
             Failure::Unreachable(msg) => msg.clone(),
         }
     }
@@ -75,6 +78,13 @@ impl From<mysql_async::Error> for Failure {
     fn from(e: mysql_async::Error) -> Self {
         match e {
             mysql_async::Error::Server(s) => Failure::Server(s.code, s.message),
+            // The server answered with its greeting and the TLS handshake (or the
+            // server's lack of TLS) failed: it is up. A certificate that expired or
+            // does not match must not look like a dead master and fail it over.
+            e @ (mysql_async::Error::Io(mysql_async::IoError::Tls(_))
+            | mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) => Failure::Tls(e.to_string()),
             other => Failure::Unreachable(other.to_string()),
         }
     }
@@ -133,7 +143,6 @@ impl MysqlAdapter {
                 SslOpts::default()
                     .with_root_certs(vec![t.ca_file.clone().into()])
                     .with_disable_built_in_roots(true)
-                    .with_danger_skip_domain_validation(!t.verify_hostname)
             }));
         Ok(Conn::new(opts).await?)
     }
@@ -531,6 +540,10 @@ impl MysqlOps for MysqlAdapter {
                 tracing::debug!(%node, code, "probe refused: {msg}");
                 ProbeResult::Alive(None)
             }
+            Ok(Err(Failure::Tls(msg))) => {
+                tracing::warn!(%node, "mysqld answers but the TLS handshake fails (certificate, CA file, or TLS off on the server): {msg}");
+                ProbeResult::Alive(None)
+            }
             Ok(Err(Failure::Unreachable(msg))) => ProbeResult::Down(msg),
         }
     }
@@ -548,5 +561,21 @@ impl MysqlOps for MysqlAdapter {
             Err(_) => Err(format!("{name} on {node}: no answer within {limit:?}")),
             Ok(r) => r.map_err(|e| format!("{name} on {node}: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_tls_handshake_is_an_answer_and_a_refused_connection_is_not() {
+        let no_tls =
+            mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer);
+        assert!(matches!(Failure::from(no_tls), Failure::Tls(_)));
+        let refused = mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(matches!(Failure::from(refused), Failure::Unreachable(_)));
     }
 }
