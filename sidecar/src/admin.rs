@@ -342,6 +342,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_io::closed_within;
+
+    /// The example cluster's API (its engine never started), with `token`, a listener
+    /// for it on loopback, and the operator channel's receiving end.
+    async fn test_app(
+        token: Option<Secret>,
+    ) -> (
+        Router,
+        tokio::net::TcpListener,
+        std::net::SocketAddr,
+        mpsc::UnboundedReceiver<OperatorRequest>,
+    ) {
+        let (operator, rx) = mpsc::unbounded_channel();
+        let app = router(
+            multiaz_engine::ClusterSpec::from_toml(include_str!(
+                "../../engine/examples/cluster.toml"
+            ))
+            .unwrap(),
+            Telemetry::new(),
+            operator,
+            token,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (app, listener, addr, rx)
+    }
 
     #[test]
     fn tokens_are_compared_exactly() {
@@ -371,18 +397,8 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_token_is_refused_before_the_body_is_read() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (operator, _rx) = mpsc::unbounded_channel();
-        let app = router(
-            multiaz_engine::ClusterSpec::from_toml(include_str!(
-                "../../engine/examples/cluster.toml"
-            ))
-            .unwrap(),
-            Telemetry::new(),
-            operator,
-            Some(Secret::new(b"right-token".to_vec())),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (app, listener, addr, _operator) =
+            test_app(Some(Secret::new(b"right-token".to_vec()))).await;
         tokio::spawn(serve(listener, app, AdminLimits::default(), None));
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
@@ -405,36 +421,13 @@ mod tests {
     #[tokio::test]
     async fn half_sent_requests_time_out_and_the_cap_holds() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (operator, _rx) = mpsc::unbounded_channel();
-        let app = router(
-            multiaz_engine::ClusterSpec::from_toml(include_str!(
-                "../../engine/examples/cluster.toml"
-            ))
-            .unwrap(),
-            Telemetry::new(),
-            operator,
-            None,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (app, listener, addr, _operator) = test_app(None).await;
         let limits = AdminLimits {
             max_connections: 8,
             header_read: Duration::from_millis(500),
             connection: Duration::from_secs(5),
         };
         tokio::spawn(serve(listener, app, limits, None));
-        async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
-            let drained = async {
-                let mut buf = [0u8; 256];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                }
-            };
-            tokio::time::timeout(within, drained).await.is_ok()
-        }
         let mut half = Vec::new();
         for _ in 0..8 {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -487,18 +480,7 @@ mod tests {
         let (dir, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (cert, key) = self_signed(dir.path());
         let (other, _) = self_signed(elsewhere.path());
-        let (operator, _rx) = mpsc::unbounded_channel();
-        let app = router(
-            multiaz_engine::ClusterSpec::from_toml(include_str!(
-                "../../engine/examples/cluster.toml"
-            ))
-            .unwrap(),
-            Telemetry::new(),
-            operator,
-            None,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (app, listener, addr, _operator) = test_app(None).await;
         let tls = crate::admin_tls::server_config(&cert, &key).unwrap();
         tokio::spawn(serve(listener, app, AdminLimits::default(), Some(tls)));
         let trusting = AdminEndpoint::new(addr, Some(cert.clone()));

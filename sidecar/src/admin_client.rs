@@ -6,49 +6,10 @@ use axum::body::Bytes;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Where the admin API answers, and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminEndpoint {
-    /// The address to call: `admin.listen`, with an unspecified address (0.0.0.0)
-    /// called on loopback.
-    pub addr: SocketAddr,
-    /// HTTPS, trusting only the certificates in this file; `None`: plain HTTP.
-    pub tls_ca_file: Option<PathBuf>,
-}
-
-impl AdminEndpoint {
-    /// For a sidecar listening on `listen`.
-    pub fn new(listen: SocketAddr, tls_ca_file: Option<PathBuf>) -> Self {
-        let mut addr = listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        AdminEndpoint { addr, tls_ca_file }
-    }
-
-    pub fn plain(addr: SocketAddr) -> Self {
-        AdminEndpoint::new(addr, None)
-    }
-}
-
-impl std::fmt::Display for AdminEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls_ca_file.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        write!(f, "{scheme}://{}", self.addr)
-    }
-}
+pub use crate::config::AdminEndpoint;
 
 /// Sends one request; returns the status and the body as text.
 pub async fn call(

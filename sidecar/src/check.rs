@@ -35,15 +35,26 @@ struct Report {
 }
 
 impl Report {
-    fn pass(&mut self, area: &'static str, subject: &str, what: impl Into<String>) {
+    fn push(
+        &mut self,
+        (ok, warn): (bool, bool),
+        area: &'static str,
+        subject: &str,
+        what: String,
+        fix: Option<String>,
+    ) {
         self.lines.push(Line {
-            ok: true,
-            warn: false,
+            ok,
+            warn,
             area,
             subject: subject.to_string(),
-            what: what.into(),
-            fix: None,
+            what,
+            fix,
         });
+    }
+
+    fn pass(&mut self, area: &'static str, subject: &str, what: impl Into<String>) {
+        self.push((true, false), area, subject, what.into(), None);
     }
 
     /// Not a failure, but worth the operator's attention, with what to do.
@@ -54,14 +65,7 @@ impl Report {
         what: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        self.lines.push(Line {
-            ok: true,
-            warn: true,
-            area,
-            subject: subject.to_string(),
-            what: what.into(),
-            fix: Some(fix.into()),
-        });
+        self.push((true, true), area, subject, what.into(), Some(fix.into()));
     }
 
     fn fail(
@@ -71,14 +75,7 @@ impl Report {
         what: impl Into<String>,
         fix: impl Into<String>,
     ) {
-        self.lines.push(Line {
-            ok: false,
-            warn: false,
-            area,
-            subject: subject.to_string(),
-            what: what.into(),
-            fix: Some(fix.into()),
-        });
+        self.push((false, false), area, subject, what.into(), Some(fix.into()));
     }
 
     fn expect(

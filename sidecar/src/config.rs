@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::address::Address;
-use crate::admin_client::AdminEndpoint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -457,6 +456,45 @@ impl RawAdmin {
     }
 }
 
+/// Where the admin API answers, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEndpoint {
+    /// The address to call: `admin.listen`, with an unspecified address (0.0.0.0)
+    /// called on loopback.
+    pub addr: SocketAddr,
+    /// HTTPS, trusting only the certificates in this file; `None`: plain HTTP.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl AdminEndpoint {
+    /// For a sidecar listening on `listen`.
+    pub fn new(listen: SocketAddr, tls_ca_file: Option<PathBuf>) -> Self {
+        let mut addr = listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        AdminEndpoint { addr, tls_ca_file }
+    }
+
+    pub fn plain(addr: SocketAddr) -> Self {
+        AdminEndpoint::new(addr, None)
+    }
+}
+
+impl std::fmt::Display for AdminEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls_ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
 /// The admin API's own certificate and key (`[admin] tls_cert_file`, `tls_key_file`).
 #[derive(Debug, Clone)]
 pub struct AdminServerTls {
@@ -730,6 +768,8 @@ impl Config {
                         ),
                     ));
                 }
+                // (The simulation's build, without the real adapters, reads no CA.)
+                #[cfg(feature = "real")]
                 crate::admin_tls::certificates(&ca_file)
                     .map_err(|e| key("mysql.tls_ca_file", e))?;
                 Some(MysqlTls { ca_file })

@@ -47,6 +47,8 @@ pub mod state_file;
 pub mod status;
 #[cfg(feature = "real")]
 pub mod telemetry;
+#[cfg(test)]
+mod test_io;
 pub mod vip_routes;
 
 /// The MariaDB server settings multiaz relies on (`examples/mariadb.cnf`): README

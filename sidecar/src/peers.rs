@@ -760,19 +760,7 @@ mod tests {
         connect_from(Some(from.parse().unwrap()), to).await.unwrap()
     }
 
-    /// Closed by the other side within `within` (after at most its challenge).
-    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-        let drained = async {
-            let mut buf = [0u8; 64];
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        };
-        tokio::time::timeout(within, drained).await.is_ok()
-    }
+    use crate::test_io::closed_within;
 
     /// Server-side connections established on `port` (from /proc/net/tcp: local port
     /// = `port`, state 01), whoever opened them: what the listener holds.

@@ -161,29 +161,7 @@ async fn ten_thousand_hostile_connections_during_a_failover_change_nothing() {
     let _ = dbs[0].child.0.wait();
 
     let limit = Duration::from_secs(10);
-    let outcome = tokio::time::timeout(limit, async {
-        loop {
-            for (new, other) in [(1usize, 2usize), (2, 1)] {
-                let Some(r) = query_row(dbs[new].port, "SELECT @@read_only AS ro").await else {
-                    continue;
-                };
-                if col(&r, "ro") != "0" {
-                    continue;
-                }
-                let Some(s) = query_row(dbs[other].port, "SHOW SLAVE STATUS").await else {
-                    continue;
-                };
-                let follows = col(&s, "Master_Port") == dbs[new].port.to_string()
-                    && col(&s, "Slave_IO_Running") == "Yes";
-                let routes = vip_targets(&ec2, &world.route_tables).await;
-                if follows && routes.iter().all(|t| *t == world.enis[new]) {
-                    return new;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let outcome = tokio::time::timeout(limit, failed_over_from_db1(&dbs, &ec2, &world)).await;
     let took = killed_at.elapsed();
     failed_over.store(true, Ordering::Relaxed);
     let Ok(new) = outcome else {

@@ -273,30 +273,7 @@ async fn failover_run(name: &str, tls: bool) {
 
     // --- within 10 s: a writable replica, the other replicating from it, routes moved ----
     let limit = Duration::from_secs(10);
-    let outcome = tokio::time::timeout(limit, async {
-        loop {
-            for (new, other) in [(1usize, 2usize), (2, 1)] {
-                let Some(r) = query_row(dbs[new].port, "SELECT @@read_only AS ro").await else {
-                    continue;
-                };
-                if col(&r, "ro") != "0" {
-                    continue;
-                }
-                let Some(s) = query_row(dbs[other].port, "SHOW SLAVE STATUS").await else {
-                    continue;
-                };
-                let follows = col(&s, "Master_Port") == dbs[new].port.to_string()
-                    && col(&s, "Slave_IO_Running") == "Yes"
-                    && col(&s, "Slave_SQL_Running") == "Yes";
-                let routes = vip_targets(&ec2, &world.route_tables).await;
-                if follows && routes.iter().all(|t| *t == world.enis[new]) {
-                    return new;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let outcome = tokio::time::timeout(limit, failed_over_from_db1(&dbs, &ec2, &world)).await;
     let Ok(new) = outcome else {
         dump_logs();
         panic!("no complete failover within {limit:?} of the SIGKILL");

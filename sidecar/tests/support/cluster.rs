@@ -127,6 +127,37 @@ eni_id = "{eni}"
     path
 }
 
+/// Waits until the failover away from db-1 is complete: a replica writable, the other
+/// replicating from it (both threads running), every VIP route on its interface.
+/// Returns the new master's index.
+pub async fn failed_over_from_db1(
+    dbs: &[Mariadb],
+    ec2: &aws_sdk_ec2::Client,
+    world: &Ec2World,
+) -> usize {
+    loop {
+        for (new, other) in [(1usize, 2usize), (2, 1)] {
+            let Some(r) = query_row(dbs[new].port, "SELECT @@read_only AS ro").await else {
+                continue;
+            };
+            if col(&r, "ro") != "0" {
+                continue;
+            }
+            let Some(s) = query_row(dbs[other].port, "SHOW SLAVE STATUS").await else {
+                continue;
+            };
+            let follows = col(&s, "Master_Port") == dbs[new].port.to_string()
+                && col(&s, "Slave_IO_Running") == "Yes"
+                && col(&s, "Slave_SQL_Running") == "Yes";
+            let routes = vip_targets(ec2, &world.route_tables).await;
+            if follows && routes.iter().all(|t| *t == world.enis[new]) {
+                return new;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn multiaz(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_multiaz"))
         .args(args)
