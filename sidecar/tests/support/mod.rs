@@ -111,9 +111,17 @@ pub struct Mariadb {
     pub child: Guard,
 }
 
+/// A server's own temporary directory: a SIGKILLed server leaves its temporary tables
+/// behind, and a later server whose process id matches trips over them in a shared
+/// /tmp (seen once as a failed mariadb-install-db).
+fn tmpdir(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("db{id}.tmp"))
+}
+
 pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
     let data = dir.join(format!("db{id}"));
     std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(tmpdir(dir, id)).unwrap();
     let out = Command::new(find("mariadb-install-db", "MULTIAZ_MARIADB_INSTALL_DB"))
         .args([
             "--no-defaults",
@@ -122,6 +130,7 @@ pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
             "--skip-test-db",
         ])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmpdir(dir, id).display()))
         .output()
         .expect("mariadb-install-db runs");
     assert!(
@@ -149,6 +158,7 @@ pub fn spawn_mariadbd(dir: &Path, id: u32, port: u16, master: bool, extra: &[&st
     let data = dir.join(format!("db{id}"));
     let socket = dir.join(format!("db{id}.sock"));
     let on = |b: bool| if b { "ON" } else { "OFF" };
+    std::fs::create_dir_all(tmpdir(dir, id)).unwrap();
     // The recommended settings (README, `multiaz check`), then this instance's own.
     let child = Command::new(find("mariadbd", "MULTIAZ_MARIADBD"))
         .arg(format!(
@@ -166,6 +176,7 @@ pub fn spawn_mariadbd(dir: &Path, id: u32, port: u16, master: bool, extra: &[&st
             dir.join(format!("db{id}.err")).display()
         ))
         .arg(format!("--port={port}"))
+        .arg(format!("--tmpdir={}", tmpdir(dir, id).display()))
         .args([
             "--user=root",
             "--bind-address=127.0.0.1",
