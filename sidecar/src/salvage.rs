@@ -137,7 +137,7 @@ pub fn handler(callee: Callee) -> CallHandler {
     Rc::new(move |body: Vec<u8>| {
         let (callee, busy) = (callee.clone(), busy.clone());
         Box::pin(async move {
-            let result = match serde_json::from_slice::<SalvageCall>(&body) {
+            let mut result = match serde_json::from_slice::<SalvageCall>(&body) {
                 Err(e) => Err(format!("not a salvage call: {e}")),
                 Ok(_) if busy.get() => Err("a salvage is already running on this host".to_string()),
                 Ok(call) => {
@@ -145,12 +145,28 @@ pub fn handler(callee: Callee) -> CallHandler {
                     callee.serve(call).await
                 }
             };
-            if let Err(why) = &result {
-                tracing::warn!("salvage call refused or failed: {why}");
+            match &mut result {
+                Err(why) => tracing::warn!("salvage call refused or failed: {why}"),
+                Ok(report) => summarise(report),
             }
             serde_json::to_vec(&result).unwrap_or_default()
         })
     })
+}
+
+/// GTIDs named one by one in an answer at most: the answer is one peer frame (1 MiB),
+/// and a binlog tail can hold far more transactions than that names.
+const NAMED_AT_MOST: usize = 1000;
+
+/// Keeps the answer within a frame: the first GTIDs not recovered, then how many more.
+fn summarise(report: &mut SalvageReport) {
+    let n = report.not_recovered.len();
+    if n > NAMED_AT_MOST {
+        report.not_recovered.truncate(NAMED_AT_MOST);
+        report
+            .not_recovered
+            .push(format!("... and {} more", n - NAMED_AT_MOST));
+    }
 }
 
 /// Marks a salvage as running until dropped, however the call ends (answered,
@@ -362,6 +378,24 @@ mod tests {
             quarantined: BTreeMap::new(),
             acked_epoch: 0,
         }
+    }
+
+    #[test]
+    fn an_answer_names_at_most_a_thousand_gtids_and_fits_a_frame() {
+        let mut report = SalvageReport {
+            recovered: 3,
+            not_recovered: (0..100_000).map(|i| format!("0-1-{i}")).collect(),
+            stopped: Some("binlog damaged".into()),
+        };
+        summarise(&mut report);
+        assert_eq!(report.not_recovered.len(), NAMED_AT_MOST + 1);
+        assert_eq!(report.not_recovered.last().unwrap(), "... and 99000 more");
+        let answer = serde_json::to_vec(&Ok::<_, String>(report)).unwrap();
+        assert!(
+            answer.len() < crate::peers::MAX_FRAME / 8,
+            "{}",
+            answer.len()
+        );
     }
 
     #[test]

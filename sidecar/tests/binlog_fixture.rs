@@ -174,13 +174,31 @@ fn a_bounded_read_holds_no_more_than_its_limit_and_names_the_first_left_out() {
         keep_events: true,
     };
     let (whole, _) = read(FIXTURE, &options);
-    // Room for the first ten transactions, not the eleventh.
-    let limit: u64 = whole[..10].iter().map(|t| t.size).sum();
+    // Room for the first ten transactions' events (each counted twice: bytes and
+    // decoded), not the eleventh's.
+    let kept = |txs: &[Transaction]| -> u64 {
+        txs.iter()
+            .flat_map(|t| &t.events)
+            .map(|e| 2 * e.bytes.len() as u64)
+            .sum()
+    };
+    let limit = kept(&whole[..10]);
     let (held, _, left_out) =
         multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, limit).unwrap();
     assert_eq!(held.len(), 10);
-    assert!(held.iter().map(|t| t.size).sum::<u64>() <= limit);
+    assert!(kept(&held) <= limit);
     assert_eq!(left_out.map(|g| g.to_string()), Some("0-1-11".to_string()));
+    // A bound below one transaction: nothing held, that one named (the check is made
+    // as each event is kept, not once the transaction is whole).
+    let (held, _, left_out) = multiaz_sidecar::binlog::read_tail_within(
+        dir.path(),
+        None,
+        &options,
+        kept(&whole[..1]) - 1,
+    )
+    .unwrap();
+    assert!(held.is_empty());
+    assert_eq!(left_out.map(|g| g.to_string()), Some("0-1-1".to_string()));
     // Unbounded, everything and nothing left out.
     let (all, _, none) =
         multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, u64::MAX).unwrap();

@@ -16,7 +16,7 @@ pub mod synth;
 pub use event::{Decoded, Gtid};
 pub use files::{binlog_files, files_after};
 pub use frame::{Damage, DamageKind, Framer};
-pub use scan::{scan, FileDamage, ScanEnd, ScanOptions, Transaction, TxEvent};
+pub use scan::{scan, scan_within, FileDamage, ScanEnd, ScanOptions, Transaction, TxEvent};
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -31,8 +31,8 @@ pub fn read_tail(
     read_tail_within(dir, index, options, u64::MAX).map(|(txs, end, _)| (txs, end))
 }
 
-/// As [`read_tail`], holding at most `max_bytes` of transactions: the read stops before
-/// the one that would pass it, and returns its GTID.
+/// As [`read_tail`], holding at most `max_bytes` of events ([`scan_within`]): the
+/// read stops at the transaction that would pass it, and returns its GTID.
 pub fn read_tail_within(
     dir: &Path,
     index: Option<&Path>,
@@ -40,15 +40,11 @@ pub fn read_tail_within(
     max_bytes: u64,
 ) -> Result<(Vec<Transaction>, ScanEnd, Option<Gtid>), String> {
     let files: Vec<PathBuf> = files_after(&binlog_files(dir, index)?, options.after.as_ref());
-    let (mut out, mut held, mut left_out) = (Vec::new(), 0u64, None);
-    let end = scan(&files, options, |tx| {
-        held = held.saturating_add(tx.size);
-        if held > max_bytes {
-            left_out = Some(tx.gtid);
-            return ControlFlow::Break(());
-        }
+    let mut out = Vec::new();
+    let end = scan_within(&files, options, max_bytes, |tx| {
         out.push(tx);
         ControlFlow::Continue(())
     });
+    let left_out = end.left_out;
     Ok((out, end, left_out))
 }

@@ -68,6 +68,9 @@ pub struct ScanEnd {
     pub torn: Option<Gtid>,
     pub files: usize,
     pub bytes: u64,
+    /// The transaction whose events would have passed the memory bound of
+    /// [`scan_within`]: the read stopped there, it and what follows left unread.
+    pub left_out: Option<Gtid>,
 }
 
 impl ScanEnd {
@@ -113,9 +116,23 @@ struct Open {
 pub fn scan(
     files: &[PathBuf],
     options: &ScanOptions,
+    each: impl FnMut(Transaction) -> ControlFlow<()>,
+) -> ScanEnd {
+    scan_within(files, options, u64::MAX, each)
+}
+
+/// As [`scan`], keeping at most `max_kept` bytes of events in all (each counted twice:
+/// its bytes and its decoded form). Checked as each event is kept, so one huge
+/// transaction cannot pass the bound either; the read stops at the transaction that
+/// would, and names it in [`ScanEnd::left_out`].
+pub fn scan_within(
+    files: &[PathBuf],
+    options: &ScanOptions,
+    max_kept: u64,
     mut each: impl FnMut(Transaction) -> ControlFlow<()>,
 ) -> ScanEnd {
     let mut end = ScanEnd::default();
+    let mut kept = 0u64;
     for (i, path) in files.iter().enumerate() {
         end.files += 1;
         let file: Arc<Path> = Arc::from(path.as_path());
@@ -245,6 +262,11 @@ pub fn scan(
                 _ => false,
             };
             if options.keep_events && o.wanted {
+                kept = kept.saturating_add(2 * len);
+                if kept > max_kept {
+                    end.left_out = Some(o.tx.gtid);
+                    return end;
+                }
                 o.tx.events.push(TxEvent {
                     event_type: ty,
                     decoded,
