@@ -17,8 +17,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use multiaz_engine::{plan_switchover, ClusterSpec, NodeId, OperatorRequest, SwitchoverPlan};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -30,6 +32,12 @@ use tokio::time::Instant;
 pub struct AdminLimits {
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
+    /// From one address at most, so that one caller cannot take every slot.
+    pub per_address: usize,
+    /// Kept for this host's own callers (the operator commands, `multiaz check`):
+    /// connections from loopback beyond `max_connections`, so that callers from the
+    /// network cannot shut the operator out.
+    pub loopback_reserve: usize,
     /// A request's headers must have arrived within this.
     pub header_read: Duration,
     /// A connection is closed this long after it opened, whatever it is doing (a body
@@ -41,8 +49,43 @@ impl Default for AdminLimits {
     fn default() -> Self {
         AdminLimits {
             max_connections: 32,
+            per_address: 8,
+            loopback_reserve: 8,
             header_read: Duration::from_secs(5),
             connection: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One connection counted against its address until dropped.
+struct PerAddress {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, most: usize) -> Option<Self> {
+        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(ip).or_insert(0);
+        if *n >= most {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
         }
     }
 }
@@ -60,6 +103,8 @@ pub async fn serve(
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let reserve = Arc::new(Semaphore::new(limits.loopback_reserve));
+    let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut warned: Option<Instant> = None;
     let mut suppressed = 0u64;
     let mut warn = |what: String| {
@@ -84,10 +129,23 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let local = addr.ip().to_canonical().is_loopback();
+        // The shared slots first, then (from loopback) the reserved ones.
+        let Some(permit) = open.clone().try_acquire_owned().ok().or_else(|| {
+            local
+                .then(|| reserve.clone().try_acquire_owned().ok())
+                .flatten()
+        }) else {
             warn(format!(
                 "admin connection from {addr} closed: {} open already",
-                limits.max_connections
+                limits.max_connections + if local { limits.loopback_reserve } else { 0 }
+            ));
+            continue;
+        };
+        let Some(from_here) = PerAddress::take(&per_address, addr.ip(), limits.per_address) else {
+            warn(format!(
+                "admin connection from {addr} closed: {} open from that address already",
+                limits.per_address
             ));
             continue;
         };
@@ -95,7 +153,7 @@ pub async fn serve(
         let limits = limits.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, from_here);
             let work = async {
                 let builder = {
                     let mut b = hyper::server::conn::http1::Builder::new();
@@ -424,6 +482,8 @@ mod tests {
         let (app, listener, addr, _operator) = test_app(None).await;
         let limits = AdminLimits {
             max_connections: 8,
+            per_address: 100,
+            loopback_reserve: 0,
             header_read: Duration::from_millis(500),
             connection: Duration::from_secs(5),
         };
@@ -508,5 +568,68 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.contains("TLS"), "{e}");
+    }
+
+    /// This host's address on its way out (no packet is sent): not loopback.
+    fn own_network_address() -> std::net::IpAddr {
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        probe.connect("10.255.255.1:9").unwrap();
+        let ip = probe.local_addr().unwrap().ip();
+        assert!(
+            !ip.is_loopback() && !ip.is_unspecified(),
+            "no network address to test from: {ip}"
+        );
+        ip
+    }
+
+    /// Callers from the network take at most `per_address` slots each and never the
+    /// loopback reserve: the operator on the host still gets in.
+    #[tokio::test]
+    async fn the_network_cannot_take_every_slot_from_the_operator() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (app, _, _, _operator) = test_app(None).await;
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limits = AdminLimits {
+            max_connections: 4,
+            per_address: 3,
+            loopback_reserve: 2,
+            header_read: Duration::from_secs(10),
+            connection: Duration::from_secs(10),
+        };
+        tokio::spawn(serve(listener, app, limits, None));
+        let remote = std::net::SocketAddr::new(own_network_address(), port);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(tokio::net::TcpStream::connect(remote).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fourth = tokio::net::TcpStream::connect(remote).await.unwrap();
+        assert!(
+            closed_within(&mut fourth, Duration::from_millis(500)).await,
+            "a fourth from one address"
+        );
+        // Loopback fills the last shared slot, then the reserve.
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..3 {
+            held.push(tokio::net::TcpStream::connect(local).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Every slot taken, the reserve too: loopback is turned away now.
+        let mut more = tokio::net::TcpStream::connect(local).await.unwrap();
+        assert!(closed_within(&mut more, Duration::from_millis(500)).await);
+        // With one reserved connection let go, the operator gets an answer.
+        held.pop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut s = tokio::net::TcpStream::connect(local).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
     }
 }
