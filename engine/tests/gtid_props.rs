@@ -1,6 +1,6 @@
 //! Properties of GTID sets, both flavours.
 
-use multiaz_engine::gtid::{Intervals, MariadbGtidSet, MysqlGtidSet, Uuid};
+use multiaz_engine::gtid::{Intervals, MariadbGtidSet, MysqlGtidSet, Tag, Uuid};
 use multiaz_engine::{Flavour, GtidSet};
 use proptest::prelude::*;
 use std::cmp::Ordering;
@@ -11,13 +11,19 @@ fn intervals() -> impl Strategy<Value = Vec<(u64, u64)>> {
 }
 
 fn mysql_set() -> impl Strategy<Value = GtidSet> {
-    // A small pool of UUIDs so that sets overlap often.
-    prop::collection::vec((0u8..4, intervals()), 0..4).prop_map(|parts| {
+    // A small pool of UUIDs and tags (MySQL 8.3+; untagged most often) so that sets
+    // overlap often, and the same numbers under another tag are other transactions.
+    let tags = ["", "", "alpha", "b_2"];
+    prop::collection::vec((0u8..4, 0usize..4, intervals()), 0..4).prop_map(move |parts| {
         let mut s = MysqlGtidSet::default();
-        for (u, ivs) in parts {
+        for (u, t, ivs) in parts {
             let uuid = Uuid([u.wrapping_mul(37).wrapping_add(1); 16]);
+            let tag = match tags[t] {
+                "" => Tag::UNTAGGED,
+                name => Tag::parse(name).unwrap(),
+            };
             for (a, b) in ivs {
-                s.insert(uuid, a, b);
+                s.insert_tagged(uuid, tag, a, b);
             }
         }
         GtidSet::Mysql(s)
@@ -223,5 +229,27 @@ fn a_diverged_mariadb_server_shows_errant_transactions() {
     assert_eq!(
         GtidSet::parse(Flavour::Mariadb, &errant.to_string()).unwrap(),
         errant
+    );
+}
+
+#[test]
+fn tagged_gtids_are_their_own_transactions_printed_as_mysql_prints_them() {
+    let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+    let s = GtidSet::parse(Flavour::Mysql, &format!("{u}:1-5:TagA:1-3:tagb:7")).unwrap();
+    assert_eq!(s.to_string(), format!("{u}:1-5:taga:1-3:tagb:7"));
+    let GtidSet::Mysql(m) = &s else { panic!() };
+    let uuid = Uuid::parse(u).unwrap();
+    let taga = Tag::parse("taga").unwrap();
+    assert!(m.contains_tagged(&uuid, &taga, 2));
+    assert!(!m.contains_tagged(&uuid, &taga, 4), "4 is untagged only");
+    assert!(m.contains_gtid(&uuid, 4));
+    // A tagged transaction is not in a set of the same numbers untagged.
+    let plain = GtidSet::parse(Flavour::Mysql, &format!("{u}:1-100")).unwrap();
+    let one_tagged = GtidSet::parse(Flavour::Mysql, &format!("{u}:taga:1")).unwrap();
+    assert!(!plain.contains(&one_tagged));
+    assert_eq!(one_tagged.difference(&plain), one_tagged);
+    assert_eq!(
+        plain.union(&one_tagged).unwrap().to_string(),
+        format!("{u}:1-100:taga:1")
     );
 }

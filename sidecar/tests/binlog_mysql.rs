@@ -164,3 +164,49 @@ fn a_mysql_binlog_is_grouped_into_transactions() {
     );
     assert_eq!(later, [format!("{UUID}:12")]);
 }
+
+/// MySQL 8.3+'s tagged GTIDs (event 42): `uuid:tag:n` is a transaction of its own,
+/// never taken for `uuid:n`, printed and replayed as MySQL spells it.
+#[test]
+fn a_tagged_transaction_keeps_its_tag() {
+    use mysql_common::packets::Tag as WireTag;
+    let mut w = header();
+    w.gtid(11);
+    w.query("app", "BEGIN");
+    w.query("app", "INSERT INTO t VALUES (1)");
+    w.event(16, &Writer::body(&XidEvent { xid: 99 }));
+    let tagged = GtidEvent::new_tagged(SID, WireTag::new("chk").unwrap(), 1);
+    w.event(42, &Writer::body(&tagged));
+    w.query("app", "BEGIN");
+    w.query("app", "INSERT INTO t VALUES (2)");
+    w.event(16, &Writer::body(&XidEvent { xid: 100 }));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("binlog.000001");
+    std::fs::write(&file, w.out).unwrap();
+    let listed = |after: Option<&str>| {
+        let mut out = Vec::new();
+        let options = ScanOptions {
+            after: after.map(|a| GtidSet::parse_any(a).unwrap()),
+            keep_events: true,
+        };
+        let end = scan(std::slice::from_ref(&file), &options, |tx| {
+            out.push(tx);
+            ControlFlow::Continue(())
+        });
+        assert_eq!(end.damage, None);
+        out
+    };
+    let all = listed(None);
+    let gtids: Vec<String> = all.iter().map(|t| t.gtid.to_string()).collect();
+    assert_eq!(gtids, [format!("{UUID}:11"), format!("{UUID}:chk:1")]);
+    // The same numbers untagged do not hold it: it is listed (salvaged), not dropped.
+    let rest = listed(Some(&format!("{UUID}:1-11")));
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].gtid.to_string(), format!("{UUID}:chk:1"));
+    assert!(listed(Some(&format!("{UUID}:1-11:chk:1"))).is_empty());
+    let stmts = multiaz_sidecar::binlog::apply::statements(&all[1], &mut None).unwrap();
+    assert!(
+        stmts.contains(&format!("SET @@session.gtid_next='{UUID}:chk:1'")),
+        "{stmts:?}"
+    );
+}

@@ -277,7 +277,7 @@ impl Mysqld {
                 let uuid = server_uuid(self.server_id as u8);
                 let last = s
                     .sources()
-                    .find(|(u, _)| **u == uuid)
+                    .find(|((u, t), _)| *u == uuid && t.is_untagged())
                     .and_then(|(_, i)| i.last())
                     .unwrap_or(0);
                 Gtid::Mysql {

@@ -11,7 +11,7 @@ mod mysql;
 
 pub use intervals::Intervals;
 pub use mariadb::{DomainPos, MariadbGtidSet};
-pub use mysql::{MysqlGtidSet, Uuid};
+pub use mysql::{MysqlGtidSet, Tag, Uuid};
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -32,8 +32,8 @@ pub enum GtidError {
     MissingIntervals(String),
     #[error("empty element in GTID set {0:?} (two commas, or a trailing comma)")]
     EmptyElement(String),
-    #[error("tagged GTIDs (MySQL 8.3+, uuid:tag:n) are not supported yet: {0:?}")]
-    TaggedUnsupported(String),
+    #[error("bad GTID tag {0:?}: expected 1 to 32 of a-z, 0-9 and _, not starting with a digit")]
+    BadTag(String),
     #[error("bad MariaDB GTID {element:?}: {why}")]
     BadMariadb { element: String, why: &'static str },
     #[error("cannot tell the flavour of GTID set {0:?}: neither uuid:n (MySQL) nor domain-server-seq (MariaDB)")]
@@ -257,9 +257,21 @@ mod tests {
         assert!(e.to_string().contains("start is after its end"), "{e}");
         let e = GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33:1").unwrap_err();
         assert!(matches!(e, GtidError::BadUuid(_)), "{e}");
-        let e = GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag:1")
-            .unwrap_err();
-        assert!(matches!(e, GtidError::TaggedUnsupported(_)), "{e}");
+        let e =
+            GtidSet::parse(Flavour::Mysql, "3E11FA47-71CA-11E1-9E33-C80AA9429562:tag").unwrap_err();
+        assert!(matches!(e, GtidError::MissingIntervals(_)), "{e}");
+        let e = GtidSet::parse(
+            Flavour::Mysql,
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:9tag:1",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("9tag"), "{e}");
+        let e = GtidSet::parse(
+            Flavour::Mysql,
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:a_tag_longer_than_thirty_two_chars:1",
+        )
+        .unwrap_err();
+        assert!(matches!(e, GtidError::BadTag(_)), "{e}");
         assert!(GtidSet::parse(Flavour::Mariadb, "0-1-100,,1-1-2").is_err());
         assert!(GtidSet::parse_any("hello").is_err());
     }

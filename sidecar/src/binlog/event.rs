@@ -4,7 +4,7 @@
 
 use super::frame::Frame;
 use super::kind::*;
-use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Uuid};
+use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Tag, Uuid};
 use multiaz_engine::{Flavour, GtidSet};
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{
@@ -18,8 +18,17 @@ const FL_STANDALONE: u8 = 1;
 /// One transaction's identity, as the server wrote it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Gtid {
-    Mariadb { domain: u32, server: u32, seq: u64 },
-    Mysql { sid: [u8; 16], gno: u64 },
+    Mariadb {
+        domain: u32,
+        server: u32,
+        seq: u64,
+    },
+    /// `tag` is MySQL 8.3+'s ([`Tag::UNTAGGED`] for a plain `uuid:n`).
+    Mysql {
+        sid: [u8; 16],
+        tag: Tag,
+        gno: u64,
+    },
 }
 
 impl Gtid {
@@ -29,7 +38,9 @@ impl Gtid {
             (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => {
                 s.contains_gtid(*domain, *seq)
             }
-            (Gtid::Mysql { sid, gno }, GtidSet::Mysql(s)) => s.contains_gtid(&Uuid(*sid), *gno),
+            (Gtid::Mysql { sid, tag, gno }, GtidSet::Mysql(s)) => {
+                s.contains_tagged(&Uuid(*sid), tag, *gno)
+            }
             _ => false,
         }
     }
@@ -50,7 +61,10 @@ impl fmt::Display for Gtid {
                 server,
                 seq,
             } => write!(f, "{domain}-{server}-{seq}"),
-            Gtid::Mysql { sid, gno } => write!(f, "{}:{gno}", Uuid(*sid)),
+            Gtid::Mysql { sid, tag, gno } if tag.is_untagged() => {
+                write!(f, "{}:{gno}", Uuid(*sid))
+            }
+            Gtid::Mysql { sid, tag, gno } => write!(f, "{}:{tag}:{gno}", Uuid(*sid)),
         }
     }
 }
@@ -158,9 +172,17 @@ impl Decoder {
             MYSQL_GTID | MYSQL_TAGGED_GTID => {
                 let ev = self.event(frame).map_err(|e| err("GTID", e))?;
                 let g = ev.read_event::<GtidEvent>().map_err(|e| err("GTID", e))?;
+                // The tag is part of the transaction's identity: `uuid:tag:n` and
+                // `uuid:n` are different transactions.
+                let tag = match g.tag() {
+                    Some(t) => Tag::parse(t.as_str())
+                        .map_err(|e| DecodeError(format!("GTID event: {e}")))?,
+                    None => Tag::UNTAGGED,
+                };
                 Decoded::Gtid {
                     gtid: Gtid::Mysql {
                         sid: g.sid(),
+                        tag,
                         gno: g.gno(),
                     },
                     // MySQL marks nothing: a GTID followed by a query other than BEGIN
@@ -176,9 +198,19 @@ impl Decoder {
                     .map_err(|e| err("previous GTIDs", e))?;
                 let mut set = MysqlGtidSet::default();
                 for sid in p.sids() {
+                    let tag = match sid.tag() {
+                        Some(t) => Tag::parse(t.as_str())
+                            .map_err(|e| DecodeError(format!("previous GTIDs event: {e}")))?,
+                        None => Tag::UNTAGGED,
+                    };
                     for i in sid.intervals() {
                         // mysql_common's interval end is exclusive.
-                        set.insert(Uuid(sid.uuid()), i.start(), i.end().saturating_sub(1));
+                        set.insert_tagged(
+                            Uuid(sid.uuid()),
+                            tag,
+                            i.start(),
+                            i.end().saturating_sub(1),
+                        );
                     }
                 }
                 Decoded::Before(GtidSet::Mysql(set))
