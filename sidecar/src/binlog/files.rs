@@ -18,12 +18,16 @@ pub fn binlog_files(dir: &Path, index: Option<&Path>) -> Result<Vec<PathBuf>, St
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(|l| {
-            // The server writes names relative to its datadir ("./mysql-bin.000001").
+            // The server writes names relative to its datadir ("./mysql-bin.000001"),
+            // or absolute when it ran with an absolute --log-bin. An absolute path that
+            // does not exist here is a dead server's disk mounted elsewhere: the file
+            // is looked for in `dir`, where the index is.
             let p = Path::new(l);
-            if p.is_absolute() {
+            let here = dir.join(p.file_name().unwrap_or(p.as_os_str()));
+            if p.is_absolute() && (p.exists() || !here.exists()) {
                 p.to_path_buf()
             } else {
-                dir.join(p.file_name().unwrap_or(p.as_os_str()))
+                here
             }
         })
         .collect();
@@ -71,4 +75,37 @@ pub fn files_after(files: &[PathBuf], after: Option<&GtidSet>) -> Vec<PathBuf> {
         .find(|&i| written_before(&files[i]).is_some_and(|before| after.contains(&before)))
         .unwrap_or(0);
     files[start..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absolute_path_that_is_not_here_is_looked_for_beside_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mysql-bin.000001"), b"x").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("mysql-bin.000002"), b"x").unwrap();
+        std::fs::write(
+            dir.path().join("mysql-bin.index"),
+            format!(
+                "/var/lib/mysql-on-the-dead-host/mysql-bin.000001\n{}\n./mysql-bin.000003\n",
+                elsewhere.path().join("mysql-bin.000002").display()
+            ),
+        )
+        .unwrap();
+        let files = binlog_files(dir.path(), None).unwrap();
+        assert_eq!(
+            files,
+            [
+                // Moved: found where the index is.
+                dir.path().join("mysql-bin.000001"),
+                // Still where the index says: taken from there.
+                elsewhere.path().join("mysql-bin.000002"),
+                // Relative: beside the index (missing: the reader reports it).
+                dir.path().join("mysql-bin.000003"),
+            ]
+        );
+    }
 }
