@@ -10,6 +10,7 @@
 
 use crate::config::Secret;
 use crate::telemetry::Telemetry;
+use crate::throttle::{with_held_back, Throttle};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,12 +20,10 @@ use multiaz_engine::{plan_switchover, ClusterSpec, NodeId, OperatorRequest, Swit
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::time::Instant;
 
 /// What the admin listener grants a connection. Its callers are the local CLI and a
 /// metrics scraper: a few connections, each done in well under a second.
@@ -105,18 +104,10 @@ pub async fn serve(
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let reserve = Arc::new(Semaphore::new(limits.loopback_reserve));
     let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let mut warned: Option<Instant> = None;
-    let mut suppressed = 0u64;
+    let mut gate = Throttle::new();
     let mut warn = |what: String| {
-        // At most a line a second, with how many were not logged.
-        if warned.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            suppressed += 1;
-            return;
-        }
-        warned = Some(Instant::now());
-        match std::mem::take(&mut suppressed) {
-            0 => tracing::warn!("{what}"),
-            n => tracing::warn!("{what} (and {n} more)"),
+        if let Some(n) = gate.pass() {
+            tracing::warn!("{}", with_held_back(what, n));
         }
     };
     loop {
@@ -369,18 +360,14 @@ fn authorize(
     if constant_time_eq(sent.as_bytes(), token.expose()) {
         Ok(())
     } else {
-        // At most a line a second: a stranger guessing must not flood the log.
-        static LAST_LOGGED_MS: AtomicU64 = AtomicU64::new(0);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let last = LAST_LOGGED_MS.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) >= 1000
-            && LAST_LOGGED_MS
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!("admin request refused: missing or wrong token");
+        // A stranger guessing must not flood the log.
+        static GATE: Mutex<Throttle> = Mutex::new(Throttle::new());
+        let held_back = GATE.lock().unwrap_or_else(|p| p.into_inner()).pass();
+        if let Some(n) = held_back {
+            tracing::warn!(
+                "{}",
+                with_held_back("admin request refused: missing or wrong token".into(), n)
+            );
         }
         Err((StatusCode::UNAUTHORIZED, "missing or wrong admin token\n"))
     }
@@ -478,7 +465,7 @@ mod tests {
     /// over the cap: closed at once; and the API answers again once they are gone.
     #[tokio::test]
     async fn half_sent_requests_time_out_and_the_cap_holds() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let (app, listener, addr, _operator) = test_app(None).await;
         let limits = AdminLimits {
             max_connections: 8,
@@ -509,16 +496,24 @@ mod tests {
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = healthz(addr).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 "),
+            "answered once the flood is gone: {answer:?}"
+        );
+    }
+
+    /// What `GET /healthz` on a new connection to `addr` gets within 3 s (empty when
+    /// the connection is closed unanswered).
+    async fn healthz(addr: std::net::SocketAddr) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
         let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer))
-            .await
-            .expect("answered once the flood is gone")
-            .unwrap();
-        assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer)).await;
+        answer
     }
 
     /// A self-signed certificate for 127.0.0.1 in `dir`: (cert file, key PEM).
@@ -586,7 +581,6 @@ mod tests {
     /// loopback reserve: the operator on the host still gets in.
     #[tokio::test]
     async fn the_network_cannot_take_every_slot_from_the_operator() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (app, _, _, _operator) = test_app(None).await;
         let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -621,15 +615,7 @@ mod tests {
         // With one reserved connection let go, the operator gets an answer.
         held.pop();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut s = tokio::net::TcpStream::connect(local).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
+        let answer = healthz(local).await;
         assert!(answer.starts_with(b"HTTP/1.1 "), "{answer:?}");
     }
 }

@@ -253,6 +253,22 @@ fn load_secret(
     Ok(Some(Secret(trimmed)))
 }
 
+/// The text of a config file.
+fn read_file(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        why: format!("cannot read: {e}"),
+    })
+}
+
+/// `text` as a `T`; the error names the place, never the line (see [`toml_error`]).
+fn from_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        why: toml_error(text, &e),
+    })
+}
+
 /// What the operator's commands (`status`, `pause`, `resume`, `ack`, `switchover`)
 /// need from a sidecar's configuration: the admin API's address and token, the nodes'
 /// names and the step timeout. Read from the same file, but nothing else in it is read
@@ -293,11 +309,7 @@ struct RawStepTiming {
 
 impl AdminAccess {
     pub fn load(file: &Path) -> Result<AdminAccess, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            why: format!("cannot read: {e}"),
-        })?;
-        Self::parse(file, &text, &|name| std::env::var(name).ok())
+        Self::parse(file, &read_file(file)?, &|name| std::env::var(name).ok())
     }
 
     pub fn parse(
@@ -305,10 +317,7 @@ impl AdminAccess {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<AdminAccess, ConfigError> {
-        let raw: RawAccess = toml::from_str(text).map_err(|e| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            why: toml_error(text, &e),
-        })?;
+        let raw: RawAccess = from_toml(file, text)?;
         let endpoint = raw.admin.endpoint();
         let token = load_secret(
             file,
@@ -568,11 +577,7 @@ pub struct Config {
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            why: format!("cannot read: {e}"),
-        })?;
-        Self::parse(file, &text, &|name| std::env::var(name).ok())
+        Self::parse(file, &read_file(file)?, &|name| std::env::var(name).ok())
     }
 
     /// Parses `text` as if read from `file`; `env` looks up environment variables.
@@ -590,7 +595,7 @@ impl Config {
             key: key.to_string(),
             why,
         };
-        let raw: Raw = toml::from_str(text).map_err(|e| invalid(toml_error(text, &e)))?;
+        let raw: Raw = from_toml(file, text)?;
         let mut members = BTreeMap::new();
         let mut nodes = Vec::new();
         for (i, n) in raw.nodes.into_iter().enumerate() {

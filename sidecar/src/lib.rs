@@ -49,6 +49,7 @@ pub mod status;
 pub mod telemetry;
 #[cfg(test)]
 mod test_io;
+pub mod throttle;
 pub mod vip_routes;
 
 /// The MariaDB server settings multiaz relies on (`examples/mariadb.cnf`): README

@@ -20,8 +20,9 @@
 
 use crate::adapters::PeerTransport;
 use crate::auth::{Challenge, ClusterKey, Nonce, Opener, Sealer};
+use crate::throttle::{with_held_back, Throttle};
 use multiaz_engine::{NodeId, PeerMessage};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -265,40 +266,25 @@ async fn connect_from(from: Option<IpAddr>, addr: SocketAddr) -> std::io::Result
 /// Logs at most one line a second per kind of refusal, with how many were not logged.
 struct Throttled {
     log: LogLine,
-    last: Cell<Option<tokio::time::Instant>>,
-    suppressed: Cell<u64>,
-}
-
-impl Throttled {
-    fn note(&self, note: PeerNote) {
-        let now = tokio::time::Instant::now();
-        if self
-            .last
-            .get()
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.suppressed.set(self.suppressed.get() + 1);
-            return;
-        }
-        self.last.set(Some(now));
-        let n = self.suppressed.replace(0);
-        (self.log)(match (note, n) {
-            (note, 0) => note,
-            (PeerNote::Dropped(why), n) => PeerNote::Dropped(format!("{why} (and {n} more)")),
-            (PeerNote::Reconnecting(why), n) => {
-                PeerNote::Reconnecting(format!("{why} (and {n} more)"))
-            }
-        });
-    }
+    gate: RefCell<Throttle>,
 }
 
 impl Throttled {
     fn new(log: &LogLine) -> Self {
         Throttled {
             log: log.clone(),
-            last: Cell::new(None),
-            suppressed: Cell::new(0),
+            gate: RefCell::new(Throttle::new()),
         }
+    }
+
+    fn note(&self, note: PeerNote) {
+        let Some(n) = self.gate.borrow_mut().pass() else {
+            return;
+        };
+        (self.log)(match note {
+            PeerNote::Dropped(why) => PeerNote::Dropped(with_held_back(why, n)),
+            PeerNote::Reconnecting(why) => PeerNote::Reconnecting(with_held_back(why, n)),
+        });
     }
 }
 
@@ -624,99 +610,95 @@ mod tests {
 
     #[tokio::test]
     async fn authenticated_messages_arrive_and_forged_ones_do_not() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let l3 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addrs = BTreeMap::from([
-                    (NodeId(1), l1.local_addr().unwrap()),
-                    (NodeId(2), l2.local_addr().unwrap()),
-                    (NodeId(3), l3.local_addr().unwrap()),
-                ]);
-                let (log, lines) = collecting_log();
-                let (in1, _rx1) = mpsc::unbounded_channel();
-                let (in2, mut rx2) = mpsc::unbounded_channel();
-                let (in3, _rx3) = mpsc::unbounded_channel();
-                let p1 = TcpPeers::start(
-                    NodeId(1),
-                    key(7),
-                    Inbound {
-                        listener: l1,
-                        inbox: in1,
-                        calls: None,
-                        limits: InboundLimits::default(),
-                    },
-                    addrs.clone(),
-                    log.clone(),
-                );
-                let _p2 = TcpPeers::start(
-                    NodeId(2),
-                    key(7),
-                    Inbound {
-                        listener: l2,
-                        inbox: in2,
-                        calls: None,
-                        limits: InboundLimits::default(),
-                    },
-                    addrs.clone(),
-                    log.clone(),
-                );
-                // Node 3 has the wrong key.
-                let p3 = TcpPeers::start(
-                    NodeId(3),
-                    key(8),
-                    Inbound {
-                        listener: l3,
-                        inbox: in3,
-                        calls: None,
-                        limits: InboundLimits::default(),
-                    },
-                    addrs,
-                    log,
-                );
-                p1.send(NodeId(2), PeerMessage::LeaseGrant { epoch: 1, seq: 1 });
-                let got = tokio::time::timeout(Duration::from_secs(5), rx2.recv())
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(
-                    got,
-                    (NodeId(1), PeerMessage::LeaseGrant { epoch: 1, seq: 1 })
-                );
-                p3.send(NodeId(2), PeerMessage::LeaseGrant { epoch: 9, seq: 9 });
-                let forged = tokio::time::timeout(Duration::from_millis(500), rx2.recv()).await;
-                assert!(
-                    forged.is_err(),
-                    "a frame with the wrong key must not arrive: {forged:?}"
-                );
-                assert!(
-                    lines.borrow().iter().any(|l| l.contains("bad signature")),
-                    "{:?}",
-                    lines.borrow()
-                );
-            })
-            .await;
+        in_local(async {
+            let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let l3 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addrs = BTreeMap::from([
+                (NodeId(1), l1.local_addr().unwrap()),
+                (NodeId(2), l2.local_addr().unwrap()),
+                (NodeId(3), l3.local_addr().unwrap()),
+            ]);
+            let (log, lines) = collecting_log();
+            let (in1, _rx1) = mpsc::unbounded_channel();
+            let (in2, mut rx2) = mpsc::unbounded_channel();
+            let (in3, _rx3) = mpsc::unbounded_channel();
+            let p1 = TcpPeers::start(
+                NodeId(1),
+                key(7),
+                Inbound {
+                    listener: l1,
+                    inbox: in1,
+                    calls: None,
+                    limits: InboundLimits::default(),
+                },
+                addrs.clone(),
+                log.clone(),
+            );
+            let _p2 = TcpPeers::start(
+                NodeId(2),
+                key(7),
+                Inbound {
+                    listener: l2,
+                    inbox: in2,
+                    calls: None,
+                    limits: InboundLimits::default(),
+                },
+                addrs.clone(),
+                log.clone(),
+            );
+            // Node 3 has the wrong key.
+            let p3 = TcpPeers::start(
+                NodeId(3),
+                key(8),
+                Inbound {
+                    listener: l3,
+                    inbox: in3,
+                    calls: None,
+                    limits: InboundLimits::default(),
+                },
+                addrs,
+                log,
+            );
+            p1.send(NodeId(2), PeerMessage::LeaseGrant { epoch: 1, seq: 1 });
+            let got = tokio::time::timeout(Duration::from_secs(5), rx2.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                got,
+                (NodeId(1), PeerMessage::LeaseGrant { epoch: 1, seq: 1 })
+            );
+            p3.send(NodeId(2), PeerMessage::LeaseGrant { epoch: 9, seq: 9 });
+            let forged = tokio::time::timeout(Duration::from_millis(500), rx2.recv()).await;
+            assert!(
+                forged.is_err(),
+                "a frame with the wrong key must not arrive: {forged:?}"
+            );
+            assert!(
+                lines.borrow().iter().any(|l| l.contains("bad signature")),
+                "{:?}",
+                lines.borrow()
+            );
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn an_oversized_frame_closes_the_connection() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let (addr, _rx, lines, _p) = receiver(InboundLimits::default()).await;
-                let mut s = TcpStream::connect(addr).await.unwrap();
-                s.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
-                    .await
-                    .unwrap();
-                assert!(
-                    closed_within(&mut s, Duration::from_secs(5)).await,
-                    "closed"
-                );
-                assert!(lines.borrow().iter().any(|l| l.contains("over the")));
-            })
-            .await;
+        in_local(async {
+            let (addr, _rx, lines, _p) = receiver(InboundLimits::default()).await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+                .await
+                .unwrap();
+            assert!(
+                closed_within(&mut s, Duration::from_secs(5)).await,
+                "closed"
+            );
+            assert!(lines.borrow().iter().any(|l| l.contains("over the")));
+        })
+        .await;
     }
 
     /// A receiver (node 2) with these limits; returns its address, inbox and log.
@@ -762,6 +744,11 @@ mod tests {
 
     use crate::test_io::closed_within;
 
+    /// Runs `f` where the transport's local tasks can be spawned.
+    async fn in_local<F: Future>(f: F) -> F::Output {
+        tokio::task::LocalSet::new().run_until(f).await
+    }
+
     /// Server-side connections established on `port` (from /proc/net/tcp: local port
     /// = `port`, state 01), whoever opened them: what the listener holds.
     fn established_on(port: u16) -> usize {
@@ -780,104 +767,100 @@ mod tests {
 
     #[tokio::test]
     async fn strangers_are_turned_away_before_anything_is_read_and_members_get_through() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let limits = InboundLimits {
-                    allowed: Some(BTreeSet::from(["127.0.0.1".parse().unwrap()])),
-                    ..InboundLimits::default()
-                };
-                let (addr, mut rx, lines, _p) = receiver(limits).await;
-                // 300 strangers that connect and announce a frame one byte short of
-                // the limit, then say nothing more.
-                let mut flood = Vec::new();
-                for _ in 0..300 {
-                    let mut s = connect_from_ip("127.0.0.2", addr).await;
-                    let _ = s.write_all(&(MAX_FRAME as u32 - 1).to_be_bytes()).await;
-                    flood.push(s);
-                }
-                for s in flood.iter_mut().take(5) {
-                    assert!(
-                        closed_within(s, Duration::from_secs(2)).await,
-                        "stranger kept"
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let kept = established_on(addr.port());
-                assert_eq!(kept, 0, "connections held for 300 strangers");
+        in_local(async {
+            let limits = InboundLimits {
+                allowed: Some(BTreeSet::from(["127.0.0.1".parse().unwrap()])),
+                ..InboundLimits::default()
+            };
+            let (addr, mut rx, lines, _p) = receiver(limits).await;
+            // 300 strangers that connect and announce a frame one byte short of
+            // the limit, then say nothing more.
+            let mut flood = Vec::new();
+            for _ in 0..300 {
+                let mut s = connect_from_ip("127.0.0.2", addr).await;
+                let _ = s.write_all(&(MAX_FRAME as u32 - 1).to_be_bytes()).await;
+                flood.push(s);
+            }
+            for s in flood.iter_mut().take(5) {
                 assert!(
-                    lines
-                        .borrow()
-                        .iter()
-                        .any(|l| l.contains("not a member's address")),
-                    "{:?}",
-                    lines.borrow()
+                    closed_within(s, Duration::from_secs(2)).await,
+                    "stranger kept"
                 );
-                assert!(
-                    lines.borrow().len() < 10,
-                    "rate-limited: {:?}",
-                    lines.borrow()
-                );
-                // A member's frames still arrive.
-                let mut s = connect_from_ip("127.0.0.1", addr).await;
-                let challenge = read_challenge(&mut s).await.unwrap();
-                let mut sealer = Sealer::new(key(7), NodeId(1), NodeId(2), challenge);
-                write_frame(
-                    &mut s,
-                    &sealer.seal(PeerMessage::LeaseGrant { epoch: 1, seq: 1 }),
-                )
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let kept = established_on(addr.port());
+            assert_eq!(kept, 0, "connections held for 300 strangers");
+            assert!(
+                lines
+                    .borrow()
+                    .iter()
+                    .any(|l| l.contains("not a member's address")),
+                "{:?}",
+                lines.borrow()
+            );
+            assert!(
+                lines.borrow().len() < 10,
+                "rate-limited: {:?}",
+                lines.borrow()
+            );
+            // A member's frames still arrive.
+            let mut s = connect_from_ip("127.0.0.1", addr).await;
+            let challenge = read_challenge(&mut s).await.unwrap();
+            let mut sealer = Sealer::new(key(7), NodeId(1), NodeId(2), challenge);
+            write_frame(
+                &mut s,
+                &sealer.seal(PeerMessage::LeaseGrant { epoch: 1, seq: 1 }),
+            )
+            .await
+            .unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
+                .unwrap()
                 .unwrap();
-                let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(got.0, NodeId(1));
-            })
-            .await;
+            assert_eq!(got.0, NodeId(1));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_silent_or_slow_connection_is_closed_and_the_cap_holds() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                let limits = InboundLimits {
-                    max_connections: 4,
-                    first_frame: Duration::from_millis(600),
-                    ..InboundLimits::default()
-                };
-                let (addr, _rx, lines, _p) = receiver(limits).await;
-                let mut idle = Vec::new();
-                for _ in 0..4 {
-                    idle.push(TcpStream::connect(addr).await.unwrap());
-                }
-                // Let the listener take the four before the fifth knocks.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let mut fifth = TcpStream::connect(addr).await.unwrap();
+        in_local(async {
+            let limits = InboundLimits {
+                max_connections: 4,
+                first_frame: Duration::from_millis(600),
+                ..InboundLimits::default()
+            };
+            let (addr, _rx, lines, _p) = receiver(limits).await;
+            let mut idle = Vec::new();
+            for _ in 0..4 {
+                idle.push(TcpStream::connect(addr).await.unwrap());
+            }
+            // Let the listener take the four before the fifth knocks.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut fifth = TcpStream::connect(addr).await.unwrap();
+            assert!(
+                closed_within(&mut fifth, Duration::from_millis(300)).await,
+                "over the cap, closed at once"
+            );
+            assert!(
+                lines.borrow().iter().any(|l| l.contains("open already")),
+                "{:?}",
+                lines.borrow()
+            );
+            // Half a frame, then nothing: closed at the first-frame deadline too.
+            idle[0].write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+            for s in idle.iter_mut() {
                 assert!(
-                    closed_within(&mut fifth, Duration::from_millis(300)).await,
-                    "over the cap, closed at once"
+                    closed_within(s, Duration::from_secs(2)).await,
+                    "closed at the first-frame deadline"
                 );
-                assert!(
-                    lines.borrow().iter().any(|l| l.contains("open already")),
-                    "{:?}",
-                    lines.borrow()
-                );
-                // Half a frame, then nothing: closed at the first-frame deadline too.
-                idle[0].write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
-                for s in idle.iter_mut() {
-                    assert!(
-                        closed_within(s, Duration::from_secs(2)).await,
-                        "closed at the first-frame deadline"
-                    );
-                }
-                // Room again once they are gone.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let mut again = TcpStream::connect(addr).await.unwrap();
-                assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
-            })
-            .await;
+            }
+            // Room again once they are gone.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut again = TcpStream::connect(addr).await.unwrap();
+            assert!(!closed_within(&mut again, Duration::from_millis(300)).await);
+        })
+        .await;
     }
 
     /// One life of a receiver (node 2) on `addr` that takes calls: what reached its
@@ -887,41 +870,39 @@ mod tests {
         F: FnOnce(SocketAddr) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async move {
-                let l = TcpListener::bind(addr).await.unwrap();
-                let addr = l.local_addr().unwrap();
-                let (log, lines) = collecting_log();
-                let (inbox, mut rx) = mpsc::unbounded_channel();
-                let served = Rc::new(Cell::new(0usize));
-                let counted = served.clone();
-                let calls: CallHandler = Rc::new(move |body: Vec<u8>| {
-                    counted.set(counted.get() + 1);
-                    Box::pin(async move { body })
-                });
-                let _p = TcpPeers::start(
-                    NodeId(2),
-                    key(7),
-                    Inbound {
-                        listener: l,
-                        inbox,
-                        calls: Some(calls),
-                        limits: InboundLimits::default(),
-                    },
-                    BTreeMap::new(),
-                    log,
-                );
-                visit(addr).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let mut got = Vec::new();
-                while let Ok((from, _)) = rx.try_recv() {
-                    got.push(from);
-                }
-                let lines = lines.borrow().clone();
-                (got, served.get(), lines)
-            })
-            .await
+        in_local(async move {
+            let l = TcpListener::bind(addr).await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (log, lines) = collecting_log();
+            let (inbox, mut rx) = mpsc::unbounded_channel();
+            let served = Rc::new(Cell::new(0usize));
+            let counted = served.clone();
+            let calls: CallHandler = Rc::new(move |body: Vec<u8>| {
+                counted.set(counted.get() + 1);
+                Box::pin(async move { body })
+            });
+            let _p = TcpPeers::start(
+                NodeId(2),
+                key(7),
+                Inbound {
+                    listener: l,
+                    inbox,
+                    calls: Some(calls),
+                    limits: InboundLimits::default(),
+                },
+                BTreeMap::new(),
+                log,
+            );
+            visit(addr).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = Vec::new();
+            while let Ok((from, _)) = rx.try_recv() {
+                got.push(from);
+            }
+            let lines = lines.borrow().clone();
+            (got, served.get(), lines)
+        })
+        .await
     }
 
     /// What a recorder on the wire keeps of one connection: the frames sent on it.

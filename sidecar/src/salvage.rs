@@ -139,11 +139,10 @@ pub fn handler(callee: Callee) -> CallHandler {
         Box::pin(async move {
             let mut result = match serde_json::from_slice::<SalvageCall>(&body) {
                 Err(e) => Err(format!("not a salvage call: {e}")),
-                Ok(_) if busy.get() => Err("a salvage is already running on this host".to_string()),
-                Ok(call) => {
-                    let _busy = Busy::take(&busy);
-                    callee.serve(call).await
-                }
+                Ok(call) => match Busy::take(&busy) {
+                    Some(_running) => callee.serve(call).await,
+                    None => Err("a salvage is already running on this host".to_string()),
+                },
             };
             match &mut result {
                 Err(why) => tracing::warn!("salvage call refused or failed: {why}"),
@@ -174,9 +173,9 @@ fn summarise(report: &mut SalvageReport) {
 struct Busy(Rc<Cell<bool>>);
 
 impl Busy {
-    fn take(flag: &Rc<Cell<bool>>) -> Busy {
-        flag.set(true);
-        Busy(flag.clone())
+    /// `None` when a salvage is running already.
+    fn take(flag: &Rc<Cell<bool>>) -> Option<Busy> {
+        (!flag.replace(true)).then(|| Busy(flag.clone()))
     }
 }
 
@@ -251,6 +250,12 @@ pub fn admit(me: NodeId, call: &SalvageCall, record: Option<&ClusterRecord>) -> 
 }
 
 impl Callee {
+    /// What this sidecar's own record says of `call` now.
+    fn admission(&self, call: &SalvageCall) -> Admission {
+        self.telemetry
+            .with_record(|record| admit(self.me, call, record))
+    }
+
     async fn serve(&self, call: SalvageCall) -> Result<SalvageReport, String> {
         let me = self.me;
         let budget = Duration::from_millis(call.budget_ms).min(self.max_budget);
@@ -259,11 +264,7 @@ impl Callee {
         // heartbeats behind. It waits for its own record, a part of the budget at most.
         let patience = Instant::now() + (budget / 2).min(Duration::from_secs(2));
         loop {
-            match admit(
-                me,
-                &call,
-                self.telemetry.status().map(|s| s.record).as_ref(),
-            ) {
+            match self.admission(&call) {
                 Admission::Serve => break,
                 Admission::Refuse(why) => return Err(format!("salvage refused: {why}")),
                 Admission::Wait(why) if Instant::now() >= patience => {
@@ -294,7 +295,7 @@ impl Callee {
             after: Some(call.after.clone()),
             keep_events: true,
         };
-        let (txs, end, over) = tokio::task::spawn_blocking(move || {
+        let (txs, end) = tokio::task::spawn_blocking(move || {
             binlog::read_tail_within(
                 &binlog.dir,
                 binlog.index.as_deref(),
@@ -308,9 +309,7 @@ impl Callee {
         // Asked again before each transaction: once this sidecar's record shows the
         // failover over (the coordinator gave up waiting and went on), nothing more
         // lands on a master that may already take writes.
-        let telemetry = self.telemetry.clone();
-        let still_wanted = || match admit(me, &call, telemetry.status().map(|s| s.record).as_ref())
-        {
+        let still_wanted = || match self.admission(&call) {
             Admission::Refuse(why) => Err(why),
             Admission::Serve | Admission::Wait(_) => Ok(()),
         };
@@ -322,7 +321,7 @@ impl Callee {
         if let Some(d) = end.real_damage() {
             report.stopped.get_or_insert(format!("binlog damaged: {d}"));
         }
-        if let Some(gtid) = over {
+        if let Some(gtid) = end.left_out {
             report.stopped.get_or_insert(format!(
                 "more than {} MiB after the new master's position: {gtid} and what follows left in the binlog (multiaz binlog salvage reads it)",
                 MAX_SALVAGE_BYTES >> 20

@@ -178,6 +178,17 @@ impl Telemetry {
         self.shared.status.lock().map(|s| s.clone()).unwrap_or(None)
     }
 
+    /// `f` of the latest cluster record (`None` before the engine's first step),
+    /// without copying the status.
+    pub fn with_record<T>(&self, f: impl FnOnce(Option<&multiaz_engine::ClusterRecord>) -> T) -> T {
+        let status = self.shared.status.lock();
+        f(status
+            .as_ref()
+            .ok()
+            .and_then(|s| s.as_ref())
+            .map(|s| &s.record))
+    }
+
     /// The metrics in Prometheus text format.
     pub fn metrics_text(&self) -> String {
         let mut out = String::new();

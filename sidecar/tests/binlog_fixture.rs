@@ -183,14 +183,17 @@ fn a_bounded_read_holds_no_more_than_its_limit_and_names_the_first_left_out() {
             .sum()
     };
     let limit = kept(&whole[..10]);
-    let (held, _, left_out) =
+    let (held, end) =
         multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, limit).unwrap();
     assert_eq!(held.len(), 10);
     assert!(kept(&held) <= limit);
-    assert_eq!(left_out.map(|g| g.to_string()), Some("0-1-11".to_string()));
+    assert_eq!(
+        end.left_out.map(|g| g.to_string()),
+        Some("0-1-11".to_string())
+    );
     // A bound below one transaction: nothing held, that one named (the check is made
     // as each event is kept, not once the transaction is whole).
-    let (held, _, left_out) = multiaz_sidecar::binlog::read_tail_within(
+    let (held, end) = multiaz_sidecar::binlog::read_tail_within(
         dir.path(),
         None,
         &options,
@@ -198,10 +201,13 @@ fn a_bounded_read_holds_no_more_than_its_limit_and_names_the_first_left_out() {
     )
     .unwrap();
     assert!(held.is_empty());
-    assert_eq!(left_out.map(|g| g.to_string()), Some("0-1-1".to_string()));
+    assert_eq!(
+        end.left_out.map(|g| g.to_string()),
+        Some("0-1-1".to_string())
+    );
     // Unbounded, everything and nothing left out.
-    let (all, _, none) =
+    let (all, end) =
         multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, u64::MAX).unwrap();
     assert_eq!(all.len(), 103);
-    assert_eq!(none, None);
+    assert_eq!(end.left_out, None);
 }

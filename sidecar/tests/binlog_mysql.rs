@@ -4,7 +4,7 @@
 
 use multiaz_engine::GtidSet;
 use multiaz_sidecar::binlog::frame::crc32;
-use multiaz_sidecar::binlog::{scan, ScanOptions};
+use multiaz_sidecar::binlog::{scan, ScanEnd, ScanOptions, Transaction};
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{
     FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, PreviousGtidsSid, QueryEvent, XidEvent,
@@ -12,6 +12,7 @@ use mysql_common::binlog::events::{
 use mysql_common::packets::GnoInterval;
 use mysql_common::proto::MySerialize;
 use std::ops::ControlFlow;
+use std::path::Path;
 
 const SID: [u8; 16] = [
     0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42, 0x95, 0x63,
@@ -87,6 +88,20 @@ fn mysql_binlog() -> Vec<u8> {
     w.out
 }
 
+/// Every whole transaction in `file` that the set `after` lacks.
+fn read(file: &Path, after: Option<&str>, keep_events: bool) -> (Vec<Transaction>, ScanEnd) {
+    let options = ScanOptions {
+        after: after.map(|a| GtidSet::parse_any(a).unwrap()),
+        keep_events,
+    };
+    let mut txs = Vec::new();
+    let end = scan(&[file.to_path_buf()], &options, |tx| {
+        txs.push(tx);
+        ControlFlow::Continue(())
+    });
+    (txs, end)
+}
+
 /// A transaction cut off by a server restart, followed by one written with GTIDs off:
 /// the anonymous one's COMMIT must not complete the torn one.
 #[test]
@@ -102,11 +117,8 @@ fn an_anonymous_transaction_does_not_complete_a_torn_one() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("binlog.000001");
     std::fs::write(&file, w.out).unwrap();
-    let mut listed = Vec::new();
-    let end = scan(&[file], &ScanOptions::default(), |tx| {
-        listed.push(tx.gtid.to_string());
-        ControlFlow::Continue(())
-    });
+    let (txs, end) = read(&file, None, false);
+    let listed: Vec<String> = txs.iter().map(|t| t.gtid.to_string()).collect();
     assert_eq!(listed, Vec::<String>::new());
     assert_eq!(end.torn.map(|g| g.to_string()), Some(format!("{UUID}:11")));
 }
@@ -116,18 +128,7 @@ fn a_mysql_binlog_is_grouped_into_transactions() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("binlog.000001");
     std::fs::write(&file, mysql_binlog()).unwrap();
-    let mut txs = Vec::new();
-    let end = scan(
-        std::slice::from_ref(&file),
-        &ScanOptions {
-            after: None,
-            keep_events: true,
-        },
-        |tx| {
-            txs.push(tx);
-            ControlFlow::Continue(())
-        },
-    );
+    let (txs, end) = read(&file, None, true);
     assert_eq!(end.damage, None);
     assert_eq!(end.flavour, Some(multiaz_engine::Flavour::Mysql));
     let gtids: Vec<String> = txs.iter().map(|t| t.gtid.to_string()).collect();
@@ -150,18 +151,8 @@ fn a_mysql_binlog_is_grouped_into_transactions() {
     assert!(
         multiaz_sidecar::binlog::scan::written_before(&file).is_some_and(|b| after.contains(&b))
     );
-    let mut later = Vec::new();
-    scan(
-        &[file],
-        &ScanOptions {
-            after: Some(after),
-            keep_events: false,
-        },
-        |tx| {
-            later.push(tx.gtid.to_string());
-            ControlFlow::Continue(())
-        },
-    );
+    let (later, _) = read(&file, Some(&format!("{UUID}:1-11")), false);
+    let later: Vec<String> = later.iter().map(|t| t.gtid.to_string()).collect();
     assert_eq!(later, [format!("{UUID}:12")]);
 }
 
@@ -184,17 +175,9 @@ fn a_tagged_transaction_keeps_its_tag() {
     let file = dir.path().join("binlog.000001");
     std::fs::write(&file, w.out).unwrap();
     let listed = |after: Option<&str>| {
-        let mut out = Vec::new();
-        let options = ScanOptions {
-            after: after.map(|a| GtidSet::parse_any(a).unwrap()),
-            keep_events: true,
-        };
-        let end = scan(std::slice::from_ref(&file), &options, |tx| {
-            out.push(tx);
-            ControlFlow::Continue(())
-        });
+        let (txs, end) = read(&file, after, true);
         assert_eq!(end.damage, None);
-        out
+        txs
     };
     let all = listed(None);
     let gtids: Vec<String> = all.iter().map(|t| t.gtid.to_string()).collect();

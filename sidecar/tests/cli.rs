@@ -1,32 +1,23 @@
 //! The `multiaz` binary refuses bad input with an error that names it, and its help
 //! says what each command does.
 
+mod example_config;
+
+use example_config::{with_env_secrets, SECRET_ENV};
 use std::path::Path;
 use std::process::{Command, Output};
-
-const EXAMPLE: &str = include_str!("../examples/multiaz.toml");
 
 fn multiaz(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_multiaz"))
         .args(args)
-        .env("MYSQL_PW", "s3cret-password")
-        .env("KEY", "0123456789abcdef0123")
+        .envs(SECRET_ENV)
         .output()
         .expect("multiaz runs")
 }
 
 /// The example config with secrets from the environment and state in `dir`.
 fn config(dir: &Path, edit: impl Fn(String) -> String) -> String {
-    let text = EXAMPLE
-        .replace(
-            "password_file = \"/etc/multiaz/mysql-password\"",
-            "password_env = \"MYSQL_PW\"",
-        )
-        .replace(
-            "key_file = \"/etc/multiaz/cluster-key\"",
-            "key_env = \"KEY\"",
-        )
-        .replace("token_file = \"/etc/multiaz/admin-token\"", "")
+    let text = with_env_secrets()
         .replace("/var/lib/multiaz", &dir.join("state").display().to_string())
         .replace("0.0.0.0:7001", "127.0.0.1:0")
         .replace("127.0.0.1:7080", "127.0.0.1:0");

@@ -3,6 +3,9 @@
 //! a bad disk or a hostile local user. Every one is answered with an error, never a
 //! panic; and input that is valid but altered is refused, never taken.
 
+mod example_config;
+
+use example_config::{env, with_env_secrets};
 use multiaz_engine::{DurableState, Engine, HardState, NodeId, PeerMessage, StoredEntry, Time};
 use multiaz_sidecar::adapters::DurableStore;
 use multiaz_sidecar::auth::{Challenge, ClusterKey, Opener, Sealer, NONCE};
@@ -11,7 +14,6 @@ use multiaz_sidecar::state_file::StateFile;
 use proptest::prelude::*;
 use std::path::Path;
 
-const EXAMPLE: &str = include_str!("../examples/multiaz.toml");
 const CHALLENGE: Challenge = Challenge([9; NONCE]);
 
 fn key() -> ClusterKey {
@@ -32,27 +34,6 @@ fn open_every_way(bytes: &[u8]) -> usize {
     taken += usize::from(k.open_reply(&CHALLENGE, &[1; NONCE], bytes).is_ok());
     taken += usize::from(Challenge::from_frame(bytes).is_ok());
     taken
-}
-
-fn env(name: &str) -> Option<String> {
-    match name {
-        "MYSQL_PW" => Some("s3cret-password".into()),
-        "KEY" => Some("0123456789abcdef0123".into()),
-        _ => None,
-    }
-}
-
-fn example() -> String {
-    EXAMPLE
-        .replace(
-            "password_file = \"/etc/multiaz/mysql-password\"",
-            "password_env = \"MYSQL_PW\"",
-        )
-        .replace(
-            "key_file = \"/etc/multiaz/cluster-key\"",
-            "key_env = \"KEY\"",
-        )
-        .replace("token_file = \"/etc/multiaz/admin-token\"", "")
 }
 
 /// A state file with a valid header and checksum around `body`.
@@ -111,7 +92,7 @@ proptest! {
         how in 0u8..4,
         value in "[-0-9a-z\"\\[\\]=., ]{0,24}",
     ) {
-        let text = example();
+        let text = with_env_secrets();
         let lines: Vec<&str> = text.lines().collect();
         let at = line.index(lines.len());
         let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();

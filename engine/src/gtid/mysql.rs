@@ -256,17 +256,8 @@ pub(super) fn parse_interval(field: &str, element: &str) -> Result<(u64, u64), G
     };
     let (start, end) = match field.split_once('-') {
         Some((a, b)) => (num(a.trim())?, num(b.trim())?),
+        // A tag never reaches here: the MySQL parser takes it first.
         None => {
-            if !field.is_empty() && !field.bytes().all(|b| b.is_ascii_digit()) {
-                // `uuid:tag:1-5` is MySQL 8.3's tagged GTID; say so rather than "not a number".
-                if field
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                {
-                    return Err(bad("a tag where transaction numbers were expected"));
-                }
-            }
             let n = num(field)?;
             (n, n)
         }

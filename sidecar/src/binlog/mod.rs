@@ -28,23 +28,22 @@ pub fn read_tail(
     index: Option<&Path>,
     options: &ScanOptions,
 ) -> Result<(Vec<Transaction>, ScanEnd), String> {
-    read_tail_within(dir, index, options, u64::MAX).map(|(txs, end, _)| (txs, end))
+    read_tail_within(dir, index, options, u64::MAX)
 }
 
 /// As [`read_tail`], holding at most `max_bytes` of events ([`scan_within`]): the
-/// read stops at the transaction that would pass it, and returns its GTID.
+/// read stops at the transaction that would pass it, named in [`ScanEnd::left_out`].
 pub fn read_tail_within(
     dir: &Path,
     index: Option<&Path>,
     options: &ScanOptions,
     max_bytes: u64,
-) -> Result<(Vec<Transaction>, ScanEnd, Option<Gtid>), String> {
+) -> Result<(Vec<Transaction>, ScanEnd), String> {
     let files: Vec<PathBuf> = files_after(&binlog_files(dir, index)?, options.after.as_ref());
     let mut out = Vec::new();
     let end = scan_within(&files, options, max_bytes, |tx| {
         out.push(tx);
         ControlFlow::Continue(())
     });
-    let left_out = end.left_out;
-    Ok((out, end, left_out))
+    Ok((out, end))
 }
