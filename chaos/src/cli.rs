@@ -2,17 +2,18 @@
 //! inside the containers (hidden: nobody runs those by hand).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use multiaz_testcontainers::Server;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "multiaz-chaos",
-    about = "Chaos runs of the real multiaz sidecar: three MariaDB hosts in containers (one per AZ), \
+    about = "Chaos runs of the real multiaz sidecar: three MariaDB or MySQL hosts in containers (one per AZ), \
              moto as the EC2 API, a router that makes the VIP real, clients writing through it; \
              faults injected on the master for N cycles, then every acknowledged write checked.",
     after_help = "Needs the Docker engine, the host image (`ci/host-image`), moto_server on PATH \
                   (`ci/deps`) and the `multiaz` binary beside this one (`cargo build`).\n\
-                  Example: multiaz-chaos --cycles 3 --fault mysqld-kill --json\n\
+                  Example: multiaz-chaos --flavour mysql-9.7 --cycles 3 --fault mysqld-kill --json\n\
                   Exit status: 0 when every guarantee held (a failover per cycle, no acknowledged \
                   write lost, servers equal, VIP on the final master), 1 when one did not (the \
                   report says which), 2 when the run could not be made.",
@@ -38,6 +39,11 @@ pub enum Fault {
     ApiThrottle,
     /// mysqld-kill with the EC2 API down (503) for --outage-s from the fault.
     ApiOutage,
+    /// mysqld-kill once the master has run 100+ transactions ahead of every replica
+    /// (semi-sync off, the replicas' IO threads stopped): a DDL, a 2 MB transaction
+    /// and, on MySQL, a tagged GTID and a compressed transaction among them. Only
+    /// salvage brings them back; the run checks that it brought every one.
+    MasterAhead,
 }
 
 impl Fault {
@@ -48,14 +54,9 @@ impl Fault {
             Fault::AzPartition => "az-partition",
             Fault::ApiThrottle => "api-throttle",
             Fault::ApiOutage => "api-outage",
+            Fault::MasterAhead => "master-ahead",
         }
     }
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Flavour {
-    Mariadb,
-    Mysql,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -72,12 +73,13 @@ pub struct RunArgs {
     /// Where the hosts' files, the logs, report.json and timeline.svg go (emptied first).
     #[arg(long, default_value = "target/chaos")]
     pub out: PathBuf,
-    /// The database hosts' image (built locally by `ci/host-image`).
-    #[arg(long, env = "MULTIAZ_HOST_IMAGE", default_value = multiaz_testcontainers::DEFAULT_IMAGE)]
-    pub image: String,
-    /// The server flavour the image runs (only mariadb is written: mysql is refused).
-    #[arg(long, value_enum, default_value = "mariadb")]
-    pub flavour: Flavour,
+    /// The database server on the hosts, and its version.
+    #[arg(long, default_value = "mariadb-10.11", value_parser = parse_server)]
+    pub flavour: Server,
+    /// The hosts' image, with that server in it; default `multiaz-host:FLAVOUR`, which
+    /// `ci/host-image FLAVOUR` builds.
+    #[arg(long)]
+    pub image: Option<String>,
     /// Where `multiaz` and `multiaz-chaos` are (mounted into the hosts); default: the
     /// directory of this program.
     #[arg(long)]
@@ -148,6 +150,13 @@ pub struct RouterArgs {
     pub enis: Vec<(String, String)>,
     #[arg(long)]
     pub log: PathBuf,
+}
+
+fn parse_server(s: &str) -> Result<Server, String> {
+    Server::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
+        format!("{s:?}: one of {}", known.join(", "))
+    })
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {

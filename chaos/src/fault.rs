@@ -3,7 +3,8 @@
 use crate::api_proxy::Mode;
 use crate::cli::Fault;
 use crate::setup::{accept_vip, World};
-use multiaz_testcontainers::{mariadb, Host};
+use anyhow::Context;
+use multiaz_testcontainers::{db, Host, BIN_DIR};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -23,6 +24,7 @@ impl Fault {
             Fault::MysqldKill | Fault::ApiThrottle | Fault::ApiOutage => HostFault::MysqldKill,
             Fault::HostKill => HostFault::HostKill,
             Fault::AzPartition => HostFault::Partition,
+            Fault::MasterAhead => HostFault::Ahead,
         }
     }
 }
@@ -31,6 +33,18 @@ enum HostFault {
     MysqldKill,
     HostKill,
     Partition,
+    /// The master runs ahead of every replica, then its mysqld is killed.
+    Ahead,
+}
+
+/// What [`Fault::MasterAhead`] wrote on the master alone before it was killed.
+#[derive(Debug, Clone)]
+pub struct Ahead {
+    /// Transactions in the batch (the clients' writes acknowledged meanwhile come on
+    /// top: they too reached the master alone).
+    pub transactions: usize,
+    /// The table the batch created and filled.
+    pub table: String,
 }
 
 /// The hosts of AZ `m` (its database host and its client), and every other host.
@@ -64,28 +78,191 @@ async fn cut(from: &[&Host], to: &[&Host], heal: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn inject(world: &World, fault: Fault, m: usize) -> anyhow::Result<()> {
+/// Injects the fault on the master `m`; for [`Fault::MasterAhead`], what the master
+/// wrote alone.
+pub async fn inject(
+    world: &World,
+    fault: Fault,
+    m: usize,
+    cycle: u32,
+) -> anyhow::Result<Option<Ahead>> {
     let host = world.db(m);
     match fault.on_host() {
-        HostFault::MysqldKill => mariadb::kill(host).await,
-        HostFault::HostKill => host.crash().await,
+        HostFault::MysqldKill => db::kill(host).await?,
+        HostFault::HostKill => host.crash().await?,
         HostFault::Partition => {
             let (inside, outside) = sides(world, m);
             cut(&inside, &outside, false).await?;
-            cut(&outside, &inside, false).await
+            cut(&outside, &inside, false).await?
+        }
+        HostFault::Ahead => return run_ahead(world, m, cycle).await.map(Some),
+    }
+    Ok(None)
+}
+
+/// How many single-row transactions the master-ahead batch holds besides its DDL, its
+/// 2 MB transaction and (MySQL) its tagged and compressed ones.
+const AHEAD_ROWS: usize = 100;
+
+/// The batch the master writes alone: its statements and how many transactions.
+fn ahead_batch(table: &str, mysql: bool) -> (String, usize) {
+    let mut sql = format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, v LONGBLOB) ENGINE=InnoDB;\n"
+    );
+    for id in 1..=AHEAD_ROWS {
+        sql.push_str(&format!("INSERT INTO {table} VALUES ({id}, 'ahead');\n"));
+    }
+    let big = AHEAD_ROWS + 1;
+    sql.push_str(&format!(
+        "INSERT INTO {table} VALUES ({big}, REPEAT('x', 2 * 1024 * 1024));\n"
+    ));
+    let mut n = AHEAD_ROWS + 2;
+    if mysql {
+        // A tagged GTID (uuid:chaos:n) and a transaction the binlog holds compressed.
+        sql.push_str(&format!(
+            "SET gtid_next = 'AUTOMATIC:chaos';\nINSERT INTO {table} VALUES ({}, 'tagged');\n\
+             SET gtid_next = 'AUTOMATIC';\n\
+             SET SESSION binlog_transaction_compression = ON;\n\
+             INSERT INTO {table} VALUES ({}, REPEAT('compressed ', 1000));\n\
+             SET SESSION binlog_transaction_compression = OFF;\n",
+            big + 1,
+            big + 2
+        ));
+        n += 2;
+    }
+    (sql, n)
+}
+
+/// [`Fault::MasterAhead`]: semi-sync off on the master, the replicas' IO threads
+/// stopped, the batch committed on the master alone, and its mysqld killed — in one
+/// script on the master's host, so that the sidecars (which restart a stopped IO
+/// thread within a probe or two) have no time to re-attach a replica in between. When
+/// one was re-attached all the same, the script says so before the kill and it is
+/// tried again with a new batch.
+async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead> {
+    let host = world.db(m);
+    let server = host.server;
+    let (semi_sync_off, stop_io, io_column) = match server.is_mysql() {
+        true => (
+            "SET GLOBAL rpl_semi_sync_source_enabled = OFF",
+            "STOP REPLICA IO_THREAD",
+            "Replica_IO_Running",
+        ),
+        false => (
+            "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+            "STOP SLAVE IO_THREAD",
+            "Slave_IO_Running",
+        ),
+    };
+    let status = match server.is_mysql() {
+        true => "SHOW REPLICA STATUS\\G",
+        false => "SHOW SLAVE STATUS\\G",
+    };
+    let client = server.client();
+    let replicas: Vec<String> = (0..world.cluster.hosts.len())
+        .filter(|&i| i != m)
+        .map(|i| world.ip(i).to_string())
+        .collect();
+    for attempt in 1..=5 {
+        let table = format!("app.ahead_c{cycle}_a{attempt}");
+        let (batch, transactions) = ahead_batch(&table, server.is_mysql());
+        std::fs::write(host.work.join("ahead.sql"), &batch)?;
+        // The replicas are reached as the sidecar's user, its password from the
+        // host's secret file through the environment (never on a command line).
+        let mut script = format!(
+            "export MYSQL_PWD=$(cat {secrets}/mysql-password); \
+             remote() {{ {client} --no-defaults -u {u} -h \"$1\" -N -e \"$2\"; }}; \
+             {client} --no-defaults -uroot --socket={socket} -e '{semi_sync_off}' && ",
+            secrets = crate::setup::SECRETS,
+            u = db::ADMIN_USER,
+            socket = db::SOCKET,
+        );
+        for r in &replicas {
+            script.push_str(&format!("remote {r} '{stop_io}' && "));
+        }
+        script.push_str(&format!(
+            "{client} --no-defaults -uroot --socket={} < /work/ahead.sql && ",
+            db::SOCKET
+        ));
+        for r in &replicas {
+            script.push_str(&format!(
+                "{{ remote {r} '{status}' | grep -q '{io_column}: No' || {{ echo reattached; exit 0; }}; }} && "
+            ));
+        }
+        script.push_str(&format!(
+            "pkill -9 -x {d}; while pgrep -x {d} > /dev/null; do sleep 0.05; done; echo killed",
+            d = server.daemon()
+        ));
+        let out = host.sh(&script).await?;
+        match out.trim() {
+            "killed" => return Ok(Ahead { transactions, table }),
+            _ => crate::progress(&format!(
+                "  a replica was re-attached during batch {attempt}: again"
+            )),
         }
     }
+    anyhow::bail!("{}: the replicas kept being re-attached while the master ran ahead", host.name)
+}
+
+/// After [`Fault::MasterAhead`]'s failover to `n`: the salvage recovered the whole
+/// batch and nothing went unrecovered, and the dead master's binlog holds no
+/// transaction the new master lacks (read on the old master's host, by `multiaz
+/// binlog tail`, its mysqld still down).
+pub async fn check_ahead(
+    world: &World,
+    ahead: &Ahead,
+    m: usize,
+    n: usize,
+    outcome: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let salvage = &outcome["Completed"]["salvage"]["Ok"];
+    let recovered = salvage["recovered"].as_u64().unwrap_or(0);
+    let missed = salvage["not_recovered"].as_array().map_or(usize::MAX, Vec::len);
+    if recovered < ahead.transactions as u64 || missed != 0 {
+        anyhow::bail!(
+            "the master ran {} transactions ahead; the salvage recovered {recovered}, {} not: {}",
+            ahead.transactions,
+            if missed == usize::MAX { "?".to_string() } else { missed.to_string() },
+            outcome["Completed"]["salvage"]
+        );
+    }
+    let new = world.db(n);
+    let executed: String = db::sql(new, new.server.gtid_executed())
+        .await?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let left = world
+        .db(m)
+        .sh(&format!(
+            "{BIN_DIR}/multiaz binlog tail --json --after '{executed}' --dir {}",
+            db::DATADIR
+        ))
+        .await
+        .context("multiaz binlog tail on the dead master's binlog")?;
+    if !left.trim().is_empty() {
+        anyhow::bail!(
+            "transactions in the dead master's binlog are missing on {}: {}",
+            new.name,
+            left.lines().take(5).collect::<Vec<_>>().join("\n")
+        );
+    }
+    crate::progress(&format!(
+        "  salvage: the batch of {} and the clients' writes, {recovered} transactions, all on {}; nothing in the dead master's binlog is missing there",
+        ahead.transactions, new.name
+    ));
+    Ok(())
 }
 
 pub async fn heal(world: &World, fault: Fault, m: usize) -> anyhow::Result<()> {
     let host = world.db(m);
     let id = World::node_id(m) as u32;
     match fault.on_host() {
-        HostFault::MysqldKill => mariadb::start(host, id, false).await,
+        HostFault::MysqldKill | HostFault::Ahead => db::start(host, id, false).await,
         HostFault::HostKill => {
             host.boot().await?;
             accept_vip(host).await?;
-            mariadb::start(host, id, false).await?;
+            db::start(host, id, false).await?;
             world.start_sidecar(m).await
         }
         HostFault::Partition => {
@@ -135,20 +312,65 @@ fn state_at(state: &str, pos: &str) -> String {
 }
 
 /// Rebuilds database host `m` from the master `n`, as the README tells an operator to
-/// do with a server that holds errant transactions: a fresh data directory, the
-/// master's data from a consistent dump (not binlogged here), and replication position
-/// set to where the dump was taken. The server is started without networking while
-/// this happens, so that its sidecar does not repoint it half-loaded; restarted
-/// normally, its sidecar finds nothing errant and rejoins it.
+/// do with a server that holds errant transactions; restarted normally, its sidecar
+/// finds nothing errant and rejoins it.
 pub async fn rebuild(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
+    match world.db(m).server.is_mysql() {
+        true => rebuild_by_clone(world, m, n).await,
+        false => rebuild_by_dump(world, m, n).await,
+    }
+}
+
+/// MySQL: the clone plugin copies the master's data directory, GTID state included,
+/// over the master's own port. The server is started without networking while this
+/// happens (the clone's connection goes out), so that its sidecar does not repoint it
+/// half-copied. Not run by a supervisor, mysqld stops after the clone instead of
+/// restarting (error 3707), and is started again here.
+async fn rebuild_by_clone(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
+    let host = world.db(m);
+    let id = World::node_id(m) as u32;
+    let donor = format!("{}:{}", world.ip(n), db::PORT);
+    db::kill(host).await?;
+    db::start_with(host, id, false, "--skip-networking").await?;
+    // The password is read from the host's secret file into the statement on stdin:
+    // it appears on no command line.
+    let clone = db::sql_stdin(
+        host,
+        &format!(
+            "printf \"SET GLOBAL clone_valid_donor_list = '{donor}'; \
+             CLONE INSTANCE FROM '{u}'@'{ip}':{port} IDENTIFIED BY '%s';\" \
+             \"$(cat {secrets}/mysql-password)\"",
+            u = db::ADMIN_USER,
+            ip = world.ip(n),
+            port = db::PORT,
+            secrets = crate::setup::SECRETS,
+        ),
+    )
+    .await;
+    match clone {
+        Ok(_) => {}
+        // 3707: the clone is done and mysqld stops, for want of a supervisor to
+        // restart it.
+        Err(e) if format!("{e:#}").contains("3707") => {}
+        Err(e) => return Err(e.context(format!("{}: cloning from {donor}", host.name))),
+    }
+    db::kill(host).await?;
+    db::start(host, id, false).await
+}
+
+/// MariaDB: a fresh data directory, the master's data from a consistent dump (not
+/// binlogged here), and replication position set to where the dump was taken. The
+/// server is started without networking while this happens, so that its sidecar does
+/// not repoint it half-loaded.
+async fn rebuild_by_dump(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
     let host = world.db(m);
     let id = World::node_id(m) as u32;
     let master_ip = world.ip(n);
-    mariadb::kill(host).await?;
-    host.sh(&format!("rm -rf {}", mariadb::DATADIR)).await?;
-    mariadb::start_with(host, id, false, "--skip-networking").await?;
+    db::kill(host).await?;
+    host.sh(&format!("rm -rf {}", db::DATADIR)).await?;
+    db::start_with(host, id, false, "--skip-networking").await?;
     let s = &world.secrets;
-    mariadb::create_users(host, &s.admin_password, &s.app_password).await?;
+    db::create_users(host, &s.admin_password, &s.app_password).await?;
     // One exec: the dump (its GTID position on the first line of output), then the
     // master's binlog state, read after it. The password comes from the host's secret
     // file, never on a command line here.
@@ -160,7 +382,7 @@ pub async fn rebuild(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
              grep -o \"gtid_slave_pos='[^']*'\" /tmp/app.sql | head -1 | cut -d\"'\" -f2 && \
              mariadb --no-defaults -h {master_ip} -u {u} -N -e 'SELECT @@gtid_binlog_state'",
             secrets = crate::setup::SECRETS,
-            u = mariadb::ADMIN_USER,
+            u = db::ADMIN_USER,
         ))
         .await?;
     let mut lines = out.lines().map(str::trim);
@@ -173,10 +395,10 @@ pub async fn rebuild(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
     };
     host.sh(&format!(
         "(echo 'SET sql_log_bin = 0;'; cat /tmp/app.sql) | mariadb --no-defaults -uroot --socket={}",
-        mariadb::SOCKET
+        db::SOCKET
     ))
     .await?;
-    mariadb::sql(
+    db::sql(
         host,
         &format!(
             "RESET MASTER; SET GLOBAL gtid_binlog_state = '{state}'; \
@@ -184,8 +406,8 @@ pub async fn rebuild(world: &World, m: usize, n: usize) -> anyhow::Result<()> {
         ),
     )
     .await?;
-    mariadb::kill(host).await?;
-    mariadb::start(host, id, false).await
+    db::kill(host).await?;
+    db::start(host, id, false).await
 }
 
 #[cfg(test)]

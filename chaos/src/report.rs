@@ -63,6 +63,8 @@ impl Spread {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub fault: String,
+    /// The database server the hosts ran (`mysql-9.7`, `mariadb-10.11`, …).
+    pub flavour: String,
     pub cycles: u32,
     pub failovers: usize,
     pub acked_writes: usize,
@@ -126,6 +128,7 @@ impl Report {
         let timeline = Timeline::new(started_ms, ended_ms, &cycles, workload);
         Report {
             fault: args.fault.name().to_string(),
+            flavour: args.flavour.name().to_string(),
             cycles: args.cycles,
             failovers: cycles.len(),
             acked_writes: workload.acks.len(),
@@ -197,8 +200,9 @@ impl Report {
         }
         let spread = |x: &Spread| format!("p50 {} / p99 {} / max {}", s(x.p50), s(x.p99), s(x.max));
         t.push_str(&format!(
-            "\n{}: {} of {} cycles failed over; {} writes acknowledged, {} lost; servers {}\n",
+            "\n{} on {}: {} of {} cycles failed over; {} writes acknowledged, {} lost; servers {}\n",
             self.fault,
+            self.flavour,
             self.failovers,
             self.cycles,
             self.acked_writes,

@@ -11,7 +11,7 @@ use crate::report::{CycleReport, Report};
 use crate::setup::World;
 use crate::{fault, progress, verify, wall_ms};
 use anyhow::{bail, Context};
-use multiaz_testcontainers::mariadb;
+use multiaz_testcontainers::db;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -181,7 +181,7 @@ async fn one_cycle(
     ));
     world.proxy.set(fault.api_mode(args.throttle_share));
     let before = wall_ms();
-    fault::inject(world, fault, m).await?;
+    let ahead = fault::inject(world, fault, m, cycle).await?;
     let after = wall_ms();
     // The fault struck somewhere while it was being injected (a `docker exec` or API
     // call): its instant is taken as the last write acknowledged before the injection
@@ -256,6 +256,9 @@ async fn one_cycle(
     ));
 
     cycles.push(report);
+    if let Some(ahead) = &ahead {
+        fault::check_ahead(world, ahead, m, n, &entry["outcome"]).await?;
+    }
 
     // Writes go on for a moment under the new master before the old one comes back.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -284,6 +287,7 @@ fn heal_words(fault: Fault) -> &'static str {
     match fault {
         Fault::HostKill => "host booted, mysqld and sidecar started",
         Fault::AzPartition => "partition removed",
+        Fault::MasterAhead => "mysqld restarted (its sidecar finds nothing errant: all was salvaged)",
         _ => "mysqld restarted",
     }
 }
@@ -325,42 +329,28 @@ fn salvage_text(outcome: &Value) -> String {
 }
 
 /// Host `r` replicates from host `m` with both threads, at most a few seconds behind;
-/// or why not, from its `SHOW SLAVE STATUS`.
+/// or why not, from its replica status.
 async fn replicating(world: &World, r: usize, m: usize) -> Result<(), String> {
-    let out = world
-        .db(r)
-        .sh(&format!(
-            "mariadb --no-defaults -uroot --socket={} -e 'SHOW SLAVE STATUS\\G'",
-            mariadb::SOCKET
-        ))
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    let field = |name: &str| {
-        out.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
-            .unwrap_or("")
-            .to_string()
-    };
     let host = &world.db(r).name;
-    let behind = field("Seconds_Behind_Master").parse::<u64>().ok();
-    if field("Master_Host") != world.ip(m).to_string() {
+    let status = db::replica_status(world.db(r))
+        .await
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or_else(|| format!("{host} replicates from nothing"))?;
+    if status.source_host != world.ip(m).to_string() {
         return Err(format!(
             "{host} does not replicate from {}",
             world.db(m).name
         ));
     }
-    if field("Slave_IO_Running") != "Yes" || field("Slave_SQL_Running") != "Yes" {
+    if status.io_running != "Yes" || status.sql_running != "Yes" {
         return Err(format!(
             "{host}: IO thread {}, SQL thread {} (last IO error: {:?}, last SQL error: {:?})",
-            field("Slave_IO_Running"),
-            field("Slave_SQL_Running"),
-            field("Last_IO_Error"),
-            field("Last_SQL_Error")
+            status.io_running, status.sql_running, status.last_io_error, status.last_sql_error
         ));
     }
-    match behind {
+    match status.seconds_behind {
         Some(s) if s <= 5 => Ok(()),
-        _ => Err(format!(
+        behind => Err(format!(
             "{host} is {behind:?} s behind {}",
             world.db(m).name
         )),

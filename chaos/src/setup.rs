@@ -5,13 +5,13 @@
 //! through the VIP.
 
 use crate::api_proxy::ApiProxy;
-use crate::cli::{Flavour, RunArgs};
+use crate::cli::RunArgs;
 use crate::observe::{self, Status};
 use crate::progress;
 use anyhow::{bail, Context};
 use multiaz_sidecar::admin_client::AdminEndpoint;
 use multiaz_testcontainers::moto::{self, Moto, Vpc};
-use multiaz_testcontainers::{mariadb, Cluster, Host, Options, BIN_DIR};
+use multiaz_testcontainers::{db, Cluster, Host, Options, BIN_DIR};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -96,24 +96,19 @@ impl World {
     }
 
     pub async fn start(args: &RunArgs, work: &Path, bin_dir: &Path) -> anyhow::Result<World> {
-        if args.flavour == Flavour::Mysql {
-            bail!(
-                "--flavour mysql needs a MySQL 8.4 host image with iproute2 (`ip`) and the \
-                 server start written for it; this machine has no registry to pull mysql:8.4 \
-                 from, and only MariaDB hosts are written and tested (README, \"Chaos runs\")"
-            );
-        }
         progress("starting moto_server and the EC2 API proxy");
         let moto = Moto::start()?;
         let proxy = ApiProxy::start(moto.port, args.seed).await?;
         let ec2 = moto.client().await;
 
+        let mut opts = Options::with_server(args.flavour, work);
+        if let Some(image) = &args.image {
+            opts.image = image.clone();
+        }
         progress(&format!(
             "starting the hosts from {} (3 database hosts, 3 clients, a router)",
-            args.image
+            opts.image
         ));
-        let mut opts = Options::new(work);
-        opts.image = args.image.clone();
         opts.clients = 3;
         opts.router = true;
         opts.bin_dir = Some(bin_dir.to_path_buf());
@@ -124,8 +119,11 @@ impl World {
         std::fs::write(&admin_ca, &secrets.admin_cert)
             .with_context(|| format!("writing {}", admin_ca.display()))?;
 
-        progress("MariaDB on every database host, GTID + semi-sync replication from db-1");
-        mariadb::replicated(
+        progress(&format!(
+            "{} on every database host, GTID + semi-sync replication from db-1",
+            args.flavour.name()
+        ));
+        db::replicated(
             &cluster,
             &secrets.admin_password,
             &secrets.app_password,
@@ -198,7 +196,7 @@ state_dir = "/work/state"
 
 [cluster]
 name = "chaos"
-flavour = "mariadb"
+flavour = "{flavour}"
 initial_master = 1
 
 [vip]
@@ -244,8 +242,9 @@ tls_key_file = "{SECRETS}/admin-key.pem"
             region = moto::REGION,
             gateway = self.cluster.gateway,
             proxy = self.proxy.port,
-            user = mariadb::ADMIN_USER,
-            datadir = mariadb::DATADIR,
+            flavour = a.flavour.flavour(),
+            user = db::ADMIN_USER,
+            datadir = db::DATADIR,
             ip = h.ip,
         );
         for (j, host) in self.cluster.hosts.iter().enumerate() {
@@ -265,7 +264,7 @@ eni_id = "{eni}"
                 name = host.name,
                 az = AZS[j],
                 ip = host.ip,
-                port = mariadb::PORT,
+                port = db::PORT,
                 instance = self.vpc.instances[j],
                 eni = self.vpc.enis[j],
             ));
@@ -338,8 +337,8 @@ eni_id = "{eni}"
                     "{BIN_DIR}/multiaz-chaos client --id {} --server {VIP}:{} --user {} \
                      --password-file /work/app-password --interval-ms {} --log /work/client.log",
                     i + 1,
-                    mariadb::PORT,
-                    mariadb::APP_USER,
+                    db::PORT,
+                    db::APP_USER,
                     self.args.write_interval_ms
                 ),
                 "client.out",

@@ -5,7 +5,7 @@ use crate::observe::{self, Workload};
 use crate::setup::World;
 use crate::wall_ms;
 use anyhow::{bail, Context};
-use multiaz_testcontainers::mariadb;
+use multiaz_testcontainers::db;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -22,7 +22,8 @@ pub struct Verdict {
     pub final_master: String,
     pub rows_on_master: usize,
     pub lost: Vec<Lost>,
-    /// Each server's `CHECKSUM TABLE app.writes` and row count.
+    /// Each server's `CHECKSUM TABLE` of every table in `app` (the clients' and any
+    /// the faults wrote) and its `app.writes` row count.
     pub checksums: BTreeMap<String, (String, u64)>,
     pub consistent: bool,
     /// Every route table in the EC2 API carries the VIP to the final master.
@@ -41,7 +42,7 @@ pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict
     }
     let master = master.context("no sidecar names a master")? as usize - 1;
     let m = world.db(master);
-    let rows = mariadb::sql(m, "SELECT client, seq FROM app.writes")
+    let rows = db::sql(m, "SELECT client, seq FROM app.writes")
         .await
         .context("reading the final master's rows")?;
     let present: BTreeSet<(u32, u64)> = rows
@@ -67,26 +68,35 @@ pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict
     if present.is_empty() {
         bail!("the final master {} has no rows at all", m.name);
     }
+    let tables: Vec<String> = db::sql(m, "SHOW TABLES FROM app")
+        .await
+        .context("listing the final master's tables")?
+        .lines()
+        .map(|t| format!("app.{}", t.trim()))
+        .collect();
     let deadline = wall_ms() + 60_000;
     let mut checksums = BTreeMap::new();
     let consistent = loop {
         checksums.clear();
         for h in &world.cluster.hosts {
-            let sum = mariadb::sql(
+            let sum = db::sql(
                 h,
-                "CHECKSUM TABLE app.writes; SELECT COUNT(*) FROM app.writes",
+                &format!(
+                    "CHECKSUM TABLE {}; SELECT COUNT(*) FROM app.writes",
+                    tables.join(", ")
+                ),
             )
             .await
             .with_context(|| format!("checksum on {}", h.name))?;
-            let mut lines = sum.lines();
-            let checksum = lines
-                .next()
-                .and_then(|l| l.split('\t').nth(1))
-                .unwrap_or("?")
-                .trim()
-                .to_string();
-            let count = lines
-                .next()
+            let lines: Vec<&str> = sum.lines().collect();
+            let (sums, count) = lines.split_at(lines.len().saturating_sub(1));
+            let checksum = sums
+                .iter()
+                .map(|l| l.split('\t').nth(1).unwrap_or("?").trim())
+                .collect::<Vec<_>>()
+                .join(",");
+            let count = count
+                .first()
                 .and_then(|l| l.trim().parse().ok())
                 .unwrap_or(0);
             checksums.insert(h.name.clone(), (checksum, count));

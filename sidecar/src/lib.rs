@@ -55,6 +55,9 @@ pub mod vip_routes;
 /// The MariaDB server settings multiaz relies on (`examples/mariadb.cnf`): README
 /// shows it, `multiaz check` enforces it, the tests and container hosts run with it.
 pub const MARIADB_CNF: &str = include_str!("../examples/mariadb.cnf");
+/// The MySQL server settings multiaz relies on (`examples/mysql.cnf`), as
+/// [`MARIADB_CNF`] is for MariaDB.
+pub const MYSQL_CNF: &str = include_str!("../examples/mysql.cnf");
 
 pub use adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
 pub use driver::{Driver, DriverError, DriverHandle};

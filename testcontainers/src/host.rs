@@ -1,6 +1,7 @@
 //! One database host: a container with a shell, its address on the private network,
 //! and its work directory on this machine.
 
+use crate::Server;
 use anyhow::{bail, Context};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -13,6 +14,8 @@ pub struct Host {
     pub ip: IpAddr,
     /// This host's work directory on this machine (mounted at `/work` in it).
     pub work: PathBuf,
+    /// The database server its image carries.
+    pub server: Server,
     container: ContainerAsync<GenericImage>,
 }
 
@@ -22,6 +25,7 @@ impl Host {
         az: String,
         ip: IpAddr,
         work: PathBuf,
+        server: Server,
         container: ContainerAsync<GenericImage>,
     ) -> Host {
         Host {
@@ -29,6 +33,7 @@ impl Host {
             az,
             ip,
             work,
+            server,
             container,
         }
     }

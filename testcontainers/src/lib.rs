@@ -2,8 +2,8 @@
 //!
 //! The multiaz test cluster as containers, through the testcontainers crate: a private
 //! network, and database hosts (one per AZ) from a locally built image — a Debian root
-//! filesystem with `mariadb-server`, made by `ci/host-image` with `debootstrap` and
-//! `docker import`, since there is no registry here. The `multiaz` binaries built by
+//! filesystem with MariaDB or MySQL ([`db::Server`]), made by `ci/host-image` with
+//! `debootstrap` and `docker import`, since there is no registry here. The `multiaz` binaries built by
 //! cargo reach the hosts by bind mount, as does a work directory per host (configs,
 //! secrets, logs), so a run's files stay readable on the machine afterwards.
 //!
@@ -12,13 +12,13 @@
 //! outlives this one removes what is left even after a SIGKILL (`network.rs`).
 //! Database hosts keep fixed addresses across crashes and boots.
 //!
-//! The image is a parameter ([`Options::image`], `$MULTIAZ_HOST_IMAGE`): where a
-//! registry is reachable the same hosts can come from another image with `mariadbd`
-//! on its `PATH`; MySQL (`mysql:8.4`) needs its own server start (`mysqld`), not
-//! written yet.
+//! The server is a parameter ([`Options::server`], `$MULTIAZ_SERVER`, e.g.
+//! `mysql-9.7`), and so is the image it comes in ([`Options::image`]): where a
+//! registry is reachable the same hosts can come from another image with the server
+//! and iproute2 on its `PATH`.
 
+pub mod db;
 mod host;
-pub mod mariadb;
 pub mod moto;
 mod network;
 
@@ -34,8 +34,10 @@ use testcontainers::core::Mount;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{GenericImage, ImageExt};
 
-/// The image `ci/host-image` builds.
-pub const DEFAULT_IMAGE: &str = "multiaz-host:bookworm";
+pub use db::Server;
+
+/// The server the hosts run unless told otherwise.
+pub const DEFAULT_SERVER: Server = Server::Mariadb1011;
 /// Where the multiaz binaries are mounted in every host.
 pub const BIN_DIR: &str = "/opt/multiaz";
 /// Where each host's own work directory is mounted.
@@ -43,7 +45,9 @@ pub const WORK_DIR: &str = "/work";
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `name:tag` of a local image; `$MULTIAZ_HOST_IMAGE` or [`DEFAULT_IMAGE`].
+    /// The database server on the hosts: `$MULTIAZ_SERVER` or [`DEFAULT_SERVER`].
+    pub server: Server,
+    /// `name:tag` of a local image with that server: [`Server::image`] unless set.
     pub image: String,
     /// How many database hosts (`db-1` … `db-N`, AZ `az-1` … `az-N`).
     pub hosts: usize,
@@ -58,15 +62,30 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn new(work: impl Into<PathBuf>) -> Options {
+    /// Options for `server`'s image, with three database hosts and nothing else.
+    pub fn with_server(server: Server, work: impl Into<PathBuf>) -> Options {
         Options {
-            image: std::env::var("MULTIAZ_HOST_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.into()),
+            server,
+            image: server.image(),
             hosts: 3,
             clients: 0,
             router: false,
             work: work.into(),
             bin_dir: None,
         }
+    }
+
+    /// [`Options::with_server`] for `$MULTIAZ_SERVER` (a [`Server::name`]), or
+    /// [`DEFAULT_SERVER`] when it is unset; an unknown name is an error.
+    pub fn new(work: impl Into<PathBuf>) -> anyhow::Result<Options> {
+        let server = match std::env::var("MULTIAZ_SERVER") {
+            Ok(name) => Server::parse(&name).with_context(|| {
+                let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
+                format!("MULTIAZ_SERVER={name}: not a server here (known: {})", known.join(", "))
+            })?,
+            Err(_) => DEFAULT_SERVER,
+        };
+        Ok(Options::with_server(server, work))
     }
 }
 
@@ -94,7 +113,8 @@ pub fn preflight(image: &str) -> anyhow::Result<()> {
         if why.contains("Cannot connect") || why.contains("permission denied") {
             bail!("the Docker engine is not reachable: {}", why.trim());
         }
-        bail!("image {image} is missing: build it with `ci/host-image` (debootstrap + docker import, about a minute)");
+        let flavour = image.strip_prefix("multiaz-host:").unwrap_or("FLAVOUR");
+        bail!("image {image} is missing: build it with `ci/host-image {flavour}` (debootstrap + docker import, one to two minutes)");
     }
     Ok(())
 }
@@ -233,6 +253,6 @@ impl Cluster {
             }
             _ => container.get_bridge_ip_address().await?,
         };
-        Ok(Host::new(host, format!("az-{az}"), ip, work, container))
+        Ok(Host::new(host, format!("az-{az}"), ip, work, opts.server, container))
     }
 }

@@ -8,9 +8,9 @@
 //! ADMIN or SUPER): the new master is still read_only when salvage runs.
 
 use super::event::{Decoded, Gtid};
-use super::kind::{INTVAR, MYSQL_TRANSACTION_PAYLOAD, RAND, ROWS, TABLE_MAP};
+use super::kind::{INTVAR, RAND, ROWS, TABLE_MAP};
 use super::scan::Transaction;
-use crate::mysql::dialect::Dialect;
+use crate::mysql::dialect::{quote, Dialect};
 use base64::Engine as _;
 use multiaz_engine::{Flavour, GtidSet, SalvageReport};
 use mysql_async::prelude::Queryable;
@@ -70,15 +70,22 @@ pub fn statements(tx: &Transaction, format: &mut Option<Arc<[u8]>>) -> Result<Ve
             rows.clear();
         }
         match &ev.decoded {
-            Decoded::Query { schema, sql } => {
+            Decoded::Query {
+                schema,
+                sql,
+                session,
+            } => {
                 if !schema.is_empty() {
                     out.push(format!("USE `{}`", schema.replace('`', "``")));
                 }
+                // BEGIN and COMMIT change nothing a session setting could alter.
+                if !is_begin_or_commit(sql) {
+                    out.extend(session.statements(quote));
+                }
                 out.push(sql.clone());
             }
-            Decoded::Commit if t == MYSQL_TRANSACTION_PAYLOAD => {
-                return Err("compressed transaction payloads are not replayed yet".into())
-            }
+            // The scanner opens compressed transactions into their events.
+            Decoded::Payload => return Err("compressed transaction payload not opened".into()),
             Decoded::Commit => out.push("COMMIT".into()),
             Decoded::XaPrepare => return Err("XA transactions are not replayed".into()),
             Decoded::StatementContext(INTVAR) => out.push(intvar(&ev.bytes)?),
@@ -99,6 +106,13 @@ pub fn statements(tx: &Transaction, format: &mut Option<Arc<[u8]>>) -> Result<Ve
         out.push("SET @@session.gtid_next='AUTOMATIC'".into());
     }
     Ok(out)
+}
+
+fn is_begin_or_commit(sql: &str) -> bool {
+    let s = sql.trim().trim_end_matches(';').trim();
+    ["BEGIN", "COMMIT", "START TRANSACTION", "ROLLBACK"]
+        .iter()
+        .any(|k| s.eq_ignore_ascii_case(k))
 }
 
 fn binlog_statement(events: &[u8]) -> String {
@@ -177,6 +191,10 @@ pub async fn apply(
         };
         conn.query_drop(bound).await.map_err(|e| e.to_string())?;
     }
+    let lifted = match flavour {
+        Flavour::Mysql => lift_super_read_only(conn).await?,
+        Flavour::Mariadb => false,
+    };
     let mut format = None;
     for tx in txs.iter().filter(|tx| !tx.gtid.is_in(&have)) {
         if report.stopped.is_none() {
@@ -193,7 +211,32 @@ pub async fn apply(
         }
         report.not_recovered.push(tx.gtid.to_string());
     }
+    if lifted {
+        // Back on unless the server was made writable meanwhile (read_only OFF): a
+        // salvage that outlived its budget must not fence the new master.
+        let _ = conn
+            .query_drop("SET GLOBAL super_read_only = @@global.read_only")
+            .await;
+    }
     Ok(report)
+}
+
+/// MySQL's super_read_only stops every writer, the salvage's too: it is lifted for
+/// the salvage, read_only staying on, which is the fence MariaDB has — applications'
+/// users (without CONNECTION_ADMIN or SUPER) still cannot write. `true` when it was on.
+async fn lift_super_read_only(conn: &mut Conn) -> Result<bool, String> {
+    let on: Option<u8> = conn
+        .query_first("SELECT @@global.super_read_only")
+        .await
+        .map_err(|e| e.to_string())?;
+    if on != Some(1) {
+        return Ok(false);
+    }
+    // Setting super_read_only OFF leaves read_only as it is.
+    conn.query_drop("SET GLOBAL super_read_only = OFF")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 async fn apply_one(

@@ -4,6 +4,7 @@
 
 use super::frame::Frame;
 use super::kind::*;
+use super::session::Session;
 use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Tag, Uuid};
 use multiaz_engine::{Flavour, GtidSet};
 use mysql_common::binlog::consts::BinlogVersion;
@@ -87,13 +88,18 @@ pub enum Decoded {
     Query {
         schema: String,
         sql: String,
+        /// The session it ran in (for replaying a statement as it ran).
+        session: Box<Session>,
     },
     TableMap {
         schema: String,
         table: String,
     },
-    /// Ends a transaction (XID, or MySQL's compressed transaction payload).
+    /// Ends a transaction (XID).
     Commit,
+    /// MySQL's compressed transaction: the events after its GTID, inside this one
+    /// ([`Decoder::payload`] opens it).
+    Payload,
     /// An XA PREPARE: ends the prepared part of an XA transaction.
     XaPrepare,
     /// Statement-based context (INTVAR, RAND, USER_VAR).
@@ -223,6 +229,7 @@ impl Decoder {
                 Decoded::Query {
                     schema: q.schema().into_owned(),
                     sql: q.query().into_owned(),
+                    session: Box::new(Session::of(&q, frame.timestamp())),
                 }
             }
             TABLE_MAP => {
@@ -235,11 +242,19 @@ impl Decoder {
                     table: t.table_name().into_owned(),
                 }
             }
-            XID | MYSQL_TRANSACTION_PAYLOAD => Decoded::Commit,
+            XID => Decoded::Commit,
+            MYSQL_TRANSACTION_PAYLOAD => Decoded::Payload,
             XA_PREPARE => Decoded::XaPrepare,
             INTVAR | RAND | USER_VAR => Decoded::StatementContext(kind),
             _ => Decoded::Other,
         })
+    }
+
+    /// The frame parsed as an event (a [`Decoded::Payload`], for
+    /// [`super::payload::each_event`]).
+    pub fn raw_event(&self, frame: &Frame<'_>) -> Result<Event, DecodeError> {
+        self.event(frame)
+            .map_err(|e| DecodeError(format!("compressed transaction: {e}")))
     }
 
     fn event(&self, frame: &Frame<'_>) -> std::io::Result<Event> {

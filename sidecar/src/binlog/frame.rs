@@ -13,7 +13,7 @@ pub const HEADER_LEN: usize = 19;
 const CRC_LEN: usize = 4;
 /// No server writes an event larger than `max_allowed_packet`'s ceiling (1 GiB); a
 /// bigger length is damage, not an event.
-const MAX_EVENT: u32 = 1 << 30;
+pub(crate) const MAX_EVENT: u32 = 1 << 30;
 
 /// Why reading stopped before the end of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,7 +251,7 @@ fn unreadable(offset: u64, e: io::Error) -> Damage {
 }
 
 /// Fills `buf` as far as the input goes; returns how much it got.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match input.read(&mut buf[got..]) {

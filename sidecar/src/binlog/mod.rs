@@ -1,7 +1,8 @@
 //! Reading a dead master's binlog from its disk and applying what no replica received.
 //!
-//! `frame` cuts and checks events, `event` decodes the few that matter, `scan` groups
-//! them into whole transactions across the files `files` finds, and `apply` replays
+//! `frame` cuts and checks events, `event` decodes the few that matter, `payload`
+//! opens MySQL's compressed transactions into their events, `scan` groups them into
+//! whole transactions across the files `files` finds, and `apply` replays
 //! transactions on another server under their original GTIDs.
 
 #[cfg(feature = "real")]
@@ -10,7 +11,9 @@ pub mod event;
 pub mod files;
 pub mod frame;
 pub mod kind;
+pub mod payload;
 pub mod scan;
+pub mod session;
 pub mod synth;
 
 pub use event::{Decoded, Gtid};

@@ -3,8 +3,8 @@
 //! ends, or damage) is reported as torn, never applied.
 
 use super::event::{Decoded, Decoder, Gtid};
-use super::frame::{Damage, DamageKind, Framer};
-use super::kind;
+use super::frame::{Damage, DamageKind, Frame, Framer};
+use super::{kind, payload};
 use multiaz_engine::{Flavour, GtidSet};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -242,37 +242,39 @@ pub fn scan_within(
                 continue;
             };
             o.tx.size = offset + len - o.tx.offset;
-            let done = match &decoded {
-                Decoded::TableMap { schema, table } => {
-                    if o.wanted {
-                        o.tx.tables.insert(format!("{schema}.{table}"));
-                    }
-                    false
-                }
-                Decoded::Commit | Decoded::XaPrepare => true,
-                Decoded::Query { sql, .. } => match (statement(sql), o.ends) {
-                    (Statement::Begin, Ends::Undecided) => {
-                        o.ends = Ends::AtCommit;
-                        false
-                    }
-                    (Statement::End, _) => true,
-                    (_, Ends::AtStatement | Ends::Undecided) => true,
-                    _ => false,
-                },
-                _ => false,
+            let mut keep = Keep {
+                events: options.keep_events,
+                kept: &mut kept,
+                max: max_kept,
             };
-            if options.keep_events && o.wanted {
-                kept = kept.saturating_add(2 * len);
-                if kept > max_kept {
+            let taken = match decoded {
+                // A compressed transaction holds everything up to its commit: one not
+                // wanted ends here unopened.
+                Decoded::Payload if !o.wanted => Ok(true),
+                Decoded::Payload => {
+                    let has_checksum = frame.has_checksum;
+                    decoder
+                        .raw_event(&frame)
+                        .map_err(|e| Stop::Damage(e.0))
+                        .and_then(|ev| expand(&mut decoder, &ev, has_checksum, o, &mut keep))
+                }
+                decoded => take(o, decoded, ty, frame.bytes, &mut keep),
+            };
+            let done = match taken {
+                Ok(done) => done,
+                Err(Stop::LeftOut) => {
                     end.left_out = Some(o.tx.gtid);
                     return end;
                 }
-                o.tx.events.push(TxEvent {
-                    event_type: ty,
-                    decoded,
-                    bytes: frame.bytes.to_vec(),
-                });
-            }
+                Err(Stop::Damage(why)) => {
+                    end.damage = Some(damaged(Damage {
+                        offset,
+                        kind: DamageKind::Unreadable(why),
+                    }));
+                    end.torn = open.map(|o| o.tx.gtid);
+                    return end;
+                }
+            };
             if done {
                 let o = open.take().expect("open");
                 if o.wanted && each(o.tx).is_break() {
@@ -285,6 +287,119 @@ pub fn scan_within(
         }
     }
     end
+}
+
+/// Whether events are kept, and how many bytes of them so far against the bound.
+struct Keep<'a> {
+    events: bool,
+    kept: &'a mut u64,
+    max: u64,
+}
+
+/// Why a transaction's events stop being taken.
+enum Stop {
+    /// Keeping the next event would pass the memory bound.
+    LeftOut,
+    /// A compressed transaction that cannot be read.
+    Damage(String),
+}
+
+/// Takes one event into the open transaction: the table it maps, the event itself when
+/// events are kept. `Ok(true)`: it ends the transaction.
+fn take(
+    o: &mut Open,
+    decoded: Decoded,
+    event_type: u8,
+    bytes: &[u8],
+    keep: &mut Keep<'_>,
+) -> Result<bool, Stop> {
+    let done = match &decoded {
+        Decoded::TableMap { schema, table } => {
+            if o.wanted {
+                o.tx.tables.insert(format!("{schema}.{table}"));
+            }
+            false
+        }
+        Decoded::Commit | Decoded::XaPrepare => true,
+        Decoded::Query { sql, .. } => match (statement(sql), o.ends) {
+            (Statement::Begin, Ends::Undecided) => {
+                o.ends = Ends::AtCommit;
+                false
+            }
+            (Statement::End, _) => true,
+            (_, Ends::AtStatement | Ends::Undecided) => true,
+            _ => false,
+        },
+        _ => false,
+    };
+    if keep.events && o.wanted {
+        *keep.kept = keep.kept.saturating_add(2 * bytes.len() as u64);
+        if *keep.kept > keep.max {
+            return Err(Stop::LeftOut);
+        }
+        o.tx.events.push(TxEvent {
+            event_type,
+            decoded,
+            bytes: bytes.to_vec(),
+        });
+    }
+    Ok(done)
+}
+
+/// Takes the events inside a compressed transaction ([`payload`]) as if each had been
+/// read from the file. Only a transaction's own events may be in there: a GTID, a
+/// format description or an event after the one that ends it is damage.
+fn expand(
+    decoder: &mut Decoder,
+    event: &mysql_common::binlog::events::Event,
+    has_checksum: bool,
+    o: &mut Open,
+    keep: &mut Keep<'_>,
+) -> Result<bool, Stop> {
+    let mut done = false;
+    let mut stop = None;
+    payload::each_event(event, has_checksum, |bytes| {
+        if done {
+            return Err("compressed transaction: events after its end".into());
+        }
+        let frame = Frame {
+            offset: 0,
+            bytes: &bytes,
+            has_checksum,
+        };
+        let decoded = decoder.decode(&frame).map_err(|e| e.0)?;
+        if matches!(
+            decoded,
+            Decoded::Gtid { .. }
+                | Decoded::AnonymousGtid
+                | Decoded::FormatDescription { .. }
+                | Decoded::Payload
+                | Decoded::Before(_)
+        ) {
+            return Err(format!(
+                "compressed transaction holds a {} event",
+                frame.event_type()
+            ));
+        }
+        match take(o, decoded, frame.event_type(), &bytes, keep) {
+            Ok(d) => {
+                done = d;
+                Ok(ControlFlow::Continue(()))
+            }
+            Err(s) => {
+                stop = Some(s);
+                Ok(ControlFlow::Break(()))
+            }
+        }
+    })
+    .map_err(Stop::Damage)?;
+    match stop {
+        Some(s) => Err(s),
+        None if done => Ok(true),
+        None => Err(Stop::Damage(
+            "compressed transaction ends before its commit".into(),
+        )),
+    }
 }
 
 enum Statement {

@@ -1,0 +1,374 @@
+//! The database server on the hosts, configured as multiaz asks: the recommended
+//! settings file (`sidecar/examples/mariadb.cnf` or `mysql.cnf`, README "On EC2",
+//! enforced by `multiaz check`) written to each host, then this server's id and role.
+//! Which server a host runs is its image's ([`Server`]); every function here takes the
+//! host and speaks that server's dialect.
+
+use crate::{Cluster, Host};
+use anyhow::Context;
+use std::time::{Duration, Instant};
+
+pub const DATADIR: &str = "/var/lib/mysql";
+pub const SOCKET: &str = "/run/mysqld/mysqld.sock";
+pub const PORT: u16 = 3306;
+/// The sidecar's user (all privileges) and the replication user.
+pub const ADMIN_USER: &str = "multiaz";
+/// The application's user: no SUPER, so `read_only` fences it.
+pub const APP_USER: &str = "app";
+
+/// Where each host keeps the recommended settings file.
+pub const CNF: &str = "/etc/mysql/multiaz.cnf";
+
+/// A database server and version, as a host image carries it (`ci/host-image`
+/// builds `multiaz-host:<name>` for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Server {
+    /// Debian bookworm's MariaDB 10.11 LTS.
+    Mariadb1011,
+    /// Debian sid's MariaDB 11.8 LTS.
+    Mariadb118,
+    /// Debian sid's MySQL 9.7 LTS.
+    Mysql97,
+}
+
+impl Server {
+    pub const ALL: [Server; 3] = [Server::Mariadb1011, Server::Mariadb118, Server::Mysql97];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Mariadb1011 => "mariadb-10.11",
+            Server::Mariadb118 => "mariadb-11.8",
+            Server::Mysql97 => "mysql-9.7",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Server> {
+        Server::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The image `ci/host-image` builds for it.
+    pub fn image(self) -> String {
+        format!("multiaz-host:{}", self.name())
+    }
+
+    /// The sidecar's `cluster.flavour` for it.
+    pub fn flavour(self) -> &'static str {
+        match self {
+            Server::Mariadb1011 | Server::Mariadb118 => "mariadb",
+            Server::Mysql97 => "mysql",
+        }
+    }
+
+    pub fn is_mysql(self) -> bool {
+        self == Server::Mysql97
+    }
+
+    /// The server's program (what a SIGKILL is sent to).
+    pub fn daemon(self) -> &'static str {
+        match self.is_mysql() {
+            true => "mysqld",
+            false => "mariadbd",
+        }
+    }
+
+    /// The command-line client.
+    pub fn client(self) -> &'static str {
+        match self.is_mysql() {
+            true => "mysql",
+            false => "mariadb",
+        }
+    }
+
+    /// The recommended settings file.
+    pub fn cnf(self) -> &'static str {
+        match self.is_mysql() {
+            true => multiaz_sidecar::MYSQL_CNF,
+            false => multiaz_sidecar::MARIADB_CNF,
+        }
+    }
+
+    /// The server's command line. `id` is the server_id; `master` starts it writable
+    /// with semi-sync source on (only the first start of the first master); otherwise
+    /// it starts as the settings file says (read_only, semi-sync replica side).
+    pub fn command(self, id: u32, master: bool) -> String {
+        let on = |b: bool| if b { "ON" } else { "OFF" };
+        let common = format!(
+            "{} --defaults-file={CNF} --user=root --datadir={DATADIR} --socket={SOCKET} \
+             --port={PORT} --bind-address=0.0.0.0 --skip-name-resolve \
+             --innodb-buffer-pool-size=32M --server-id={id} --read-only={}",
+            self.daemon(),
+            on(!master),
+        );
+        match self.is_mysql() {
+            // The clone plugin too: the chaos runs rebuild a server with it. No X
+            // protocol listener: nothing here speaks it.
+            true => format!(
+                "{common} --super-read-only={} --rpl-semi-sync-source-enabled={} \
+                 --rpl-semi-sync-replica-enabled={} --plugin-load-add=mysql_clone.so \
+                 --mysqlx=OFF --secure-file-priv=/var/lib/mysql-files",
+                on(!master),
+                on(master),
+                on(!master)
+            ),
+            false => format!(
+                "{common} --rpl-semi-sync-master-enabled={} --rpl-semi-sync-slave-enabled={}",
+                on(master),
+                on(!master)
+            ),
+        }
+    }
+
+    /// Creates the data directory (as the package's install would).
+    fn install(self) -> String {
+        match self.is_mysql() {
+            true => format!(
+                "mkdir -p /var/lib/mysql-files && mysqld --no-defaults --initialize-insecure \
+                 --user=root --datadir={DATADIR} > /tmp/initialize.log 2>&1 \
+                 || {{ tail -5 /tmp/initialize.log >&2; exit 1; }}"
+            ),
+            false => format!(
+                "mariadb-install-db --no-defaults --user=root --datadir={DATADIR} \
+                 --auth-root-authentication-method=normal --skip-test-db > /dev/null"
+            ),
+        }
+    }
+
+    /// `CHANGE … TO` and start, replicating from `host` with GTID auto-positioning.
+    pub fn replicate_from(self, host: &str, admin_password: &str) -> String {
+        match self.is_mysql() {
+            // Without TLS, caching_sha2_password needs the source's public key.
+            true => format!(
+                "CHANGE REPLICATION SOURCE TO SOURCE_HOST = '{host}', SOURCE_PORT = {PORT}, \
+                 SOURCE_USER = '{ADMIN_USER}', SOURCE_PASSWORD = '{admin_password}', \
+                 SOURCE_AUTO_POSITION = 1, SOURCE_HEARTBEAT_PERIOD = 1, \
+                 SOURCE_CONNECT_RETRY = 1, GET_SOURCE_PUBLIC_KEY = 1; START REPLICA;"
+            ),
+            false => format!(
+                "CHANGE MASTER TO MASTER_HOST = '{host}', MASTER_PORT = {PORT}, \
+                 MASTER_USER = '{ADMIN_USER}', MASTER_PASSWORD = '{admin_password}', \
+                 MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1, \
+                 MASTER_CONNECT_RETRY = 1; START SLAVE;"
+            ),
+        }
+    }
+
+    /// The server's executed GTID set.
+    pub fn gtid_executed(self) -> &'static str {
+        match self.is_mysql() {
+            true => "SELECT @@global.gtid_executed",
+            false => "SELECT @@global.gtid_binlog_state",
+        }
+    }
+}
+
+/// SQL as root over the socket; rows tab-separated, without column names.
+pub async fn sql(host: &Host, statements: &str) -> anyhow::Result<String> {
+    let quoted = statements.replace('\'', r"'\''");
+    host.sh(&format!(
+        "{} --no-defaults -uroot --socket={SOCKET} -N -e '{quoted}'",
+        host.server.client()
+    ))
+    .await
+}
+
+/// SQL as root over the socket, read from standard input: for statements that carry
+/// a secret, which then appears on no command line.
+pub async fn sql_stdin(host: &Host, script: &str) -> anyhow::Result<String> {
+    host.sh(&format!(
+        "{script} | {} --no-defaults -uroot --socket={SOCKET} -N",
+        host.server.client()
+    ))
+    .await
+}
+
+/// Starts the server (data directory created on first start) and waits until it
+/// answers.
+pub async fn start(host: &Host, id: u32, master: bool) -> anyhow::Result<()> {
+    start_with(host, id, master, "").await
+}
+
+/// [`start`] with more server options (e.g. `--skip-networking`: only the local socket,
+/// no sidecar or replica gets in).
+pub async fn start_with(host: &Host, id: u32, master: bool, extra: &str) -> anyhow::Result<()> {
+    let server = host.server;
+    let cnf = server.cnf().replace('\'', r"'\''");
+    host.sh(&format!(
+        "mkdir -p /run/mysqld /etc/mysql && printf '%s' '{cnf}' > {CNF} && \
+         if [ ! -d {DATADIR}/mysql ]; then {}; fi",
+        server.install()
+    ))
+    .await?;
+    host.spawn(&format!("{} {extra}", server.command(id, master)), "mysqld.log")
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if sql(host, "SELECT 1").await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let log = host
+                .sh("tail -20 /work/mysqld.log")
+                .await
+                .unwrap_or_default();
+            anyhow::bail!(
+                "{}: {} did not answer within 60 s:\n{log}",
+                host.name,
+                server.daemon()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGKILL of the server: the host and everything else on it live on.
+pub async fn kill(host: &Host) -> anyhow::Result<()> {
+    let d = host.server.daemon();
+    host.sh(&format!(
+        "pkill -9 -x {d}; while pgrep -x {d} > /dev/null; do sleep 0.05; done"
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// The sidecar's user (all privileges; replicas log in with it too) and the
+/// application's (rows in `app` only), on this server alone (not binlogged). MySQL's
+/// super_read_only stops even root from creating users: it is lifted for the while
+/// and put back as it was.
+pub async fn create_users(
+    host: &Host,
+    admin_password: &str,
+    app_password: &str,
+) -> anyhow::Result<()> {
+    let users = format!(
+        "SET sql_log_bin = 0; \
+         CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{admin_password}'; \
+         GRANT ALL ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION; \
+         CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{app_password}'; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO '{APP_USER}'@'%';"
+    );
+    let script = match host.server.is_mysql() {
+        true => format!(
+            "SET @sro = @@global.super_read_only; SET GLOBAL super_read_only = OFF; {users} \
+             SET GLOBAL super_read_only = @sro;"
+        ),
+        false => users,
+    };
+    sql(host, &script).await.map(|_| ())
+}
+
+/// What `SHOW REPLICA STATUS` says of a replica, in either dialect's column names.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaStatus {
+    pub source_host: String,
+    pub io_running: String,
+    pub sql_running: String,
+    pub seconds_behind: Option<u64>,
+    pub last_io_error: String,
+    pub last_sql_error: String,
+}
+
+/// The replica's status; `None` when it replicates from nothing.
+pub async fn replica_status(host: &Host) -> anyhow::Result<Option<ReplicaStatus>> {
+    let mysql = host.server.is_mysql();
+    let out = host
+        .sh(&format!(
+            "{} --no-defaults -uroot --socket={SOCKET} -e '{}\\G'",
+            host.server.client(),
+            if mysql { "SHOW REPLICA STATUS" } else { "SHOW SLAVE STATUS" }
+        ))
+        .await?;
+    if out.trim().is_empty() {
+        return Ok(None);
+    }
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let (host_col, io, sq, behind) = match mysql {
+        true => (
+            "Source_Host",
+            "Replica_IO_Running",
+            "Replica_SQL_Running",
+            "Seconds_Behind_Source",
+        ),
+        false => (
+            "Master_Host",
+            "Slave_IO_Running",
+            "Slave_SQL_Running",
+            "Seconds_Behind_Master",
+        ),
+    };
+    Ok(Some(ReplicaStatus {
+        source_host: field(host_col),
+        io_running: field(io),
+        sql_running: field(sq),
+        seconds_behind: field(behind).parse().ok(),
+        last_io_error: field("Last_IO_Error"),
+        last_sql_error: field("Last_SQL_Error"),
+    }))
+}
+
+/// Every host runs its server; `db-1` is the master, the others replicate from it
+/// with GTID and semi-sync. `admin_password` is the sidecar's (and replication's),
+/// `app_password` the application's; `schema` runs on the master first.
+pub async fn replicated(
+    cluster: &Cluster,
+    admin_password: &str,
+    app_password: &str,
+    schema: &str,
+) -> anyhow::Result<()> {
+    for (i, h) in cluster.hosts.iter().enumerate() {
+        start(h, i as u32 + 1, i == 0).await?;
+        create_users(h, admin_password, app_password).await?;
+    }
+    let master = &cluster.hosts[0];
+    for h in &cluster.hosts[1..] {
+        sql(
+            h,
+            &h.server
+                .replicate_from(&master.ip.to_string(), admin_password),
+        )
+        .await
+        .with_context(|| format!("{} replicating from {}", h.name, master.name))?;
+    }
+    // Semi-sync never gives up waiting (a day, in the settings file): the first write
+    // waits until the replicas are attached and acknowledging.
+    let want = cluster.hosts.len() - 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Rpl_semi_sync_master_clients (MariaDB) or Rpl_semi_sync_source_clients.
+        let n = sql(master, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_%_clients'").await?;
+        let n = n
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if n >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{}: {want} semi-sync replicas did not attach within 30 s ({n} did)", master.name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sql(master, &format!("CREATE DATABASE app; {schema}")).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Server;
+
+    #[test]
+    fn every_server_is_named_once_and_parsed_back() {
+        for s in Server::ALL {
+            assert_eq!(Server::parse(s.name()), Some(s));
+            assert!(s.image().ends_with(s.name()));
+        }
+        assert_eq!(Server::parse("mysql-8.0"), None);
+        assert!(Server::Mysql97.command(2, false).contains("--super-read-only=ON"));
+        assert!(!Server::Mariadb118.command(2, false).contains("super"));
+    }
+}
