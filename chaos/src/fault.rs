@@ -45,6 +45,8 @@ pub struct Ahead {
     pub transactions: usize,
     /// The table the batch created and filled.
     pub table: String,
+    /// The rows it holds at the end of the batch.
+    pub rows: usize,
 }
 
 /// The hosts of AZ `m` (its database host and its client), and every other host.
@@ -106,9 +108,7 @@ const AHEAD_ROWS: usize = 100;
 
 /// The batch the master writes alone: its statements and how many transactions.
 fn ahead_batch(table: &str, mysql: bool) -> (String, usize) {
-    let mut sql = format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, v LONGBLOB) ENGINE=InnoDB;\n"
-    );
+    let mut sql = format!("CREATE TABLE {table} (id INT PRIMARY KEY, v LONGBLOB) ENGINE=InnoDB;\n");
     for id in 1..=AHEAD_ROWS {
         sql.push_str(&format!("INSERT INTO {table} VALUES ({id}, 'ahead');\n"));
     }
@@ -155,8 +155,8 @@ async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead>
         ),
     };
     let status = match server.is_mysql() {
-        true => "SHOW REPLICA STATUS\\G",
-        false => "SHOW SLAVE STATUS\\G",
+        true => "SHOW REPLICA STATUS",
+        false => "SHOW SLAVE STATUS",
     };
     let client = server.client();
     let replicas: Vec<String> = (0..world.cluster.hosts.len())
@@ -171,7 +171,7 @@ async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead>
         // host's secret file through the environment (never on a command line).
         let mut script = format!(
             "export MYSQL_PWD=$(cat {secrets}/mysql-password); \
-             remote() {{ {client} --no-defaults -u {u} -h \"$1\" -N -e \"$2\"; }}; \
+             remote() {{ {client} --no-defaults -u {u} -h \"$1\" -N -E -e \"$2\"; }}; \
              {client} --no-defaults -uroot --socket={socket} -e '{semi_sync_off}' && ",
             secrets = crate::setup::SECRETS,
             u = db::ADMIN_USER,
@@ -195,13 +195,23 @@ async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead>
         ));
         let out = host.sh(&script).await?;
         match out.trim() {
-            "killed" => return Ok(Ahead { transactions, table }),
+            "killed" => {
+                return Ok(Ahead {
+                    // Every transaction but the CREATE TABLE inserts one row.
+                    rows: transactions - 1,
+                    transactions,
+                    table,
+                });
+            }
             _ => crate::progress(&format!(
                 "  a replica was re-attached during batch {attempt}: again"
             )),
         }
     }
-    anyhow::bail!("{}: the replicas kept being re-attached while the master ran ahead", host.name)
+    anyhow::bail!(
+        "{}: the replicas kept being re-attached while the master ran ahead",
+        host.name
+    )
 }
 
 /// After [`Fault::MasterAhead`]'s failover to `n`: the salvage recovered the whole
@@ -217,16 +227,32 @@ pub async fn check_ahead(
 ) -> anyhow::Result<()> {
     let salvage = &outcome["Completed"]["salvage"]["Ok"];
     let recovered = salvage["recovered"].as_u64().unwrap_or(0);
-    let missed = salvage["not_recovered"].as_array().map_or(usize::MAX, Vec::len);
+    let missed = salvage["not_recovered"]
+        .as_array()
+        .map_or(usize::MAX, Vec::len);
     if recovered < ahead.transactions as u64 || missed != 0 {
         anyhow::bail!(
             "the master ran {} transactions ahead; the salvage recovered {recovered}, {} not: {}",
             ahead.transactions,
-            if missed == usize::MAX { "?".to_string() } else { missed.to_string() },
+            if missed == usize::MAX {
+                "?".to_string()
+            } else {
+                missed.to_string()
+            },
             outcome["Completed"]["salvage"]
         );
     }
     let new = world.db(n);
+    let rows = db::sql(new, &format!("SELECT COUNT(*) FROM {}", ahead.table)).await?;
+    if rows.trim() != ahead.rows.to_string() {
+        anyhow::bail!(
+            "{} holds {} rows of {} on {} after the salvage",
+            ahead.table,
+            rows.trim(),
+            ahead.rows,
+            new.name
+        );
+    }
     let executed: String = db::sql(new, new.server.gtid_executed())
         .await?
         .chars()

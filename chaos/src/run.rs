@@ -287,7 +287,9 @@ fn heal_words(fault: Fault) -> &'static str {
     match fault {
         Fault::HostKill => "host booted, mysqld and sidecar started",
         Fault::AzPartition => "partition removed",
-        Fault::MasterAhead => "mysqld restarted (its sidecar finds nothing errant: all was salvaged)",
+        Fault::MasterAhead => {
+            "mysqld restarted (its sidecar finds nothing errant: all was salvaged)"
+        }
         _ => "mysqld restarted",
     }
 }

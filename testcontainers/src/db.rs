@@ -198,8 +198,11 @@ pub async fn start_with(host: &Host, id: u32, master: bool, extra: &str) -> anyh
         server.install()
     ))
     .await?;
-    host.spawn(&format!("{} {extra}", server.command(id, master)), "mysqld.log")
-        .await?;
+    host.spawn(
+        &format!("{} {extra}", server.command(id, master)),
+        "mysqld.log",
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if sql(host, "SELECT 1").await.is_ok() {
@@ -272,9 +275,14 @@ pub async fn replica_status(host: &Host) -> anyhow::Result<Option<ReplicaStatus>
     let mysql = host.server.is_mysql();
     let out = host
         .sh(&format!(
-            "{} --no-defaults -uroot --socket={SOCKET} -e '{}\\G'",
+            // Vertical output (`-E`): MySQL 9's client refuses `\G` in `-e`.
+            "{} --no-defaults -uroot --socket={SOCKET} -E -e '{}'",
             host.server.client(),
-            if mysql { "SHOW REPLICA STATUS" } else { "SHOW SLAVE STATUS" }
+            if mysql {
+                "SHOW REPLICA STATUS"
+            } else {
+                "SHOW SLAVE STATUS"
+            }
         ))
         .await?;
     if out.trim().is_empty() {
@@ -349,7 +357,10 @@ pub async fn replicated(
             break;
         }
         if Instant::now() > deadline {
-            anyhow::bail!("{}: {want} semi-sync replicas did not attach within 30 s ({n} did)", master.name);
+            anyhow::bail!(
+                "{}: {want} semi-sync replicas did not attach within 30 s ({n} did)",
+                master.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -368,7 +379,9 @@ mod tests {
             assert!(s.image().ends_with(s.name()));
         }
         assert_eq!(Server::parse("mysql-8.0"), None);
-        assert!(Server::Mysql97.command(2, false).contains("--super-read-only=ON"));
+        assert!(Server::Mysql97
+            .command(2, false)
+            .contains("--super-read-only=ON"));
         assert!(!Server::Mariadb118.command(2, false).contains("super"));
     }
 }

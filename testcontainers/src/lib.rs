@@ -81,7 +81,10 @@ impl Options {
         let server = match std::env::var("MULTIAZ_SERVER") {
             Ok(name) => Server::parse(&name).with_context(|| {
                 let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
-                format!("MULTIAZ_SERVER={name}: not a server here (known: {})", known.join(", "))
+                format!(
+                    "MULTIAZ_SERVER={name}: not a server here (known: {})",
+                    known.join(", ")
+                )
             })?,
             Err(_) => DEFAULT_SERVER,
         };
@@ -253,6 +256,13 @@ impl Cluster {
             }
             _ => container.get_bridge_ip_address().await?,
         };
-        Ok(Host::new(host, format!("az-{az}"), ip, work, opts.server, container))
+        Ok(Host::new(
+            host,
+            format!("az-{az}"),
+            ip,
+            work,
+            opts.server,
+            container,
+        ))
     }
 }

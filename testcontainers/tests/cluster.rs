@@ -83,20 +83,28 @@ async fn three_hosts(server: Server) {
     // The server is the one named, and replicates with GTIDs.
     let version = db::sql(db2, "SELECT VERSION()").await.unwrap();
     let want = server.name().split_once('-').unwrap().1;
-    assert!(version.trim().starts_with(want), "{} runs {version}", server.name());
+    assert!(
+        version.trim().starts_with(want),
+        "{} runs {version}",
+        server.name()
+    );
     let executed = db::sql(db3, server.gtid_executed()).await.unwrap();
     assert!(!executed.trim().is_empty(), "db-3 has GTIDs");
-    let status = db::replica_status(db2).await.unwrap().expect("db-2 replicates");
+    let status = db::replica_status(db2)
+        .await
+        .unwrap()
+        .expect("db-2 replicates");
     assert_eq!(status.source_host, db1.ip.to_string());
-    assert_eq!((status.io_running.as_str(), status.sql_running.as_str()), ("Yes", "Yes"));
+    assert_eq!(
+        (status.io_running.as_str(), status.sql_running.as_str()),
+        ("Yes", "Yes")
+    );
     // mysqld SIGKILLed: down, the host lives; started again, its data is there.
     db::kill(db1).await.unwrap();
     assert!(db::sql(db1, "SELECT 1").await.is_err());
     assert!(db1.sh("echo alive").await.is_ok());
     db::start(db1, 1, false).await.unwrap();
-    let n = db::sql(db1, "SELECT COUNT(*) FROM app.t")
-        .await
-        .unwrap();
+    let n = db::sql(db1, "SELECT COUNT(*) FROM app.t").await.unwrap();
     assert_eq!(n.trim(), "3");
     // The whole host crashes and boots: nothing runs, the disk and the address stay.
     db3.crash().await.unwrap();
@@ -112,9 +120,7 @@ async fn three_hosts(server: Server) {
         "db-3 keeps its address"
     );
     db::start(db3, 3, false).await.unwrap();
-    let n = db::sql(db3, "SELECT COUNT(*) FROM app.t")
-        .await
-        .unwrap();
+    let n = db::sql(db3, "SELECT COUNT(*) FROM app.t").await.unwrap();
     assert_eq!(n.trim(), "3");
     assert!(!containers_on(&network).is_empty());
     drop(cluster);
