@@ -142,22 +142,13 @@ fn ahead_batch(table: &str, mysql: bool) -> (String, usize) {
 async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead> {
     let host = world.db(m);
     let server = host.server;
-    let (semi_sync_off, stop_io, io_column) = match server.is_mysql() {
-        true => (
-            "SET GLOBAL rpl_semi_sync_source_enabled = OFF",
-            "STOP REPLICA IO_THREAD",
-            "Replica_IO_Running",
-        ),
-        false => (
-            "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
-            "STOP SLAVE IO_THREAD",
-            "Slave_IO_Running",
-        ),
+    let dialect = server.dialect();
+    let semi_sync_off = match server.is_mysql() {
+        true => "SET GLOBAL rpl_semi_sync_source_enabled = OFF",
+        false => "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
     };
-    let status = match server.is_mysql() {
-        true => "SHOW REPLICA STATUS",
-        false => "SHOW SLAVE STATUS",
-    };
+    let (stop_io, status) = (dialect.stop_io_thread(), dialect.replica_status());
+    let io_column = dialect.columns().io_running;
     let client = server.client();
     let replicas: Vec<String> = (0..world.cluster.hosts.len())
         .filter(|&i| i != m)
@@ -227,18 +218,12 @@ pub async fn check_ahead(
 ) -> anyhow::Result<()> {
     let salvage = &outcome["Completed"]["salvage"]["Ok"];
     let recovered = salvage["recovered"].as_u64().unwrap_or(0);
-    let missed = salvage["not_recovered"]
-        .as_array()
-        .map_or(usize::MAX, Vec::len);
-    if recovered < ahead.transactions as u64 || missed != 0 {
+    let missed = salvage["not_recovered"].as_array().map(Vec::len);
+    if recovered < ahead.transactions as u64 || missed != Some(0) {
         anyhow::bail!(
-            "the master ran {} transactions ahead; the salvage recovered {recovered}, {} not: {}",
+            "the master ran {} transactions ahead; the salvage recovered {recovered}, not \
+             recovered {missed:?}: {}",
             ahead.transactions,
-            if missed == usize::MAX {
-                "?".to_string()
-            } else {
-                missed.to_string()
-            },
             outcome["Completed"]["salvage"]
         );
     }
@@ -253,11 +238,10 @@ pub async fn check_ahead(
             new.name
         );
     }
-    let executed: String = db::sql(new, new.server.gtid_executed())
-        .await?
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let dialect = new.server.dialect();
+    let executed = dialect
+        .gtids(&db::sql(new, dialect.has_transactions()).await?)
+        .map_err(anyhow::Error::msg)?;
     let left = world
         .db(m)
         .sh(&format!(

@@ -6,6 +6,8 @@
 
 use crate::{Cluster, Host};
 use anyhow::Context;
+use multiaz_engine::Flavour;
+use multiaz_sidecar::mysql::dialect::{Dialect, SourceSpec};
 use std::time::{Duration, Instant};
 
 pub const DATADIR: &str = "/var/lib/mysql";
@@ -52,15 +54,20 @@ impl Server {
     }
 
     /// The sidecar's `cluster.flavour` for it.
-    pub fn flavour(self) -> &'static str {
+    pub fn flavour(self) -> Flavour {
         match self {
-            Server::Mariadb1011 | Server::Mariadb118 => "mariadb",
-            Server::Mysql97 => "mysql",
+            Server::Mariadb1011 | Server::Mariadb118 => Flavour::Mariadb,
+            Server::Mysql97 => Flavour::Mysql,
         }
     }
 
+    /// Its statements, as the sidecar spells them.
+    pub fn dialect(self) -> Dialect {
+        Dialect(self.flavour())
+    }
+
     pub fn is_mysql(self) -> bool {
-        self == Server::Mysql97
+        self.flavour() == Flavour::Mysql
     }
 
     /// The server's program (what a SIGKILL is sent to).
@@ -130,33 +137,6 @@ impl Server {
                 "mariadb-install-db --no-defaults --user=root --datadir={DATADIR} \
                  --auth-root-authentication-method=normal --skip-test-db > /dev/null"
             ),
-        }
-    }
-
-    /// `CHANGE … TO` and start, replicating from `host` with GTID auto-positioning.
-    pub fn replicate_from(self, host: &str, admin_password: &str) -> String {
-        match self.is_mysql() {
-            // Without TLS, caching_sha2_password needs the source's public key.
-            true => format!(
-                "CHANGE REPLICATION SOURCE TO SOURCE_HOST = '{host}', SOURCE_PORT = {PORT}, \
-                 SOURCE_USER = '{ADMIN_USER}', SOURCE_PASSWORD = '{admin_password}', \
-                 SOURCE_AUTO_POSITION = 1, SOURCE_HEARTBEAT_PERIOD = 1, \
-                 SOURCE_CONNECT_RETRY = 1, GET_SOURCE_PUBLIC_KEY = 1; START REPLICA;"
-            ),
-            false => format!(
-                "CHANGE MASTER TO MASTER_HOST = '{host}', MASTER_PORT = {PORT}, \
-                 MASTER_USER = '{ADMIN_USER}', MASTER_PASSWORD = '{admin_password}', \
-                 MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1, \
-                 MASTER_CONNECT_RETRY = 1; START SLAVE;"
-            ),
-        }
-    }
-
-    /// The server's executed GTID set.
-    pub fn gtid_executed(self) -> &'static str {
-        match self.is_mysql() {
-            true => "SELECT @@global.gtid_executed",
-            false => "SELECT @@global.gtid_binlog_state",
         }
     }
 }
@@ -272,17 +252,13 @@ pub struct ReplicaStatus {
 
 /// The replica's status; `None` when it replicates from nothing.
 pub async fn replica_status(host: &Host) -> anyhow::Result<Option<ReplicaStatus>> {
-    let mysql = host.server.is_mysql();
+    let dialect = host.server.dialect();
     let out = host
         .sh(&format!(
             // Vertical output (`-E`): MySQL 9's client refuses `\G` in `-e`.
             "{} --no-defaults -uroot --socket={SOCKET} -E -e '{}'",
             host.server.client(),
-            if mysql {
-                "SHOW REPLICA STATUS"
-            } else {
-                "SHOW SLAVE STATUS"
-            }
+            dialect.replica_status()
         ))
         .await?;
     if out.trim().is_empty() {
@@ -294,26 +270,13 @@ pub async fn replica_status(host: &Host) -> anyhow::Result<Option<ReplicaStatus>
             .unwrap_or("")
             .to_string()
     };
-    let (host_col, io, sq, behind) = match mysql {
-        true => (
-            "Source_Host",
-            "Replica_IO_Running",
-            "Replica_SQL_Running",
-            "Seconds_Behind_Source",
-        ),
-        false => (
-            "Master_Host",
-            "Slave_IO_Running",
-            "Slave_SQL_Running",
-            "Seconds_Behind_Master",
-        ),
-    };
+    let cols = dialect.columns();
     Ok(Some(ReplicaStatus {
-        source_host: field(host_col),
-        io_running: field(io),
-        sql_running: field(sq),
-        seconds_behind: field(behind).parse().ok(),
-        last_io_error: field("Last_IO_Error"),
+        source_host: field(cols.host),
+        io_running: field(cols.io_running),
+        sql_running: field(cols.sql_running),
+        seconds_behind: field(cols.seconds_behind).parse().ok(),
+        last_io_error: field(cols.last_io_error),
         last_sql_error: field("Last_SQL_Error"),
     }))
 }
@@ -332,14 +295,21 @@ pub async fn replicated(
         create_users(h, admin_password, app_password).await?;
     }
     let master = &cluster.hosts[0];
+    let source_host = master.ip.to_string();
+    let source = SourceSpec {
+        host: &source_host,
+        port: PORT,
+        user: ADMIN_USER,
+        password: admin_password.as_bytes(),
+        tls: None,
+    };
     for h in &cluster.hosts[1..] {
-        sql(
-            h,
-            &h.server
-                .replicate_from(&master.ip.to_string(), admin_password),
-        )
-        .await
-        .with_context(|| format!("{} replicating from {}", h.name, master.name))?;
+        let dialect = h.server.dialect();
+        let mut statements = dialect.point_at(&source);
+        statements.push(dialect.start_replication().into());
+        sql(h, &statements.join("; "))
+            .await
+            .with_context(|| format!("{} replicating from {}", h.name, master.name))?;
     }
     // Semi-sync never gives up waiting (a day, in the settings file): the first write
     // waits until the replicas are attached and acknowledging.

@@ -12,8 +12,8 @@
 //! outlives this one removes what is left even after a SIGKILL (`network.rs`).
 //! Database hosts keep fixed addresses across crashes and boots.
 //!
-//! The server is a parameter ([`Options::server`], `$MULTIAZ_SERVER`, e.g.
-//! `mysql-9.7`), and so is the image it comes in ([`Options::image`]): where a
+//! The server is a parameter ([`Options::server`], e.g. `mysql-9.7`), and so is the
+//! image it comes in ([`Options::image`]): where a
 //! registry is reachable the same hosts can come from another image with the server
 //! and iproute2 on its `PATH`.
 
@@ -35,9 +35,6 @@ use testcontainers::runners::AsyncRunner;
 use testcontainers::{GenericImage, ImageExt};
 
 pub use db::Server;
-
-/// The server the hosts run unless told otherwise.
-pub const DEFAULT_SERVER: Server = Server::Mariadb1011;
 /// Where the multiaz binaries are mounted in every host.
 pub const BIN_DIR: &str = "/opt/multiaz";
 /// Where each host's own work directory is mounted.
@@ -45,7 +42,7 @@ pub const WORK_DIR: &str = "/work";
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The database server on the hosts: `$MULTIAZ_SERVER` or [`DEFAULT_SERVER`].
+    /// The database server on the hosts.
     pub server: Server,
     /// `name:tag` of a local image with that server: [`Server::image`] unless set.
     pub image: String,
@@ -73,22 +70,6 @@ impl Options {
             work: work.into(),
             bin_dir: None,
         }
-    }
-
-    /// [`Options::with_server`] for `$MULTIAZ_SERVER` (a [`Server::name`]), or
-    /// [`DEFAULT_SERVER`] when it is unset; an unknown name is an error.
-    pub fn new(work: impl Into<PathBuf>) -> anyhow::Result<Options> {
-        let server = match std::env::var("MULTIAZ_SERVER") {
-            Ok(name) => Server::parse(&name).with_context(|| {
-                let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
-                format!(
-                    "MULTIAZ_SERVER={name}: not a server here (known: {})",
-                    known.join(", ")
-                )
-            })?,
-            Err(_) => DEFAULT_SERVER,
-        };
-        Ok(Options::with_server(server, work))
     }
 }
 

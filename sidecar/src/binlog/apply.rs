@@ -78,8 +78,7 @@ pub fn statements(tx: &Transaction, format: &mut Option<Arc<[u8]>>) -> Result<Ve
                 if !schema.is_empty() {
                     out.push(format!("USE `{}`", schema.replace('`', "``")));
                 }
-                // BEGIN and COMMIT change nothing a session setting could alter.
-                if !is_begin_or_commit(sql) {
+                if let Some(session) = session {
                     out.extend(session.statements(quote));
                 }
                 out.push(sql.clone());
@@ -106,13 +105,6 @@ pub fn statements(tx: &Transaction, format: &mut Option<Arc<[u8]>>) -> Result<Ve
         out.push("SET @@session.gtid_next='AUTOMATIC'".into());
     }
     Ok(out)
-}
-
-fn is_begin_or_commit(sql: &str) -> bool {
-    let s = sql.trim().trim_end_matches(';').trim();
-    ["BEGIN", "COMMIT", "START TRANSACTION", "ROLLBACK"]
-        .iter()
-        .any(|k| s.eq_ignore_ascii_case(k))
 }
 
 fn binlog_statement(events: &[u8]) -> String {

@@ -88,8 +88,9 @@ pub enum Decoded {
     Query {
         schema: String,
         sql: String,
-        /// The session it ran in (for replaying a statement as it ran).
-        session: Box<Session>,
+        /// The session it ran in, for replaying it as it ran; `None` for BEGIN,
+        /// COMMIT and ROLLBACK, which no session setting alters.
+        session: Option<Box<Session>>,
     },
     TableMap {
         schema: String,
@@ -98,7 +99,7 @@ pub enum Decoded {
     /// Ends a transaction (XID).
     Commit,
     /// MySQL's compressed transaction: the events after its GTID, inside this one
-    /// ([`Decoder::payload`] opens it).
+    /// (the scanner opens it with [`super::payload::PayloadEvents`]).
     Payload,
     /// An XA PREPARE: ends the prepared part of an XA transaction.
     XaPrepare,
@@ -226,10 +227,13 @@ impl Decoder {
                 let q = ev
                     .read_event::<QueryEvent<'_>>()
                     .map_err(|e| err("query", e))?;
+                let sql = q.query().into_owned();
+                let session = matches!(statement(&sql), Statement::Other)
+                    .then(|| Box::new(Session::of(&q, frame.timestamp())));
                 Decoded::Query {
                     schema: q.schema().into_owned(),
-                    sql: q.query().into_owned(),
-                    session: Box::new(Session::of(&q, frame.timestamp())),
+                    sql,
+                    session,
                 }
             }
             TABLE_MAP => {
@@ -250,8 +254,7 @@ impl Decoder {
         })
     }
 
-    /// The frame parsed as an event (a [`Decoded::Payload`], for
-    /// [`super::payload::each_event`]).
+    /// The frame parsed as an event (a [`Decoded::Payload`], to open it).
     pub fn raw_event(&self, frame: &Frame<'_>) -> Result<Event, DecodeError> {
         self.event(frame)
             .map_err(|e| DecodeError(format!("compressed transaction: {e}")))
@@ -260,6 +263,25 @@ impl Decoder {
     fn event(&self, frame: &Frame<'_>) -> std::io::Result<Event> {
         // The frame is whole and checked, so `Event::read` cannot run off its end.
         Event::read(&self.fde, frame.bytes)
+    }
+}
+
+/// What a Query event's statement does to the transaction around it.
+pub(crate) enum Statement {
+    Begin,
+    /// COMMIT or ROLLBACK: the transaction is over either way.
+    End,
+    Other,
+}
+
+pub(crate) fn statement(sql: &str) -> Statement {
+    let s = sql.trim().trim_end_matches(';').trim();
+    if s.eq_ignore_ascii_case("BEGIN") || s.eq_ignore_ascii_case("START TRANSACTION") {
+        Statement::Begin
+    } else if s.eq_ignore_ascii_case("COMMIT") || s.eq_ignore_ascii_case("ROLLBACK") {
+        Statement::End
+    } else {
+        Statement::Other
     }
 }
 

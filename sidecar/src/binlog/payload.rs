@@ -10,29 +10,7 @@
 
 use super::frame::{crc32, read_full, HEADER_LEN, MAX_EVENT};
 use super::kind::MYSQL_TRANSACTION_PAYLOAD;
-use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 use std::io::Read;
-use std::ops::ControlFlow;
-
-/// Calls `each` with every event inside the TRANSACTION_PAYLOAD `event` (each with a
-/// CRC32 appended when `checksum`), until it breaks or an error.
-pub fn each_event(
-    event: &Event,
-    checksum: bool,
-    mut each: impl FnMut(Vec<u8>) -> Result<ControlFlow<()>, String>,
-) -> Result<(), String> {
-    let payload = event
-        .read_event::<TransactionPayloadEvent<'_>>()
-        .map_err(|e| format!("compressed transaction: {e}"))?;
-    let reader = payload.decompressed().map_err(|e| decompressing(&e))?;
-    let mut events = PayloadEvents::new(reader, checksum);
-    while let Some(e) = events.next_event()? {
-        if each(e)?.is_break() {
-            break;
-        }
-    }
-    Ok(())
-}
 
 /// The events inside one payload, in order.
 pub struct PayloadEvents<R> {
@@ -87,7 +65,7 @@ impl<R: Read> PayloadEvents<R> {
     }
 }
 
-fn decompressing(e: &std::io::Error) -> String {
+pub(crate) fn decompressing(e: &std::io::Error) -> String {
     format!("compressed transaction does not decompress: {e}")
 }
 

@@ -2,10 +2,12 @@
 //! Only complete transactions come out; one still open where the read stops (the file
 //! ends, or damage) is reported as torn, never applied.
 
-use super::event::{Decoded, Decoder, Gtid};
+use super::event::{statement, Decoded, Decoder, Gtid, Statement};
 use super::frame::{Damage, DamageKind, Frame, Framer};
-use super::{kind, payload};
+use super::kind;
+use super::payload::{self, PayloadEvents};
 use multiaz_engine::{Flavour, GtidSet};
+use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::BufReader;
@@ -351,23 +353,31 @@ fn take(
 /// format description or an event after the one that ends it is damage.
 fn expand(
     decoder: &mut Decoder,
-    event: &mysql_common::binlog::events::Event,
+    event: &Event,
     has_checksum: bool,
     o: &mut Open,
     keep: &mut Keep<'_>,
 ) -> Result<bool, Stop> {
+    let payload = event
+        .read_event::<TransactionPayloadEvent<'_>>()
+        .map_err(|e| Stop::Damage(format!("compressed transaction: {e}")))?;
+    let reader = payload
+        .decompressed()
+        .map_err(|e| Stop::Damage(payload::decompressing(&e)))?;
+    let mut events = PayloadEvents::new(reader, has_checksum);
     let mut done = false;
-    let mut stop = None;
-    payload::each_event(event, has_checksum, |bytes| {
+    while let Some(bytes) = events.next_event().map_err(Stop::Damage)? {
         if done {
-            return Err("compressed transaction: events after its end".into());
+            return Err(Stop::Damage(
+                "compressed transaction: events after its end".into(),
+            ));
         }
         let frame = Frame {
             offset: 0,
             bytes: &bytes,
             has_checksum,
         };
-        let decoded = decoder.decode(&frame).map_err(|e| e.0)?;
+        let decoded = decoder.decode(&frame).map_err(|e| Stop::Damage(e.0))?;
         if matches!(
             decoded,
             Decoded::Gtid { .. }
@@ -376,47 +386,18 @@ fn expand(
                 | Decoded::Payload
                 | Decoded::Before(_)
         ) {
-            return Err(format!(
+            return Err(Stop::Damage(format!(
                 "compressed transaction holds a {} event",
                 frame.event_type()
-            ));
+            )));
         }
-        match take(o, decoded, frame.event_type(), &bytes, keep) {
-            Ok(d) => {
-                done = d;
-                Ok(ControlFlow::Continue(()))
-            }
-            Err(s) => {
-                stop = Some(s);
-                Ok(ControlFlow::Break(()))
-            }
-        }
-    })
-    .map_err(Stop::Damage)?;
-    match stop {
-        Some(s) => Err(s),
-        None if done => Ok(true),
-        None => Err(Stop::Damage(
+        done = take(o, decoded, frame.event_type(), &bytes, keep)?;
+    }
+    match done {
+        true => Ok(true),
+        false => Err(Stop::Damage(
             "compressed transaction ends before its commit".into(),
         )),
-    }
-}
-
-enum Statement {
-    Begin,
-    /// COMMIT or ROLLBACK: the transaction is over either way.
-    End,
-    Other,
-}
-
-fn statement(sql: &str) -> Statement {
-    let s = sql.trim().trim_end_matches(';').trim();
-    if s.eq_ignore_ascii_case("BEGIN") || s.eq_ignore_ascii_case("START TRANSACTION") {
-        Statement::Begin
-    } else if s.eq_ignore_ascii_case("COMMIT") || s.eq_ignore_ascii_case("ROLLBACK") {
-        Statement::End
-    } else {
-        Statement::Other
     }
 }
 
