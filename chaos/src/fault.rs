@@ -160,9 +160,11 @@ async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead>
         std::fs::write(host.work.join("ahead.sql"), &batch)?;
         // The replicas are reached as the sidecar's user, its password from the
         // host's secret file through the environment (never on a command line).
+        // The password goes only to the remote calls: root logs in over the socket
+        // without one, and MYSQL_PWD would make that login fail.
         let mut script = format!(
-            "export MYSQL_PWD=$(cat {secrets}/mysql-password); \
-             remote() {{ {client} --no-defaults -u {u} -h \"$1\" -N -E -e \"$2\"; }}; \
+            "remote() {{ MYSQL_PWD=$(cat {secrets}/mysql-password) \
+               {client} --no-defaults -u {u} -h \"$1\" -E -e \"$2\"; }}; \
              {client} --no-defaults -uroot --socket={socket} -e '{semi_sync_off}' && ",
             secrets = crate::setup::SECRETS,
             u = db::ADMIN_USER,
@@ -177,11 +179,14 @@ async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead>
         ));
         for r in &replicas {
             script.push_str(&format!(
-                "{{ remote {r} '{status}' | grep -q '{io_column}: No' || {{ echo reattached; exit 0; }}; }} && "
+                "{{ s=$(remote {r} '{status}'); echo \"$s\" | grep -q '{io_column}: No' \
+                 || {{ echo \"{r}: $(echo \"$s\" | grep -m1 '{io_column}')\"; exit 0; }}; }} && "
             ));
         }
+        // A step that failed ends the script with what it said (never a kill).
         script.push_str(&format!(
-            "pkill -9 -x {d}; while pgrep -x {d} > /dev/null; do sleep 0.05; done; echo killed",
+            "{{ pkill -9 -x {d}; while pgrep -x {d} > /dev/null; do sleep 0.05; done; echo killed; }} \
+             || {{ echo failed; exit 1; }}",
             d = server.daemon()
         ));
         let out = host.sh(&script).await?;
@@ -194,8 +199,8 @@ async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead>
                     table,
                 });
             }
-            _ => crate::progress(&format!(
-                "  a replica was re-attached during batch {attempt}: again"
+            said => crate::progress(&format!(
+                "  a replica was re-attached during batch {attempt} ({said}): again"
             )),
         }
     }

@@ -141,11 +141,12 @@ impl Server {
     }
 }
 
-/// SQL as root over the socket; rows tab-separated, without column names.
+/// SQL as root over the socket; rows tab-separated, without column names, values raw
+/// (a newline in a value, as in a MySQL executed set of several servers, comes as one).
 pub async fn sql(host: &Host, statements: &str) -> anyhow::Result<String> {
     let quoted = statements.replace('\'', r"'\''");
     host.sh(&format!(
-        "{} --no-defaults -uroot --socket={SOCKET} -N -e '{quoted}'",
+        "{} --no-defaults -uroot --socket={SOCKET} -N -r -e '{quoted}'",
         host.server.client()
     ))
     .await
