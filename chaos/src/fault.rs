@@ -348,11 +348,14 @@ async fn rebuild_by_clone(world: &World, m: usize, n: usize) -> anyhow::Result<(
     db::kill(host).await?;
     db::start_with(host, id, false, "--skip-networking").await?;
     // The password is read from the host's secret file into the statement on stdin:
-    // it appears on no command line.
+    // it appears on no command line. CLONE writes the data directory, which
+    // super_read_only refuses (ERROR 1290); without networking no client can write
+    // meanwhile, and the restart after the clone starts it read-only again.
     let clone = db::sql_stdin(
         host,
         &format!(
-            "printf \"SET GLOBAL clone_valid_donor_list = '{donor}'; \
+            "printf \"SET GLOBAL super_read_only = OFF; \
+             SET GLOBAL clone_valid_donor_list = '{donor}'; \
              CLONE INSTANCE FROM '{u}'@'{ip}':{port} IDENTIFIED BY '%s';\" \
              \"$(cat {secrets}/mysql-password)\"",
             u = db::ADMIN_USER,

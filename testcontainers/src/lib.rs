@@ -222,7 +222,11 @@ impl Cluster {
                     hc.sysctls = Some(sysctls.clone());
                 }
             })
-            .with_mount(Mount::bind_mount(work.display().to_string(), WORK_DIR));
+            .with_mount(Mount::bind_mount(work.display().to_string(), WORK_DIR))
+            // /run starts empty at every boot, as on a real host: a killed mysqld's
+            // socket lock file (naming a pid that the next boot may give to another
+            // process) must not outlive the "power cut".
+            .with_mount(Mount::tmpfs_mount("/run"));
         if let Some(bin) = &opts.bin_dir {
             req = req.with_mount(Mount::bind_mount(bin.display().to_string(), BIN_DIR));
         }

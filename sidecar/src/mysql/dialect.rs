@@ -131,6 +131,23 @@ impl Dialect {
         }
     }
 
+    /// What ends commits still waiting for a semi-sync acknowledgement once their
+    /// connections have been killed, so that read_only (queued behind their commit
+    /// lock) can be set. MariaDB ends the wait at the KILL. MySQL 9.7 does not: a
+    /// killed connection goes on waiting for an acknowledgement that an isolated old
+    /// master never gets (seen in the az-partition chaos run: `SET GLOBAL
+    /// super_read_only` queued for minutes), so the source side is switched off. The
+    /// commits then finish locally, unacknowledged (their clients lost the connection
+    /// at the KILL), and new writes cannot slip in meanwhile: they queue behind the
+    /// pending read_only. A master made writable again turns it back on
+    /// ([`Self::semi_sync_as_source`]).
+    pub fn end_ack_waits(self) -> &'static [&'static str] {
+        match self.0 {
+            Flavour::Mariadb => &[],
+            Flavour::Mysql => &["SET GLOBAL rpl_semi_sync_source_enabled = OFF"],
+        }
+    }
+
     pub fn semi_sync_as_replica(self) -> &'static [&'static str] {
         match self.0 {
             Flavour::Mariadb => &[

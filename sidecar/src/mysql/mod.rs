@@ -398,6 +398,14 @@ impl MysqlAdapter {
                 let mut other = self.connect(node).await?;
                 let killed = Self::kill_writers(&mut other).await?;
                 tracing::warn!(%node, killed, "read_only waited {wait:?} behind running writes: killed them");
+                for s in d.end_ack_waits() {
+                    match other.query_drop(*s).await {
+                        // No semi-sync plugin (mysql.allow_async): no wait to end.
+                        Err(mysql_async::Error::Server(e))
+                            if e.code == dialect::UNKNOWN_VARIABLE => {}
+                        r => r.map_err(|e| format!("{s}: {e}"))?,
+                    }
+                }
                 Self::run_all(&mut other, d.set_read_only()).await?;
                 Ok(Some(other))
             }
