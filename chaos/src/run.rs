@@ -11,7 +11,7 @@ use crate::report::{CycleReport, Report};
 use crate::setup::World;
 use crate::{fault, progress, verify, wall_ms};
 use anyhow::{bail, Context};
-use multiaz_testcontainers::db;
+use multiaz_testcontainers::{db, BIN_DIR};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -38,6 +38,12 @@ pub async fn run(args: &RunArgs, out: &Path, bin_dir: &Path) -> anyhow::Result<R
         }
     }
     world.proxy.set(Mode::Pass);
+    if error.is_none() {
+        if let Err(e) = check_passes(&world, &mut w).await {
+            progress(&format!("after the last cycle: {e:#}"));
+            error = Some(format!("after the last cycle: {e:#}"));
+        }
+    }
     progress("stopping the clients; checking every acknowledged write");
     world.stop_clients().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -137,6 +143,41 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
         let _ = std::fs::write(&dump, serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     bail!("the cluster did not become healthy within 120 s: {why} (last status: status-at-failure.json)")
+}
+
+/// Once the cluster is whole again after the last cycle, `multiaz check` on the
+/// master's host passes: what the failovers and rejoins left (replication, semi-sync
+/// sides, read_only, GTID auto-positioning, routes, peers) is what an operator's
+/// check expects. Its output is kept in the host's directory (`check.txt`).
+async fn check_passes(world: &World, w: &mut Watch) -> anyhow::Result<()> {
+    let (m, _) = wait_healthy(world, w).await?;
+    let host = world.db(m);
+    let out = host
+        .sh(&format!(
+            "env {} {BIN_DIR}/multiaz check --config /work/multiaz.toml > /work/check.txt 2>&1; \
+             echo $?",
+            crate::setup::AWS_ENV
+        ))
+        .await?;
+    let said = std::fs::read_to_string(host.work.join("check.txt")).unwrap_or_default();
+    match out.trim() {
+        "0" => {
+            progress(&format!(
+                "  multiaz check on {}: {}",
+                host.name,
+                said.lines().last().unwrap_or("")
+            ));
+            Ok(())
+        }
+        code => bail!(
+            "multiaz check on {} exited {code}:\n{}",
+            host.name,
+            said.lines()
+                .filter(|l| l.starts_with("FAIL") || l.starts_with("  "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
 }
 
 /// Why not every replica in `others` (node ids) follows the master `m` closely.

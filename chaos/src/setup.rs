@@ -26,7 +26,7 @@ pub const SCHEMA: &str = "CREATE TABLE app.writes (client INT NOT NULL, seq BIGI
 pub const SECRETS: &str = "/work/secrets";
 /// What the sidecars and agents need from the environment: moto takes any credentials,
 /// and there is no instance metadata service to ask for a region.
-const AWS_ENV: &str =
+pub const AWS_ENV: &str =
     "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true";
 
 pub struct Secrets {

@@ -4,6 +4,7 @@
 use crate::admin_client;
 use crate::auth::ClusterKey;
 use crate::config::Config;
+use crate::mysql::dialect::Dialect;
 use crate::peers;
 use crate::run::{ec2_routes, mysql_adapter};
 use axum::http::Method;
@@ -450,7 +451,11 @@ pub async fn run(config: &Config) -> Vec<Line> {
                 "repl",
                 &n,
                 "master: replicates from nobody".into(),
-                "the master must not be a replica: STOP SLAVE; RESET SLAVE ALL",
+                format!(
+                    "the master must not be a replica: {}; {}",
+                    Dialect(flavour).stop_replication(),
+                    Dialect(flavour).reset_replication()
+                ),
             );
         } else {
             check_replica(s, config, master, &n, &name(master), flavour, &mut r);
@@ -517,6 +522,7 @@ fn check_links(
             ),
         }
         let Some(row) = &s.replica else { continue };
+        let d = Dialect(config.spec.flavour);
         let p = match config.spec.flavour {
             Flavour::Mariadb => "Master",
             Flavour::Mysql => "Source",
@@ -551,8 +557,12 @@ fn check_links(
                     if encrypted { "not verified as configured" } else { "clear text" }
                 ),
                 format!(
-                    "multiaz sets replication up with TLS when it repoints; until then: STOP SLAVE; CHANGE MASTER TO MASTER_SSL = 1, MASTER_SSL_CA = '{}', MASTER_SSL_VERIFY_SERVER_CERT = 1; START SLAVE",
-                    t.ca_file.display()
+                    "multiaz sets replication up with TLS when it repoints; until then: {stop}; {change} {p}_SSL = 1, {p}_SSL_CA = '{}', {p}_SSL_VERIFY_SERVER_CERT = 1; {start}",
+                    t.ca_file.display(),
+                    p = p.to_ascii_uppercase(),
+                    stop = d.stop_replication(),
+                    change = d.change_source(),
+                    start = d.start_replication(),
                 ),
             ),
         }
@@ -710,10 +720,13 @@ fn check_replica(
             "repl",
             n,
             "not a replica",
-            format!("point it at the master {master_name} (CHANGE MASTER TO ..., with GTID)"),
+            format!(
+                "point it at the master {master_name} ({} ..., with GTID)",
+                Dialect(flavour).change_source()
+            ),
         );
     };
-    let cols = crate::mysql::dialect::Dialect(flavour).columns();
+    let cols = Dialect(flavour).columns();
     let host = col(row, cols.host);
     let port = col(row, cols.port);
     let expected = config.members[&master].mysql.as_ref();
@@ -736,7 +749,8 @@ fn check_replica(
         n,
         format!("IO thread {io}, SQL thread {sql}"),
         format!(
-            "START SLAVE; see Last_IO_Error / Last_SQL_Error: {:?} {:?}",
+            "{}; see Last_IO_Error / Last_SQL_Error: {:?} {:?}",
+            Dialect(flavour).start_replication(),
             col(row, cols.last_io_error),
             col(row, cols.last_error)
         ),

@@ -108,6 +108,14 @@ impl Dialect {
         }
     }
 
+    /// The statement that points a replica at its source, as an operator types it.
+    pub fn change_source(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => "CHANGE MASTER TO",
+            Flavour::Mysql => "CHANGE REPLICATION SOURCE TO",
+        }
+    }
+
     pub fn reset_replication(self) -> &'static str {
         match self.0 {
             Flavour::Mariadb => "RESET SLAVE ALL",
