@@ -44,6 +44,10 @@ pub enum Fault {
     /// and, on MySQL, a tagged GTID and a compressed transaction among them. Only
     /// salvage brings them back; the run checks that it brought every one.
     MasterAhead,
+    /// No fault: an operator's `multiaz switchover` to the next database host, run on
+    /// the master's host while the clients write. The old master must replicate from
+    /// the new one by itself; unavailability is the switchover's write block.
+    Switchover,
 }
 
 impl Fault {
@@ -55,6 +59,7 @@ impl Fault {
             Fault::ApiThrottle => "api-throttle",
             Fault::ApiOutage => "api-outage",
             Fault::MasterAhead => "master-ahead",
+            Fault::Switchover => "switchover",
         }
     }
 }

@@ -25,6 +25,7 @@ impl Fault {
             Fault::HostKill => HostFault::HostKill,
             Fault::AzPartition => HostFault::Partition,
             Fault::MasterAhead => HostFault::Ahead,
+            Fault::Switchover => HostFault::Switchover,
         }
     }
 }
@@ -35,6 +36,8 @@ enum HostFault {
     Partition,
     /// The master runs ahead of every replica, then its mysqld is killed.
     Ahead,
+    /// `multiaz switchover` run on the master's host; nothing to heal.
+    Switchover,
 }
 
 /// What [`Fault::MasterAhead`] wrote on the master alone before it was killed.
@@ -98,12 +101,22 @@ pub async fn inject(
             cut(&outside, &inside, false).await?
         }
         HostFault::Ahead => return run_ahead(world, m, cycle).await.map(Some),
+        // In the background, as an operator's terminal would: the fault's instant is
+        // when it was asked for, and the run watches the outcome as for a failover.
+        HostFault::Switchover => {
+            let to = world.db((m + 1) % world.cluster.hosts.len()).name.clone();
+            host.spawn(
+                &format!("{BIN_DIR}/multiaz switchover --to {to} --config /work/multiaz.toml"),
+                "switchover.log",
+            )
+            .await?
+        }
     }
     Ok(None)
 }
 
-/// How many single-row transactions the master-ahead batch holds besides its DDL, its
-/// 2 MB transaction and (MySQL) its tagged and compressed ones.
+/// How many single-row transactions the master-ahead batch holds besides its two DDLs,
+/// its 2 MB transaction and (MySQL) its tagged and compressed ones.
 const AHEAD_ROWS: usize = 100;
 
 /// The batch the master writes alone: its statements and how many transactions.
@@ -116,7 +129,15 @@ fn ahead_batch(table: &str, mysql: bool) -> (String, usize) {
     sql.push_str(&format!(
         "INSERT INTO {table} VALUES ({big}, REPEAT('x', 2 * 1024 * 1024));\n"
     ));
-    let mut n = AHEAD_ROWS + 2;
+    // A DDL that parses only under the session's sql_mode: salvage must replay the
+    // statement's session (ANSI_QUOTES here) or the apply fails and the run with it.
+    let (schema, name) = table.split_once('.').unwrap_or(("app", table));
+    sql.push_str(&format!(
+        "SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES');\n\
+         CREATE TABLE \"{schema}\".\"{name}_quoted\" (id INT PRIMARY KEY);\n\
+         SET SESSION sql_mode = DEFAULT;\n"
+    ));
+    let mut n = AHEAD_ROWS + 3;
     if mysql {
         // A tagged GTID (uuid:chaos:n) and a transaction the binlog holds compressed.
         sql.push_str(&format!(
@@ -193,8 +214,8 @@ async fn run_ahead(world: &World, m: usize, cycle: u32) -> anyhow::Result<Ahead>
         match out.trim() {
             "killed" => {
                 return Ok(Ahead {
-                    // Every transaction but the CREATE TABLE inserts one row.
-                    rows: transactions - 1,
+                    // Every transaction but the two CREATE TABLEs inserts one row.
+                    rows: transactions - 2,
                     transactions,
                     table,
                 });
@@ -274,6 +295,7 @@ pub async fn heal(world: &World, fault: Fault, m: usize) -> anyhow::Result<()> {
     let id = World::node_id(m) as u32;
     match fault.on_host() {
         HostFault::MysqldKill | HostFault::Ahead => db::start(host, id, false).await,
+        HostFault::Switchover => Ok(()),
         HostFault::HostKill => {
             host.boot().await?;
             accept_vip(host).await?;

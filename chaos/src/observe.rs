@@ -210,6 +210,22 @@ impl Workload {
             .max()
     }
 
+    /// The longest stretch without an acknowledgement (any client) from the last one
+    /// at or before `from` to the first one after `to`: a switchover's write block,
+    /// which begins some time after it was asked for.
+    pub fn longest_gap(&self, from: u64, to: u64) -> Option<u64> {
+        let start = self.last_ack_before(from)?;
+        let end = self.first_ack_after(to)?;
+        let mut at: Vec<u64> = self
+            .acks
+            .iter()
+            .map(|a| a.at_ms)
+            .filter(|&x| x >= start && x <= end)
+            .collect();
+        at.sort_unstable();
+        at.windows(2).map(|w| w[1] - w[0]).max()
+    }
+
     /// Every client has had a write acknowledged since `t`.
     pub fn all_acked_since(&self, t: u64, clients: u32) -> bool {
         (1..=clients).all(|c| self.last_ack.get(&c).is_some_and(|&at| at >= t))

@@ -278,6 +278,19 @@ async fn one_cycle(
         .min()
         .unwrap_or(t);
     let ended = entry["ended_wall_ms"].as_u64().unwrap_or(t);
+    // A switchover blocks writes some time after it was asked for, not at once: its
+    // unavailability is the longest stretch without an acknowledgement around it.
+    let resumed = match fault {
+        Fault::Switchover => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            w.poll();
+            match w.workload.longest_gap(t, ended) {
+                Some(gap) => t + gap,
+                None => bail!("no write acknowledged after the switchover"),
+            }
+        }
+        _ => resumed,
+    };
     let report = CycleReport {
         cycle,
         old_master: old.clone(),
@@ -288,7 +301,7 @@ async fn one_cycle(
         routes_ms: routes_at.saturating_sub(t),
         unavailable_ms: resumed.saturating_sub(t),
         attempts: attempts.len(),
-        salvage: salvage_text(&entry["outcome"]),
+        salvage: salvage_text(&entry),
         errant: None,
     };
     progress(&format!(
@@ -331,6 +344,7 @@ fn heal_words(fault: Fault) -> &'static str {
         Fault::MasterAhead => {
             "mysqld restarted (its sidecar finds nothing errant: all was salvaged)"
         }
+        Fault::Switchover => "nothing to heal (the old master follows the new one by itself)",
         _ => "mysqld restarted",
     }
 }
@@ -355,8 +369,11 @@ fn completed(s: &Status, epoch: u64, old: usize) -> Option<(usize, Value, Vec<Va
     Some((master, entry, after))
 }
 
-fn salvage_text(outcome: &Value) -> String {
-    let s = &outcome["Completed"]["salvage"];
+fn salvage_text(entry: &Value) -> String {
+    if entry["planned"] == true {
+        return "planned (no salvage)".into();
+    }
+    let s = &entry["outcome"]["Completed"]["salvage"];
     if s.is_null() {
         return "none (old host unreachable)".into();
     }

@@ -29,6 +29,13 @@ const POLL: Duration = Duration::from_millis(20);
 /// (the master cut off) waits for ever, and read_only waits behind it.
 const FENCE_WAIT: Duration = Duration::from_millis(500);
 
+/// How long stopping replication may wait for the applier before it is killed. MySQL's
+/// applier, holding a transaction that its relay log has only in part (the source
+/// died, or the IO thread was stopped, in the middle of sending it), waits up to 60 s
+/// for the rest before STOP REPLICA returns (seen in the master-ahead chaos run: a
+/// promotion ran past its step timeout). The rest never comes; the part is rolled back.
+const STOP_WAIT: Duration = Duration::from_millis(500);
+
 /// Login details: the sidecar's own, and those replicas use to reach their source.
 #[derive(Clone)]
 pub struct Credentials {
@@ -305,8 +312,31 @@ impl MysqlAdapter {
         Self::run_all(conn, d.set_writable()).await
     }
 
-    async fn stop(&self, conn: &mut Conn, statement: &str) -> Result<(), String> {
-        match conn.query_drop(statement).await {
+    async fn stop(&self, conn: &mut Conn, node: NodeId, statement: &str) -> Result<(), String> {
+        let stopped = match self.inner.dialect.applier_threads() {
+            Some(appliers) if statement == self.inner.dialect.stop_replication() => {
+                let run = conn.query_drop(statement);
+                tokio::pin!(run);
+                match timeout(STOP_WAIT, &mut run).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let mut other = self.connect(node).await?;
+                        let ids: Vec<u64> = other
+                            .query(appliers)
+                            .await
+                            .map_err(|e| format!("listing the replication appliers: {e}"))?;
+                        for id in &ids {
+                            // Gone already is fine: it stopped by itself.
+                            let _ = other.query_drop(format!("KILL {id}")).await;
+                        }
+                        tracing::warn!(%node, killed = ids.len(), "{statement} waited {STOP_WAIT:?} for an applier holding a transaction its relay log has only in part: killed it");
+                        run.await
+                    }
+                }
+            }
+            _ => conn.query_drop(statement).await,
+        };
+        match stopped {
             Ok(()) => Ok(()),
             Err(mysql_async::Error::Server(e)) if dialect::means_not_a_replica(e.code) => Ok(()),
             Err(e) => Err(format!("{statement}: {e}")),
@@ -314,11 +344,16 @@ impl MysqlAdapter {
     }
 
     /// Stops replication and starts it again from `source`.
-    async fn replicate_from(&self, conn: &mut Conn, source: NodeId) -> Result<(), String> {
+    async fn replicate_from(
+        &self,
+        conn: &mut Conn,
+        node: NodeId,
+        source: NodeId,
+    ) -> Result<(), String> {
         let d = self.inner.dialect;
         let addr = self.address(source)?.clone();
         let c = &self.inner.credentials;
-        self.stop(conn, d.stop_replication()).await?;
+        self.stop(conn, node, d.stop_replication()).await?;
         Self::run_all(conn, &["SET SESSION sql_mode = ''"]).await?;
         let spec = SourceSpec {
             host: &addr.host,
@@ -465,14 +500,14 @@ impl MysqlAdapter {
                 MysqlReply::Done
             }
             MysqlOp::FenceReplica => {
-                self.stop(conn, d.stop_io_thread()).await?;
+                self.stop(conn, node, d.stop_io_thread()).await?;
                 MysqlReply::Positions(self.positions(conn).await?)
             }
             MysqlOp::CatchUp { source, until } => {
                 self.set_read_only(conn, node).await?;
-                self.replicate_from(conn, source).await?;
+                self.replicate_from(conn, node, source).await?;
                 let reached = self.wait_applied(conn, &until).await;
-                self.stop(conn, d.stop_replication()).await?;
+                self.stop(conn, node, d.stop_replication()).await?;
                 MysqlReply::Positions(
                     reached.map_err(|e| format!("catching up from {source}: {e}"))?,
                 )
@@ -485,8 +520,8 @@ impl MysqlAdapter {
                     .await?,
             ),
             MysqlOp::Promote => {
-                self.stop(conn, d.stop_replication()).await?;
-                self.stop(conn, d.reset_replication()).await?;
+                self.stop(conn, node, d.stop_replication()).await?;
+                self.stop(conn, node, d.reset_replication()).await?;
                 self.make_writable(conn).await?;
                 MysqlReply::Done
             }
@@ -503,7 +538,7 @@ impl MysqlAdapter {
                 if !already {
                     // Takes effect when replicate_from restarts the IO thread.
                     Self::semi_sync(conn, d.semi_sync_as_replica()).await?;
-                    self.replicate_from(conn, source).await?;
+                    self.replicate_from(conn, node, source).await?;
                 }
                 MysqlReply::Done
             }
