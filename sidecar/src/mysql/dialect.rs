@@ -172,6 +172,24 @@ impl Dialect {
         }
     }
 
+    /// The connections holding a write lock on the server (the global or the commit
+    /// lock, intention exclusive, granted): every statement that may still write, read
+    /// from performance_schema (MySQL: the metadata lock instrument is on by default).
+    /// MariaDB: none; semi-sync stays on there, so a write this misses still waits for
+    /// a replica's acknowledgement.
+    pub fn write_lock_holders(self) -> Option<&'static str> {
+        match self.0 {
+            Flavour::Mariadb => None,
+            Flavour::Mysql => Some(
+                "SELECT DISTINCT t.PROCESSLIST_ID FROM performance_schema.metadata_locks m \
+                 JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID \
+                 WHERE m.OBJECT_TYPE IN ('GLOBAL', 'COMMIT') \
+                 AND m.LOCK_TYPE = 'INTENTION_EXCLUSIVE' AND m.LOCK_STATUS = 'GRANTED' \
+                 AND t.PROCESSLIST_ID IS NOT NULL AND t.PROCESSLIST_ID <> CONNECTION_ID()",
+            ),
+        }
+    }
+
     pub fn semi_sync_as_replica(self) -> &'static [&'static str] {
         match self.0 {
             Flavour::Mariadb => &[
@@ -296,6 +314,8 @@ pub fn means_not_a_replica(code: u16) -> bool {
 
 /// `ER_UNKNOWN_SYSTEM_VARIABLE`: the semi-sync plugin is not loaded (MySQL).
 pub const UNKNOWN_VARIABLE: u16 = 1193;
+/// ER_NO_SUCH_THREAD: a KILL for a connection that has ended.
+pub const NO_SUCH_THREAD: u16 = 1094;
 
 #[cfg(test)]
 mod tests {

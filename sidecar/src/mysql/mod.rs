@@ -418,32 +418,103 @@ impl MysqlAdapter {
 
     /// read_only, waiting at most `wait` for the writes in its way (`SET GLOBAL
     /// read_only` waits for statements holding write locks, and for commits waiting for
-    /// a semi-sync acknowledgement); past it they are killed from a second connection,
-    /// which sets read_only and is returned: the first is still queued behind them.
+    /// a semi-sync acknowledgement); past it, rounds of killing them from a second
+    /// connection, `wait` apart, until the statement gets through (the caller's timeout
+    /// bounds it). The statement stays queued all along: its pending global read lock
+    /// keeps new writes out. Whether writes had to be killed.
     async fn set_read_only_within(
         &self,
         conn: &mut Conn,
         node: NodeId,
         wait: Duration,
-    ) -> Result<Option<Conn>, String> {
+    ) -> Result<bool, String> {
         let d = self.inner.dialect;
-        match timeout(wait, Self::run_all(conn, d.set_read_only())).await {
-            Ok(r) => r.map(|()| None),
-            Err(_) => {
-                let mut other = self.connect(node).await?;
-                let killed = Self::kill_writers(&mut other).await?;
-                tracing::warn!(%node, killed, "read_only waited {wait:?} behind running writes: killed them");
-                for s in d.end_ack_waits() {
-                    match other.query_drop(*s).await {
-                        // No semi-sync plugin (mysql.allow_async): no wait to end.
-                        Err(mysql_async::Error::Server(e))
-                            if e.code == dialect::UNKNOWN_VARIABLE => {}
-                        r => r.map_err(|e| format!("{s}: {e}"))?,
-                    }
-                }
-                Self::run_all(&mut other, d.set_read_only()).await?;
-                Ok(Some(other))
+        // A short lock_wait_timeout would end the queued statement, and with it what
+        // keeps new writes out while the ones in the way are killed.
+        Self::run_all(conn, &["SET SESSION lock_wait_timeout = 86400"]).await?;
+        let fence = Self::run_all(conn, d.set_read_only());
+        tokio::pin!(fence);
+        if let Ok(r) = timeout(wait, &mut fence).await {
+            return r.map(|()| false);
+        }
+        let mut killer = self.connect(node).await?;
+        loop {
+            let killed = Self::kill_in_the_way(&mut killer, d).await?;
+            tracing::warn!(%node, killed, "read_only waited {wait:?} behind running writes: killed them");
+            if !d.end_ack_waits().is_empty() {
+                Self::all_killed(&mut killer, d).await?;
             }
+            for s in d.end_ack_waits() {
+                match killer.query_drop(*s).await {
+                    // No semi-sync plugin (mysql.allow_async): no wait to end.
+                    Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {}
+                    r => r.map_err(|e| format!("{s}: {e}"))?,
+                }
+            }
+            if let Ok(r) = timeout(wait, &mut fence).await {
+                return r.map(|()| true);
+            }
+        }
+    }
+
+    /// What stands in the way of read_only: [`Self::writers`] and, where the server
+    /// tells, every connection holding a write lock on the server or its commits (a
+    /// statement still reading before it writes, a DDL, LOCK TABLES … WRITE).
+    async fn in_the_way(conn: &mut Conn, d: Dialect) -> Result<Vec<u64>, String> {
+        let mut ids = Self::writers(conn).await?;
+        if let Some(q) = d.write_lock_holders() {
+            let holders: Vec<u64> = conn
+                .query(q)
+                .await
+                .map_err(|e| format!("listing the write locks: {e}"))?;
+            ids.extend(holders);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Kills what stands in the way of read_only. A KILL refused (the sidecar's user
+    /// may not kill that account's connections) is an error: the fence must not go on
+    /// as if that write had been stopped.
+    async fn kill_in_the_way(conn: &mut Conn, d: Dialect) -> Result<usize, String> {
+        let ids = Self::in_the_way(conn, d).await?;
+        for id in &ids {
+            match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+                Ok(()) => {}
+                // Gone already is fine: it ended by itself.
+                Err(mysql_async::Error::Server(e)) if e.code == dialect::NO_SUCH_THREAD => {}
+                Err(e) => {
+                    return Err(format!(
+                        "killing connection {id}, in the way of read_only: {e}"
+                    ))
+                }
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Before semi-sync is switched off to end the killed commits' wait: nothing in
+    /// the way of read_only is still running. A write that was missed or survived its
+    /// KILL would otherwise commit without a replica and be acknowledged.
+    async fn all_killed(conn: &mut Conn, d: Dialect) -> Result<(), String> {
+        let ids = Self::in_the_way(conn, d).await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let alive: Vec<u64> = conn
+            .query(format!(
+                "SELECT ID FROM information_schema.PROCESSLIST \
+                 WHERE COMMAND <> 'Killed' AND ID IN ({list})"
+            ))
+            .await
+            .map_err(|e| format!("listing the connections still writing: {e}"))?;
+        match alive.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "connections {alive:?} still write after KILL: semi-sync left on, read_only not set"
+            )),
         }
     }
 
@@ -466,19 +537,14 @@ impl MysqlAdapter {
         node: NodeId,
         grace: Duration,
     ) -> Result<Positions, String> {
-        let mut other = self.set_read_only_within(conn, node, grace).await?;
-        let conn = match other.as_mut() {
-            // Writes already running get the grace to end by themselves.
-            None => {
-                let deadline = Instant::now() + grace;
-                while !Self::writers(conn).await?.is_empty() && Instant::now() < deadline {
-                    tokio::time::sleep(POLL).await;
-                }
-                conn
+        if !self.set_read_only_within(conn, node, grace).await? {
+            // Writes already running get the grace to end by themselves (unless they
+            // held read_only up for as long, and were killed).
+            let deadline = Instant::now() + grace;
+            while !Self::writers(conn).await?.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(POLL).await;
             }
-            // They have had it, and were killed.
-            Some(other) => other,
-        };
+        }
         let killed = Self::kill_writers(conn).await?;
         if killed > 0 {
             tracing::warn!(%node, killed, "switchover: killed writes still running after {grace:?}");
