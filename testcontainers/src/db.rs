@@ -282,6 +282,21 @@ pub async fn replica_status(host: &Host) -> anyhow::Result<Option<ReplicaStatus>
     }))
 }
 
+/// Three fresh hosts of `server` with their files under `work` (emptied first),
+/// replicating as [`replicated`] sets them up: what a test on one server starts from.
+pub async fn replicated_cluster(
+    server: Server,
+    work: &std::path::Path,
+    admin_password: &str,
+    app_password: &str,
+    schema: &str,
+) -> anyhow::Result<Cluster> {
+    let _ = std::fs::remove_dir_all(work);
+    let cluster = Cluster::start(&crate::Options::with_server(server, work)).await?;
+    replicated(&cluster, admin_password, app_password, schema).await?;
+    Ok(cluster)
+}
+
 /// Every host runs its server; `db-1` is the master, the others replicate from it
 /// with GTID and semi-sync. `admin_password` is the sidecar's (and replication's),
 /// `app_password` the application's; `schema` runs on the master first.

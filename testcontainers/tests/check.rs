@@ -9,7 +9,7 @@
 
 use multiaz_sidecar::check::{self, Line};
 use multiaz_sidecar::config::Config;
-use multiaz_testcontainers::{db, Cluster, Host, Options, Server};
+use multiaz_testcontainers::{db, Cluster, Host, Server};
 use std::path::Path;
 
 const ADMIN_PASSWORD: &str = "admin-pw";
@@ -103,12 +103,9 @@ async fn on_mysql_9_7_check_passes_a_good_cluster_and_names_each_misconfiguratio
     let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("check")
         .join(server.name());
-    let _ = std::fs::remove_dir_all(&work);
-    let cluster = Cluster::start(&Options::with_server(server, &work))
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    db::replicated(
-        &cluster,
+    let cluster = db::replicated_cluster(
+        server,
+        &work,
         ADMIN_PASSWORD,
         "app-pw",
         "CREATE TABLE app.t (id INT PRIMARY KEY);",

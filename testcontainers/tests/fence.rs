@@ -15,7 +15,7 @@ use multiaz_engine::{MysqlOp, MysqlReply, NodeId};
 use multiaz_sidecar::config::Secret;
 use multiaz_sidecar::mysql::{Address, Credentials, MysqlAdapter};
 use multiaz_sidecar::MysqlOps;
-use multiaz_testcontainers::{db, Cluster, Host, Options, Server};
+use multiaz_testcontainers::{db, Host, Server};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -71,12 +71,9 @@ async fn fenced_while_a_commit_waits(server: Server) {
     let work = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("fence")
         .join(server.name());
-    let _ = std::fs::remove_dir_all(&work);
-    let cluster = Cluster::start(&Options::with_server(server, &work))
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    db::replicated(
-        &cluster,
+    let cluster = db::replicated_cluster(
+        server,
+        &work,
         ADMIN_PASSWORD,
         "app-pw",
         "CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB;",
