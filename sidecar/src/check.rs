@@ -177,6 +177,7 @@ fn variables(flavour: Flavour) -> Vec<(&'static str, &'static str)> {
             ("log_replica_updates", "@@global.log_replica_updates"),
             ("read_only", "@@global.read_only"),
             ("gtid_mode", "@@global.gtid_mode"),
+            ("performance_schema", "@@global.performance_schema"),
             (
                 "enforce_gtid_consistency",
                 "@@global.enforce_gtid_consistency",
@@ -395,6 +396,15 @@ pub async fn run(config: &Config) -> Vec<Line> {
                         shown(&v["enforce_gtid_consistency"])
                     ),
                     "SET GLOBAL enforce_gtid_consistency = ON, and in my.cnf",
+                );
+                // The fence finds the writes in its way, and stopping replication finds
+                // the appliers to kill, through performance_schema.
+                r.expect(
+                    on(&v["performance_schema"]),
+                    "mysql",
+                    &n,
+                    format!("performance_schema = {}", shown(&v["performance_schema"])),
+                    "performance_schema = ON in my.cnf (the default; needs a restart): the fence and STOP REPLICA rely on it",
                 );
             }
         }

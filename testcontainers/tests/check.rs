@@ -128,6 +128,7 @@ async fn on_mysql_9_7_check_passes_a_good_cluster_and_names_each_misconfiguratio
     };
     assert_eq!(passed("gtid_mode = ON"), 3, "{lines:#?}");
     assert_eq!(passed("Auto_Position = 1"), 2, "{lines:#?}");
+    assert_eq!(passed("performance_schema = 1"), 3, "{lines:#?}");
     assert_eq!(failures(&config).await, Vec::<String>::new());
 
     fails_alone(
