@@ -79,6 +79,24 @@ impl Report {
         self.push((false, false), area, subject, what.into(), Some(fix.into()));
     }
 
+    /// The server variable `key` of `vars` is on, or fails with `fix`.
+    fn expect_on(
+        &mut self,
+        vars: &BTreeMap<&'static str, Option<String>>,
+        key: &str,
+        subject: &str,
+        fix: impl Into<String>,
+    ) {
+        let v = &vars[key];
+        self.expect(
+            on(v),
+            "mysql",
+            subject,
+            format!("{key} = {}", shown(v)),
+            fix,
+        )
+    }
+
     fn expect(
         &mut self,
         ok: bool,
@@ -349,11 +367,10 @@ pub async fn run(config: &Config) -> Vec<Line> {
         let n = name(*id);
         let is_master = *id == master;
         let v = &s.vars;
-        r.expect(
-            on(&v["log_bin"]),
-            "mysql",
+        r.expect_on(
+            v,
+            "log_bin",
             &n,
-            format!("log_bin = {}", shown(&v["log_bin"])),
             "enable the binary log (log_bin) in my.cnf and restart",
         );
         r.expect(
@@ -369,14 +386,13 @@ pub async fn run(config: &Config) -> Vec<Line> {
             Flavour::Mariadb => "log_slave_updates",
             Flavour::Mysql => "log_replica_updates",
         };
-        r.expect(on(&v[updates]), "mysql", &n, format!("{updates} = {}", shown(&v[updates])),
+        r.expect_on(v, updates, &n,
             format!("set {updates} = ON in my.cnf and restart: a promoted replica must have every transaction in its binlog"));
         match flavour {
-            Flavour::Mariadb => r.expect(
-                on(&v["gtid_strict_mode"]),
-                "mysql",
+            Flavour::Mariadb => r.expect_on(
+                v,
+                "gtid_strict_mode",
                 &n,
-                format!("gtid_strict_mode = {}", shown(&v["gtid_strict_mode"])),
                 "SET GLOBAL gtid_strict_mode = ON, and in my.cnf",
             ),
             Flavour::Mysql => {
@@ -387,23 +403,18 @@ pub async fn run(config: &Config) -> Vec<Line> {
                     format!("gtid_mode = {}", shown(&v["gtid_mode"])),
                     "set gtid_mode = ON (through OFF_PERMISSIVE, ON_PERMISSIVE)",
                 );
-                r.expect(
-                    on(&v["enforce_gtid_consistency"]),
-                    "mysql",
+                r.expect_on(
+                    v,
+                    "enforce_gtid_consistency",
                     &n,
-                    format!(
-                        "enforce_gtid_consistency = {}",
-                        shown(&v["enforce_gtid_consistency"])
-                    ),
                     "SET GLOBAL enforce_gtid_consistency = ON, and in my.cnf",
                 );
                 // The fence finds the writes in its way, and stopping replication finds
                 // the appliers to kill, through performance_schema.
-                r.expect(
-                    on(&v["performance_schema"]),
-                    "mysql",
+                r.expect_on(
+                    v,
+                    "performance_schema",
                     &n,
-                    format!("performance_schema = {}", shown(&v["performance_schema"])),
                     "performance_schema = ON in my.cnf (the default; needs a restart): the fence and STOP REPLICA rely on it",
                 );
             }

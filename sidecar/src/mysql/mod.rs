@@ -312,35 +312,53 @@ impl MysqlAdapter {
         Self::run_all(conn, d.set_writable()).await
     }
 
-    async fn stop(&self, conn: &mut Conn, node: NodeId, statement: &str) -> Result<(), String> {
-        let stopped = match self.inner.dialect.applier_threads() {
-            Some(appliers) if statement == self.inner.dialect.stop_replication() => {
-                let run = conn.query_drop(statement);
-                tokio::pin!(run);
-                match timeout(STOP_WAIT, &mut run).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let mut other = self.connect(node).await?;
-                        let ids: Vec<u64> = other
-                            .query(appliers)
-                            .await
-                            .map_err(|e| format!("listing the replication appliers: {e}"))?;
-                        for id in &ids {
-                            // Gone already is fine: it stopped by itself.
-                            let _ = other.query_drop(format!("KILL {id}")).await;
-                        }
-                        tracing::warn!(%node, killed = ids.len(), "{statement} waited {STOP_WAIT:?} for an applier holding a transaction its relay log has only in part: killed it");
-                        run.await
-                    }
-                }
-            }
-            _ => conn.query_drop(statement).await,
-        };
-        match stopped {
+    async fn stop(conn: &mut Conn, statement: &str) -> Result<(), String> {
+        match conn.query_drop(statement).await {
             Ok(()) => Ok(()),
             Err(mysql_async::Error::Server(e)) if dialect::means_not_a_replica(e.code) => Ok(()),
             Err(e) => Err(format!("{statement}: {e}")),
         }
+    }
+
+    /// Stops replication; where the server names its appliers, one still holding the
+    /// stop up after [`STOP_WAIT`] is killed (see there).
+    async fn stop_replication(&self, conn: &mut Conn, node: NodeId) -> Result<(), String> {
+        let d = self.inner.dialect;
+        let statement = d.stop_replication();
+        let Some(appliers) = d.applier_threads() else {
+            return Self::stop(conn, statement).await;
+        };
+        let stop = Self::stop(conn, statement);
+        tokio::pin!(stop);
+        if let Ok(r) = timeout(STOP_WAIT, &mut stop).await {
+            return r;
+        }
+        let mut other = self.connect(node).await?;
+        let ids: Vec<u64> = other
+            .query(appliers)
+            .await
+            .map_err(|e| format!("listing the replication appliers: {e}"))?;
+        // One that cannot be killed leaves the stop to MySQL's own wait, which the
+        // caller's timeout bounds.
+        let _ = Self::kill_each(&mut other, &ids).await;
+        tracing::warn!(%node, killed = ids.len(), "{statement} waited {STOP_WAIT:?} for an applier holding a transaction its relay log has only in part: killed it");
+        stop.await
+    }
+
+    /// KILL CONNECTION for each of `ids`, a connection already gone being fine; the
+    /// first refusal, once every one has been tried.
+    async fn kill_each(conn: &mut Conn, ids: &[u64]) -> Result<(), String> {
+        let mut refused = None;
+        for id in ids {
+            match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e)) if e.code == dialect::NO_SUCH_THREAD => {}
+                Err(e) => {
+                    refused.get_or_insert(format!("killing connection {id}: {e}"));
+                }
+            }
+        }
+        refused.map_or(Ok(()), Err)
     }
 
     /// Stops replication and starts it again from `source`.
@@ -353,7 +371,7 @@ impl MysqlAdapter {
         let d = self.inner.dialect;
         let addr = self.address(source)?.clone();
         let c = &self.inner.credentials;
-        self.stop(conn, node, d.stop_replication()).await?;
+        self.stop_replication(conn, node).await?;
         Self::run_all(conn, &["SET SESSION sql_mode = ''"]).await?;
         let spec = SourceSpec {
             host: &addr.host,
@@ -441,10 +459,11 @@ impl MysqlAdapter {
         loop {
             let killed = Self::kill_in_the_way(&mut killer, d).await?;
             tracing::warn!(%node, killed, "read_only waited {wait:?} behind running writes: killed them");
-            if !d.end_ack_waits().is_empty() {
+            let end_waits = d.end_ack_waits();
+            if !end_waits.is_empty() {
                 Self::all_killed(&mut killer, d).await?;
             }
-            for s in d.end_ack_waits() {
+            for s in end_waits {
                 match killer.query_drop(*s).await {
                     // No semi-sync plugin (mysql.allow_async): no wait to end.
                     Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {}
@@ -479,18 +498,9 @@ impl MysqlAdapter {
     /// as if that write had been stopped.
     async fn kill_in_the_way(conn: &mut Conn, d: Dialect) -> Result<usize, String> {
         let ids = Self::in_the_way(conn, d).await?;
-        for id in &ids {
-            match conn.query_drop(format!("KILL CONNECTION {id}")).await {
-                Ok(()) => {}
-                // Gone already is fine: it ended by itself.
-                Err(mysql_async::Error::Server(e)) if e.code == dialect::NO_SUCH_THREAD => {}
-                Err(e) => {
-                    return Err(format!(
-                        "killing connection {id}, in the way of read_only: {e}"
-                    ))
-                }
-            }
-        }
+        Self::kill_each(conn, &ids)
+            .await
+            .map_err(|e| format!("{e} (in the way of read_only)"))?;
         Ok(ids.len())
     }
 
@@ -520,10 +530,8 @@ impl MysqlAdapter {
 
     async fn kill_writers(conn: &mut Conn) -> Result<usize, String> {
         let ids = Self::writers(conn).await?;
-        for id in &ids {
-            // Gone already is fine: it ended by itself.
-            let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
-        }
+        // read_only is set already: one that cannot be killed cannot commit either.
+        let _ = Self::kill_each(conn, &ids).await;
         Ok(ids.len())
     }
 
@@ -566,14 +574,14 @@ impl MysqlAdapter {
                 MysqlReply::Done
             }
             MysqlOp::FenceReplica => {
-                self.stop(conn, node, d.stop_io_thread()).await?;
+                Self::stop(conn, d.stop_io_thread()).await?;
                 MysqlReply::Positions(self.positions(conn).await?)
             }
             MysqlOp::CatchUp { source, until } => {
                 self.set_read_only(conn, node).await?;
                 self.replicate_from(conn, node, source).await?;
                 let reached = self.wait_applied(conn, &until).await;
-                self.stop(conn, node, d.stop_replication()).await?;
+                self.stop_replication(conn, node).await?;
                 MysqlReply::Positions(
                     reached.map_err(|e| format!("catching up from {source}: {e}"))?,
                 )
@@ -586,8 +594,8 @@ impl MysqlAdapter {
                     .await?,
             ),
             MysqlOp::Promote => {
-                self.stop(conn, node, d.stop_replication()).await?;
-                self.stop(conn, node, d.reset_replication()).await?;
+                self.stop_replication(conn, node).await?;
+                Self::stop(conn, d.reset_replication()).await?;
                 self.make_writable(conn).await?;
                 MysqlReply::Done
             }
