@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::{spec, Sim};
-use multiaz_engine::{Event, NodeId};
+use multiaz_engine::{Event, NodeId, Severity};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let acked_before = sim.acked.len();
     sim.run_for(Duration::from_secs(20));
     for (t, n, e) in &sim.events {
-        if *t < t0 || matches!(e, Event::Dropped { .. }) {
+        if *t < t0 || e.severity() == Severity::Debug {
             continue;
         }
         println!("{t:?} {n} {}", describe(e));

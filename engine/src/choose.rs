@@ -1,6 +1,6 @@
 //! Which replica becomes master. A pure choice over the fenced replicas' positions.
 
-use crate::cluster::{ClusterSpec, NodeId, PromotionRule};
+use crate::cluster::{ClusterSpec, NodeId, NodeSpec, PromotionRule};
 use crate::command::Positions;
 use crate::gtid::GtidSet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,21 +42,20 @@ pub fn choose(
     excluded: &BTreeSet<NodeId>,
 ) -> Result<Choice, String> {
     let (best, target) = most_advanced(positions).ok_or("no replica answered the fence")?;
-    let eligible = positions.iter().filter(|(id, _)| {
-        !excluded.contains(id) && spec.node(**id).is_some_and(|n| n.may_be_promoted())
-    });
+    let eligible = positions
+        .iter()
+        .filter(|(id, _)| !excluded.contains(id))
+        .filter_map(|(id, p)| Some((id, p, spec.node(*id).filter(|n| n.may_be_promoted())?)));
+    let rank = |n: &NodeSpec, p: &Positions| {
+        (
+            n.promotion == PromotionRule::Prefer,
+            spec.client_az.as_ref() == Some(&n.az),
+            p.received.count(),
+        )
+    };
     let (candidate, pos) = eligible
-        .max_by(|(a, p), (b, q)| {
-            let rank = |id: &NodeId, p: &Positions| {
-                let n = spec.node(*id).expect("filtered above");
-                (
-                    n.promotion == PromotionRule::Prefer,
-                    spec.client_az.as_ref() == Some(&n.az),
-                    p.received.count(),
-                )
-            };
-            rank(a, p).cmp(&rank(b, q)).then(b.cmp(a))
-        })
+        .max_by(|(a, p, n), (b, q, m)| rank(n, p).cmp(&rank(m, q)).then(b.cmp(a)))
+        .map(|(id, p, _)| (id, p))
         .ok_or_else(|| {
             let never: Vec<String> = positions.keys().map(|k| k.to_string()).collect();
             format!(

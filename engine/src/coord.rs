@@ -171,7 +171,7 @@ impl Coordination {
             .map(|e| StoredEntry {
                 index: e.index,
                 term: e.term,
-                bytes: e.write_to_bytes().expect("raft entries always encode"),
+                bytes: encode(e),
             })
             .collect();
         let mut hs_changed = false;
@@ -179,6 +179,9 @@ impl Coordination {
             let store = self.node.mut_store();
             let mut core = store.wl();
             if !rd.entries().is_empty() {
+                // Invariant: raft-rs hands out entries that continue the log it keeps
+                // in this storage (that is what `Ready` means); `append` refuses only a
+                // gap or an entry before the snapshot.
                 core.append(rd.entries())
                     .expect("raft hands out appendable entries");
             }
@@ -226,8 +229,11 @@ impl Coordination {
     }
 }
 
-fn encode(m: &Message) -> Vec<u8> {
-    m.write_to_bytes().expect("raft messages always encode")
+/// Invariant: raft's messages and entries are built by raft-rs with every required
+/// field set, and are far below protobuf's 2 GiB limit, so encoding cannot fail.
+fn encode(m: &impl protobuf::Message) -> Vec<u8> {
+    m.write_to_bytes()
+        .expect("raft messages and entries always encode")
 }
 
 fn take_data(entries: Vec<Entry>, into: &mut Vec<Vec<u8>>) {

@@ -2,7 +2,7 @@
 //! coordinator) detection, the failover procedure and the VIP routes.
 
 use crate::cluster::{ClusterSpec, NodeId};
-use crate::command::{Command, CommandId, CommandResult, MysqlOp, ProbeResult};
+use crate::command::{Command, CommandId, CommandResult, ProbeResult};
 use crate::coord::Coordination;
 use crate::detect::dead_master_reason;
 use crate::event::Event;
@@ -432,9 +432,7 @@ impl Engine {
             self.on_applied(&entry);
         }
         if !self.coord.propose(&entry) {
-            self.emit(Event::Dropped {
-                why: format!("proposal refused (not leader?): {entry:?}"),
-            });
+            self.emit(Event::ProposalRefused { entry });
         }
         self.drain_raft();
     }
@@ -445,12 +443,12 @@ impl Engine {
             match LogEntry::decode(&data) {
                 Ok(entry) => {
                     if let Err(ignored) = self.record.apply(&entry) {
-                        self.emit(Event::Dropped { why: ignored.0 });
+                        self.emit(Event::EntryIgnored { why: ignored.0 });
                     } else {
                         self.on_applied(&entry);
                     }
                 }
-                Err(why) => self.emit(Event::Dropped { why }),
+                Err(why) => self.emit(Event::EntryUndecodable { why }),
             }
         }
     }
@@ -578,14 +576,6 @@ impl Engine {
         if self.is_database() && self.record.writer() == Some(self.me) {
             self.start_lease_round();
         }
-    }
-
-    fn start_lease_round(&mut self) {
-        let epoch = self.record.epoch;
-        let seq = self
-            .lease
-            .start_round(self.me, epoch, self.now, self.spec.timing.lease());
-        self.broadcast(PeerMessage::LeaseRequest { epoch, seq });
     }
 
     fn note_master_probe(&mut self, reachable: bool) {
@@ -736,47 +726,26 @@ impl Engine {
 
     fn on_peer(&mut self, from: NodeId, message: PeerMessage) {
         if from == self.me || self.spec.node(from).is_none() {
-            self.emit(Event::Dropped {
-                why: format!("message from {from}, who is not a peer"),
-            });
+            self.emit(Event::NotAPeer { from });
             return;
         }
         match message {
             PeerMessage::Raft(bytes) => {
                 if let Err(why) = self.coord.step(from, &bytes) {
-                    self.emit(Event::Dropped { why });
+                    self.emit(Event::RaftRejected { from, why });
                 }
             }
             PeerMessage::Report(report) => {
                 self.reports.insert(from, (self.now, report));
             }
-            PeerMessage::LeaseRequest { epoch, seq } => {
-                // Grant only the writer of record, and only while no newer epoch has
-                // reached this node's log (committed or not).
-                if self.record.writer() == Some(from)
-                    && self.record.epoch == epoch
-                    && self.coord.highest_logged_epoch() <= epoch
-                {
-                    self.send(from, PeerMessage::LeaseGrant { epoch, seq });
-                }
-            }
-            PeerMessage::LeaseGrant { epoch, seq } => {
-                let majority = self.spec.majority();
-                if self
-                    .lease
-                    .grant(from, epoch, seq, majority, self.spec.timing.lease())
-                {
-                    self.maybe_unfence();
-                }
-            }
+            PeerMessage::LeaseRequest { epoch, seq } => self.on_lease_request(from, epoch, seq),
+            PeerMessage::LeaseGrant { epoch, seq } => self.on_lease_grant(from, epoch, seq),
         }
     }
 
     fn on_done(&mut self, id: CommandId, result: CommandResult) {
         let Some(pending) = self.pending.remove(&id) else {
-            self.emit(Event::Dropped {
-                why: format!("result for unknown command {id:?}"),
-            });
+            self.emit(Event::UnknownResult { id });
             return;
         };
         match (pending, result) {
@@ -827,148 +796,12 @@ impl Engine {
             }
             (Pending::PostHook, CommandResult::Done(_)) => {}
             (Pending::Step { epoch, node }, result) => self.on_step_result(id, epoch, node, result),
-            (Pending::Route { table, target }, CommandResult::Done(r)) => match r {
-                Ok(()) => {
-                    self.routes.succeeded(&table, id, target);
-                    self.emit(Event::RouteReplaced {
-                        route_table: table,
-                        target,
-                    });
-                }
-                Err(error) => {
-                    self.routes.failed(&table, id, self.now);
-                    self.emit(Event::RouteFailed {
-                        route_table: table,
-                        target,
-                        error,
-                    });
-                }
-            },
-            (p, r) => self.emit(Event::Dropped {
+            (Pending::Route { table, target }, CommandResult::Done(r)) => {
+                self.on_route_result(id, table, target, r)
+            }
+            (p, r) => self.emit(Event::ResultMismatch {
                 why: format!("result {r:?} does not fit command {p:?}"),
             }),
         }
-    }
-
-    // ---- self-fencing ---------------------------------------------------------------
-
-    /// Keeps the local mysqld's read_only in line with the record: only the writer of
-    /// record, holding its lease, may be writable.
-    fn enforce_local(&mut self) {
-        let LocalView::Up(Some(status)) = &self.local.view else {
-            return;
-        };
-        if status.read_only {
-            self.local.read_only_seen.get_or_insert(self.now);
-            self.maybe_unfence();
-            return;
-        }
-        self.local.read_only_seen = None;
-        if !self.local.enforcing {
-            self.fence_if_needed();
-        }
-    }
-
-    /// Makes the local mysqld read_only when it must not be writable now.
-    fn fence_if_needed(&mut self) {
-        let Some(why) = self.fence_reason() else {
-            return;
-        };
-        if self.sabotaged(Sabotage::SelfFence) {
-            return;
-        }
-        self.emit(Event::SelfFenced { why });
-        self.set_local_read_only(MysqlOp::SetReadOnly);
-    }
-
-    /// Why the local mysqld must not be writable now, if it must not.
-    fn fence_reason(&self) -> Option<String> {
-        let epoch = self.record.epoch;
-        if self.record.writer() != Some(self.me) {
-            Some(format!(
-                "local mysqld is writable but the writer of epoch {epoch} is {:?}",
-                self.record.writer()
-            ))
-        } else if self.coord.highest_logged_epoch() > epoch {
-            Some("a failover to a newer epoch is in the log".to_string())
-        } else if self
-            .lease
-            .expired(epoch, self.now, self.spec.timing.lease())
-        {
-            Some("lost the write lease: no majority of sidecars answered in time".to_string())
-        } else {
-            None
-        }
-    }
-
-    /// The master of record that fenced itself (or started read_only) becomes writable
-    /// again once a lease round sent after it was last seen read_only is granted.
-    fn maybe_unfence(&mut self) {
-        let Some(seen) = self.local.read_only_seen else {
-            return;
-        };
-        let epoch = self.record.epoch;
-        if self.local.enforcing
-            || self.record.master != Some(self.me)
-            || self.record.failover.is_some()
-            || self.coord.highest_logged_epoch() > epoch
-            || !self.lease.is_valid(epoch, self.now)
-            || !self.lease.granted_after(epoch, seen)
-        {
-            return;
-        }
-        self.emit(Event::Unfenced);
-        self.local.read_only_seen = None;
-        self.set_local_read_only(MysqlOp::SetWritable);
-    }
-
-    fn set_local_read_only(&mut self, op: MysqlOp) {
-        self.local.enforcing = true;
-        let me = self.me;
-        let writable = op == MysqlOp::SetWritable;
-        self.issue(Pending::Enforce { writable }, |id| Command::Mysql {
-            id,
-            node: me,
-            op,
-        });
-    }
-
-    // ---- routes ---------------------------------------------------------------------
-
-    fn reconcile_routes(&mut self) {
-        let Some(target) = self.record.writer() else {
-            return;
-        };
-        // A committed candidate gets the VIP only once it holds everything (relay log
-        // applied, binlog salvaged) and is being promoted: before that, a client
-        // reading through the VIP would miss its own acknowledged writes.
-        if self.record.failover.is_some()
-            && !self.run.as_ref().is_some_and(|r| r.routes_may_move())
-            && !self.sabotaged(Sabotage::VipEarly)
-        {
-            return;
-        }
-        let due = self
-            .routes
-            .due(&self.spec.vip.route_tables, target, self.now);
-        for table in due {
-            let t = table.clone();
-            let id = self.issue(
-                Pending::Route {
-                    table: table.clone(),
-                    target,
-                },
-                |id| Command::ReplaceRoute {
-                    id,
-                    route_table: t,
-                    target,
-                },
-            );
-            self.routes.issued(table, id);
-        }
-    }
-
-    pub(crate) fn routes_pending(&self, target: NodeId) -> Vec<String> {
-        self.routes.pending(&self.spec.vip.route_tables, target)
     }
 }

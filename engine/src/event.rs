@@ -1,9 +1,9 @@
 //! Events the engine emits for logs, metrics and timelines. They change nothing.
 
 use crate::cluster::NodeId;
-use crate::command::SalvageReport;
+use crate::command::{CommandId, SalvageReport};
 use crate::gtid::GtidSet;
-use crate::record::FailoverReport;
+use crate::record::{FailoverReport, LogEntry};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,10 +96,6 @@ pub enum Event {
         epoch: u64,
         why: String,
     },
-    FailoverAborted {
-        epoch: u64,
-        why: String,
-    },
     /// A server holds transactions the master lacks; it is kept out of replication.
     ErrantTransactions {
         node: NodeId,
@@ -151,8 +147,94 @@ pub enum Event {
         why: String,
     },
     Paused(bool),
-    /// A message, result or entry the engine could not use (logged, never fatal).
-    Dropped {
+    // What the engine could not use: each is logged, none is fatal.
+    /// A peer message from a node that is not a peer (or claims to be this one).
+    NotAPeer {
+        from: NodeId,
+    },
+    /// A raft message raft-rs refused.
+    RaftRejected {
+        from: NodeId,
         why: String,
     },
+    /// A result for a command this engine has no record of (answered twice, or
+    /// issued before a restart).
+    UnknownResult {
+        id: CommandId,
+    },
+    /// A result of the wrong kind for its command: a driver bug.
+    ResultMismatch {
+        why: String,
+    },
+    /// Raft refused a proposal from this sidecar (no leader known yet); the request is
+    /// not retried, the operator asks again.
+    ProposalRefused {
+        entry: LogEntry,
+    },
+    /// A committed entry the record did not apply (it no longer fits: a stale
+    /// proposal from a deposed coordinator, or one that lost a race).
+    EntryIgnored {
+        why: String,
+    },
+    /// A committed entry that does not decode: a log written by an incompatible
+    /// version.
+    EntryUndecodable {
+        why: String,
+    },
+}
+
+/// How loud an event is, for logs and for readers of a timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Something failed or was refused that a person (or an alert) should see: the
+    /// safety mechanisms' failures among them (a fence or unfence that did not work).
+    Warning,
+    /// The failover's story: detection, each step, the routes, the roles.
+    Info,
+    /// Expected noise: a stale entry or a late result that changes nothing.
+    Debug,
+}
+
+impl Event {
+    pub fn severity(&self) -> Severity {
+        match self {
+            Event::FenceFailed { .. }
+            | Event::RouteFailed { .. }
+            | Event::FailoverAttemptFailed { .. }
+            | Event::ErrantTransactions { .. }
+            | Event::SelfFenced { .. }
+            | Event::LocalReadOnlyFailed { .. }
+            | Event::SwitchoverRefused { .. }
+            | Event::SwitchoverCancelled { .. }
+            | Event::FailoverBlocked { .. }
+            | Event::Vetoed { .. }
+            | Event::MasterDead { .. }
+            | Event::NotAPeer { .. }
+            | Event::RaftRejected { .. }
+            | Event::ResultMismatch { .. }
+            | Event::EntryUndecodable { .. }
+            | Event::ProposalRefused { .. } => Severity::Warning,
+            Event::UnknownResult { .. } | Event::EntryIgnored { .. } => Severity::Debug,
+            Event::BecameCoordinator { .. }
+            | Event::LostCoordination { .. }
+            | Event::MasterUnreachable { .. }
+            | Event::FailoverBegun { .. }
+            | Event::FailoverResumed { .. }
+            | Event::Fenced { .. }
+            | Event::Skipped { .. }
+            | Event::CandidateChosen { .. }
+            | Event::CaughtUp { .. }
+            | Event::RelayApplied { .. }
+            | Event::Salvaged { .. }
+            | Event::WaitingForLease { .. }
+            | Event::Promoted { .. }
+            | Event::Repointed { .. }
+            | Event::RouteReplaced { .. }
+            | Event::FailoverCompleted { .. }
+            | Event::SwitchoverBegun { .. }
+            | Event::Demoted { .. }
+            | Event::Unfenced
+            | Event::Paused(_) => Severity::Info,
+        }
+    }
 }

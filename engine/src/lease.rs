@@ -1,5 +1,6 @@
-//! The writer's lease: the master (or the promoted candidate) stays writable only while
-//! a majority of sidecars keeps answering its lease rounds.
+//! Where the write lease is granted and checked: the master (or the promoted
+//! candidate) stays writable only while a majority of sidecars keeps answering its
+//! lease rounds. What follows when it is not held is decided in `fence.rs`.
 //!
 //! Safety argument, in short: a sidecar that has appended a failover entry for a newer
 //! epoch grants no more leases for the old one. Once that entry is committed, a
@@ -10,9 +11,45 @@
 //! unreachable old master has fenced itself.
 
 use crate::cluster::NodeId;
+use crate::engine::Engine;
+use crate::message::PeerMessage;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+impl Engine {
+    /// The writer asks every peer for the lease (once per probe interval, and at once
+    /// when it is committed as the candidate).
+    pub(crate) fn start_lease_round(&mut self) {
+        let epoch = self.record.epoch;
+        let seq = self
+            .lease
+            .start_round(self.me, epoch, self.now, self.spec.timing.lease());
+        self.broadcast(PeerMessage::LeaseRequest { epoch, seq });
+    }
+
+    /// Grants the lease only to the writer of record, and only while no newer epoch has
+    /// reached this node's log (committed or not).
+    pub(crate) fn on_lease_request(&mut self, from: NodeId, epoch: u64, seq: u64) {
+        if self.record.writer() == Some(from)
+            && self.record.epoch == epoch
+            && self.coord.highest_logged_epoch() <= epoch
+        {
+            self.send(from, PeerMessage::LeaseGrant { epoch, seq });
+        }
+    }
+
+    /// A peer's grant; a majority of them makes the lease valid (and may unfence).
+    pub(crate) fn on_lease_grant(&mut self, from: NodeId, epoch: u64, seq: u64) {
+        let majority = self.spec.majority();
+        if self
+            .lease
+            .grant(from, epoch, seq, majority, self.spec.timing.lease())
+        {
+            self.maybe_unfence();
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Lease {

@@ -60,17 +60,18 @@ pub mod detect;
 mod engine;
 pub mod event;
 mod failover;
+mod fence;
 pub mod gtid;
 pub mod hook;
 pub mod input;
 mod lease;
 pub mod message;
+mod operator;
 pub mod record;
 mod replicas;
 mod routes;
 pub mod sabotage;
 pub mod storage;
-mod switchover;
 pub mod time;
 
 pub use cluster::{ClusterSpec, NodeId, NodeKind, NodeSpec, PromotionRule, SpecError, Timing, Vip};
@@ -79,7 +80,8 @@ pub use command::{
     ReplicationStatus, SalvageReport,
 };
 pub use engine::{Engine, EngineError, EngineStatus, NodeView, Role};
-pub use event::Event;
+pub use event::{Event, Severity};
+pub use failover::switchover::{plan_switchover, SwitchoverPlan};
 pub use gtid::{Flavour, GtidError, GtidSet};
 pub use hook::{HookCall, HookPoint};
 pub use input::{Input, OperatorRequest};
@@ -87,5 +89,4 @@ pub use message::{LocalView, PeerMessage, Report};
 pub use record::{ClusterRecord, FailoverReport, FailoverState, JournalEntry, LogEntry, Outcome};
 pub use sabotage::Sabotage;
 pub use storage::{DurableState, HardState, PersistBatch, StoredEntry, MAX_BOOTS};
-pub use switchover::{plan_switchover, SwitchoverPlan};
 pub use time::Time;

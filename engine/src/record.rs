@@ -68,9 +68,6 @@ pub struct JournalEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Completed(FailoverReport),
-    Aborted {
-        why: String,
-    },
     Superseded {
         by_epoch: u64,
     },
@@ -120,11 +117,6 @@ pub enum LogEntry {
         report: FailoverReport,
         wall_ms: u64,
     },
-    FailoverAborted {
-        epoch: u64,
-        why: String,
-        wall_ms: u64,
-    },
     /// A switchover that could not demote the old master or catch its target up ends
     /// here, before its target was committed: the master of record stays.
     SwitchoverCancelled {
@@ -148,6 +140,8 @@ pub enum LogEntry {
 
 impl LogEntry {
     pub fn encode(&self) -> Vec<u8> {
+        // Invariant: a log entry is plain data (no maps with non-string keys, no
+        // custom serializer that can fail), so serde_json cannot refuse it.
         serde_json::to_vec(self).expect("log entries always serialize")
     }
 
@@ -239,11 +233,11 @@ impl ClusterRecord {
                 if let Some(to) = planned {
                     // A switchover starts only from a settled cluster, away from its
                     // master of record (which is then the one suspect).
-                    if self.failover.is_some()
-                        || self.master.is_none()
-                        || self.master == Some(*to)
-                        || suspects.as_slice() != [self.master.expect("checked")]
-                    {
+                    let fits = match self.master {
+                        Some(m) => m != *to && suspects.as_slice() == [m],
+                        None => false,
+                    };
+                    if self.failover.is_some() || !fits {
                         return Err(Ignored(format!(
                             "switchover to {to} does not fit the record (master {:?}, failover in progress: {})",
                             self.master,
@@ -276,16 +270,17 @@ impl ClusterRecord {
                     "epoch {epoch} already has candidate {:?}",
                     f.candidate
                 ))),
-                _ => Err(Ignored(format!("no failover in progress for epoch {epoch}"))),
+                _ => Err(Ignored(format!(
+                    "no failover in progress for epoch {epoch}"
+                ))),
             },
             LogEntry::FailoverComplete {
                 epoch,
                 new_master,
                 report,
                 wall_ms,
-            } => match &self.failover {
+            } => match self.failover.take() {
                 Some(f) if f.epoch == *epoch && f.candidate == Some(*new_master) => {
-                    let f = self.failover.take().expect("matched above");
                     let (suspects, planned) = (f.suspects.clone(), f.planned);
                     let outcome = Outcome::Completed(report.clone());
                     self.close(f, Some(*new_master), *wall_ms, outcome);
@@ -301,28 +296,28 @@ impl ClusterRecord {
                     self.master = Some(*new_master);
                     Ok(())
                 }
-                _ => Err(Ignored(format!(
-                    "completion of epoch {epoch} with {new_master} does not match the failover in progress"
-                ))),
-            },
-            LogEntry::FailoverAborted { epoch, why, wall_ms } => match &self.failover {
-                Some(f) if f.epoch == *epoch => {
-                    let f = self.failover.take().expect("matched above");
-                    self.close(f, None, *wall_ms, Outcome::Aborted { why: why.clone() });
-                    self.master = None;
-                    Ok(())
+                other => {
+                    self.failover = other;
+                    Err(Ignored(format!(
+                        "completion of epoch {epoch} with {new_master} does not match the failover in progress"
+                    )))
                 }
-                _ => Err(Ignored(format!("no failover in progress for epoch {epoch}"))),
             },
-            LogEntry::SwitchoverCancelled { epoch, why, wall_ms } => match &self.failover {
+            LogEntry::SwitchoverCancelled {
+                epoch,
+                why,
+                wall_ms,
+            } => match self.failover.take() {
                 Some(f) if f.epoch == *epoch && f.planned.is_some() && f.candidate.is_none() => {
-                    let f = self.failover.take().expect("matched above");
                     self.close(f, None, *wall_ms, Outcome::Cancelled { why: why.clone() });
                     Ok(())
                 }
-                _ => Err(Ignored(format!(
-                    "no switchover of epoch {epoch} that can still be cancelled"
-                ))),
+                other => {
+                    self.failover = other;
+                    Err(Ignored(format!(
+                        "no switchover of epoch {epoch} that can still be cancelled"
+                    )))
+                }
             },
             LogEntry::Ack { epoch } => {
                 self.acked_epoch = self.acked_epoch.max(*epoch);

@@ -1,15 +1,84 @@
-//! Keeps every VIP route table pointing at the writer of record. Run by the coordinator
-//! only; a new coordinator knows nothing confirmed and re-issues every route (the call
+//! Where a route is moved: every VIP route table is kept pointing at the writer of
+//! record. Run by the coordinator only; a new coordinator knows nothing confirmed and re-issues every route (the call
 //! is idempotent), which also repairs a route someone changed by hand.
 
 use crate::cluster::NodeId;
-use crate::command::CommandId;
+use crate::command::{Command, CommandId};
+use crate::engine::{Engine, Pending};
+use crate::event::Event;
+use crate::sabotage::Sabotage;
 use crate::time::Time;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Engine {
+    pub(crate) fn reconcile_routes(&mut self) {
+        let Some(target) = self.record.writer() else {
+            return;
+        };
+        // A committed candidate gets the VIP only once it holds everything (relay log
+        // applied, binlog salvaged) and is being promoted: before that, a client
+        // reading through the VIP would miss its own acknowledged writes.
+        if self.record.failover.is_some()
+            && !self.run.as_ref().is_some_and(|r| r.routes_may_move())
+            && !self.sabotaged(Sabotage::VipEarly)
+        {
+            return;
+        }
+        let due = self
+            .routes
+            .due(&self.spec.vip.route_tables, target, self.now);
+        for table in due {
+            let t = table.clone();
+            let id = self.issue(
+                Pending::Route {
+                    table: table.clone(),
+                    target,
+                },
+                |id| Command::ReplaceRoute {
+                    id,
+                    route_table: t,
+                    target,
+                },
+            );
+            self.routes.issued(table, id);
+        }
+    }
+
+    pub(crate) fn routes_pending(&self, target: NodeId) -> Vec<String> {
+        self.routes.pending(&self.spec.vip.route_tables, target)
+    }
+
+    /// A `ReplaceRoute` answered.
+    pub(crate) fn on_route_result(
+        &mut self,
+        id: CommandId,
+        table: String,
+        target: NodeId,
+        r: Result<(), String>,
+    ) {
+        match r {
+            Ok(()) => {
+                self.routes.succeeded(&table, id, target);
+                self.emit(Event::RouteReplaced {
+                    route_table: table,
+                    target,
+                });
+            }
+            Err(error) => {
+                self.routes.failed(&table, id, self.now);
+                self.emit(Event::RouteFailed {
+                    route_table: table,
+                    target,
+                    error,
+                });
+            }
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct Routes {

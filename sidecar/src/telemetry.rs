@@ -5,7 +5,9 @@
 //! server reads the snapshot from another task, hence the mutex.
 
 use crate::adapters::Observer;
-use multiaz_engine::{Engine, EngineStatus, Event, FailoverReport, LocalView, Outcome, Role, Time};
+use multiaz_engine::{
+    Engine, EngineStatus, Event, FailoverReport, LocalView, Outcome, Role, Severity, Time,
+};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,6 +35,7 @@ struct Metrics {
     mysqld_up: Family<Labels, Gauge>,
     ec2_errors: Family<Labels, Counter>,
     peer_frames_dropped: Counter,
+    fence_failures: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -54,6 +57,7 @@ impl Metrics {
             mysqld_up: Family::default(),
             ec2_errors: Family::default(),
             peer_frames_dropped: Counter::default(),
+            fence_failures: Family::default(),
         };
         let r = registry;
         r.register(
@@ -137,6 +141,12 @@ impl Metrics {
             "multiaz_peer_frames_dropped",
             "Peer frames dropped: oversized, unauthenticated, altered or replayed",
             m.peer_frames_dropped.clone(),
+        );
+        r.register(
+            "multiaz_fence_failures",
+            "read_only changes that failed: `self-fence` and `unfence` of this sidecar's own \
+             mysqld, `suspect` for a failed master the coordinator could not make read_only",
+            m.fence_failures.clone(),
         );
         m
     }
@@ -270,21 +280,25 @@ impl Telemetry {
 impl Observer for Telemetry {
     fn event(&self, now: Time, event: &Event) {
         let at_ms = now.as_millis();
-        match event {
-            Event::FenceFailed { .. }
-            | Event::RouteFailed { .. }
-            | Event::FailoverAttemptFailed { .. }
-            | Event::FailoverAborted { .. }
-            | Event::ErrantTransactions { .. }
-            | Event::SelfFenced { .. }
-            | Event::LocalReadOnlyFailed { .. }
-            | Event::SwitchoverRefused { .. }
-            | Event::SwitchoverCancelled { .. }
-            | Event::FailoverBlocked { .. }
-            | Event::Vetoed { .. }
-            | Event::MasterDead { .. } => tracing::warn!(at_ms, "{event:?}"),
-            Event::Dropped { .. } => tracing::debug!(at_ms, "{event:?}"),
-            _ => tracing::info!(at_ms, "{event:?}"),
+        let fence_failure = match event {
+            Event::LocalReadOnlyFailed { writable: true, .. } => Some("unfence"),
+            Event::LocalReadOnlyFailed {
+                writable: false, ..
+            } => Some("self-fence"),
+            Event::FenceFailed { .. } => Some("suspect"),
+            _ => None,
+        };
+        if let Some(kind) = fence_failure {
+            self.shared
+                .metrics
+                .fence_failures
+                .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+                .inc();
+        }
+        match event.severity() {
+            Severity::Warning => tracing::warn!(at_ms, "{event:?}"),
+            Severity::Info => tracing::info!(at_ms, "{event:?}"),
+            Severity::Debug => tracing::debug!(at_ms, "{event:?}"),
         }
     }
 
@@ -297,5 +311,41 @@ impl Observer for Telemetry {
 
     fn after_step(&self, engine: &Engine) {
         self.update(engine.status());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multiaz_engine::NodeId;
+
+    /// A fence or unfence that did not work is counted, by kind, and nothing else is.
+    #[test]
+    fn failed_fences_are_counted_by_kind() {
+        let t = Telemetry::new();
+        let at = Time::from_millis(1);
+        for writable in [true, false, false] {
+            t.event(
+                at,
+                &Event::LocalReadOnlyFailed {
+                    writable,
+                    why: "x".into(),
+                },
+            );
+        }
+        t.event(
+            at,
+            &Event::FenceFailed {
+                epoch: 2,
+                node: NodeId(1),
+                error: "x".into(),
+            },
+        );
+        t.event(at, &Event::Unfenced);
+        let text = t.metrics_text();
+        for (kind, n) in [("unfence", 1), ("self-fence", 2), ("suspect", 1)] {
+            let line = format!("multiaz_fence_failures_total{{kind=\"{kind}\"}} {n}");
+            assert!(text.contains(&line), "{line} not in:\n{text}");
+        }
     }
 }

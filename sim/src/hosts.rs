@@ -456,10 +456,8 @@ struct SimObserver {
 
 impl Observer for SimObserver {
     fn event(&self, _now: Time, event: &Event) {
-        if !matches!(event, Event::Dropped { .. }) {
-            self.world
-                .with(|w| w.events.push((now(), self.me, event.clone())));
-        }
+        self.world
+            .with(|w| w.events.push((now(), self.me, event.clone())));
     }
 
     fn wall_unix_ms(&self) -> u64 {

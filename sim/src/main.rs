@@ -247,8 +247,12 @@ fn main() -> ExitCode {
             // proof of why the check fails them, not a failure of the product.
             let mut unsafe_seeds = Vec::new();
             let mut write_block = Vec::new();
+            // Each run's timeline fingerprint, in seed order: a refactoring that claims to
+            // change no behaviour must leave every one of them as it was.
+            let mut trace_hashes = Vec::new();
             let (mut returned_clean, mut returned_errant) = (0u64, 0u64);
             let mut hostile = multiaz_sim::world::HostileEvents::default();
+            let mut fence_failures = multiaz_sim::run::FenceFailures::default();
             for (i, seed) in (start_seed..start_seed + seeds).enumerate() {
                 let r = run(&RunConfig {
                     scenario,
@@ -265,6 +269,7 @@ fn main() -> ExitCode {
                 }
                 sim_s += r.sim_seconds;
                 hostile.add(&r.hostile_events);
+                fence_failures.add(&r.fence_failures);
                 if r.diverged {
                     diverged.push(serde_json::json!({
                         "seed": seed,
@@ -284,6 +289,7 @@ fn main() -> ExitCode {
                 }
                 failover.extend(r.failover_ms);
                 write_block.extend(r.write_block_ms);
+                trace_hashes.push(format!("{:016x}", r.trace_hash));
                 match r.returned_clean {
                     Some(true) => returned_clean += 1,
                     Some(false) => returned_errant += 1,
@@ -331,6 +337,10 @@ fn main() -> ExitCode {
                     "unsafe_config_seeds": unsafe_seeds,
                     // How often the hostile world struck, over all seeds.
                     "hostile_events": hostile,
+                    // read_only changes that failed, over all seeds (each one a warning
+                    // and a `multiaz_fence_failures` count on a real sidecar).
+                    "fence_failures": fence_failures,
+                    "trace_hashes": trace_hashes,
                     "sim_seconds": sim_s,
                     "wall_seconds": wall_s,
                 });

@@ -151,6 +151,9 @@ pub struct RunReport {
     pub verdicts: Verdicts,
     /// How often the world's hostile parts struck in this run.
     pub hostile_events: HostileEvents,
+    /// read_only changes that failed (the warnings a sidecar counts in
+    /// `multiaz_fence_failures`).
+    pub fence_failures: FenceFailures,
     pub sim_seconds: f64,
     pub wall_seconds: f64,
     /// Hash of the whole timeline: same seed, same hash.
@@ -163,6 +166,40 @@ fn fnv(h: &mut u64, bytes: &[u8]) {
     for b in bytes {
         *h ^= *b as u64;
         *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+/// read_only changes that failed in a run, by kind (as `multiaz_fence_failures`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FenceFailures {
+    /// A sidecar could not make its own writable mysqld read_only.
+    pub self_fence: u64,
+    /// A sidecar could not make its mysqld writable again as the master of record.
+    pub unfence: u64,
+    /// The coordinator could not make a failed master read_only.
+    pub suspect: u64,
+}
+
+impl FenceFailures {
+    fn count(events: &[(Duration, NodeId, Event)]) -> Self {
+        let mut f = FenceFailures::default();
+        for (_, _, e) in events {
+            match e {
+                Event::LocalReadOnlyFailed { writable: true, .. } => f.unfence += 1,
+                Event::LocalReadOnlyFailed {
+                    writable: false, ..
+                } => f.self_fence += 1,
+                Event::FenceFailed { .. } => f.suspect += 1,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    pub fn add(&mut self, o: &FenceFailures) {
+        self.self_fence += o.self_fence;
+        self.unfence += o.unfence;
+        self.suspect += o.suspect;
     }
 }
 
@@ -213,7 +250,6 @@ fn describe(e: &Event) -> Option<String> {
         } => {
             format!("failover to epoch {epoch} complete: master {new_master} ({} ms on the coordinator)", report.duration_ms)
         }
-        Event::FailoverAborted { why, .. } => format!("failover aborted: {why}"),
         Event::SelfFenced { why } => format!("self-fenced: {why}"),
         Event::Unfenced => "writable again (lease regained)".into(),
         Event::LocalReadOnlyFailed { writable, why } => {
@@ -620,6 +656,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             software_error,
         },
         hostile_events: world.with(|w| w.hostile.clone()),
+        fence_failures: FenceFailures::count(&events),
         sim_seconds: end.as_secs_f64(),
         wall_seconds: wall.elapsed().as_secs_f64(),
         trace_hash: h,

@@ -4,18 +4,21 @@
 //! that the admin API can answer `--dry-run` and refuse with a reason before anything
 //! is proposed, and the engine checks the same thing again with its own view.
 //!
-//! The procedure itself (in `failover.rs`, as a planned run of the failover machinery):
-//! commit the switchover (epoch E+1) → pre-switchover hook → demote the old master
+//! The procedure is a planned run of the failover machinery (its own first steps are
+//! here; the rest is the failover's): commit the switchover (epoch E+1) → pre-switchover hook → demote the old master
 //! (read_only, running writes end or are killed, final position) → wait until the
 //! target has applied that position → commit the target (the VIP routes move from
 //! here) → promote it → repoint the other replicas and the old master → commit. Until
 //! the target is committed any failure cancels the switchover and the old master
 //! becomes writable again; after it, a failure is handled as a failover.
 
+use super::{Cx, FailoverRun, Next, Phase, Run};
+use crate::choose::Choice;
 use crate::cluster::{ClusterSpec, NodeId, PromotionRule};
-use crate::engine::{Engine, EngineStatus, Role};
+use crate::command::{Command, CommandId, MysqlOp, MysqlReply};
+use crate::engine::{EngineStatus, Pending, Role};
 use crate::event::Event;
-use crate::input::OperatorRequest;
+use crate::hook::HookPoint;
 use crate::message::LocalView;
 use crate::record::LogEntry;
 use serde::Serialize;
@@ -172,37 +175,104 @@ pub fn plan_switchover(
     })
 }
 
-impl Engine {
-    /// Any sidecar accepts an operator request. Pause, resume and ack are safe from
-    /// any record; a switchover is checked against this sidecar's view and, when it
-    /// fits, proposed (raft forwards a follower's proposal to the leader). The record
-    /// refuses a switchover that no longer fits by the time it is committed.
-    pub(crate) fn on_operator(&mut self, req: OperatorRequest) {
-        match req {
-            OperatorRequest::Pause => self.propose(LogEntry::SetPaused { paused: true }),
-            OperatorRequest::Resume => self.propose(LogEntry::SetPaused { paused: false }),
-            OperatorRequest::Ack => {
-                let epoch = self
-                    .record
-                    .last_automatic_failover()
-                    .map_or(self.record.epoch, |j| j.epoch);
-                self.propose(LogEntry::Ack { epoch });
-            }
-            OperatorRequest::Switchover { to } => {
-                match plan_switchover(&self.spec, &self.status(), to) {
-                    Ok(plan) => {
-                        let wall_ms = self.wall_ms();
-                        self.propose(LogEntry::FailoverBegin {
-                            epoch: plan.epoch,
-                            suspects: vec![plan.from],
-                            reason: format!("planned switchover from {} to {to}", plan.from),
-                            wall_ms,
-                            planned: Some(to),
-                        });
-                    }
-                    Err(why) => self.emit(Event::SwitchoverRefused { to, why }),
-                }
-            }
+impl FailoverRun {
+    /// Starts a committed switchover from `from` to `to` on this coordinator: the
+    /// pre-switchover hook first, then the demotion.
+    pub(super) fn start_switchover(cx: &mut Cx, epoch: u64, from: NodeId, to: NodeId) -> Self {
+        cx.emit(Event::SwitchoverBegun { epoch, from, to });
+        let mut run = Run::new(epoch, cx.now());
+        run.begun_at = Some(cx.now());
+        run.planned = Some(to);
+        let call = run.hook_call(cx, HookPoint::PreSwitchover, Some(to), None, None);
+        let id = cx.issue(Pending::SwitchoverHook, |id| Command::Hook { id, call });
+        let deadline = cx.step_deadline();
+        FailoverRun {
+            run,
+            phase: Phase::SwitchoverHook {
+                id,
+                deadline,
+                from,
+                to,
+            },
         }
+    }
+
+    /// The pre-switchover hook answered: demote the old master, unless it vetoed.
+    pub(super) fn after_switchover_hook(
+        self,
+        cx: &mut Cx,
+        id: CommandId,
+        veto: Option<String>,
+    ) -> Next {
+        let FailoverRun { run, phase } = self;
+        let Phase::SwitchoverHook {
+            id: want, from, to, ..
+        } = phase
+        else {
+            return run.enter(phase);
+        };
+        if want != id {
+            return run.enter(phase);
+        }
+        if let Some(why) = veto {
+            cx.emit(Event::Vetoed {
+                what: "switchover".into(),
+                why: why.clone(),
+            });
+            return run.cancel(cx, format!("vetoed by the pre-switchover hook: {why}"));
+        }
+        let grace_ms = cx.spec().timing.switchover_grace_ms;
+        let id = run.step(cx, from, MysqlOp::Demote { grace_ms });
+        let deadline = cx.step_deadline();
+        run.enter(Phase::Demoting { id, deadline, to })
+    }
+}
+
+impl Run {
+    /// The old master is read_only with its final position: wait for the target `to`
+    /// to apply it (it still replicates from the old master).
+    pub(super) fn on_demoted(
+        mut self,
+        cx: &mut Cx,
+        node: NodeId,
+        to: NodeId,
+        r: Result<MysqlReply, String>,
+    ) -> Next {
+        let epoch = self.epoch;
+        let p = match r.map(MysqlReply::positions) {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.cancel(cx, format!("demoting {node} gave no position")),
+            Err(why) => return self.cancel(cx, format!("demoting {node} failed: {why}")),
+        };
+        cx.emit(Event::Demoted {
+            epoch,
+            node,
+            executed: p.executed.clone(),
+        });
+        self.fenced.insert(node);
+        self.positions.insert(node, p.clone());
+        let choice = Choice {
+            candidate: to,
+            catch_up_from: None,
+            target: p.executed.clone(),
+        };
+        let id = self.step(cx, to, MysqlOp::WaitApplied { until: p.executed });
+        let deadline = cx.step_deadline();
+        self.enter(Phase::WaitingApplied {
+            id,
+            deadline,
+            choice,
+        })
+    }
+
+    /// Ends a switchover before its target was committed; the old master regains its
+    /// lease and becomes writable again.
+    pub(super) fn cancel(self, cx: &mut Cx, why: String) -> Next {
+        let entry = LogEntry::SwitchoverCancelled {
+            epoch: self.epoch,
+            why,
+            wall_ms: cx.wall_ms(),
+        };
+        self.end_with(cx, entry)
     }
 }

@@ -1,0 +1,115 @@
+//! The failover run's window on the engine: the clock, the cluster description, the
+//! committed record and what the sidecars report, and the three ways a run acts —
+//! issue a command, emit an event, propose a log entry.
+
+use crate::cluster::{ClusterSpec, NodeId};
+use crate::command::{Command, CommandId};
+use crate::engine::{Engine, Pending};
+use crate::event::Event;
+use crate::message::Report;
+use crate::record::{ClusterRecord, LogEntry};
+use crate::sabotage::Sabotage;
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) struct Cx<'a> {
+    engine: &'a mut Engine,
+    /// Proposed once the run is back in its place (see `Engine::with_run`).
+    proposals: Vec<LogEntry>,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(engine: &'a mut Engine) -> Self {
+        Cx {
+            engine,
+            proposals: Vec::new(),
+        }
+    }
+
+    pub fn into_proposals(self) -> Vec<LogEntry> {
+        self.proposals
+    }
+
+    pub fn now(&self) -> Time {
+        self.engine.now
+    }
+
+    pub fn wall_ms(&self) -> u64 {
+        self.engine.wall_ms()
+    }
+
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.engine.spec
+    }
+
+    pub fn record(&self) -> &ClusterRecord {
+        &self.engine.record
+    }
+
+    /// When a step issued now is given up on.
+    pub fn step_deadline(&self) -> Time {
+        self.engine.now + self.engine.spec.timing.step_timeout()
+    }
+
+    /// The suspects of the committed failover (none when there is none).
+    pub fn suspects(&self) -> Vec<NodeId> {
+        self.engine
+            .record
+            .failover
+            .as_ref()
+            .map(|f| f.suspects.clone())
+            .unwrap_or_default()
+    }
+
+    /// The candidate the committed failover names, once one is committed.
+    pub fn committed_candidate(&self) -> Option<NodeId> {
+        self.engine
+            .record
+            .failover
+            .as_ref()
+            .and_then(|f| f.candidate)
+    }
+
+    pub fn fresh_reports(&self) -> BTreeMap<NodeId, &Report> {
+        self.engine.fresh_reports()
+    }
+
+    pub fn live_sidecars(&self) -> BTreeSet<NodeId> {
+        self.engine.live_sidecars()
+    }
+
+    pub fn known_positions(&self) -> BTreeMap<NodeId, String> {
+        self.engine.known_positions()
+    }
+
+    pub fn routes_pending(&self, target: NodeId) -> Vec<String> {
+        self.engine.routes_pending(target)
+    }
+
+    pub fn sabotaged(&self, s: Sabotage) -> bool {
+        self.engine.sabotaged(s)
+    }
+
+    /// The replica reconciler leaves `node` alone until its reports catch up with the
+    /// repoint issued now.
+    pub fn repointing(&mut self, node: NodeId) {
+        let now = self.engine.now;
+        self.engine.repointing.insert(node, now);
+    }
+
+    pub fn issue(
+        &mut self,
+        pending: Pending,
+        make: impl FnOnce(CommandId) -> Command,
+    ) -> CommandId {
+        self.engine.issue(pending, make)
+    }
+
+    pub fn emit(&mut self, event: Event) {
+        self.engine.emit(event);
+    }
+
+    pub fn propose(&mut self, entry: LogEntry) {
+        self.proposals.push(entry);
+    }
+}

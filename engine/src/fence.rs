@@ -1,0 +1,132 @@
+//! Where the fence is decided. Two sides of one rule — only the writer of record,
+//! holding its lease (see `lease.rs`), may be writable:
+//!
+//! - each sidecar keeps its own mysqld read_only whenever that rule says so
+//!   ([`Engine::fence_if_needed`]) and makes the master of record writable again only
+//!   after a lease round newer than the fence was granted ([`Engine::maybe_unfence`]);
+//! - the coordinator, before it promotes a new master, knows the old one is fenced:
+//!   confirmed (read_only succeeded, the instance was stopped, or its own sidecar
+//!   reports its mysqld down in the new epoch), or by waiting until its lease must have
+//!   run out ([`unconfirmed_suspects`], [`old_writer_fenced_by`]).
+
+use crate::cluster::{NodeId, Timing};
+use crate::command::{Command, MysqlOp};
+use crate::engine::{Engine, Pending};
+use crate::event::Event;
+use crate::message::{LocalView, Report};
+use crate::sabotage::Sabotage;
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Suspects not known to be fenced: read_only did not succeed, the instance was not
+/// stopped (`fenced` holds those that were), and their own sidecar has not reported
+/// mysqld down from `epoch` on.
+pub(crate) fn unconfirmed_suspects(
+    suspects: &[NodeId],
+    fenced: &BTreeSet<NodeId>,
+    reports: &BTreeMap<NodeId, &Report>,
+    epoch: u64,
+) -> Vec<NodeId> {
+    suspects
+        .iter()
+        .copied()
+        .filter(|s| !fenced.contains(s))
+        .filter(|s| {
+            !reports
+                .get(s)
+                .is_some_and(|r| r.epoch >= epoch && matches!(r.local, Some(LocalView::Down)))
+        })
+        .collect()
+}
+
+/// When an unconfirmed old writer must have fenced itself, for a failover whose begin
+/// entry this coordinator saw applied at `begun`: no lease round it sends after the
+/// commit is granted (a majority holds the new epoch and refuses), and a lease lasts
+/// `lease` from its round's sending; a probe interval more covers the clock-rate margin
+/// and the time its sidecar takes to set read_only.
+pub(crate) fn old_writer_fenced_by(begun: Time, timing: &Timing) -> Time {
+    begun + timing.lease() + timing.probe_interval()
+}
+
+impl Engine {
+    /// Keeps the local mysqld's read_only in line with the record: only the writer of
+    /// record, holding its lease, may be writable.
+    pub(crate) fn enforce_local(&mut self) {
+        let LocalView::Up(Some(status)) = &self.local.view else {
+            return;
+        };
+        if status.read_only {
+            self.local.read_only_seen.get_or_insert(self.now);
+            self.maybe_unfence();
+            return;
+        }
+        self.local.read_only_seen = None;
+        if !self.local.enforcing {
+            self.fence_if_needed();
+        }
+    }
+
+    /// Makes the local mysqld read_only when it must not be writable now.
+    pub(crate) fn fence_if_needed(&mut self) {
+        let Some(why) = self.fence_reason() else {
+            return;
+        };
+        if self.sabotaged(Sabotage::SelfFence) {
+            return;
+        }
+        self.emit(Event::SelfFenced { why });
+        self.set_local_read_only(MysqlOp::SetReadOnly);
+    }
+
+    /// Why the local mysqld must not be writable now, if it must not.
+    fn fence_reason(&self) -> Option<String> {
+        let epoch = self.record.epoch;
+        if self.record.writer() != Some(self.me) {
+            Some(format!(
+                "local mysqld is writable but the writer of epoch {epoch} is {:?}",
+                self.record.writer()
+            ))
+        } else if self.coord.highest_logged_epoch() > epoch {
+            Some("a failover to a newer epoch is in the log".to_string())
+        } else if self
+            .lease
+            .expired(epoch, self.now, self.spec.timing.lease())
+        {
+            Some("lost the write lease: no majority of sidecars answered in time".to_string())
+        } else {
+            None
+        }
+    }
+
+    /// The master of record that fenced itself (or started read_only) becomes writable
+    /// again once a lease round sent after it was last seen read_only is granted.
+    pub(crate) fn maybe_unfence(&mut self) {
+        let Some(seen) = self.local.read_only_seen else {
+            return;
+        };
+        let epoch = self.record.epoch;
+        if self.local.enforcing
+            || self.record.master != Some(self.me)
+            || self.record.failover.is_some()
+            || self.coord.highest_logged_epoch() > epoch
+            || !self.lease.is_valid(epoch, self.now)
+            || !self.lease.granted_after(epoch, seen)
+        {
+            return;
+        }
+        self.emit(Event::Unfenced);
+        self.local.read_only_seen = None;
+        self.set_local_read_only(MysqlOp::SetWritable);
+    }
+
+    fn set_local_read_only(&mut self, op: MysqlOp) {
+        self.local.enforcing = true;
+        let me = self.me;
+        let writable = op == MysqlOp::SetWritable;
+        self.issue(Pending::Enforce { writable }, |id| Command::Mysql {
+            id,
+            node: me,
+            op,
+        });
+    }
+}
