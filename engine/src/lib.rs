@@ -67,10 +67,12 @@ pub mod input;
 mod lease;
 pub mod message;
 mod operator;
+mod probe;
 pub mod record;
 mod replicas;
 mod routes;
 pub mod sabotage;
+mod status;
 pub mod storage;
 pub mod time;
 
@@ -79,7 +81,7 @@ pub use command::{
     Command, CommandId, CommandResult, MysqlOp, MysqlReply, MysqlStatus, Positions, ProbeResult,
     ReplicationStatus, SalvageReport,
 };
-pub use engine::{Engine, EngineError, EngineStatus, NodeView, Role};
+pub use engine::{Engine, EngineError};
 pub use event::{Event, Severity};
 pub use failover::switchover::{plan_switchover, SwitchoverPlan};
 pub use gtid::{Flavour, GtidError, GtidSet};
@@ -88,5 +90,6 @@ pub use input::{Input, OperatorRequest};
 pub use message::{LocalView, PeerMessage, Report};
 pub use record::{ClusterRecord, FailoverReport, FailoverState, JournalEntry, LogEntry, Outcome};
 pub use sabotage::Sabotage;
+pub use status::{EngineStatus, NodeView, Role};
 pub use storage::{DurableState, HardState, PersistBatch, StoredEntry, MAX_BOOTS};
 pub use time::Time;

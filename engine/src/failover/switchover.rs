@@ -16,11 +16,12 @@ use super::{Cx, FailoverRun, Next, Phase, Run};
 use crate::choose::Choice;
 use crate::cluster::{ClusterSpec, NodeId, PromotionRule};
 use crate::command::{Command, CommandId, MysqlOp, MysqlReply};
-use crate::engine::{EngineStatus, Pending, Role};
+use crate::engine::Pending;
 use crate::event::Event;
 use crate::hook::HookPoint;
 use crate::message::LocalView;
 use crate::record::LogEntry;
+use crate::status::{EngineStatus, Role};
 use serde::Serialize;
 use std::fmt;
 
