@@ -2,8 +2,8 @@
 //! can model exactly what fails where.
 
 use multiaz_engine::{
-    DurableState, Engine, Event, GtidSet, MysqlOp, MysqlReply, NodeId, PeerMessage, ProbeResult,
-    SalvageReport, Time,
+    DurableState, Engine, Event, GtidSet, HookCall, MysqlOp, MysqlReply, NodeId, PeerMessage,
+    ProbeResult, SalvageReport, Time,
 };
 use std::future::Future;
 
@@ -53,4 +53,20 @@ pub trait Observer: 'static {
     fn wall_unix_ms(&self) -> u64;
     /// Called after every engine step; the simulation reads the record from here.
     fn after_step(&self, _engine: &Engine) {}
+}
+
+/// The operator's hooks around a failover or switchover. `Err` from a pre hook is a
+/// veto; implementations bound each hook by their own timeout.
+pub trait Hooks: Clone + 'static {
+    fn run(&self, call: HookCall) -> impl Future<Output = Result<(), String>>;
+}
+
+/// No hooks configured: every call answers `Ok` at once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    async fn run(&self, _call: HookCall) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -5,24 +5,18 @@
 //! Commands are executed in the order the engine gave them; `Persist` is written
 //! before anything after it runs, and only then are the messages it carries sent.
 
-use crate::adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
-use multiaz_engine::HookCall;
+use crate::adapters::{DurableStore, Hooks, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
 use multiaz_engine::{
-    Command, CommandId, CommandResult, DurableState, Engine, Input, NodeId, OperatorRequest,
-    PeerMessage, Time,
+    ClusterSpec, Command, CommandId, CommandResult, DurableState, Engine, EngineError, Input,
+    NodeId, OperatorRequest, PeerMessage, Time,
 };
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Runs the operator's hook for a call; `Err` from a pre hook is a veto. The default
-/// (no hooks configured) answers `Ok` at once.
-pub type HookRunner = Rc<dyn Fn(HookCall) -> Pin<Box<dyn Future<Output = Result<(), String>>>>>;
-
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    #[error("cannot start the engine: {0}")]
+    Start(#[from] EngineError),
     #[error("could not make raft state durable: {0}")]
     Persist(String),
     /// The engine kept asking to be woken at an instant already past: a bug that would
@@ -40,26 +34,42 @@ const STUCK_TICKS: u32 = 10_000;
 pub struct DriverHandle {
     pub inbox: mpsc::UnboundedSender<(NodeId, PeerMessage)>,
     pub operator: mpsc::UnboundedSender<OperatorRequest>,
+    stop: mpsc::UnboundedSender<()>,
 }
 
-pub struct Driver<M, S, R, P, D, O> {
+impl DriverHandle {
+    /// Ends [`Driver::run`] (with `Ok`) at its next turn: a command already under way
+    /// finishes on its own, and nothing after it is started.
+    pub fn stop(&self) {
+        // The driver may be gone already; then it has stopped.
+        let _ = self.stop.send(());
+    }
+}
+
+/// The driver's ways into the world (see [`crate::adapters`]).
+pub struct Adapters<M, S, R, P, D, O, H> {
+    pub mysql: M,
+    pub salvage: S,
+    pub routes: R,
+    pub peers: P,
+    pub store: D,
+    pub observer: O,
+    pub hooks: H,
+}
+
+pub struct Driver<M, S, R, P, D, O, H> {
     engine: Engine,
     durable: DurableState,
     origin: Instant,
-    mysql: M,
-    salvage: S,
-    routes: R,
-    peers: P,
-    store: D,
-    observer: O,
-    hooks: HookRunner,
+    world: Adapters<M, S, R, P, D, O, H>,
     inbox: mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
     operator: mpsc::UnboundedReceiver<OperatorRequest>,
+    stop: mpsc::UnboundedReceiver<()>,
     done_tx: mpsc::UnboundedSender<(CommandId, CommandResult)>,
     done_rx: mpsc::UnboundedReceiver<(CommandId, CommandResult)>,
 }
 
-impl<M, S, R, P, D, O> Driver<M, S, R, P, D, O>
+impl<M, S, R, P, D, O, H> Driver<M, S, R, P, D, O, H>
 where
     M: MysqlOps,
     S: Salvage,
@@ -67,49 +77,45 @@ where
     P: PeerTransport,
     D: DurableStore,
     O: Observer,
+    H: Hooks,
 {
-    /// `engine` must have been created with `Time::ZERO` as its start (the driver's
-    /// clock starts now), and `durable` is the state it was restored from.
-    #[allow(clippy::too_many_arguments)]
+    /// A driver for node `me` of `spec`, restarted from `restored` (what its store
+    /// persisted before; `None` on the first start). The engine is built here, at the
+    /// driver's time zero, so that its clock and the driver's are one.
     pub fn new(
-        engine: Engine,
-        durable: DurableState,
-        mysql: M,
-        salvage: S,
-        routes: R,
-        peers: P,
-        store: D,
-        observer: O,
-    ) -> (Self, DriverHandle) {
+        spec: ClusterSpec,
+        me: NodeId,
+        restored: Option<DurableState>,
+        world: Adapters<M, S, R, P, D, O, H>,
+    ) -> Result<(Self, DriverHandle), DriverError> {
+        let engine = Engine::new(spec, me, restored.as_ref(), Time::ZERO)?;
         let (in_tx, inbox) = mpsc::unbounded_channel();
         let (op_tx, operator) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let driver = Driver {
             engine,
-            durable,
+            durable: restored.unwrap_or_default(),
             origin: Instant::now(),
-            mysql,
-            salvage,
-            routes,
-            peers,
-            store,
-            observer,
-            hooks: Rc::new(|_| Box::pin(async { Ok(()) })),
+            world,
             inbox,
             operator,
+            stop,
             done_tx,
             done_rx,
         };
         let handle = DriverHandle {
             inbox: in_tx,
             operator: op_tx,
+            stop: stop_tx,
         };
-        (driver, handle)
+        Ok((driver, handle))
     }
 
-    /// Runs the operator's hooks (see [`HookRunner`]) instead of none.
-    pub fn with_hooks(mut self, hooks: HookRunner) -> Self {
-        self.hooks = hooks;
+    /// Changes the engine before the first step: the simulation's negative controls
+    /// switch a safety mechanism off here (the product never calls it).
+    pub fn with_engine(mut self, f: impl FnOnce(&mut Engine)) -> Self {
+        f(&mut self.engine);
         self
     }
 
@@ -117,7 +123,9 @@ where
         Time::from_millis(self.origin.elapsed().as_millis() as u64)
     }
 
-    /// Runs until a persist fails or the engine's deadline is stuck (the fatal errors).
+    /// Runs until [`DriverHandle::stop`] (`Ok`), or until a persist fails or the
+    /// engine's deadline is stuck (the fatal errors). Dropping every handle does not
+    /// stop it: a sidecar cut off from everything still fences itself on time.
     pub async fn run(mut self) -> Result<(), DriverError> {
         // The engine numbered its lease rounds from this start's count (Engine::new
         // read it); the count goes up before any round is sent, so the next start
@@ -129,11 +137,12 @@ where
             )));
         }
         self.durable.boots += 1;
-        self.store
+        self.world
+            .store
             .persist(&self.durable)
             .map_err(DriverError::Persist)?;
         self.step(Input::Tick {
-            wall_unix_ms: self.observer.wall_unix_ms(),
+            wall_unix_ms: self.world.observer.wall_unix_ms(),
         })?;
         // Ticks in a row after which the engine still wanted waking at an instant
         // already past (inputs other than ticks do not count: a burst of messages may
@@ -144,10 +153,11 @@ where
             let deadline = self.origin + std::time::Duration::from_millis(next.as_millis());
             let input = tokio::select! {
                 biased;
+                Some(()) = self.stop.recv() => return Ok(()),
                 Some((id, result)) = self.done_rx.recv() => Input::Done { id, result },
                 Some((from, message)) = self.inbox.recv() => Input::Peer { from, message },
                 Some(req) = self.operator.recv() => Input::Operator(req),
-                _ = tokio::time::sleep_until(deadline) => Input::Tick { wall_unix_ms: self.observer.wall_unix_ms() },
+                _ = tokio::time::sleep_until(deadline) => Input::Tick { wall_unix_ms: self.world.observer.wall_unix_ms() },
             };
             let tick = matches!(input, Input::Tick { .. });
             let now = self.now();
@@ -168,7 +178,7 @@ where
         for command in self.engine.take_commands() {
             self.execute(now, command)?;
         }
-        self.observer.after_step(&self.engine);
+        self.world.observer.after_step(&self.engine);
         Ok(())
     }
 
@@ -176,24 +186,25 @@ where
         match command {
             Command::Persist(batch) => {
                 let then_send = self.durable.apply(batch);
-                self.store
+                self.world
+                    .store
                     .persist(&self.durable)
                     .map_err(DriverError::Persist)?;
                 for (to, message) in then_send {
-                    self.peers.send(to, message);
+                    self.world.peers.send(to, message);
                 }
             }
-            Command::Send { to, message } => self.peers.send(to, message),
-            Command::Emit(event) => self.observer.event(now, &event),
+            Command::Send { to, message } => self.world.peers.send(to, message),
+            Command::Emit(event) => self.world.observer.event(now, &event),
             Command::Probe { id, node } => {
-                let mysql = self.mysql.clone();
+                let mysql = self.world.mysql.clone();
                 self.spawn(
                     id,
                     async move { CommandResult::Probe(mysql.probe(node).await) },
                 );
             }
             Command::Mysql { id, node, op } => {
-                let mysql = self.mysql.clone();
+                let mysql = self.world.mysql.clone();
                 self.spawn(
                     id,
                     async move { CommandResult::Mysql(mysql.op(node, op).await) },
@@ -206,7 +217,7 @@ where
                 to,
                 after,
             } => {
-                let salvage = self.salvage.clone();
+                let salvage = self.world.salvage.clone();
                 self.spawn(id, async move {
                     CommandResult::Salvage(salvage.salvage(epoch, from, to, after).await)
                 });
@@ -216,17 +227,20 @@ where
                 route_table,
                 target,
             } => {
-                let routes = self.routes.clone();
+                let routes = self.world.routes.clone();
                 self.spawn(id, async move {
                     CommandResult::Done(routes.replace_route(route_table, target).await)
                 });
             }
             Command::Hook { id, call } => {
-                let work = (self.hooks)(call);
-                self.spawn(id, async move { CommandResult::Done(work.await) });
+                let hooks = self.world.hooks.clone();
+                self.spawn(
+                    id,
+                    async move { CommandResult::Done(hooks.run(call).await) },
+                );
             }
             Command::StopInstance { id, node } => {
-                let routes = self.routes.clone();
+                let routes = self.world.routes.clone();
                 self.spawn(id, async move {
                     CommandResult::Done(routes.stop_instance(node).await)
                 });

@@ -7,7 +7,6 @@
 //! keys (`*_env` settings), and a hook is any program an operator points at.
 
 use crate::config::Hooks;
-use crate::driver::HookRunner;
 use multiaz_engine::{HookCall, HookPoint};
 use std::process::Stdio;
 use std::rc::Rc;
@@ -123,34 +122,40 @@ pub async fn run_one(argv: &[String], call: &HookCall, timeout: Duration) -> Res
     }
 }
 
-/// The driver's hook runner for this configuration. Failures are logged; only a
+/// The configured hook scripts, as the driver runs them. Failures are logged; only a
 /// failing pre hook with `veto = true` is reported to the engine (as a veto).
-pub fn runner(hooks: Hooks) -> HookRunner {
-    let hooks = Rc::new(hooks);
-    Rc::new(move |call: HookCall| {
-        let hooks = hooks.clone();
-        Box::pin(async move {
-            let Some(argv) = hooks.command(call.point) else {
-                return Ok(());
-            };
-            let point = call.point;
-            let timeout = Duration::from_millis(hooks.timeout_ms);
-            match run_one(argv, &call, timeout).await {
-                Ok(()) => {
-                    tracing::info!(hook = %point, epoch = call.epoch, "hook ran");
-                    Ok(())
-                }
-                Err(why) if point.is_pre() && hooks.veto => {
-                    tracing::warn!(hook = %point, "hook failed, vetoing: {why}");
-                    Err(why)
-                }
-                Err(why) => {
-                    tracing::warn!(hook = %point, "hook failed (no veto configured): {why}");
-                    Ok(())
-                }
+#[derive(Clone)]
+pub struct HookScripts(Rc<Hooks>);
+
+impl HookScripts {
+    pub fn new(hooks: Hooks) -> Self {
+        HookScripts(Rc::new(hooks))
+    }
+}
+
+impl crate::adapters::Hooks for HookScripts {
+    async fn run(&self, call: HookCall) -> Result<(), String> {
+        let hooks = &self.0;
+        let Some(argv) = hooks.command(call.point) else {
+            return Ok(());
+        };
+        let point = call.point;
+        let timeout = Duration::from_millis(hooks.timeout_ms);
+        match run_one(argv, &call, timeout).await {
+            Ok(()) => {
+                tracing::info!(hook = %point, epoch = call.epoch, "hook ran");
+                Ok(())
             }
-        })
-    })
+            Err(why) if point.is_pre() && hooks.veto => {
+                tracing::warn!(hook = %point, "hook failed, vetoing: {why}");
+                Err(why)
+            }
+            Err(why) => {
+                tracing::warn!(hook = %point, "hook failed (no veto configured): {why}");
+                Ok(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -281,17 +286,18 @@ mod tests {
             timeout_ms: 2000,
             ..Hooks::default()
         };
-        let run = runner(failing.clone());
-        assert!(block_on(run(call(HookPoint::PreFailover))).is_err());
-        assert!(block_on(run(call(HookPoint::PostFailover))).is_ok());
+        use crate::adapters::Hooks as _;
+        let run = HookScripts::new(failing.clone());
+        assert!(block_on(run.run(call(HookPoint::PreFailover))).is_err());
+        assert!(block_on(run.run(call(HookPoint::PostFailover))).is_ok());
         assert!(
-            block_on(run(call(HookPoint::PreSwitchover))).is_ok(),
+            block_on(run.run(call(HookPoint::PreSwitchover))).is_ok(),
             "none configured"
         );
-        let lenient = runner(Hooks {
+        let lenient = HookScripts::new(Hooks {
             veto: false,
             ..failing
         });
-        assert!(block_on(lenient(call(HookPoint::PreFailover))).is_ok());
+        assert!(block_on(lenient.run(call(HookPoint::PreFailover))).is_ok());
     }
 }

@@ -59,5 +59,7 @@ pub const MARIADB_CNF: &str = include_str!("../examples/mariadb.cnf");
 /// [`MARIADB_CNF`] is for MariaDB.
 pub const MYSQL_CNF: &str = include_str!("../examples/mysql.cnf");
 
-pub use adapters::{DurableStore, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
-pub use driver::{Driver, DriverError, DriverHandle};
+pub use adapters::{
+    DurableStore, Hooks, MysqlOps, NoHooks, Observer, PeerTransport, RouteOps, Salvage,
+};
+pub use driver::{Adapters, Driver, DriverError, DriverHandle};

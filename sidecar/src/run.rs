@@ -5,7 +5,7 @@
 use crate::admin;
 use crate::auth::ClusterKey;
 use crate::config::Config;
-use crate::driver::Driver;
+use crate::driver::{Adapters, Driver};
 use crate::ec2::{self, Ec2Routes};
 use crate::hooks;
 use crate::mysql::{Credentials, MysqlAdapter};
@@ -15,7 +15,7 @@ use crate::salvage::{self, LocalBinlog, PeerSalvage};
 use crate::state_file::StateFile;
 use crate::telemetry::Telemetry;
 use anyhow::{anyhow, Context};
-use multiaz_engine::{Engine, NodeId, Time};
+use multiaz_engine::NodeId;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -123,8 +123,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         restored = restored.is_some(),
         "starting"
     );
-    let engine = Engine::new(config.spec.clone(), me, restored.as_ref(), Time::ZERO)
-        .map_err(|e| anyhow!("cannot start the engine: {e:?}"))?;
 
     let telemetry = Telemetry::new();
     let mysql = mysql_adapter(&config);
@@ -178,16 +176,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (driver, handle) = Driver::new(
-        engine,
-        restored.unwrap_or_default(),
-        mysql,
-        salvage,
-        routes,
-        peers,
-        store,
-        telemetry.clone(),
-    );
-    let driver = driver.with_hooks(hooks::runner(config.hooks.clone()));
+        config.spec.clone(),
+        me,
+        restored,
+        Adapters {
+            mysql,
+            salvage,
+            routes,
+            peers,
+            store,
+            observer: telemetry.clone(),
+            hooks: hooks::HookScripts::new(config.hooks.clone()),
+        },
+    )?;
     let inbox = handle.inbox.clone();
     tokio::task::spawn_local(async move {
         while let Some(m) = peer_rx.recv().await {

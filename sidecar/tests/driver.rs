@@ -73,6 +73,19 @@ impl Observer for Fake {
     }
 }
 
+/// Every adapter the fake, but the store.
+fn fakes<D>(store: D, f: Fake) -> Adapters<Fake, Fake, Fake, Fake, D, Fake, NoHooks> {
+    Adapters {
+        mysql: f.clone(),
+        salvage: f.clone(),
+        routes: f.clone(),
+        peers: f.clone(),
+        store,
+        observer: f,
+        hooks: NoHooks,
+    }
+}
+
 fn spec() -> ClusterSpec {
     ClusterSpec::from_toml(include_str!("../../engine/examples/cluster.toml")).unwrap()
 }
@@ -80,18 +93,8 @@ fn spec() -> ClusterSpec {
 #[tokio::test(start_paused = true)]
 async fn a_lone_node_probes_campaigns_and_persists_before_it_asks_for_votes() {
     let log: Log = Rc::default();
-    let engine = Engine::new(spec(), NodeId(2), None, Time::ZERO).unwrap();
     let f = Fake(log.clone());
-    let (driver, handle) = Driver::new(
-        engine,
-        DurableState::default(),
-        f.clone(),
-        f.clone(),
-        f.clone(),
-        f.clone(),
-        f.clone(),
-        f,
-    );
+    let (driver, handle) = Driver::new(spec(), NodeId(2), None, fakes(f.clone(), f)).unwrap();
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
@@ -140,21 +143,42 @@ async fn a_failed_persist_stops_the_driver() {
     }
     let log: Log = Rc::default();
     let f = Fake(log);
-    let engine = Engine::new(spec(), NodeId(2), None, Time::ZERO).unwrap();
-    let (driver, _handle) = Driver::new(
-        engine,
-        DurableState::default(),
-        f.clone(),
-        f.clone(),
-        f.clone(),
-        f.clone(),
-        Broken,
-        f,
-    );
+    let (driver, _handle) = Driver::new(spec(), NodeId(2), None, fakes(Broken, f)).unwrap();
     let local = tokio::task::LocalSet::new();
     let r = local
         .run_until(tokio::time::timeout(Duration::from_secs(10), driver.run()))
         .await
         .expect("stops before the timeout");
     assert!(r.unwrap_err().to_string().contains("disk full"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_ends_the_run_and_dropped_handles_do_not() {
+    let log: Log = Rc::default();
+    let f = Fake(log.clone());
+    let local = tokio::task::LocalSet::new();
+    // Every handle dropped: the driver keeps running (it must still fence on time).
+    let (driver, handle) =
+        Driver::new(spec(), NodeId(2), None, fakes(f.clone(), f.clone())).unwrap();
+    drop(handle);
+    let r = local
+        .run_until(tokio::time::timeout(Duration::from_secs(30), driver.run()))
+        .await;
+    assert!(r.is_err(), "still running after 30 s without handles");
+    let probes = log.borrow().iter().filter(|l| *l == "probe n2").count();
+    assert!(probes > 10, "and still probing: {probes} probes");
+    // Stopped: it ends at once, without an error.
+    let (driver, handle) = Driver::new(spec(), NodeId(2), None, fakes(f.clone(), f)).unwrap();
+    let stopper = handle.clone();
+    let r = local
+        .run_until(async move {
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                stopper.stop();
+            });
+            tokio::time::timeout(Duration::from_secs(30), driver.run()).await
+        })
+        .await;
+    assert!(matches!(r, Ok(Ok(()))), "stop ends the run with Ok");
+    drop(handle);
 }

@@ -14,7 +14,9 @@ use multiaz_engine::{
 use multiaz_sidecar::frame::Envelope;
 use multiaz_sidecar::retry::Backoff;
 use multiaz_sidecar::vip_routes::{ApiError, Ec2Api, VipRoutes};
-use multiaz_sidecar::{Driver, DurableStore, MysqlOps, Observer, PeerTransport, Salvage};
+use multiaz_sidecar::{
+    Adapters, Driver, DurableStore, MysqlOps, NoHooks, Observer, PeerTransport, Salvage,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -483,27 +485,29 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
     tokio::task::spawn_local(mysqld::run(world.clone(), me));
     tokio::task::spawn_local(salvage_service(world.clone(), me));
     let (spec, durable) = world.with(|w| (w.spec.clone(), w.durable.get(&me).cloned()));
-    #[allow(unused_mut)]
-    let mut engine = Engine::new(spec.clone(), me, durable.as_ref(), Time::ZERO)?;
-    #[cfg(feature = "sabotage")]
-    engine.sabotage(world.with(|w| w.sabotage));
     let socket = Rc::new(UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?);
     let (driver, handle) = Driver::new(
-        engine,
-        durable.unwrap_or_default(),
-        SimMysql,
-        SimSalvage,
-        sim_routes(&world, seed),
-        SimPeers::start(me, socket.clone(), world.clone()),
-        SimStore {
-            world: world.clone(),
-            me,
+        spec.clone(),
+        me,
+        durable,
+        Adapters {
+            mysql: SimMysql,
+            salvage: SimSalvage,
+            routes: sim_routes(&world, seed),
+            peers: SimPeers::start(me, socket.clone(), world.clone()),
+            store: SimStore {
+                world: world.clone(),
+                me,
+            },
+            observer: SimObserver {
+                world: world.clone(),
+                me,
+            },
+            hooks: NoHooks,
         },
-        SimObserver {
-            world: world.clone(),
-            me,
-        },
-    );
+    )?;
+    #[cfg(feature = "sabotage")]
+    let driver = driver.with_engine(|e| e.sabotage(world.with(|w| w.sabotage)));
     tokio::task::spawn_local(peer_listener(me, socket, handle.inbox.clone()));
     // The admin API: operator requests addressed to this sidecar.
     let operator = handle.operator.clone();
@@ -523,7 +527,7 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
             }
         }
     });
-    // Keep the handle alive: the driver stops when every sender is gone.
+    // The driver runs until the host is crashed (turmoil drops it) or stopped.
     let _handle = handle;
     driver.run().await?;
     Ok(())
