@@ -101,19 +101,27 @@ struct Timeline {
     marks: Vec<(f64, String, &'static str)>,
 }
 
+/// What one chaos run saw, from its start to the verification.
+pub struct Observed {
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    pub cycles: Vec<CycleReport>,
+    /// `None` when the verification could not run (see `error`).
+    pub verdict: Option<Verdict>,
+    pub error: Option<String>,
+    pub ec2_api: Counts,
+}
+
 impl Report {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        args: &RunArgs,
-        out: &Path,
-        started_ms: u64,
-        ended_ms: u64,
-        cycles: Vec<CycleReport>,
-        workload: &Workload,
-        verdict: Option<Verdict>,
-        error: Option<String>,
-        ec2_api: Counts,
-    ) -> Report {
+    pub fn new(args: &RunArgs, out: &Path, workload: &Workload, seen: Observed) -> Report {
+        let Observed {
+            started_ms,
+            ended_ms,
+            cycles,
+            verdict,
+            error,
+            ec2_api,
+        } = seen;
         let each = |f: fn(&CycleReport) -> u64| Spread::of(cycles.iter().map(f).collect());
         let (lost, consistent, routes_on_master, final_master, checksums) = match verdict {
             Some(v) => (

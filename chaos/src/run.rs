@@ -7,7 +7,7 @@
 use crate::api_proxy::Mode;
 use crate::cli::{Fault, RunArgs};
 use crate::observe::{self, Routes, Status, Workload};
-use crate::report::{CycleReport, Report};
+use crate::report::{CycleReport, Observed, Report};
 use crate::setup::World;
 use crate::{fault, progress, verify, wall_ms};
 use anyhow::{bail, Context};
@@ -54,17 +54,15 @@ pub async fn run(args: &RunArgs, out: &Path, bin_dir: &Path) -> anyhow::Result<R
         Ok(v) => (Some(v), None),
         Err(e) => (None, Some(format!("verification: {e:#}"))),
     };
-    Ok(Report::new(
-        args,
-        out,
-        started,
-        wall_ms(),
+    let seen = Observed {
+        started_ms: started,
+        ended_ms: wall_ms(),
         cycles,
-        &w.workload,
         verdict,
-        error.or(verify_error),
-        world.proxy.counts(),
-    ))
+        error: error.or(verify_error),
+        ec2_api: world.proxy.counts(),
+    };
+    Ok(Report::new(args, out, &w.workload, seen))
 }
 
 struct Watch {
