@@ -3,7 +3,7 @@
 //! `mariadb-binlog` is `cargo bench -p multiaz-sidecar --bench binlog_tail`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use multiaz_sidecar::binlog::{scan, synth, Framer, ScanOptions};
+use multiaz_binlog::{scan, synth, Framer, ScanOptions};
 use std::ops::ControlFlow;
 use std::path::Path;
 

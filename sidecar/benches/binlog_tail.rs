@@ -9,7 +9,7 @@
 //! --bench binlog_tail` (needs `mariadb-binlog`, from Debian's mariadb-client).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use multiaz_sidecar::binlog::{scan, synth, ScanOptions};
+use multiaz_binlog::{scan, synth, ScanOptions};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -27,8 +27,8 @@
 //! replayed or sent on another connection is refused with a reason — never a panic —
 //! and the reason never contains the key.
 
-use crate::frame::Envelope;
 use hmac::{Hmac, Mac};
+use multiaz_driver::frame::Envelope;
 use multiaz_engine::{NodeId, PeerMessage};
 use ring::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, CHACHA20_POLY1305};
 use serde::{Deserialize, Serialize};

@@ -1,9 +1,10 @@
 //! `multiaz binlog tail` and `multiaz binlog salvage`: the binlog reader on its own,
 //! for forensics after a crash and for salvaging by hand.
 
-use crate::binlog::{self, apply, ScanEnd, ScanOptions, Transaction};
+use crate::binlog_apply as apply;
 use crate::cli::BinlogSource;
 use anyhow::{anyhow, Context};
+use multiaz_binlog::{self as binlog, ScanEnd, ScanOptions, Transaction};
 use multiaz_engine::GtidSet;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use serde_json::json;

@@ -889,10 +889,10 @@ fn check_binlog(config: &Config, r: &mut Report) {
         return;
     };
     let readable =
-        crate::binlog::binlog_files(dir, config.binlog_index.as_deref()).and_then(|files| {
+        multiaz_binlog::binlog_files(dir, config.binlog_index.as_deref()).and_then(|files| {
             let last = files.last().expect("an index names at least one file");
             let file = std::fs::File::open(last).map_err(|e| format!("{}: {e}", last.display()))?;
-            let mut framer = crate::binlog::Framer::new(std::io::BufReader::new(file))
+            let mut framer = multiaz_binlog::Framer::new(std::io::BufReader::new(file))
                 .map_err(|d| format!("{} {d}", last.display()))?;
             framer
                 .next_frame()

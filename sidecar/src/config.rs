@@ -215,7 +215,7 @@ pub fn default_api_deadline() -> u64 {
 }
 
 pub fn default_attempt_timeout() -> u64 {
-    5_000
+    multiaz_driver::vip_routes::DEFAULT_ATTEMPT_TIMEOUT_MS
 }
 
 /// The secret `name` from its file or environment variable; `None` when neither is
@@ -773,8 +773,6 @@ impl Config {
                         ),
                     ));
                 }
-                // (The simulation's build, without the real adapters, reads no CA.)
-                #[cfg(feature = "real")]
                 crate::admin_tls::certificates(&ca_file)
                     .map_err(|e| key("mysql.tls_ca_file", e))?;
                 Some(MysqlTls { ca_file })

@@ -5,12 +5,12 @@
 //! under one deadline ([`crate::retry`]), so a failover knows how long a call may take.
 //! Any other error is returned at once with its EC2 code.
 
-use crate::vip_routes::{ApiError, Ec2Api, VipRoutes};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::Client;
+use multiaz_driver::vip_routes::{ApiError, Ec2Api, VipRoutes};
 use std::time::Duration;
 
-pub use crate::vip_routes::ErrorSink;
+pub use multiaz_driver::vip_routes::ErrorSink;
 
 /// The VIP routes over the real EC2 API.
 pub type Ec2Routes = VipRoutes<SdkEc2>;

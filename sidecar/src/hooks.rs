@@ -133,7 +133,7 @@ impl HookScripts {
     }
 }
 
-impl crate::adapters::Hooks for HookScripts {
+impl multiaz_driver::adapters::Hooks for HookScripts {
     async fn run(&self, call: HookCall) -> Result<(), String> {
         let hooks = &self.0;
         let Some(argv) = hooks.command(call.point) else {
@@ -286,7 +286,7 @@ mod tests {
             timeout_ms: 2000,
             ..Hooks::default()
         };
-        use crate::adapters::Hooks as _;
+        use multiaz_driver::adapters::Hooks as _;
         let run = HookScripts::new(failing.clone());
         assert!(block_on(run.run(call(HookPoint::PreFailover))).is_err());
         assert!(block_on(run.run(call(HookPoint::PostFailover))).is_ok());

@@ -18,9 +18,9 @@
 //! of descriptors) backs off instead of spinning; and the log lines all this causes
 //! are rate-limited.
 
-use crate::adapters::PeerTransport;
 use crate::auth::{Challenge, ClusterKey, Nonce, Opener, Sealer};
 use crate::throttle::{with_held_back, Throttle};
+use multiaz_driver::adapters::PeerTransport;
 use multiaz_engine::{NodeId, PeerMessage};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};

@@ -5,16 +5,16 @@
 use crate::admin;
 use crate::auth::ClusterKey;
 use crate::config::Config;
-use crate::driver::{Adapters, Driver};
 use crate::ec2::{self, Ec2Routes};
 use crate::hooks;
 use crate::mysql::{Credentials, MysqlAdapter};
 use crate::peers::{Inbound, InboundLimits, PeerNote, TcpPeers};
-use crate::retry::Backoff;
 use crate::salvage::{self, LocalBinlog, PeerSalvage};
 use crate::state_file::StateFile;
 use crate::telemetry::Telemetry;
 use anyhow::{anyhow, Context};
+use multiaz_driver::driver::{Adapters, Driver};
+use multiaz_driver::retry::Backoff;
 use multiaz_engine::NodeId;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -69,7 +69,7 @@ pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Re
             deadline: Duration::from_millis(config.aws.api_deadline_ms),
             ..Backoff::default()
         },
-        crate::vip_routes::random_jitter(),
+        multiaz_driver::vip_routes::random_jitter(),
         on_error,
     ))
 }

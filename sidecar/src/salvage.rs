@@ -7,12 +7,13 @@
 //! network once either way, and one hop fewer is one thing fewer to fail or time out
 //! in the middle of a failover (the simulation does the same).
 
-use crate::adapters::Salvage;
 use crate::auth::ClusterKey;
-use crate::binlog::{self, apply, ScanOptions};
+use crate::binlog_apply as apply;
 use crate::mysql::MysqlAdapter;
 use crate::peers::{self, CallHandler};
 use crate::telemetry::Telemetry;
+use multiaz_binlog::{self as binlog, ScanOptions};
+use multiaz_driver::adapters::Salvage;
 use multiaz_engine::{ClusterRecord, GtidSet, NodeId, SalvageReport};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;

@@ -3,7 +3,7 @@
 //! and checksummed. A file that does not check out is reported and refused: starting
 //! fresh would let this node vote twice in a term or forget committed entries.
 
-use crate::adapters::DurableStore;
+use multiaz_driver::adapters::DurableStore;
 use multiaz_engine::DurableState;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! The driver calls [`Telemetry`] (as its [`Observer`]) on its own thread; the admin
 //! server reads the snapshot from another task, hence the mutex.
 
-use crate::adapters::Observer;
+use multiaz_driver::adapters::Observer;
 use multiaz_engine::{
     Engine, EngineStatus, Event, FailoverReport, LocalView, Outcome, Role, Severity, Time,
 };

@@ -142,11 +142,11 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     // --- a salvage no longer wanted stops before the next transaction ------------------
     // (the old master's sidecar asks its record before each: once the failover is over,
     // nothing more lands on the new master).
-    let options = multiaz_sidecar::binlog::ScanOptions {
+    let options = multiaz_binlog::ScanOptions {
         after: Some(multiaz_engine::GtidSet::parse_any(&after).unwrap()),
         keep_events: true,
     };
-    let (txs, _) = multiaz_sidecar::binlog::read_tail(Path::new(data), None, &options).unwrap();
+    let (txs, _) = multiaz_binlog::read_tail(Path::new(data), None, &options).unwrap();
     let asked = std::cell::Cell::new(0);
     let still_wanted = || {
         asked.set(asked.get() + 1);
@@ -157,7 +157,7 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
         }
     };
     let mut conn = connect(replica.port, "multiaz", PASSWORD).await.unwrap();
-    let partial = multiaz_sidecar::binlog::apply::apply(&mut conn, &txs, None, &still_wanted)
+    let partial = multiaz_sidecar::binlog_apply::apply(&mut conn, &txs, None, &still_wanted)
         .await
         .unwrap();
     assert_eq!(partial.recovered, 3, "{partial:?}");
@@ -210,7 +210,7 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
     assert_eq!(contents(replica.port).await, master_contents);
 
     // --- the same binlog, damaged -----------------------------------------------------
-    let files = multiaz_sidecar::binlog::binlog_files(Path::new(data), None).unwrap();
+    let files = multiaz_binlog::binlog_files(Path::new(data), None).unwrap();
     let last = files.last().unwrap();
     let bytes = std::fs::read(last).unwrap();
     let name = last.file_name().unwrap().to_str().unwrap();

@@ -3,8 +3,8 @@
 //! random truncations and corruptions of it: never a panic; whole transactions before
 //! the damage are listed, nothing after it; the damage is reported.
 
+use multiaz_binlog::{scan, ScanEnd, ScanOptions, Transaction};
 use multiaz_engine::GtidSet;
-use multiaz_sidecar::binlog::{scan, ScanEnd, ScanOptions, Transaction};
 use proptest::prelude::*;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -137,7 +137,7 @@ proptest! {
 fn the_index_names_files_relative_to_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("b.index"), "./b.000001\n/abs/b.000002\n\n").unwrap();
-    let files = multiaz_sidecar::binlog::binlog_files(dir.path(), None).unwrap();
+    let files = multiaz_binlog::binlog_files(dir.path(), None).unwrap();
     assert_eq!(
         files,
         vec![
@@ -146,7 +146,7 @@ fn the_index_names_files_relative_to_the_directory() {
         ]
     );
     std::fs::write(dir.path().join("c.index"), "x\n").unwrap();
-    let err = multiaz_sidecar::binlog::binlog_files(dir.path(), None).unwrap_err();
+    let err = multiaz_binlog::binlog_files(dir.path(), None).unwrap_err();
     assert!(err.contains("several binlog indexes"), "{err}");
 }
 
@@ -156,7 +156,7 @@ fn a_synthetic_binlog_made_from_the_fixture_reads_whole() {
     let template = dir.path().join("template");
     std::fs::write(&template, FIXTURE).unwrap();
     let mut out = Vec::new();
-    let n = multiaz_sidecar::binlog::synth::write(&template, 1 << 20, &mut out).unwrap();
+    let n = multiaz_binlog::synth::write(&template, 1 << 20, &mut out).unwrap();
     assert!(out.len() >= 1 << 20);
     let (txs, end) = read(&out, &all());
     assert_eq!(end.damage, None);
@@ -183,8 +183,7 @@ fn a_bounded_read_holds_no_more_than_its_limit_and_names_the_first_left_out() {
             .sum()
     };
     let limit = kept(&whole[..10]);
-    let (held, end) =
-        multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, limit).unwrap();
+    let (held, end) = multiaz_binlog::read_tail_within(dir.path(), None, &options, limit).unwrap();
     assert_eq!(held.len(), 10);
     assert!(kept(&held) <= limit);
     assert_eq!(
@@ -193,13 +192,9 @@ fn a_bounded_read_holds_no_more_than_its_limit_and_names_the_first_left_out() {
     );
     // A bound below one transaction: nothing held, that one named (the check is made
     // as each event is kept, not once the transaction is whole).
-    let (held, end) = multiaz_sidecar::binlog::read_tail_within(
-        dir.path(),
-        None,
-        &options,
-        kept(&whole[..1]) - 1,
-    )
-    .unwrap();
+    let (held, end) =
+        multiaz_binlog::read_tail_within(dir.path(), None, &options, kept(&whole[..1]) - 1)
+            .unwrap();
     assert!(held.is_empty());
     assert_eq!(
         end.left_out.map(|g| g.to_string()),
@@ -207,7 +202,7 @@ fn a_bounded_read_holds_no_more_than_its_limit_and_names_the_first_left_out() {
     );
     // Unbounded, everything and nothing left out.
     let (all, end) =
-        multiaz_sidecar::binlog::read_tail_within(dir.path(), None, &options, u64::MAX).unwrap();
+        multiaz_binlog::read_tail_within(dir.path(), None, &options, u64::MAX).unwrap();
     assert_eq!(all.len(), 103);
     assert_eq!(end.left_out, None);
 }

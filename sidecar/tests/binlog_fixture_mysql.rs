@@ -6,8 +6,8 @@
 //! tags; a cut-off last event is a crash's tear (exit 0), a flipped byte is damage
 //! (exit 2); random cuts and corruptions never panic.
 
+use multiaz_binlog::{scan, ScanEnd, ScanOptions, Transaction};
 use multiaz_engine::GtidSet;
-use multiaz_sidecar::binlog::{scan, ScanEnd, ScanOptions, Transaction};
 use proptest::prelude::*;
 use std::ops::ControlFlow;
 use std::path::Path;

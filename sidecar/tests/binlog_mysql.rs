@@ -2,9 +2,9 @@
 //! (no MySQL server is packaged on these machines): GTID events decoded, BEGIN … XID
 //! transactions and single-statement DDL grouped, PREVIOUS_GTIDS read.
 
+use multiaz_binlog::frame::crc32;
+use multiaz_binlog::{scan, ScanEnd, ScanOptions, Transaction};
 use multiaz_engine::GtidSet;
-use multiaz_sidecar::binlog::frame::crc32;
-use multiaz_sidecar::binlog::{scan, ScanEnd, ScanOptions, Transaction};
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{
     FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, PreviousGtidsSid, QueryEvent, XidEvent,
@@ -136,7 +136,7 @@ fn a_mysql_binlog_is_grouped_into_transactions() {
     assert_eq!(end.torn.map(|g| g.to_string()), Some(format!("{UUID}:13")));
     assert_eq!(txs[0].events.len(), 3, "BEGIN, INSERT, XID");
     assert_eq!(txs[1].events.len(), 1, "the DDL alone");
-    let stmts = multiaz_sidecar::binlog::apply::statements(&txs[1], &mut None).unwrap();
+    let stmts = multiaz_sidecar::binlog_apply::statements(&txs[1], &mut None).unwrap();
     assert_eq!(stmts[1], format!("SET @@session.gtid_next='{UUID}:12'"));
     assert_eq!(
         &stmts[2..],
@@ -150,9 +150,7 @@ fn a_mysql_binlog_is_grouped_into_transactions() {
     );
 
     let after = GtidSet::parse_any(&format!("{UUID}:1-11")).unwrap();
-    assert!(
-        multiaz_sidecar::binlog::scan::written_before(&file).is_some_and(|b| after.contains(&b))
-    );
+    assert!(multiaz_binlog::scan::written_before(&file).is_some_and(|b| after.contains(&b)));
     let (later, _) = read(&file, Some(&format!("{UUID}:1-11")), false);
     let later: Vec<String> = later.iter().map(|t| t.gtid.to_string()).collect();
     assert_eq!(later, [format!("{UUID}:12")]);
@@ -189,7 +187,7 @@ fn a_tagged_transaction_keeps_its_tag() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].gtid.to_string(), format!("{UUID}:chk:1"));
     assert!(listed(Some(&format!("{UUID}:1-11:chk:1"))).is_empty());
-    let stmts = multiaz_sidecar::binlog::apply::statements(&all[1], &mut None).unwrap();
+    let stmts = multiaz_sidecar::binlog_apply::statements(&all[1], &mut None).unwrap();
     assert!(
         stmts.contains(&format!("SET @@session.gtid_next='{UUID}:chk:1'")),
         "{stmts:?}"

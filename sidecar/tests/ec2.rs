@@ -10,11 +10,11 @@ use aws_sdk_ec2::operation::replace_route::{ReplaceRouteError, ReplaceRouteOutpu
 use aws_sdk_ec2::types::{Route, RouteTable};
 use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use multiaz_driver::retry::Backoff;
+use multiaz_driver::vip_routes::{random_jitter, Jitter, REWRITE_AFTER};
+use multiaz_driver::RouteOps;
 use multiaz_engine::NodeId;
 use multiaz_sidecar::ec2::{Ec2Routes, SdkEc2};
-use multiaz_sidecar::retry::Backoff;
-use multiaz_sidecar::vip_routes::{random_jitter, Jitter, REWRITE_AFTER};
-use multiaz_sidecar::RouteOps;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

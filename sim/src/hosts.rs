@@ -7,15 +7,15 @@ use crate::world::{
     eni_id, host_name, instance_id, node_of, Acked, View, World, EC2_HOST, EC2_PORT, PEER_PORT,
     SALVAGE_PORT,
 };
+use multiaz_driver::frame::Envelope;
+use multiaz_driver::retry::Backoff;
+use multiaz_driver::vip_routes::{ApiError, Ec2Api, VipRoutes};
+use multiaz_driver::{
+    Adapters, Driver, DurableStore, MysqlOps, NoHooks, Observer, PeerTransport, Salvage,
+};
 use multiaz_engine::{
     DurableState, Engine, Event, GtidSet, MysqlOp, MysqlReply, NodeId, PeerMessage, ProbeResult,
     SalvageReport, Time,
-};
-use multiaz_sidecar::frame::Envelope;
-use multiaz_sidecar::retry::Backoff;
-use multiaz_sidecar::vip_routes::{ApiError, Ec2Api, VipRoutes};
-use multiaz_sidecar::{
-    Adapters, Driver, DurableStore, MysqlOps, NoHooks, Observer, PeerTransport, Salvage,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -177,7 +177,7 @@ struct SimEc2;
 
 impl SimEc2 {
     async fn call(&self, req: Ec2Req) -> Result<Ec2Answer, ApiError> {
-        let within = Duration::from_millis(multiaz_sidecar::config::default_attempt_timeout());
+        let within = Duration::from_millis(multiaz_driver::vip_routes::DEFAULT_ATTEMPT_TIMEOUT_MS);
         match wire::call::<_, Ec2Result>(EC2_HOST, EC2_PORT, &req, within).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err((code, message))) => Err(ApiError::service(&code, message)),
@@ -355,7 +355,7 @@ pub async fn ec2_host(world: World) -> turmoil::Result {
             // until the caller's attempt times out, and the caller retries.
             if result.is_ok() && lose_roll < world.with(|w| w.hostility.lost_answer) {
                 world.with(|w| w.hostile.ec2_lost_answers += 1);
-                let bound = multiaz_sidecar::config::default_attempt_timeout();
+                let bound = multiaz_driver::vip_routes::DEFAULT_ATTEMPT_TIMEOUT_MS;
                 tokio::time::sleep(Duration::from_millis(bound + 1_000)).await;
                 return;
             }

@@ -11,10 +11,10 @@
 //! Needs the Docker engine and the images `ci/host-image` builds; fails, never skips,
 //! without them.
 
+use multiaz_driver::MysqlOps;
 use multiaz_engine::{MysqlOp, MysqlReply, NodeId};
 use multiaz_sidecar::config::Secret;
 use multiaz_sidecar::mysql::{Address, Credentials, MysqlAdapter};
-use multiaz_sidecar::MysqlOps;
 use multiaz_testcontainers::{db, Host, Server};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -7,10 +7,10 @@
 
 pub mod dialect;
 
-use crate::adapters::MysqlOps;
 pub use crate::address::Address;
 use crate::config::{MysqlTls, Secret};
 use dialect::{Dialect, SourceSpec};
+use multiaz_driver::adapters::MysqlOps;
 use multiaz_engine::{
     Flavour, GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ProbeResult,
     ReplicationStatus,

@@ -7,11 +7,11 @@
 //! `BINLOG` (privilege BINLOG REPLAY or SUPER) and writes while read_only (READ_ONLY
 //! ADMIN or SUPER): the new master is still read_only when salvage runs.
 
-use super::event::{Decoded, Gtid};
-use super::kind::{INTVAR, RAND, ROWS, TABLE_MAP};
-use super::scan::Transaction;
 use crate::mysql::dialect::{quote, Dialect};
 use base64::Engine as _;
+use multiaz_binlog::event::{Decoded, Gtid};
+use multiaz_binlog::kind::{INTVAR, RAND, ROWS, TABLE_MAP};
+use multiaz_binlog::scan::Transaction;
 use multiaz_engine::{Flavour, GtidSet, SalvageReport};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;

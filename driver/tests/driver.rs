@@ -1,7 +1,7 @@
 //! The driver against recording adapters, on paused tokio time.
 
+use multiaz_driver::*;
 use multiaz_engine::*;
-use multiaz_sidecar::*;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;

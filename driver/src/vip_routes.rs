@@ -1,5 +1,5 @@
 //! Moving the VIP route and fencing by StopInstances, over any EC2 API: the retry,
-//! confirm and error classification that the real adapter ([`crate::ec2`], on
+//! confirm and error classification that the real adapter (the sidecar's `ec2.rs`, on
 //! aws-sdk-ec2) and the simulation's model EC2 run alike, so the simulation tests this
 //! code and not a copy of it.
 //!
@@ -24,6 +24,10 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How long one EC2 call may take before it counts as failed (`ec2.attempt_timeout_ms`
+/// by default; the simulation's model API is bounded by it too).
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 5_000;
 
 /// EC2 error codes that mean "slow down" or "try again": retried until the deadline.
 pub const TRANSIENT: &[&str] = &[

@@ -1,12 +1,14 @@
-//! Reading a dead master's binlog from its disk and applying what no replica received.
+//! # multiaz-binlog
+//!
+//! Reading a MySQL or MariaDB binlog from its disk: what a dead master wrote that no
+//! replica received, with every event checked and any damage named.
 //!
 //! `frame` cuts and checks events, `event` decodes the few that matter, `payload`
 //! opens MySQL's compressed transactions into their events, `scan` groups them into
-//! whole transactions across the files `files` finds, and `apply` replays
-//! transactions on another server under their original GTIDs.
+//! whole transactions across the files `files` finds. Replaying them on another
+//! server under their original GTIDs is the sidecar's (`binlog_apply.rs`): it needs a
+//! MySQL client, this crate does not.
 
-#[cfg(feature = "real")]
-pub mod apply;
 pub mod event;
 pub mod files;
 pub mod frame;
