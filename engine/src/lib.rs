@@ -47,10 +47,12 @@
 //!
 //! ## What it decides
 //!
-//! See `DESIGN.md`: detection ([`detect`]), coordination through raft-rs (the raft
-//! leader is the coordinator; the failover's decisions are committed before they are
-//! acted on; the epoch is the fencing token), the failover procedure, the writer's
-//! lease and self-fencing, and the VIP routes.
+//! See `docs/design.md` in the repository for the architecture, where each decision
+//! lives, and the safety argument: detection ([`detect`]), coordination through
+//! raft-rs (the raft leader is the coordinator; the failover's decisions are committed
+//! before they are acted on; the epoch is the fencing token), the candidate's choice
+//! ([`choose`]), the failover procedure, the writer's lease and self-fencing, and the
+//! VIP routes.
 
 pub mod choose;
 pub mod cluster;
