@@ -2,12 +2,9 @@
 //! failover (the in-process harness of the engine's tests: a partition isolates the
 //! master, a replica takes over, everything heals), fed again to a fresh engine.
 
-#[path = "../../engine/tests/harness/mod.rs"]
-mod harness;
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use harness::{spec, Sim};
 use multiaz_engine::{Engine, NodeId, Time};
+use multiaz_testkit::harness::{spec, Sim};
 use std::time::Duration;
 
 fn recorded_failover() -> Sim {

@@ -183,93 +183,71 @@ impl World {
     pub fn sidecar_config(&self, i: usize) -> String {
         let a = &self.args;
         let h = self.db(i);
-        let tables: Vec<String> = self
-            .vpc
-            .route_tables
-            .iter()
-            .map(|t| format!("{t:?}"))
-            .collect();
-        let mut t = format!(
-            r#"# written by multiaz-chaos
-node_id = {id}
-state_dir = "/work/state"
-
-[cluster]
-name = "chaos"
-flavour = "{flavour}"
-initial_master = 1
-
-[vip]
-address = "{VIP}"
-route_tables = [{tables}]
-
-[timing]
-probe_interval_ms = {probe}
-probe_failures = {failures}
-lease_ms = {lease}
-step_timeout_ms = 10000
-salvage_timeout_ms = 5000
-raft_tick_ms = 100
-# The run acknowledges every failover (`multiaz ack`) before the next cycle.
-failover_block_ms = 3600000
-
-[aws]
-region = "{region}"
-endpoint_url = "http://{gateway}:{proxy}"
-api_deadline_ms = 20000
-attempt_timeout_ms = 5000
-
-[mysql]
-user = "{user}"
-password_file = "{SECRETS}/mysql-password"
-binlog_dir = "{datadir}"
-
-[peers]
-listen = "{ip}:{PEER_PORT}"
-key_file = "{SECRETS}/cluster-key"
-
-[admin]
-listen = "0.0.0.0:{ADMIN_PORT}"
-token_file = "{SECRETS}/admin-token"
-tls_cert_file = "{SECRETS}/admin-cert.pem"
-tls_key_file = "{SECRETS}/admin-key.pem"
-"#,
-            id = World::node_id(i),
-            tables = tables.join(", "),
-            probe = a.probe_interval_ms,
-            failures = a.probe_failures,
-            lease = a.lease_ms,
-            region = moto::REGION,
-            gateway = self.cluster.gateway,
-            proxy = self.proxy.port,
-            flavour = a.flavour.flavour(),
-            user = db::ADMIN_USER,
-            datadir = db::DATADIR,
-            ip = h.ip,
-        );
-        for (j, host) in self.cluster.hosts.iter().enumerate() {
-            t.push_str(&format!(
-                r#"
-[[nodes]]
-id = {id}
-name = "{name}"
-az = "{az}"
-kind = "database"
-mysql = "{ip}:{port}"
-peer = "{ip}:{PEER_PORT}"
-instance_id = "{instance}"
-eni_id = "{eni}"
-"#,
-                id = World::node_id(j),
-                name = host.name,
-                az = AZS[j],
-                ip = host.ip,
-                port = db::PORT,
-                instance = self.vpc.instances[j],
-                eni = self.vpc.enis[j],
-            ));
-        }
-        t
+        use multiaz_testkit::sidecar as cfg;
+        let config = cfg::SidecarConfig {
+            node_id: World::node_id(i),
+            state_dir: "/work/state".into(),
+            cluster: cfg::Cluster {
+                name: "chaos".into(),
+                flavour: a.flavour.flavour().to_string(),
+                initial_master: 1,
+            },
+            vip: cfg::Vip {
+                address: VIP.to_string(),
+                route_tables: self.vpc.route_tables.clone(),
+            },
+            timing: cfg::Timing {
+                probe_interval_ms: a.probe_interval_ms,
+                probe_failures: a.probe_failures,
+                lease_ms: a.lease_ms,
+                step_timeout_ms: 10000,
+                salvage_timeout_ms: 5000,
+                raft_tick_ms: 100,
+                // The run acknowledges every failover (`multiaz ack`) before the next
+                // cycle.
+                failover_block_ms: Some(3_600_000),
+            },
+            aws: cfg::Aws {
+                region: moto::REGION.into(),
+                endpoint_url: format!("http://{}:{}", self.cluster.gateway, self.proxy.port),
+                api_deadline_ms: 20000,
+                attempt_timeout_ms: Some(5000),
+            },
+            mysql: cfg::Mysql {
+                user: db::ADMIN_USER.into(),
+                password_file: format!("{SECRETS}/mysql-password"),
+                binlog_dir: Some(db::DATADIR.into()),
+                tls: None,
+                tls_ca_file: None,
+            },
+            peers: cfg::Peers {
+                listen: format!("{}:{PEER_PORT}", h.ip),
+                key_file: format!("{SECRETS}/cluster-key"),
+            },
+            admin: cfg::Admin {
+                listen: format!("0.0.0.0:{ADMIN_PORT}"),
+                token_file: format!("{SECRETS}/admin-token"),
+                tls_cert_file: Some(format!("{SECRETS}/admin-cert.pem")),
+                tls_key_file: Some(format!("{SECRETS}/admin-key.pem")),
+            },
+            nodes: self
+                .cluster
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(j, host)| cfg::Node {
+                    id: World::node_id(j),
+                    name: host.name.clone(),
+                    az: AZS[j].into(),
+                    kind: "database".into(),
+                    mysql: format!("{}:{}", host.ip, db::PORT),
+                    peer: format!("{}:{PEER_PORT}", host.ip),
+                    instance_id: self.vpc.instances[j].clone(),
+                    eni_id: self.vpc.enis[j].clone(),
+                })
+                .collect(),
+        };
+        format!("# written by multiaz-chaos\n{}", config.to_toml(""))
     }
 
     pub async fn start_sidecar(&self, i: usize) -> anyhow::Result<()> {

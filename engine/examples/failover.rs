@@ -3,11 +3,8 @@
 //!
 //!     cargo run -p multiaz-engine --example failover -- [master-kill|az-partition|coordinator-crash]
 
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-
-use harness::{spec, Sim};
 use multiaz_engine::{Event, NodeId, Severity};
+use multiaz_testkit::harness::{spec, Sim};
 use std::process::ExitCode;
 use std::time::Duration;
 

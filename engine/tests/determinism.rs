@@ -1,9 +1,7 @@
 //! Same inputs, same commands: the engine is a function of what it is fed.
 
-mod harness;
-
-use harness::{spec, Sim};
 use multiaz_engine::*;
+use multiaz_testkit::harness::{spec, Sim};
 use std::time::Duration;
 
 fn failover_run() -> Sim {

@@ -1,10 +1,8 @@
 //! The operator's days: planned switchover, anti-flapping block and ack, hooks and
 //! their vetoes — on the in-process harness.
 
-mod harness;
-
-use harness::{spec, spec_with, Sim};
 use multiaz_engine::*;
+use multiaz_testkit::harness::{spec, spec_with, Sim};
 use std::time::Duration;
 
 const N1: NodeId = NodeId(1);

@@ -1,10 +1,8 @@
 //! Random fault plans against the in-process cluster: safety always, liveness after heal.
 //! proptest draws the plan, so a failure shrinks to a small plan and prints it.
 
-mod harness;
-
-use harness::{spec, Sim};
 use multiaz_engine::*;
+use multiaz_testkit::harness::{spec, Sim};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use std::time::Duration;
@@ -139,7 +137,7 @@ fn run(plan: &[(u64, Fault)]) -> Result<(), TestCaseError> {
             if id == m || !node.mysqld.alive || record.quarantined.contains_key(&id) {
                 continue;
             }
-            let errant = harness::errant(&node.mysqld.executed, master);
+            let errant = multiaz_testkit::harness::errant(&node.mysqld.executed, master);
             prop_assert!(
                 errant.is_empty(),
                 "{} holds transactions not in master {}'s history: {:?}",
@@ -240,12 +238,15 @@ fn control_errant_transactions_are_caught() {
     let mut sim = Sim::started(spec());
     sim.run_for(Duration::from_secs(5));
     let master = sim.nodes[&NodeId(1)].mysqld.executed.clone();
-    assert!(harness::errant(&sim.nodes[&NodeId(2)].mysqld.executed, &master).is_empty());
+    assert!(
+        multiaz_testkit::harness::errant(&sim.nodes[&NodeId(2)].mysqld.executed, &master)
+            .is_empty()
+    );
     // A transaction n2 wrote itself, which the master never had.
     let seq = sim.nodes[&NodeId(2)].mysqld.executed.seq(0) + 1;
     let mine = &mut sim.nodes.get_mut(&NodeId(2)).unwrap().mysqld.executed;
     mine.insert(0, 2, seq, seq);
-    let errant = harness::errant(&sim.nodes[&NodeId(2)].mysqld.executed, &master);
+    let errant = multiaz_testkit::harness::errant(&sim.nodes[&NodeId(2)].mysqld.executed, &master);
     assert_eq!(errant, vec![(2, seq)]);
 }
 

@@ -1,9 +1,7 @@
 //! Multi-node scenarios on the in-process harness.
 
-mod harness;
-
-use harness::{spec, spec_with, spec_witness, Sim};
 use multiaz_engine::*;
+use multiaz_testkit::harness::{spec, spec_with, spec_witness, Sim};
 use std::time::Duration;
 
 const N1: NodeId = NodeId(1);
@@ -677,7 +675,7 @@ fn an_errant_old_master_is_never_a_salvage_source() {
     assert_eq!(read_n1, 0, "N1's errant tail must never be salvaged");
     for seq in errant_top - 2..=errant_top {
         assert!(
-            !harness::in_history(&sim.nodes[&third].mysqld.executed, 1, seq),
+            !multiaz_testkit::harness::in_history(&sim.nodes[&third].mysqld.executed, 1, seq),
             "errant 0-1-{seq} reached the new master"
         );
     }

@@ -1,11 +1,9 @@
 //! Unit-level rules: the record, the candidate choice, detection, storage, robustness.
 
-mod harness;
-
-use harness::spec;
 use multiaz_engine::choose::{choose, most_advanced};
 use multiaz_engine::detect::dead_master_reason;
 use multiaz_engine::*;
+use multiaz_testkit::harness::spec;
 use std::collections::{BTreeMap, BTreeSet};
 
 const N1: NodeId = NodeId(1);
@@ -234,7 +232,7 @@ fn choice_takes_the_most_advanced_received_set() {
 
 #[test]
 fn choice_honours_prefer_never_and_exclusions() {
-    let s = harness::spec_with(
+    let s = multiaz_testkit::harness::spec_with(
         [
             PromotionRule::Neutral,
             PromotionRule::Prefer,
@@ -250,7 +248,7 @@ fn choice_honours_prefer_never_and_exclusions() {
     assert_eq!((c.candidate, c.catch_up_from), (N2, Some(N3)));
     let c = choose(&s, &positions, &BTreeSet::from([N2])).unwrap();
     assert_eq!(c.candidate, N3);
-    let s = harness::spec_with(
+    let s = multiaz_testkit::harness::spec_with(
         [
             PromotionRule::Neutral,
             PromotionRule::Never,

@@ -4,9 +4,7 @@
 use crate::hosts::{client_host, db_host, ec2_host};
 use crate::scenario::{Fault, Plan, Scenario, CLIENTS, DB_HOSTS};
 use crate::world::{host_name, Acked, Gtid, HostileEvents, World, EC2_HOST};
-use multiaz_engine::{
-    ClusterSpec, Event, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Sabotage, Timing, Vip,
-};
+use multiaz_engine::{ClusterSpec, Event, Flavour, NodeId, PromotionRule, Sabotage};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -14,29 +12,13 @@ use std::time::{Duration, Instant};
 pub const ROUTE_TABLES: [&str; 3] = ["rtb-az-a", "rtb-az-b", "rtb-az-c"];
 
 pub fn cluster_spec(flavour: Flavour) -> ClusterSpec {
-    let azs = ["az-a", "az-b", "az-c"];
-    ClusterSpec {
+    multiaz_testkit::spec::ThreeAzs {
         name: "sim".into(),
         flavour,
-        initial_master: NodeId(1),
-        client_az: None,
-        vip: Vip {
-            address: "10.0.100.10".parse().expect("literal"),
-            route_tables: ROUTE_TABLES.iter().map(|s| s.to_string()).collect(),
-        },
-        timing: Timing::default(),
-        nodes: (0..3)
-            .map(|i| NodeSpec {
-                id: NodeId(i as u64 + 1),
-                name: DB_HOSTS[i].into(),
-                az: azs[i].into(),
-                kind: NodeKind::Database,
-                promotion: PromotionRule::Neutral,
-            })
-            .collect(),
+        route_tables: ROUTE_TABLES.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }
-    .validate()
-    .expect("the simulated cluster is valid")
+    .build()
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ use crate::{Cluster, Host};
 use anyhow::Context;
 use multiaz_engine::Flavour;
 use multiaz_sidecar::mysql::dialect::{Dialect, SourceSpec};
+use multiaz_testkit::server::ServerOptions;
 use std::time::{Duration, Instant};
 
 pub const DATADIR: &str = "/var/lib/mysql";
@@ -98,31 +99,20 @@ impl Server {
     /// with semi-sync source on (only the first start of the first master); otherwise
     /// it starts as the settings file says (read_only, semi-sync replica side).
     pub fn command(self, id: u32, master: bool) -> String {
-        let on = |b: bool| if b { "ON" } else { "OFF" };
-        let common = format!(
-            "{} --defaults-file={CNF} --user=root --datadir={DATADIR} --socket={SOCKET} \
-             --port={PORT} --bind-address=0.0.0.0 --skip-name-resolve \
-             --innodb-buffer-pool-size=32M --server-id={id} --read-only={}",
-            self.daemon(),
-            on(!master),
-        );
-        match self.is_mysql() {
-            // The clone plugin too: the chaos runs rebuild a server with it. No X
-            // protocol listener: nothing here speaks it.
-            true => format!(
-                "{common} --super-read-only={} --rpl-semi-sync-source-enabled={} \
-                 --rpl-semi-sync-replica-enabled={} --plugin-load-add=mysql_clone.so \
-                 --mysqlx=OFF --secure-file-priv=/var/lib/mysql-files",
-                on(!master),
-                on(master),
-                on(!master)
-            ),
-            false => format!(
-                "{common} --rpl-semi-sync-master-enabled={} --rpl-semi-sync-slave-enabled={}",
-                on(master),
-                on(!master)
-            ),
+        let flavour = match self.is_mysql() {
+            true => Flavour::Mysql,
+            false => Flavour::Mariadb,
+        };
+        let mut server = ServerOptions::new(flavour, CNF, DATADIR, SOCKET);
+        server.port = PORT;
+        server.bind_address = "0.0.0.0".into();
+        server.buffer_pool = "32M".into();
+        server.server_id = id;
+        server.master = master;
+        if self.is_mysql() {
+            server.secure_file_priv = Some("/var/lib/mysql-files".into());
         }
+        format!("{} {}", self.daemon(), server.args().join(" "))
     }
 
     /// Creates the data directory (as the package's install would).

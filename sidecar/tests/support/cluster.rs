@@ -45,83 +45,67 @@ pub fn write_config(
     endpoint: &str,
     extra: &str,
 ) -> PathBuf {
-    let mut t = format!(
-        r#"node_id = {id}
-state_dir = "{state}"
-
-[cluster]
-name = "it"
-flavour = "mariadb"
-initial_master = 1
-
-[vip]
-address = "{VIP}"
-route_tables = [{tables}]
-
-[timing]
-probe_interval_ms = 1000
-probe_failures = 3
-lease_ms = 4000
-step_timeout_ms = 10000
-salvage_timeout_ms = 2000
-raft_tick_ms = 100
-
-[aws]
-region = "{REGION}"
-endpoint_url = "{endpoint}"
-api_deadline_ms = 10000
-
-[mysql]
-user = "multiaz"
-password_file = "{dir}/password"
-binlog_dir = "{dir}/db{id}"
-{tls}
-[peers]
-listen = "127.0.0.1:{peer}"
-key_file = "{dir}/cluster-key"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-token_file = "{dir}/admin-token"
-"#,
-        id = me + 1,
-        state = dir.join(format!("state{}", me + 1)).display(),
-        tables = w
-            .route_tables
-            .iter()
-            .map(|t| format!("{t:?}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        dir = dir.display(),
-        peer = ports[me].peer,
-        admin = ports[me].admin,
-        tls = match tls_ca(dir) {
-            Some(ca) => format!("tls = \"required\"\ntls_ca_file = \"{}\"\n", ca.display()),
-            None => String::new(),
+    use multiaz_testkit::sidecar as cfg;
+    let d = dir.display();
+    let tls = tls_ca(dir);
+    let config = cfg::SidecarConfig {
+        node_id: me as u64 + 1,
+        state_dir: dir.join(format!("state{}", me + 1)).display().to_string(),
+        cluster: cfg::Cluster {
+            name: "it".into(),
+            flavour: "mariadb".into(),
+            initial_master: 1,
         },
-    );
-    for i in 0..3 {
-        t.push_str(&format!(
-            r#"
-[[nodes]]
-id = {id}
-name = "db-{id}"
-az = "{az}"
-kind = "database"
-mysql = "127.0.0.1:{port}"
-peer = "127.0.0.1:{peer}"
-instance_id = "{inst}"
-eni_id = "{eni}"
-"#,
-            id = i + 1,
-            az = AZS[i],
-            port = dbs[i].port,
-            peer = ports[i].peer,
-            inst = w.instances[i],
-            eni = w.enis[i],
-        ));
-    }
-    t.push_str(extra);
+        vip: cfg::Vip {
+            address: VIP.into(),
+            route_tables: w.route_tables.clone(),
+        },
+        timing: cfg::Timing {
+            probe_interval_ms: 1000,
+            probe_failures: 3,
+            lease_ms: 4000,
+            step_timeout_ms: 10000,
+            salvage_timeout_ms: 2000,
+            raft_tick_ms: 100,
+            failover_block_ms: None,
+        },
+        aws: cfg::Aws {
+            region: REGION.into(),
+            endpoint_url: endpoint.into(),
+            api_deadline_ms: 10000,
+            attempt_timeout_ms: None,
+        },
+        mysql: cfg::Mysql {
+            user: "multiaz".into(),
+            password_file: format!("{d}/password"),
+            binlog_dir: Some(format!("{d}/db{}", me + 1)),
+            tls: tls.as_ref().map(|_| "required".into()),
+            tls_ca_file: tls.map(|ca| ca.display().to_string()),
+        },
+        peers: cfg::Peers {
+            listen: format!("127.0.0.1:{}", ports[me].peer),
+            key_file: format!("{d}/cluster-key"),
+        },
+        admin: cfg::Admin {
+            listen: format!("127.0.0.1:{}", ports[me].admin),
+            token_file: format!("{d}/admin-token"),
+            tls_cert_file: None,
+            tls_key_file: None,
+        },
+        nodes: (0..3)
+            .map(|i| cfg::Node {
+                id: i as u64 + 1,
+                name: format!("db-{}", i + 1),
+                az: AZS[i].into(),
+                kind: "database".into(),
+                mysql: format!("127.0.0.1:{}", dbs[i].port),
+                peer: format!("127.0.0.1:{}", ports[i].peer),
+                instance_id: w.instances[i].clone(),
+                eni_id: w.enis[i].clone(),
+            })
+            .collect(),
+    };
+    let t = config.to_toml(extra);
     let path = dir.join(format!("node{}.toml", me + 1));
     std::fs::write(&path, t).unwrap();
     path

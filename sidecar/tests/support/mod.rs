@@ -2,6 +2,8 @@
 //! loopback ports, and talking to them.
 #![allow(dead_code)] // each test binary uses its own part
 
+use multiaz_engine::Flavour;
+use multiaz_testkit::server::{ServerOptions, ServerTls};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, SslOpts};
 use std::collections::BTreeMap;
@@ -155,47 +157,32 @@ pub fn start_mariadb(dir: &Path, id: u32, master: bool) -> Mariadb {
 /// or a restart after a kill, with the same port and socket. `master`: writable, with
 /// semi-sync source on; otherwise read_only. `extra`: more server options.
 pub fn spawn_mariadbd(dir: &Path, id: u32, port: u16, master: bool, extra: &[&str]) -> Guard {
-    let data = dir.join(format!("db{id}"));
-    let socket = dir.join(format!("db{id}.sock"));
-    let on = |b: bool| if b { "ON" } else { "OFF" };
+    let path = |name: String| dir.join(name).display().to_string();
     std::fs::create_dir_all(tmpdir(dir, id)).unwrap();
     // The recommended settings (README, `multiaz check`), then this instance's own.
+    let mut server = ServerOptions::new(
+        Flavour::Mariadb,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mariadb.cnf"),
+        &path(format!("db{id}")),
+        &path(format!("db{id}.sock")),
+    );
+    server.port = port;
+    server.server_id = id;
+    server.master = master;
+    server.pid_file = Some(path(format!("db{id}.pid")));
+    server.log_error = Some(path(format!("db{id}.err")));
+    server.tmpdir = Some(tmpdir(dir, id).display().to_string());
+    server.tls = tls_ca(dir).map(|ca| {
+        let tls = tls_dir(dir);
+        ServerTls {
+            ca: ca.display().to_string(),
+            cert: tls.join("server.pem").display().to_string(),
+            key: tls.join("server-key.pem").display().to_string(),
+        }
+    });
+    server.extra = extra.iter().map(|e| e.to_string()).collect();
     let child = Command::new(find("mariadbd", "MULTIAZ_MARIADBD"))
-        .arg(format!(
-            "--defaults-file={}",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mariadb.cnf")
-        ))
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!("--socket={}", socket.display()))
-        .arg(format!(
-            "--pid-file={}",
-            dir.join(format!("db{id}.pid")).display()
-        ))
-        .arg(format!(
-            "--log-error={}",
-            dir.join(format!("db{id}.err")).display()
-        ))
-        .arg(format!("--port={port}"))
-        .arg(format!("--tmpdir={}", tmpdir(dir, id).display()))
-        .args([
-            "--user=root",
-            "--bind-address=127.0.0.1",
-            "--skip-name-resolve",
-            "--innodb-buffer-pool-size=16M",
-        ])
-        .arg(format!("--server-id={id}"))
-        .arg(format!("--read-only={}", on(!master)))
-        .arg(format!("--rpl-semi-sync-master-enabled={}", on(master)))
-        .arg(format!("--rpl-semi-sync-slave-enabled={}", on(!master)))
-        .args(tls_ca(dir).into_iter().flat_map(|ca| {
-            let tls = tls_dir(dir);
-            [
-                format!("--ssl-ca={}", ca.display()),
-                format!("--ssl-cert={}", tls.join("server.pem").display()),
-                format!("--ssl-key={}", tls.join("server-key.pem").display()),
-            ]
-        }))
-        .args(extra)
+        .args(server.args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -5,8 +5,7 @@
 //! Everything advances in fixed steps of simulated time; nothing reads a clock, so a
 //! scenario replays exactly.
 
-#![allow(dead_code)]
-
+use crate::spec::ThreeAzs;
 use multiaz_engine::gtid::MariadbGtidSet;
 use multiaz_engine::*;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -16,43 +15,33 @@ pub const STEP: Duration = Duration::from_millis(5);
 /// How long an operation on an unreachable server takes to fail (the driver's timeout).
 pub const UNREACHABLE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The harness's cluster: three database nodes, `promotions` and `client_az` as given.
+/// Tests fail over again and again; the anti-flapping block has tests of its own, so it
+/// is off here.
 pub fn spec_with(promotions: [PromotionRule; 3], client_az: Option<&str>) -> ClusterSpec {
-    let az = ["az-a", "az-b", "az-c"];
-    let nodes = (0..3)
-        .map(|i| NodeSpec {
-            id: NodeId(i as u64 + 1),
-            name: format!("db{}", i + 1),
-            az: az[i].to_string(),
-            kind: NodeKind::Database,
-            promotion: promotions[i],
-        })
-        .collect();
-    ClusterSpec {
-        name: "test".into(),
-        flavour: Flavour::Mariadb,
-        initial_master: NodeId(1),
+    ThreeAzs {
+        promotions,
         client_az: client_az.map(str::to_string),
-        vip: Vip {
-            address: "10.0.100.10".parse().unwrap(),
-            route_tables: vec!["rtb-a".into(), "rtb-b".into(), "rtb-c".into()],
-        },
-        // Tests fail over again and again; the anti-flapping block has tests of its own.
         timing: Timing {
             failover_block_ms: 0,
             ..Timing::default()
         },
-        nodes,
+        ..ThreeAzs::default()
     }
-    .validate()
-    .unwrap()
+    .build()
 }
 
 /// Two database hosts and a witness sidecar in a third AZ.
 pub fn spec_witness() -> ClusterSpec {
-    let mut s = spec();
-    s.nodes[2].kind = NodeKind::Witness;
-    s.nodes[2].name = "witness".into();
-    s.validate().unwrap()
+    ThreeAzs {
+        witness: true,
+        timing: Timing {
+            failover_block_ms: 0,
+            ..Timing::default()
+        },
+        ..ThreeAzs::default()
+    }
+    .build()
 }
 
 /// `server_id`'s transaction `seq` (domain 0) is in `set` as that very transaction:
