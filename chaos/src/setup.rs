@@ -205,7 +205,8 @@ impl World {
                 raft_tick_ms: 100,
                 // The run acknowledges every failover (`multiaz ack`) before the next
                 // cycle.
-                failover_block_ms: Some(3_600_000),
+                failover_block_ms: 3_600_000,
+                ..Default::default()
             },
             aws: cfg::Aws {
                 region: moto::REGION.into(),

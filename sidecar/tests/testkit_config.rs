@@ -16,7 +16,10 @@ fn the_testkit_config_parses_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     secret(&dir.path().join("password"), "pw\n");
-    secret(&dir.path().join("cluster-key"), "a-cluster-key-long-enough-0123456");
+    secret(
+        &dir.path().join("cluster-key"),
+        "a-cluster-key-long-enough-0123456",
+    );
     secret(&dir.path().join("admin-token"), "token");
     let config = cfg::SidecarConfig {
         node_id: 2,
@@ -30,14 +33,15 @@ fn the_testkit_config_parses_as_written() {
             address: "10.0.100.10".into(),
             route_tables: vec!["rtb-1".into(), "rtb-2".into()],
         },
-        timing: cfg::Timing {
+        timing: multiaz_engine::Timing {
             probe_interval_ms: 700,
             probe_failures: 4,
             lease_ms: 4000,
             step_timeout_ms: 9000,
             salvage_timeout_ms: 2000,
             raft_tick_ms: 100,
-            failover_block_ms: Some(1234),
+            failover_block_ms: 1234,
+            ..Default::default()
         },
         aws: cfg::Aws {
             region: "us-east-1".into(),

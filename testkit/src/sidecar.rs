@@ -4,12 +4,16 @@
 
 use serde::Serialize;
 
+/// The `[timing]` section: the engine's own.
+pub use multiaz_engine::Timing;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SidecarConfig {
     pub node_id: u64,
     pub state_dir: String,
     pub cluster: Cluster,
     pub vip: Vip,
+    /// Written whole: the `[timing]` section is the engine's `Timing`.
     pub timing: Timing,
     pub aws: Aws,
     pub mysql: Mysql,
@@ -30,19 +34,6 @@ pub struct Cluster {
 pub struct Vip {
     pub address: String,
     pub route_tables: Vec<String>,
-}
-
-/// The timing the tests run with; `None` leaves the sidecar's default.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Timing {
-    pub probe_interval_ms: u64,
-    pub probe_failures: u32,
-    pub lease_ms: u64,
-    pub step_timeout_ms: u64,
-    pub salvage_timeout_ms: u64,
-    pub raft_tick_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failover_block_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

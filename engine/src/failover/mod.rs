@@ -151,21 +151,7 @@ impl FailoverRun {
     }
 
     pub fn deadline(&self) -> Option<Time> {
-        Some(match &self.phase {
-            Phase::ProposingBegin { deadline }
-            | Phase::SwitchoverHook { deadline, .. }
-            | Phase::Demoting { deadline, .. }
-            | Phase::Fencing { deadline, .. }
-            | Phase::CatchingUp { deadline, .. }
-            | Phase::ProposingCandidate { deadline, .. }
-            | Phase::WaitingApplied { deadline, .. }
-            | Phase::Salvaging { deadline, .. }
-            | Phase::Promoting { deadline, .. }
-            | Phase::Repointing { deadline, .. }
-            | Phase::AwaitingRoutes { deadline, .. }
-            | Phase::ProposingEnd { deadline, .. } => *deadline,
-            Phase::WaitingLease { until, .. } | Phase::Retrying { until, .. } => *until,
-        })
+        Some(self.phase.deadline())
     }
 
     /// The candidate holds every transaction it will have as master (its relay log
@@ -244,7 +230,7 @@ impl FailoverRun {
             Phase::AwaitingRoutes { candidate, .. } if cx.routes_pending(candidate).is_empty() => {
                 run.commit_completion(cx, candidate)
             }
-            phase if phase_deadline_passed(&phase, cx.now()) => run.timed_out(cx, phase),
+            phase if cx.now() >= phase.deadline() => run.timed_out(cx, phase),
             phase => run.enter(phase),
         }
     }
@@ -333,23 +319,26 @@ impl FailoverRun {
     }
 }
 
-fn phase_deadline_passed(phase: &Phase, now: Time) -> bool {
-    let deadline = match phase {
-        Phase::ProposingBegin { deadline }
-        | Phase::SwitchoverHook { deadline, .. }
-        | Phase::Demoting { deadline, .. }
-        | Phase::Fencing { deadline, .. }
-        | Phase::CatchingUp { deadline, .. }
-        | Phase::ProposingCandidate { deadline, .. }
-        | Phase::WaitingApplied { deadline, .. }
-        | Phase::Salvaging { deadline, .. }
-        | Phase::Promoting { deadline, .. }
-        | Phase::Repointing { deadline, .. }
-        | Phase::AwaitingRoutes { deadline, .. }
-        | Phase::ProposingEnd { deadline, .. } => *deadline,
-        Phase::WaitingLease { until, .. } | Phase::Retrying { until, .. } => *until,
-    };
-    now >= deadline
+impl Phase {
+    /// When the phase gives up waiting (or, for the lease wait and the retry pause,
+    /// when it is over).
+    fn deadline(&self) -> Time {
+        match self {
+            Phase::ProposingBegin { deadline }
+            | Phase::SwitchoverHook { deadline, .. }
+            | Phase::Demoting { deadline, .. }
+            | Phase::Fencing { deadline, .. }
+            | Phase::CatchingUp { deadline, .. }
+            | Phase::ProposingCandidate { deadline, .. }
+            | Phase::WaitingApplied { deadline, .. }
+            | Phase::Salvaging { deadline, .. }
+            | Phase::Promoting { deadline, .. }
+            | Phase::Repointing { deadline, .. }
+            | Phase::AwaitingRoutes { deadline, .. }
+            | Phase::ProposingEnd { deadline, .. } => *deadline,
+            Phase::WaitingLease { until, .. } | Phase::Retrying { until, .. } => *until,
+        }
+    }
 }
 
 impl Run {

@@ -60,14 +60,14 @@ pub fn write_config(
             address: VIP.into(),
             route_tables: w.route_tables.clone(),
         },
-        timing: cfg::Timing {
+        timing: multiaz_engine::Timing {
             probe_interval_ms: 1000,
             probe_failures: 3,
             lease_ms: 4000,
             step_timeout_ms: 10000,
             salvage_timeout_ms: 2000,
             raft_tick_ms: 100,
-            failover_block_ms: None,
+            ..Default::default()
         },
         aws: cfg::Aws {
             region: REGION.into(),
