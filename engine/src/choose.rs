@@ -70,3 +70,86 @@ pub fn choose(
         target: target.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gtid::Flavour;
+
+    const N1: NodeId = NodeId(1);
+    const N2: NodeId = NodeId(2);
+    const N3: NodeId = NodeId(3);
+
+    /// The example cluster with these promotion rules and no client AZ.
+    fn spec_with(promotions: [PromotionRule; 3], _client_az: Option<&str>) -> ClusterSpec {
+        let mut s = ClusterSpec::from_toml(include_str!("../examples/cluster.toml")).unwrap();
+        s.client_az = None;
+        for (n, p) in s.nodes.iter_mut().zip(promotions) {
+            n.promotion = p;
+        }
+        s.validate().unwrap()
+    }
+
+    fn spec() -> ClusterSpec {
+        spec_with([PromotionRule::Neutral; 3], None)
+    }
+
+    fn pos(received: &str, executed: &str) -> Positions {
+        Positions {
+            received: GtidSet::parse(Flavour::Mariadb, received).unwrap(),
+            executed: GtidSet::parse(Flavour::Mariadb, executed).unwrap(),
+        }
+    }
+
+    #[test]
+    fn choice_takes_the_most_advanced_received_set() {
+        let positions = BTreeMap::from([
+            (N2, pos("0-1-90", "0-1-80")),
+            (N3, pos("0-1-100", "0-1-70")),
+        ]);
+        let c = choose(&spec(), &positions, &BTreeSet::from([N1])).unwrap();
+        assert_eq!((c.candidate, c.catch_up_from), (N3, None));
+        assert_eq!(c.target.to_string(), "0-1-100");
+    }
+
+    #[test]
+    fn choice_honours_prefer_never_and_exclusions() {
+        let s = spec_with(
+            [
+                PromotionRule::Neutral,
+                PromotionRule::Prefer,
+                PromotionRule::Neutral,
+            ],
+            None,
+        );
+        let positions = BTreeMap::from([
+            (N2, pos("0-1-90", "0-1-90")),
+            (N3, pos("0-1-100", "0-1-100")),
+        ]);
+        let c = choose(&s, &positions, &BTreeSet::new()).unwrap();
+        assert_eq!((c.candidate, c.catch_up_from), (N2, Some(N3)));
+        let c = choose(&s, &positions, &BTreeSet::from([N2])).unwrap();
+        assert_eq!(c.candidate, N3);
+        let s = spec_with(
+            [
+                PromotionRule::Neutral,
+                PromotionRule::Never,
+                PromotionRule::Neutral,
+            ],
+            None,
+        );
+        let only_n2 = BTreeMap::from([(N2, pos("0-1-90", "0-1-90"))]);
+        let e = choose(&s, &only_n2, &BTreeSet::new()).unwrap_err();
+        assert!(e.contains("may be promoted"), "{e}");
+        assert!(choose(&s, &BTreeMap::new(), &BTreeSet::new()).is_err());
+    }
+
+    #[test]
+    fn diverged_replicas_pick_the_one_with_most_transactions() {
+        let positions = BTreeMap::from([
+            (N2, pos("0-2-50", "0-2-50")),
+            (N3, pos("0-1-40,1-1-30", "0-1-40")),
+        ]);
+        assert!(most_advanced(&positions).unwrap().0 == N3);
+    }
+}

@@ -181,3 +181,101 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::PromotionRule;
+    use crate::command::{MysqlStatus, ReplicationStatus};
+    use crate::gtid::{Flavour, GtidSet};
+
+    const N1: NodeId = NodeId(1);
+    const N2: NodeId = NodeId(2);
+    const N3: NodeId = NodeId(3);
+
+    /// The example cluster with these promotion rules and no client AZ.
+    fn spec_with(promotions: [PromotionRule; 3], _client_az: Option<&str>) -> ClusterSpec {
+        let mut s = ClusterSpec::from_toml(include_str!("../examples/cluster.toml")).unwrap();
+        s.client_az = None;
+        for (n, p) in s.nodes.iter_mut().zip(promotions) {
+            n.promotion = p;
+        }
+        s.validate().unwrap()
+    }
+
+    fn spec() -> ClusterSpec {
+        spec_with([PromotionRule::Neutral; 3], None)
+    }
+
+    fn report(master_failures: u32, reachable: Option<bool>, local: Option<LocalView>) -> Report {
+        Report {
+            epoch: 1,
+            master: Some(N1),
+            master_failures,
+            master_reachable: reachable,
+            local,
+        }
+    }
+
+    fn status_replicating(io: bool) -> LocalView {
+        LocalView::Up(Some(MysqlStatus {
+            read_only: true,
+            executed: GtidSet::empty(Flavour::Mariadb),
+            received: GtidSet::empty(Flavour::Mariadb),
+            replication: Some(ReplicationStatus {
+                source: Some(N1),
+                io_running: io,
+                sql_running: true,
+            }),
+        }))
+    }
+
+    #[test]
+    fn detection_rules() {
+        let s = spec();
+        let check = |reports: Vec<(NodeId, Report)>| {
+            let reports: Vec<(NodeId, Report)> = reports;
+            let map: BTreeMap<NodeId, &Report> = reports.iter().map(|(k, v)| (*k, v)).collect();
+            dead_master_reason(&s, N1, &map)
+        };
+        // The master's own sidecar says its mysqld is down: dead at once.
+        assert!(check(vec![(N1, report(0, None, Some(LocalView::Down)))]).is_some());
+        // The master's own sidecar sees it up: alive, whatever the others say.
+        assert!(check(vec![
+            (N1, report(0, None, Some(LocalView::Up(None)))),
+            (N2, report(5, Some(false), Some(status_replicating(false)))),
+            (N3, report(5, Some(false), Some(status_replicating(false)))),
+        ])
+        .is_none());
+        // A majority failing, nobody reaching, no replica receiving: dead.
+        assert!(check(vec![
+            (N2, report(3, Some(false), Some(status_replicating(false)))),
+            (N3, report(3, Some(false), Some(status_replicating(false)))),
+        ])
+        .is_some());
+        // Too few failures yet.
+        assert!(check(vec![
+            (N2, report(2, Some(false), Some(status_replicating(false)))),
+            (N3, report(3, Some(false), Some(status_replicating(false)))),
+        ])
+        .is_none());
+        // Reachable from one sidecar: alive.
+        assert!(check(vec![
+            (N2, report(0, Some(true), Some(status_replicating(false)))),
+            (N3, report(3, Some(false), Some(status_replicating(false)))),
+        ])
+        .is_none());
+        // Unreachable from every sidecar but still feeding a replica: alive.
+        assert!(check(vec![
+            (N2, report(3, Some(false), Some(status_replicating(true)))),
+            (N3, report(3, Some(false), Some(status_replicating(false)))),
+        ])
+        .is_none());
+        // One failing sidecar alone is no majority.
+        assert!(check(vec![(
+            N3,
+            report(9, Some(false), Some(status_replicating(false)))
+        )])
+        .is_none());
+    }
+}

@@ -48,17 +48,17 @@
 //! ## What it decides
 //!
 //! See `docs/design.md` in the repository for the architecture, where each decision
-//! lives, and the safety argument: detection ([`detect`]), coordination through
+//! lives, and the safety argument: detection (`detect.rs`), coordination through
 //! raft-rs (the raft leader is the coordinator; the failover's decisions are committed
 //! before they are acted on; the epoch is the fencing token), the candidate's choice
-//! ([`choose`]), the failover procedure, the writer's lease and self-fencing, and the
+//! (`choose.rs`), the failover procedure, the writer's lease and self-fencing, and the
 //! VIP routes.
 
-pub mod choose;
+mod choose;
 pub mod cluster;
 pub mod command;
 mod coord;
-pub mod detect;
+mod detect;
 mod engine;
 pub mod event;
 mod failover;

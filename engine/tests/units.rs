@@ -1,10 +1,8 @@
-//! Unit-level rules: the record, the candidate choice, detection, storage, robustness.
+//! Unit-level rules: the record, storage, robustness. (The candidate's choice and
+//! detection are tested in their modules, `choose.rs` and `detect.rs`.)
 
-use multiaz_engine::choose::{choose, most_advanced};
-use multiaz_engine::detect::dead_master_reason;
 use multiaz_engine::*;
 use multiaz_testkit::harness::spec;
-use std::collections::{BTreeMap, BTreeSet};
 
 const N1: NodeId = NodeId(1);
 const N2: NodeId = NodeId(2);
@@ -210,137 +208,6 @@ fn log_entries_round_trip_and_garbage_is_an_error() {
     let e = begin(2, &[N1]);
     assert_eq!(LogEntry::decode(&e.encode()).unwrap(), e);
     assert!(LogEntry::decode(b"\xff\x00garbage").is_err());
-}
-
-fn pos(received: &str, executed: &str) -> Positions {
-    Positions {
-        received: GtidSet::parse(Flavour::Mariadb, received).unwrap(),
-        executed: GtidSet::parse(Flavour::Mariadb, executed).unwrap(),
-    }
-}
-
-#[test]
-fn choice_takes_the_most_advanced_received_set() {
-    let positions = BTreeMap::from([
-        (N2, pos("0-1-90", "0-1-80")),
-        (N3, pos("0-1-100", "0-1-70")),
-    ]);
-    let c = choose(&spec(), &positions, &BTreeSet::from([N1])).unwrap();
-    assert_eq!((c.candidate, c.catch_up_from), (N3, None));
-    assert_eq!(c.target.to_string(), "0-1-100");
-}
-
-#[test]
-fn choice_honours_prefer_never_and_exclusions() {
-    let s = multiaz_testkit::harness::spec_with(
-        [
-            PromotionRule::Neutral,
-            PromotionRule::Prefer,
-            PromotionRule::Neutral,
-        ],
-        None,
-    );
-    let positions = BTreeMap::from([
-        (N2, pos("0-1-90", "0-1-90")),
-        (N3, pos("0-1-100", "0-1-100")),
-    ]);
-    let c = choose(&s, &positions, &BTreeSet::new()).unwrap();
-    assert_eq!((c.candidate, c.catch_up_from), (N2, Some(N3)));
-    let c = choose(&s, &positions, &BTreeSet::from([N2])).unwrap();
-    assert_eq!(c.candidate, N3);
-    let s = multiaz_testkit::harness::spec_with(
-        [
-            PromotionRule::Neutral,
-            PromotionRule::Never,
-            PromotionRule::Neutral,
-        ],
-        None,
-    );
-    let only_n2 = BTreeMap::from([(N2, pos("0-1-90", "0-1-90"))]);
-    let e = choose(&s, &only_n2, &BTreeSet::new()).unwrap_err();
-    assert!(e.contains("may be promoted"), "{e}");
-    assert!(choose(&s, &BTreeMap::new(), &BTreeSet::new()).is_err());
-}
-
-#[test]
-fn diverged_replicas_pick_the_one_with_most_transactions() {
-    let positions = BTreeMap::from([
-        (N2, pos("0-2-50", "0-2-50")),
-        (N3, pos("0-1-40,1-1-30", "0-1-40")),
-    ]);
-    assert!(most_advanced(&positions).unwrap().0 == N3);
-}
-
-fn report(master_failures: u32, reachable: Option<bool>, local: Option<LocalView>) -> Report {
-    Report {
-        epoch: 1,
-        master: Some(N1),
-        master_failures,
-        master_reachable: reachable,
-        local,
-    }
-}
-
-fn status_replicating(io: bool) -> LocalView {
-    LocalView::Up(Some(MysqlStatus {
-        read_only: true,
-        executed: GtidSet::empty(Flavour::Mariadb),
-        received: GtidSet::empty(Flavour::Mariadb),
-        replication: Some(ReplicationStatus {
-            source: Some(N1),
-            io_running: io,
-            sql_running: true,
-        }),
-    }))
-}
-
-#[test]
-fn detection_rules() {
-    let s = spec();
-    let check = |reports: Vec<(NodeId, Report)>| {
-        let reports: Vec<(NodeId, Report)> = reports;
-        let map: BTreeMap<NodeId, &Report> = reports.iter().map(|(k, v)| (*k, v)).collect();
-        dead_master_reason(&s, N1, &map)
-    };
-    // The master's own sidecar says its mysqld is down: dead at once.
-    assert!(check(vec![(N1, report(0, None, Some(LocalView::Down)))]).is_some());
-    // The master's own sidecar sees it up: alive, whatever the others say.
-    assert!(check(vec![
-        (N1, report(0, None, Some(LocalView::Up(None)))),
-        (N2, report(5, Some(false), Some(status_replicating(false)))),
-        (N3, report(5, Some(false), Some(status_replicating(false)))),
-    ])
-    .is_none());
-    // A majority failing, nobody reaching, no replica receiving: dead.
-    assert!(check(vec![
-        (N2, report(3, Some(false), Some(status_replicating(false)))),
-        (N3, report(3, Some(false), Some(status_replicating(false)))),
-    ])
-    .is_some());
-    // Too few failures yet.
-    assert!(check(vec![
-        (N2, report(2, Some(false), Some(status_replicating(false)))),
-        (N3, report(3, Some(false), Some(status_replicating(false)))),
-    ])
-    .is_none());
-    // Reachable from one sidecar: alive.
-    assert!(check(vec![
-        (N2, report(0, Some(true), Some(status_replicating(false)))),
-        (N3, report(3, Some(false), Some(status_replicating(false)))),
-    ])
-    .is_none());
-    // Unreachable from every sidecar but still feeding a replica: alive.
-    assert!(check(vec![
-        (N2, report(3, Some(false), Some(status_replicating(true)))),
-        (N3, report(3, Some(false), Some(status_replicating(false)))),
-    ])
-    .is_none());
-    // One failing sidecar alone is no majority.
-    assert!(check(vec![(
-        N3,
-        report(9, Some(false), Some(status_replicating(false)))
-    )])
-    .is_none());
 }
 
 #[test]
