@@ -6,7 +6,7 @@
 //! `frame` cuts and checks events, `event` decodes the few that matter, `payload`
 //! opens MySQL's compressed transactions into their events, `scan` groups them into
 //! whole transactions across the files `files` finds. Replaying them on another
-//! server under their original GTIDs is the sidecar's (`binlog_apply.rs`): it needs a
+//! server under their original GTIDs is the sidecar's (`adapters/binlog_apply.rs`): it needs a
 //! MySQL client, this crate does not.
 
 pub mod event;

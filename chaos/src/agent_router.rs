@@ -40,7 +40,7 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
         ])?;
         kernel_table.insert(table.clone(), n);
     }
-    let client = multiaz_sidecar::ec2::client(
+    let client = multiaz_sidecar::adapters::ec2::client(
         multiaz_testcontainers::moto::REGION,
         Some(&args.endpoint),
         Duration::from_secs(2),

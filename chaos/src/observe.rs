@@ -1,7 +1,7 @@
 //! What the run watches: the sidecars' status (their admin API), and the logs the
 //! agents write into their work directories (read incrementally, complete lines only).
 
-use multiaz_sidecar::admin_client::AdminEndpoint;
+use multiaz_sidecar::admin::client::AdminEndpoint;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -15,7 +15,7 @@ pub struct Status {
 
 pub async fn status(admin: AdminEndpoint) -> Result<Status, String> {
     let (code, body) =
-        multiaz_sidecar::admin_client::call(&admin, axum::http::Method::GET, "/status", None)
+        multiaz_sidecar::admin::client::call(&admin, axum::http::Method::GET, "/status", None)
             .await?;
     if !code.is_success() {
         return Err(format!("{admin}: {code} {}", body.trim()));

@@ -321,7 +321,7 @@ async fn one_cycle(
         c.errant = errant.as_ref().ok().cloned().flatten();
     }
     errant?;
-    let (code, body) = multiaz_sidecar::admin_client::call(
+    let (code, body) = multiaz_sidecar::admin::client::call(
         &world.admin(n),
         axum::http::Method::POST,
         "/ack",

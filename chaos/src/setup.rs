@@ -9,7 +9,7 @@ use crate::cli::RunArgs;
 use crate::observe::{self, Status};
 use crate::progress;
 use anyhow::{bail, Context};
-use multiaz_sidecar::admin_client::AdminEndpoint;
+use multiaz_sidecar::admin::client::AdminEndpoint;
 use multiaz_testcontainers::moto::{self, Moto, Vpc};
 use multiaz_testcontainers::{db, Cluster, Host, Options, BIN_DIR};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -773,7 +773,7 @@ impl Config {
                         ),
                     ));
                 }
-                crate::admin_tls::certificates(&ca_file)
+                crate::admin::tls::certificates(&ca_file)
                     .map_err(|e| key("mysql.tls_ca_file", e))?;
                 Some(MysqlTls { ca_file })
             }

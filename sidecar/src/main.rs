@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use multiaz_sidecar::cli::{BinlogCommand, Cli, Command, LogFormat};
+use multiaz_sidecar::commands::{binlog as binlog_cmd, check, operate, status};
 use multiaz_sidecar::config::{AdminAccess, Config};
-use multiaz_sidecar::{binlog_cmd, check, operate, status};
 use std::process::ExitCode;
 
 fn init_logs(format: LogFormat) {
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => {
                 let config = Config::load(&config)?;
-                multiaz_sidecar::run::run(config).await?;
+                multiaz_sidecar::commands::run::run(config).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Check { config, json } => {

@@ -157,9 +157,10 @@ async fn salvage_applies_exactly_the_transactions_the_replica_missed() {
         }
     };
     let mut conn = connect(replica.port, "multiaz", PASSWORD).await.unwrap();
-    let partial = multiaz_sidecar::binlog_apply::apply(&mut conn, &txs, None, &still_wanted)
-        .await
-        .unwrap();
+    let partial =
+        multiaz_sidecar::adapters::binlog_apply::apply(&mut conn, &txs, None, &still_wanted)
+            .await
+            .unwrap();
     assert_eq!(partial.recovered, 3, "{partial:?}");
     assert_eq!(partial.not_recovered.len(), 97, "{partial:?}");
     assert!(

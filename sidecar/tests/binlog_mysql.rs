@@ -136,7 +136,7 @@ fn a_mysql_binlog_is_grouped_into_transactions() {
     assert_eq!(end.torn.map(|g| g.to_string()), Some(format!("{UUID}:13")));
     assert_eq!(txs[0].events.len(), 3, "BEGIN, INSERT, XID");
     assert_eq!(txs[1].events.len(), 1, "the DDL alone");
-    let stmts = multiaz_sidecar::binlog_apply::statements(&txs[1], &mut None).unwrap();
+    let stmts = multiaz_sidecar::adapters::binlog_apply::statements(&txs[1], &mut None).unwrap();
     assert_eq!(stmts[1], format!("SET @@session.gtid_next='{UUID}:12'"));
     assert_eq!(
         &stmts[2..],
@@ -187,7 +187,7 @@ fn a_tagged_transaction_keeps_its_tag() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].gtid.to_string(), format!("{UUID}:chk:1"));
     assert!(listed(Some(&format!("{UUID}:1-11:chk:1"))).is_empty());
-    let stmts = multiaz_sidecar::binlog_apply::statements(&all[1], &mut None).unwrap();
+    let stmts = multiaz_sidecar::adapters::binlog_apply::statements(&all[1], &mut None).unwrap();
     assert!(
         stmts.contains(&format!("SET @@session.gtid_next='{UUID}:chk:1'")),
         "{stmts:?}"

@@ -14,7 +14,7 @@ use multiaz_driver::retry::Backoff;
 use multiaz_driver::vip_routes::{random_jitter, Jitter, REWRITE_AFTER};
 use multiaz_driver::RouteOps;
 use multiaz_engine::NodeId;
-use multiaz_sidecar::ec2::{Ec2Routes, SdkEc2};
+use multiaz_sidecar::adapters::ec2::{Ec2Routes, SdkEc2};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

@@ -8,9 +8,9 @@ mod example_config;
 use example_config::{env, with_env_secrets};
 use multiaz_driver::adapters::DurableStore;
 use multiaz_engine::{DurableState, Engine, HardState, NodeId, PeerMessage, StoredEntry, Time};
-use multiaz_sidecar::auth::{Challenge, ClusterKey, Opener, Sealer, NONCE};
+use multiaz_sidecar::adapters::auth::{Challenge, ClusterKey, Opener, Sealer, NONCE};
+use multiaz_sidecar::adapters::state_file::StateFile;
 use multiaz_sidecar::config::{AdminAccess, Config};
-use multiaz_sidecar::state_file::StateFile;
 use proptest::prelude::*;
 use std::path::Path;
 

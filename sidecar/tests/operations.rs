@@ -264,11 +264,11 @@ async fn switchover_rejoin_ack_and_errant_master_on_real_servers() {
     // --- anti-flapping: blocked after that failover until `multiaz ack` -----------------
     let status = multiaz(&["status"], &c.configs[0]);
     assert!(text(&status).contains("BLOCKED"), "{}", text(&status));
-    let admin = multiaz_sidecar::admin_client::AdminEndpoint::plain(
+    let admin = multiaz_sidecar::admin::client::AdminEndpoint::plain(
         format!("127.0.0.1:{}", c.ports[0].admin).parse().unwrap(),
     );
     let metrics =
-        multiaz_sidecar::admin_client::call(&admin, axum::http::Method::GET, "/metrics", None)
+        multiaz_sidecar::admin::client::call(&admin, axum::http::Method::GET, "/metrics", None)
             .await
             .unwrap()
             .1;

@@ -427,11 +427,11 @@ async fn failover_run(name: &str, tls: bool) {
         human.contains(&format!("salvage: {recovered} transaction(s) recovered")),
         "{human}"
     );
-    let admin = multiaz_sidecar::admin_client::AdminEndpoint::plain(
+    let admin = multiaz_sidecar::admin::client::AdminEndpoint::plain(
         format!("127.0.0.1:{}", ports[new].admin).parse().unwrap(),
     );
     let metrics =
-        multiaz_sidecar::admin_client::call(&admin, axum::http::Method::GET, "/metrics", None)
+        multiaz_sidecar::admin::client::call(&admin, axum::http::Method::GET, "/metrics", None)
             .await
             .unwrap()
             .1;
@@ -443,7 +443,7 @@ async fn failover_run(name: &str, tls: bool) {
 
     // Mutating admin calls need the token.
     let post = |token: Option<&'static [u8]>| {
-        multiaz_sidecar::admin_client::call(&admin, axum::http::Method::POST, "/pause", token)
+        multiaz_sidecar::admin::client::call(&admin, axum::http::Method::POST, "/pause", token)
     };
     assert_eq!(post(None).await.unwrap().0, 401);
     assert_eq!(post(Some(b"wrong-token")).await.unwrap().0, 401);

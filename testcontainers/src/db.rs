@@ -7,7 +7,7 @@
 use crate::{Cluster, Host};
 use anyhow::Context;
 use multiaz_engine::Flavour;
-use multiaz_sidecar::mysql::dialect::{Dialect, SourceSpec};
+use multiaz_sidecar::adapters::mysql::dialect::{Dialect, SourceSpec};
 use multiaz_testkit::server::ServerOptions;
 use std::time::{Duration, Instant};
 

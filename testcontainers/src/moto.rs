@@ -86,7 +86,7 @@ impl Moto {
         std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
         let local = self.endpoint(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        multiaz_sidecar::ec2::client(REGION, Some(&local), Duration::from_secs(5)).await
+        multiaz_sidecar::adapters::ec2::client(REGION, Some(&local), Duration::from_secs(5)).await
     }
 }
 

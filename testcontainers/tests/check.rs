@@ -7,7 +7,7 @@
 //! Needs the Docker engine and the images `ci/host-image` builds; fails, never skips,
 //! without them.
 
-use multiaz_sidecar::check::{self, Line};
+use multiaz_sidecar::commands::check::{self, Line};
 use multiaz_sidecar::config::Config;
 use multiaz_testcontainers::{db, Cluster, Host, Server};
 use std::path::Path;

@@ -13,8 +13,8 @@
 
 use multiaz_driver::MysqlOps;
 use multiaz_engine::{MysqlOp, MysqlReply, NodeId};
+use multiaz_sidecar::adapters::mysql::{Address, Credentials, MysqlAdapter};
 use multiaz_sidecar::config::Secret;
-use multiaz_sidecar::mysql::{Address, Credentials, MysqlAdapter};
 use multiaz_testcontainers::{db, Host, Server};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -2,8 +2,8 @@
 //! `pause`, `resume`. Each goes through the admin API of this host's sidecar, with the
 //! admin token from the configuration (and nothing else of it: see [`AdminAccess`]).
 
+use crate::admin::client as admin_client;
 use crate::admin::SwitchoverAnswer;
-use crate::admin_client;
 use crate::config::AdminAccess;
 use anyhow::{anyhow, bail, Context};
 use axum::http::{Method, StatusCode};

@@ -1,7 +1,7 @@
 //! `multiaz binlog tail` and `multiaz binlog salvage`: the binlog reader on its own,
 //! for forensics after a crash and for salvaging by hand.
 
-use crate::binlog_apply as apply;
+use crate::adapters::binlog_apply as apply;
 use crate::cli::BinlogSource;
 use anyhow::{anyhow, Context};
 use multiaz_binlog::{self as binlog, ScanEnd, ScanOptions, Transaction};

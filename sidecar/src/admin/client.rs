@@ -60,7 +60,7 @@ pub async fn call_with(
         let io: Box<dyn Io> = match &admin.tls_ca_file {
             None => Box::new(tcp),
             Some(ca) => {
-                let config = crate::admin_tls::client_config(ca)?;
+                let config = crate::admin::tls::client_config(ca)?;
                 let name = rustls::pki_types::ServerName::IpAddress(admin.addr.ip().into());
                 let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)

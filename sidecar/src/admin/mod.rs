@@ -8,9 +8,12 @@
 //! not start, 200 with the plan for a dry run, 202 with the plan when it was handed
 //! to the engine (which commits it; the journal shows how it ended).
 
+pub mod client;
+pub mod tls;
+
+use crate::adapters::telemetry::Telemetry;
+use crate::adapters::throttle::{with_held_back, Throttle};
 use crate::config::Secret;
-use crate::telemetry::Telemetry;
-use crate::throttle::{with_held_back, Throttle};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -402,7 +405,7 @@ mod tests {
         let (operator, rx) = mpsc::unbounded_channel();
         let app = router(
             multiaz_engine::ClusterSpec::from_toml(include_str!(
-                "../../engine/examples/cluster.toml"
+                "../../../engine/examples/cluster.toml"
             ))
             .unwrap(),
             Telemetry::new(),
@@ -530,13 +533,13 @@ mod tests {
 
     #[tokio::test]
     async fn over_tls_only_a_client_that_trusts_the_certificate_gets_an_answer() {
-        use crate::admin_client::{call, AdminEndpoint};
+        use crate::admin::client::{call, AdminEndpoint};
         use axum::http::Method;
         let (dir, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (cert, key) = self_signed(dir.path());
         let (other, _) = self_signed(elsewhere.path());
         let (app, listener, addr, _operator) = test_app(None).await;
-        let tls = crate::admin_tls::server_config(&cert, &key).unwrap();
+        let tls = crate::admin::tls::server_config(&cert, &key).unwrap();
         tokio::spawn(serve(listener, app, AdminLimits::default(), Some(tls)));
         let trusting = AdminEndpoint::new(addr, Some(cert.clone()));
         let (code, _) = call(&trusting, Method::GET, "/healthz", None)

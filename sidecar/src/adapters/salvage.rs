@@ -7,11 +7,11 @@
 //! network once either way, and one hop fewer is one thing fewer to fail or time out
 //! in the middle of a failover (the simulation does the same).
 
-use crate::auth::ClusterKey;
-use crate::binlog_apply as apply;
-use crate::mysql::MysqlAdapter;
-use crate::peers::{self, CallHandler};
-use crate::telemetry::Telemetry;
+use crate::adapters::auth::ClusterKey;
+use crate::adapters::binlog_apply as apply;
+use crate::adapters::mysql::MysqlAdapter;
+use crate::adapters::peers::{self, CallHandler};
+use crate::adapters::telemetry::Telemetry;
 use multiaz_binlog::{self as binlog, ScanOptions};
 use multiaz_driver::adapters::Salvage;
 use multiaz_engine::{ClusterRecord, GtidSet, NodeId, SalvageReport};
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(report.not_recovered.last().unwrap(), "... and 99000 more");
         let answer = serde_json::to_vec(&Ok::<_, String>(report)).unwrap();
         assert!(
-            answer.len() < crate::peers::MAX_FRAME / 8,
+            answer.len() < crate::adapters::peers::MAX_FRAME / 8,
             "{}",
             answer.len()
         );

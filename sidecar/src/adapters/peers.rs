@@ -18,8 +18,8 @@
 //! of descriptors) backs off instead of spinning; and the log lines all this causes
 //! are rate-limited.
 
-use crate::auth::{Challenge, ClusterKey, Nonce, Opener, Sealer};
-use crate::throttle::{with_held_back, Throttle};
+use crate::adapters::auth::{Challenge, ClusterKey, Nonce, Opener, Sealer};
+use crate::adapters::throttle::{with_held_back, Throttle};
 use multiaz_driver::adapters::PeerTransport;
 use multiaz_engine::{NodeId, PeerMessage};
 use std::cell::{Cell, RefCell};
@@ -951,7 +951,8 @@ mod tests {
             // connection it was served on.
             let mut s2 = TcpStream::connect(addr).await.unwrap();
             let c2 = read_challenge(&mut s2).await.unwrap();
-            let call_frame = key(7).call(&c2, &[5; crate::auth::NONCE], b"salvage please");
+            let call_frame =
+                key(7).call(&c2, &[5; crate::adapters::auth::NONCE], b"salvage please");
             write_frame(&mut s2, &call_frame).await.unwrap();
             let _ = read_frame(&mut s2, MAX_FRAME).await;
             keep.borrow_mut().push(call_frame);
@@ -1006,14 +1007,14 @@ mod tests {
                 let grant = Sealer::new(key(7), NodeId(1), NodeId(2), challenge)
                     .seal(PeerMessage::LeaseGrant { epoch: 3, seq: 1 });
                 write_frame(&mut s, &grant).await.unwrap();
-                let call = key(7).call(&challenge, &[1; crate::auth::NONCE], b"late");
+                let call = key(7).call(&challenge, &[1; crate::adapters::auth::NONCE], b"late");
                 write_frame(&mut s, &call).await.unwrap();
                 assert!(closed_within(&mut s, Duration::from_secs(2)).await);
                 // Held back past the deadline after its challenge.
                 let mut s = TcpStream::connect(addr).await.unwrap();
                 let challenge = read_challenge(&mut s).await.unwrap();
                 tokio::time::sleep(CALL_WITHIN + Duration::from_millis(200)).await;
-                let call = key(7).call(&challenge, &[2; crate::auth::NONCE], b"held");
+                let call = key(7).call(&challenge, &[2; crate::adapters::auth::NONCE], b"held");
                 write_frame(&mut s, &call).await.unwrap();
                 assert!(closed_within(&mut s, Duration::from_secs(2)).await);
                 // Prompt, first: served.

@@ -7,7 +7,7 @@
 //! `BINLOG` (privilege BINLOG REPLAY or SUPER) and writes while read_only (READ_ONLY
 //! ADMIN or SUPER): the new master is still read_only when salvage runs.
 
-use crate::mysql::dialect::{quote, Dialect};
+use crate::adapters::mysql::dialect::{quote, Dialect};
 use base64::Engine as _;
 use multiaz_binlog::event::{Decoded, Gtid};
 use multiaz_binlog::kind::{INTVAR, RAND, ROWS, TABLE_MAP};

@@ -2,16 +2,16 @@
 //! first (a corrupt one stops the start), then the engine, the adapters, the peer
 //! transport and the admin API are started and the driver runs until SIGINT/SIGTERM.
 
+use crate::adapters::auth::ClusterKey;
+use crate::adapters::ec2::{self, Ec2Routes};
+use crate::adapters::hooks;
+use crate::adapters::mysql::{Credentials, MysqlAdapter};
+use crate::adapters::peers::{Inbound, InboundLimits, PeerNote, TcpPeers};
+use crate::adapters::salvage::{self, LocalBinlog, PeerSalvage};
+use crate::adapters::state_file::StateFile;
+use crate::adapters::telemetry::Telemetry;
 use crate::admin;
-use crate::auth::ClusterKey;
 use crate::config::Config;
-use crate::ec2::{self, Ec2Routes};
-use crate::hooks;
-use crate::mysql::{Credentials, MysqlAdapter};
-use crate::peers::{Inbound, InboundLimits, PeerNote, TcpPeers};
-use crate::salvage::{self, LocalBinlog, PeerSalvage};
-use crate::state_file::StateFile;
-use crate::telemetry::Telemetry;
 use anyhow::{anyhow, Context};
 use multiaz_driver::driver::{Adapters, Driver};
 use multiaz_driver::retry::Backoff;
@@ -209,7 +209,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let admin_tls = match &config.admin_tls {
         Some(t) => Some(
-            crate::admin_tls::server_config(&t.cert_file, t.key.expose())
+            crate::admin::tls::server_config(&t.cert_file, t.key.expose())
                 .map_err(|e| anyhow!("{}: {e}", config.file.display()))?,
         ),
         None => None,

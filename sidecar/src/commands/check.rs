@@ -1,12 +1,12 @@
 //! `multiaz check`: a preflight in the spirit of MHA's `masterha_check_repl`, wider.
 //! Every check yields a pass/fail line; a failure says what to do about it.
 
-use crate::admin_client;
-use crate::auth::ClusterKey;
+use crate::adapters::auth::ClusterKey;
+use crate::adapters::mysql::dialect::Dialect;
+use crate::adapters::peers;
+use crate::admin::client as admin_client;
+use crate::commands::run::{ec2_routes, mysql_adapter};
 use crate::config::Config;
-use crate::mysql::dialect::Dialect;
-use crate::peers;
-use crate::run::{ec2_routes, mysql_adapter};
 use axum::http::Method;
 use multiaz_engine::{Flavour, NodeId};
 use mysql_async::prelude::Queryable;
@@ -232,7 +232,7 @@ async fn scalar(conn: &mut Conn, expr: &str) -> Option<String> {
         .await
         .ok()
         .flatten()
-        .and_then(|r| crate::mysql::column(&r, 0))
+        .and_then(|r| crate::adapters::mysql::column(&r, 0))
 }
 
 async fn inspect(conn: &mut Conn, flavour: Flavour) -> Result<Server, String> {
@@ -270,7 +270,7 @@ async fn inspect(conn: &mut Conn, flavour: Flavour) -> Result<Server, String> {
 }
 
 fn col(row: &Row, name: &str) -> String {
-    crate::mysql::column(row, name).unwrap_or_default()
+    crate::adapters::mysql::column(row, name).unwrap_or_default()
 }
 
 /// The master to check against: the running sidecar's record when its admin API

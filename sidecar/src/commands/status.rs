@@ -1,6 +1,6 @@
 //! `multiaz status`: the running sidecar's view, as a table or as its JSON.
 
-use crate::admin_client;
+use crate::admin::client as admin_client;
 use crate::config::AdminAccess;
 use anyhow::{anyhow, bail};
 use axum::http::Method;
