@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod mysqld;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod wire;
 pub mod world;
 
