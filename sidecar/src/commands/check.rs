@@ -319,6 +319,29 @@ pub async fn run(config: &Config) -> Vec<Line> {
             .map(|n| n.name.clone())
             .unwrap_or_else(|| id.to_string())
     };
+    let servers = inspect_servers(config, &name, &mut r).await;
+    for (id, s) in &servers {
+        let n = name(*id);
+        let is_master = *id == master;
+        check_settings(flavour, s, is_master, &n, &mut r);
+        check_role(config, s, master, is_master, (&n, &name(master)), &mut r);
+    }
+    check_server_ids(&servers, &name, &mut r);
+    check_ec2(config, master, &mut r).await;
+    check_binlog(config, &mut r);
+    check_peers(config, &mut r).await;
+    check_links(config, &servers, &name, &mut r);
+    r.lines
+}
+
+/// Connects to every database server, checks its flavour and the sidecar's grants,
+/// and reads the settings the other checks look at.
+async fn inspect_servers(
+    config: &Config,
+    name: &dyn Fn(NodeId) -> String,
+    r: &mut Report,
+) -> BTreeMap<NodeId, Server> {
+    let flavour = config.spec.flavour;
     let mysql = mysql_adapter(config);
     let mut servers: BTreeMap<NodeId, Server> = BTreeMap::new();
     for id in config.spec.database_ids().collect::<Vec<_>>() {
@@ -359,131 +382,159 @@ pub async fn run(config: &Config) -> Vec<Line> {
                 "grant the multiaz user the privileges in the README",
             ),
         }
-        check_grants(&mut conn, config, &n, &mut r).await;
+        check_grants(&mut conn, config, &n, r).await;
         let _ = conn.disconnect().await;
     }
+    servers
+}
 
-    for (id, s) in &servers {
-        let n = name(*id);
-        let is_master = *id == master;
-        let v = &s.vars;
-        r.expect_on(
+/// The settings multiaz relies on, on one server (`is_master`: the master of record).
+fn check_settings(flavour: Flavour, s: &Server, is_master: bool, n: &str, r: &mut Report) {
+    let v = &s.vars;
+    r.expect_on(
+        v,
+        "log_bin",
+        n,
+        "enable the binary log (log_bin) in my.cnf and restart",
+    );
+    r.expect(
+        v["binlog_format"]
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case("ROW")),
+        "mysql",
+        n,
+        format!("binlog_format = {}", shown(&v["binlog_format"])),
+        "SET GLOBAL binlog_format = ROW, and in my.cnf",
+    );
+    let updates = match flavour {
+        Flavour::Mariadb => "log_slave_updates",
+        Flavour::Mysql => "log_replica_updates",
+    };
+    r.expect_on(v, updates, n,
+        format!("set {updates} = ON in my.cnf and restart: a promoted replica must have every transaction in its binlog"));
+    match flavour {
+        Flavour::Mariadb => r.expect_on(
             v,
-            "log_bin",
-            &n,
-            "enable the binary log (log_bin) in my.cnf and restart",
-        );
-        r.expect(
-            v["binlog_format"]
-                .as_deref()
-                .is_some_and(|f| f.eq_ignore_ascii_case("ROW")),
-            "mysql",
-            &n,
-            format!("binlog_format = {}", shown(&v["binlog_format"])),
-            "SET GLOBAL binlog_format = ROW, and in my.cnf",
-        );
-        let updates = match flavour {
-            Flavour::Mariadb => "log_slave_updates",
-            Flavour::Mysql => "log_replica_updates",
-        };
-        r.expect_on(v, updates, &n,
-            format!("set {updates} = ON in my.cnf and restart: a promoted replica must have every transaction in its binlog"));
-        match flavour {
-            Flavour::Mariadb => r.expect_on(
+            "gtid_strict_mode",
+            n,
+            "SET GLOBAL gtid_strict_mode = ON, and in my.cnf",
+        ),
+        Flavour::Mysql => {
+            r.expect(
+                v["gtid_mode"].as_deref() == Some("ON"),
+                "mysql",
+                n,
+                format!("gtid_mode = {}", shown(&v["gtid_mode"])),
+                "set gtid_mode = ON (through OFF_PERMISSIVE, ON_PERMISSIVE)",
+            );
+            r.expect_on(
                 v,
-                "gtid_strict_mode",
-                &n,
-                "SET GLOBAL gtid_strict_mode = ON, and in my.cnf",
-            ),
-            Flavour::Mysql => {
-                r.expect(
-                    v["gtid_mode"].as_deref() == Some("ON"),
-                    "mysql",
-                    &n,
-                    format!("gtid_mode = {}", shown(&v["gtid_mode"])),
-                    "set gtid_mode = ON (through OFF_PERMISSIVE, ON_PERMISSIVE)",
-                );
-                r.expect_on(
-                    v,
-                    "enforce_gtid_consistency",
-                    &n,
-                    "SET GLOBAL enforce_gtid_consistency = ON, and in my.cnf",
-                );
-                // The fence finds the writes in its way, and stopping replication finds
-                // the appliers to kill, through performance_schema.
-                r.expect_on(
-                    v,
-                    "performance_schema",
-                    &n,
-                    "performance_schema = ON in my.cnf (the default; needs a restart): the fence and STOP REPLICA rely on it",
-                );
-            }
-        }
-        let (src, rep) = (&v["semi_sync_source"], &v["semi_sync_replica"]);
-        if src.is_none() && rep.is_none() {
-            // No plugin at all: `check_durability` reports it, once.
-        } else if is_master {
-            r.expect(on(src), "mysql", &n, format!("master: semi-sync source = {}", shown(src)),
-                "on the master: semi-sync source on (acknowledged writes survive a failover only then)");
-            let wp = &v["semi_sync_wait_point"];
-            r.expect(
-                wp.as_deref()
-                    .is_some_and(|w| w.eq_ignore_ascii_case("AFTER_SYNC")),
-                "mysql",
-                &n,
-                format!("semi-sync wait point = {}", shown(wp)),
-                "set the semi-sync wait point to AFTER_SYNC (lossless)",
+                "enforce_gtid_consistency",
+                n,
+                "SET GLOBAL enforce_gtid_consistency = ON, and in my.cnf",
             );
-        } else {
-            r.expect(
-                !on(src) && on(rep),
-                "mysql",
-                &n,
-                format!(
-                    "replica: semi-sync source = {}, replica = {}",
-                    shown(src),
-                    shown(rep)
-                ),
-                "on replicas: semi-sync replica on, source off",
+            // The fence finds the writes in its way, and stopping replication finds
+            // the appliers to kill, through performance_schema.
+            r.expect_on(
+                v,
+                "performance_schema",
+                n,
+                "performance_schema = ON in my.cnf (the default; needs a restart): the fence and STOP REPLICA rely on it",
             );
-        }
-        check_durability(flavour, &n, v, &mut r);
-        let ro = on(&v["read_only"]);
-        if is_master {
-            r.expect(
-                !ro,
-                "mysql",
-                &n,
-                format!("master: read_only = {}", shown(&v["read_only"])),
-                "the master must be writable; multiaz sets this itself once it runs",
-            );
-        } else {
-            r.expect(
-                ro,
-                "mysql",
-                &n,
-                format!("replica: read_only = {}", shown(&v["read_only"])),
-                "SET GLOBAL read_only = ON on every replica, and in my.cnf",
-            );
-        }
-        if is_master {
-            r.expect(
-                s.replica.is_none(),
-                "repl",
-                &n,
-                "master: replicates from nobody".into(),
-                format!(
-                    "the master must not be a replica: {}; {}",
-                    Dialect(flavour).stop_replication(),
-                    Dialect(flavour).reset_replication()
-                ),
-            );
-        } else {
-            check_replica(s, config, master, &n, &name(master), flavour, &mut r);
         }
     }
+    let (src, rep) = (&v["semi_sync_source"], &v["semi_sync_replica"]);
+    if src.is_none() && rep.is_none() {
+        // No plugin at all: `check_durability` reports it, once.
+    } else if is_master {
+        r.expect(
+            on(src),
+            "mysql",
+            n,
+            format!("master: semi-sync source = {}", shown(src)),
+            "on the master: semi-sync source on (acknowledged writes survive a failover only then)",
+        );
+        let wp = &v["semi_sync_wait_point"];
+        r.expect(
+            wp.as_deref()
+                .is_some_and(|w| w.eq_ignore_ascii_case("AFTER_SYNC")),
+            "mysql",
+            n,
+            format!("semi-sync wait point = {}", shown(wp)),
+            "set the semi-sync wait point to AFTER_SYNC (lossless)",
+        );
+    } else {
+        r.expect(
+            !on(src) && on(rep),
+            "mysql",
+            n,
+            format!(
+                "replica: semi-sync source = {}, replica = {}",
+                shown(src),
+                shown(rep)
+            ),
+            "on replicas: semi-sync replica on, source off",
+        );
+    }
+    check_durability(flavour, n, v, r);
+}
+
+/// read_only and replication as the server's role wants them; `names`: this server's
+/// and the master's.
+fn check_role(
+    config: &Config,
+    s: &Server,
+    master: NodeId,
+    is_master: bool,
+    names: (&str, &str),
+    r: &mut Report,
+) {
+    let (n, master_name) = names;
+    let flavour = config.spec.flavour;
+    let v = &s.vars;
+    let ro = on(&v["read_only"]);
+    if is_master {
+        r.expect(
+            !ro,
+            "mysql",
+            n,
+            format!("master: read_only = {}", shown(&v["read_only"])),
+            "the master must be writable; multiaz sets this itself once it runs",
+        );
+    } else {
+        r.expect(
+            ro,
+            "mysql",
+            n,
+            format!("replica: read_only = {}", shown(&v["read_only"])),
+            "SET GLOBAL read_only = ON on every replica, and in my.cnf",
+        );
+    }
+    if is_master {
+        r.expect(
+            s.replica.is_none(),
+            "repl",
+            n,
+            "master: replicates from nobody".into(),
+            format!(
+                "the master must not be a replica: {}; {}",
+                Dialect(flavour).stop_replication(),
+                Dialect(flavour).reset_replication()
+            ),
+        );
+    } else {
+        check_replica(s, config, master, n, master_name, flavour, r);
+    }
+}
+
+/// Every server has its own server_id.
+fn check_server_ids(
+    servers: &BTreeMap<NodeId, Server>,
+    name: &dyn Fn(NodeId) -> String,
+    r: &mut Report,
+) {
     let mut ids: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for (id, s) in &servers {
+    for (id, s) in servers {
         ids.entry(s.server_id).or_default().push(name(*id));
     }
     for (sid, names) in ids {
@@ -495,12 +546,6 @@ pub async fn run(config: &Config) -> Vec<Line> {
             "give every server its own server_id",
         );
     }
-
-    check_ec2(config, master, &mut r).await;
-    check_binlog(config, &mut r);
-    check_peers(config, &mut r).await;
-    check_links(config, &servers, &name, &mut r);
-    r.lines
 }
 
 /// Every link the sidecar uses or sets up, and whether it is in clear text.
