@@ -3,7 +3,7 @@
 //! three clients; the master's mysqld SIGKILLed once, on MariaDB 10.11 and on MySQL
 //! 9.7, and once more on MySQL 9.7 after it ran ahead of every replica; and a
 //! switchover on MySQL 9.7. Each run's one JSON object must show a failover, no acknowledged write lost,
-//! equal servers (every table) and writes back within 3 s.
+//! equal servers (every table) and writes back within 3 s (4 s after a salvage).
 //!
 //! Needs the Docker engine, the image `ci/host-image` builds, `moto_server` on PATH
 //! (`ci/deps`) and the `multiaz` binary beside `multiaz-chaos` (`cargo test
@@ -37,7 +37,10 @@ fn on_mysql_9_7_one_mysqld_kill_cycle_loses_nothing_either() {
 #[test]
 fn on_mysql_9_7_a_master_ahead_of_every_replica_is_salvaged_whole() {
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let said = one_cycle("mysql-9.7", "master-ahead");
+    // Writes back within 4 s, not 3: this one's failover also applies the 210
+    // salvaged transactions, which took 0.9–1.3 s in the debug build here (the whole
+    // outage 1.9 s in one run, 3.1 s in another on the same machine).
+    let said = one_cycle_within("mysql-9.7", "master-ahead", 4000);
     assert!(
         said.contains("salvage: the batch of 105")
             && said.contains("nothing in the dead master's binlog is missing"),
@@ -54,8 +57,14 @@ fn on_mysql_9_7_a_switchover_under_writes_loses_nothing() {
     assert!(said.contains("rejoined as a replica"), "{said}");
 }
 
-/// One cycle of `fault` on `flavour`'s hosts; what the run printed on stderr.
+/// One cycle of `fault` on `flavour`'s hosts, writes back within 3 s; what the run
+/// printed on stderr.
 fn one_cycle(flavour: &str, fault: &str) -> String {
+    one_cycle_within(flavour, fault, 3000)
+}
+
+/// One cycle of `fault` on `flavour`'s hosts, writes back within `bound_ms`.
+fn one_cycle_within(flavour: &str, fault: &str, bound_ms: u64) -> String {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("chaos")
         .join(flavour)
@@ -100,7 +109,10 @@ fn one_cycle(flavour: &str, fault: &str) -> String {
     assert_eq!(v["lost_acked_writes"], 0, "{v}");
     assert_eq!(v["consistent"], true, "{v}");
     assert_eq!(v["routes_on_master"], true, "{v}");
-    assert!(v["unavailable_ms"]["p50"].as_u64().unwrap() <= 3000, "{v}");
+    assert!(
+        v["unavailable_ms"]["p50"].as_u64().unwrap() <= bound_ms,
+        "{v}"
+    );
     assert!(run.status.success(), "exit {:?}: {v}", run.status.code());
     // The timeline and the report are written beside the hosts' logs.
     let svg = std::fs::read_to_string(out.join("timeline.svg")).expect("timeline.svg");
