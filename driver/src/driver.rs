@@ -1,7 +1,8 @@
 //! The driver: feeds the engine its inputs and executes its commands.
 //!
 //! One loop, in this order of priority (`biased;`, so that a run replays exactly):
-//! command results, peer messages, operator requests, then the engine's deadline.
+//! a stop request, command results, peer messages, operator requests, then the
+//! engine's deadline.
 //! Commands are executed in the order the engine gave them; `Persist` is written
 //! before anything after it runs, and only then are the messages it carries sent.
 

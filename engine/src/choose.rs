@@ -74,25 +74,8 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::test_cluster::{spec, spec_with, N1, N2, N3};
     use crate::gtid::Flavour;
-
-    const N1: NodeId = NodeId(1);
-    const N2: NodeId = NodeId(2);
-    const N3: NodeId = NodeId(3);
-
-    /// The example cluster with these promotion rules and no client AZ.
-    fn spec_with(promotions: [PromotionRule; 3], _client_az: Option<&str>) -> ClusterSpec {
-        let mut s = ClusterSpec::from_toml(include_str!("../examples/cluster.toml")).unwrap();
-        s.client_az = None;
-        for (n, p) in s.nodes.iter_mut().zip(promotions) {
-            n.promotion = p;
-        }
-        s.validate().unwrap()
-    }
-
-    fn spec() -> ClusterSpec {
-        spec_with([PromotionRule::Neutral; 3], None)
-    }
 
     fn pos(received: &str, executed: &str) -> Positions {
         Positions {
@@ -114,14 +97,11 @@ mod tests {
 
     #[test]
     fn choice_honours_prefer_never_and_exclusions() {
-        let s = spec_with(
-            [
-                PromotionRule::Neutral,
-                PromotionRule::Prefer,
-                PromotionRule::Neutral,
-            ],
-            None,
-        );
+        let s = spec_with([
+            PromotionRule::Neutral,
+            PromotionRule::Prefer,
+            PromotionRule::Neutral,
+        ]);
         let positions = BTreeMap::from([
             (N2, pos("0-1-90", "0-1-90")),
             (N3, pos("0-1-100", "0-1-100")),
@@ -130,14 +110,11 @@ mod tests {
         assert_eq!((c.candidate, c.catch_up_from), (N2, Some(N3)));
         let c = choose(&s, &positions, &BTreeSet::from([N2])).unwrap();
         assert_eq!(c.candidate, N3);
-        let s = spec_with(
-            [
-                PromotionRule::Neutral,
-                PromotionRule::Never,
-                PromotionRule::Neutral,
-            ],
-            None,
-        );
+        let s = spec_with([
+            PromotionRule::Neutral,
+            PromotionRule::Never,
+            PromotionRule::Neutral,
+        ]);
         let only_n2 = BTreeMap::from([(N2, pos("0-1-90", "0-1-90"))]);
         let e = choose(&s, &only_n2, &BTreeSet::new()).unwrap_err();
         assert!(e.contains("may be promoted"), "{e}");

@@ -367,6 +367,30 @@ impl ClusterSpec {
     }
 }
 
+/// The cluster the engine's unit tests run on: the example description with every
+/// node's promotion rule given and no client AZ.
+#[cfg(test)]
+pub(crate) mod test_cluster {
+    use super::{ClusterSpec, NodeId, PromotionRule};
+
+    pub const N1: NodeId = NodeId(1);
+    pub const N2: NodeId = NodeId(2);
+    pub const N3: NodeId = NodeId(3);
+
+    pub fn spec_with(promotions: [PromotionRule; 3]) -> ClusterSpec {
+        let mut s = ClusterSpec::from_toml(include_str!("../examples/cluster.toml")).unwrap();
+        s.client_az = None;
+        for (n, p) in s.nodes.iter_mut().zip(promotions) {
+            n.promotion = p;
+        }
+        s.validate().unwrap()
+    }
+
+    pub fn spec() -> ClusterSpec {
+        spec_with([PromotionRule::Neutral; 3])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,27 +185,9 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::PromotionRule;
+    use crate::cluster::test_cluster::{spec, N1, N2, N3};
     use crate::command::{MysqlStatus, ReplicationStatus};
     use crate::gtid::{Flavour, GtidSet};
-
-    const N1: NodeId = NodeId(1);
-    const N2: NodeId = NodeId(2);
-    const N3: NodeId = NodeId(3);
-
-    /// The example cluster with these promotion rules and no client AZ.
-    fn spec_with(promotions: [PromotionRule; 3], _client_az: Option<&str>) -> ClusterSpec {
-        let mut s = ClusterSpec::from_toml(include_str!("../examples/cluster.toml")).unwrap();
-        s.client_az = None;
-        for (n, p) in s.nodes.iter_mut().zip(promotions) {
-            n.promotion = p;
-        }
-        s.validate().unwrap()
-    }
-
-    fn spec() -> ClusterSpec {
-        spec_with([PromotionRule::Neutral; 3], None)
-    }
 
     fn report(master_failures: u32, reachable: Option<bool>, local: Option<LocalView>) -> Report {
         Report {

@@ -206,7 +206,7 @@ impl Engine {
     /// Call [`Engine::handle`] with a `Tick` no later than this.
     pub fn next_deadline(&self) -> Time {
         let mut t = self.coord.next_deadline().min(self.probing.next_at);
-        if let Some(d) = self.run.as_ref().and_then(|r| r.deadline()) {
+        if let Some(d) = self.run.as_ref().map(|r| r.deadline()) {
             t = t.min(d);
         }
         if let Some(d) = self.routes.next_retry() {

@@ -22,23 +22,25 @@ pub fn spec_with(promotions: [PromotionRule; 3], client_az: Option<&str>) -> Clu
     ThreeAzs {
         promotions,
         client_az: client_az.map(str::to_string),
-        timing: Timing {
-            failover_block_ms: 0,
-            ..Timing::default()
-        },
+        timing: timing(),
         ..ThreeAzs::default()
     }
     .build()
+}
+
+/// The default timing without the anti-flapping block.
+fn timing() -> Timing {
+    Timing {
+        failover_block_ms: 0,
+        ..Timing::default()
+    }
 }
 
 /// Two database hosts and a witness sidecar in a third AZ.
 pub fn spec_witness() -> ClusterSpec {
     ThreeAzs {
         witness: true,
-        timing: Timing {
-            failover_block_ms: 0,
-            ..Timing::default()
-        },
+        timing: timing(),
         ..ThreeAzs::default()
     }
     .build()

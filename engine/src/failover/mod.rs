@@ -150,8 +150,8 @@ impl FailoverRun {
         self.run.epoch
     }
 
-    pub fn deadline(&self) -> Option<Time> {
-        Some(self.phase.deadline())
+    pub fn deadline(&self) -> Time {
+        self.phase.deadline()
     }
 
     /// The candidate holds every transaction it will have as master (its relay log
