@@ -7,7 +7,7 @@
 //! `BINLOG` (privilege BINLOG REPLAY or SUPER) and writes while read_only (READ_ONLY
 //! ADMIN or SUPER): the new master is still read_only when salvage runs.
 
-use crate::adapters::mysql::dialect::{quote, Dialect};
+use crate::adapters::mysql::dialect::{quote, Dialect, NO_SUCH_THREAD};
 use base64::Engine as _;
 use multiaz_binlog::event::{Decoded, Gtid};
 use multiaz_binlog::kind::{INTVAR, RAND, ROWS, TABLE_MAP};
@@ -188,17 +188,42 @@ pub async fn apply(
         Flavour::Mariadb => false,
     };
     let mut format = None;
+    // Set when a statement was still running at the deadline: the session is then
+    // killed, and whatever follows runs on this second connection.
+    let mut overran: Option<Conn> = None;
     for tx in txs.iter().filter(|tx| !tx.gtid.is_in(&have)) {
         if report.stopped.is_none() {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 report.stopped = Some("salvage deadline passed".into());
             } else if let Err(why) = still_wanted() {
                 report.stopped = Some(format!("no longer wanted: {why}"));
-            } else if let Err(e) = apply_one(conn, tx, &mut format).await {
-                report.stopped = Some(format!("{}: {e}", tx.gtid));
             } else {
-                report.recovered += 1;
-                continue;
+                match within(deadline, apply_one(conn, tx, &mut format)).await {
+                    Some(Ok(())) => {
+                        report.recovered += 1;
+                        continue;
+                    }
+                    Some(Err(e)) => report.stopped = Some(format!("{}: {e}", tx.gtid)),
+                    None => {
+                        let mut other = kill_session(conn).await?;
+                        // A COMMIT already under way when the session was killed may
+                        // have landed all the same: it is counted where it is.
+                        if tx.gtid.is_in(&executed(&mut other, flavour).await?) {
+                            report.recovered += 1;
+                            report.stopped = Some(format!(
+                                "the statement after {} was still running at the salvage deadline",
+                                tx.gtid
+                            ));
+                            overran = Some(other);
+                            continue;
+                        }
+                        report.stopped = Some(format!(
+                            "{}: still running at the salvage deadline (its session was killed)",
+                            tx.gtid
+                        ));
+                        overran = Some(other);
+                    }
+                }
             }
         }
         report.not_recovered.push(tx.gtid.to_string());
@@ -206,11 +231,43 @@ pub async fn apply(
     if lifted {
         // Back on unless the server was made writable meanwhile (read_only OFF): a
         // salvage that outlived its budget must not fence the new master.
+        let conn = overran.as_mut().unwrap_or(conn);
         let _ = conn
             .query_drop("SET GLOBAL super_read_only = @@global.read_only")
             .await;
     }
+    if let Some(other) = overran {
+        let _ = other.disconnect().await;
+    }
     Ok(report)
+}
+
+/// `work`'s output, or `None` when `deadline` came first (the future is dropped).
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, work).await.ok(),
+        None => Some(work.await),
+    }
+}
+
+/// Kills `conn`'s server session from a second connection with the same options, so
+/// that a statement left running at the deadline (a lock wait, a MySQL `SET gtid_next`
+/// waiting for another session that owns the GTID, a commit waiting for semi-sync)
+/// cannot land after the salvage has answered. The second connection is returned.
+async fn kill_session(conn: &mut Conn) -> Result<Conn, String> {
+    let id = conn.id();
+    let mut other = Conn::new(conn.opts().clone())
+        .await
+        .map_err(|e| format!("connecting to kill the salvage's session {id}: {e}"))?;
+    match other.query_drop(format!("KILL CONNECTION {id}")).await {
+        Ok(()) => {}
+        Err(mysql_async::Error::Server(e)) if e.code == NO_SUCH_THREAD => {}
+        Err(e) => return Err(format!("killing the salvage's session {id}: {e}")),
+    }
+    Ok(other)
 }
 
 /// MySQL's super_read_only stops every writer, the salvage's too: it is lifted for

@@ -306,7 +306,20 @@ impl Callee {
         })
         .await
         .map_err(|e| format!("binlog reader: {e}"))??;
-        let mut conn = self.mysql.connect(call.to).await?;
+        let late = || format!("the salvage budget of {budget:?} ran out");
+        let mut conn = tokio::time::timeout_at(deadline, self.mysql.connect(call.to))
+            .await
+            .map_err(|_| late())??;
+        // The candidate has applied its relay log (the engine waited for that), but its
+        // replication applier may still hold a transaction the relay log has only in
+        // part, its IO thread being fenced: on MySQL that applier owns the transaction's
+        // GTID, and the salvage's `SET gtid_next` to the same GTID would wait for it
+        // for ever (on MariaDB it holds the rows). Nothing more is wanted from
+        // replication on a candidate about to be promoted: it is stopped first.
+        tokio::time::timeout_at(deadline, self.mysql.stop_replication(&mut conn, call.to))
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| format!("stopping replication on {}: {e}", call.to))?;
         // Asked again before each transaction: once this sidecar's record shows the
         // failover over (the coordinator gave up waiting and went on), nothing more
         // lands on a master that may already take writes.

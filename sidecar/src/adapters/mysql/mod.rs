@@ -322,7 +322,7 @@ impl MysqlAdapter {
 
     /// Stops replication; where the server names its appliers, one still holding the
     /// stop up after [`STOP_WAIT`] is killed (see there).
-    async fn stop_replication(&self, conn: &mut Conn, node: NodeId) -> Result<(), String> {
+    pub async fn stop_replication(&self, conn: &mut Conn, node: NodeId) -> Result<(), String> {
         let d = self.inner.dialect;
         let statement = d.stop_replication();
         let Some(appliers) = d.applier_threads() else {
