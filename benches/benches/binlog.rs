@@ -3,8 +3,7 @@
 //! `mariadb-binlog` is `cargo bench -p multiaz-sidecar --bench binlog_tail`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use multiaz_binlog::{scan, synth, Framer, ScanOptions};
-use std::ops::ControlFlow;
+use multiaz_binlog::{count, synth, Framer, ScanOptions};
 use std::path::Path;
 
 const SIZE: u64 = 64 << 20;
@@ -33,11 +32,7 @@ fn binlog(c: &mut Criterion) {
     });
     g.bench_function("transactions scan (file)", |b| {
         b.iter(|| {
-            let mut n = 0u64;
-            let end = scan(std::slice::from_ref(&file), &ScanOptions::default(), |_| {
-                n += 1;
-                ControlFlow::Continue(())
-            });
+            let (n, end) = count(std::slice::from_ref(&file), &ScanOptions::default());
             assert!(end.damage.is_none());
             n
         })

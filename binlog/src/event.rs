@@ -5,70 +5,16 @@
 use super::frame::Frame;
 use super::kind::*;
 use super::session::Session;
+pub use multiaz_engine::gtid::Gtid;
 use multiaz_engine::gtid::{MariadbGtidSet, MysqlGtidSet, Tag, Uuid};
 use multiaz_engine::{Flavour, GtidSet};
 use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{
     Event, FormatDescriptionEvent, GtidEvent, PreviousGtidsEvent, QueryEvent, TableMapEvent,
 };
-use std::fmt;
 
 /// MariaDB GTID flag: a statement outside any BEGIN … COMMIT (DDL and the like).
 const FL_STANDALONE: u8 = 1;
-
-/// One transaction's identity, as the server wrote it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Gtid {
-    Mariadb {
-        domain: u32,
-        server: u32,
-        seq: u64,
-    },
-    /// `tag` is MySQL 8.3+'s ([`Tag::UNTAGGED`] for a plain `uuid:n`).
-    Mysql {
-        sid: [u8; 16],
-        tag: Tag,
-        gno: u64,
-    },
-}
-
-impl Gtid {
-    /// Whether `set` already holds this transaction.
-    pub fn is_in(&self, set: &GtidSet) -> bool {
-        match (self, set) {
-            (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => {
-                s.contains_gtid(*domain, *seq)
-            }
-            (Gtid::Mysql { sid, tag, gno }, GtidSet::Mysql(s)) => {
-                s.contains_tagged(&Uuid(*sid), tag, *gno)
-            }
-            _ => false,
-        }
-    }
-
-    pub fn flavour(&self) -> Flavour {
-        match self {
-            Gtid::Mariadb { .. } => Flavour::Mariadb,
-            Gtid::Mysql { .. } => Flavour::Mysql,
-        }
-    }
-}
-
-impl fmt::Display for Gtid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Gtid::Mariadb {
-                domain,
-                server,
-                seq,
-            } => write!(f, "{domain}-{server}-{seq}"),
-            Gtid::Mysql { sid, tag, gno } if tag.is_untagged() => {
-                write!(f, "{}:{gno}", Uuid(*sid))
-            }
-            Gtid::Mysql { sid, tag, gno } => write!(f, "{}:{tag}:{gno}", Uuid(*sid)),
-        }
-    }
-}
 
 /// The events that matter for finding whole transactions and what they touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +134,7 @@ impl Decoder {
                 };
                 Decoded::Gtid {
                     gtid: Gtid::Mysql {
-                        sid: g.sid(),
+                        uuid: Uuid(g.sid()),
                         tag,
                         gno: g.gno(),
                     },

@@ -21,7 +21,7 @@ pub mod synth;
 pub use event::{Decoded, Gtid};
 pub use files::{binlog_files, files_after};
 pub use frame::{Damage, DamageKind, Framer};
-pub use scan::{scan, scan_within, FileDamage, ScanEnd, ScanOptions, Transaction, TxEvent};
+pub use scan::{count, scan, scan_within, FileDamage, ScanEnd, ScanOptions, Transaction, TxEvent};
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

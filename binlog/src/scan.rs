@@ -123,6 +123,17 @@ pub fn scan(
     scan_within(files, options, u64::MAX, each)
 }
 
+/// How many complete transactions `files` hold that `options.after` lacks, and how
+/// the read ended.
+pub fn count(files: &[PathBuf], options: &ScanOptions) -> (u64, ScanEnd) {
+    let mut n = 0u64;
+    let end = scan(files, options, |_| {
+        n += 1;
+        ControlFlow::Continue(())
+    });
+    (n, end)
+}
+
 /// As [`scan`], keeping at most `max_kept` bytes of events in all (each counted twice:
 /// its bytes and its decoded form). Checked as each event is kept, so one huge
 /// transaction cannot pass the bound either; the read stops at the transaction that

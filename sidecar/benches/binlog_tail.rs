@@ -9,8 +9,7 @@
 //! --bench binlog_tail` (needs `mariadb-binlog`, from Debian's mariadb-client).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use multiaz_binlog::{scan, synth, ScanOptions};
-use std::ops::ControlFlow;
+use multiaz_binlog::{count, synth, ScanOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -79,11 +78,7 @@ fn tail_vs_mariadb_binlog(c: &mut Criterion) {
     });
     g.bench_function("scan (library)", |b| {
         b.iter(|| {
-            let mut n = 0u64;
-            let end = scan(std::slice::from_ref(&file), &ScanOptions::default(), |_| {
-                n += 1;
-                ControlFlow::Continue(())
-            });
+            let (n, end) = count(std::slice::from_ref(&file), &ScanOptions::default());
             assert!(end.damage.is_none());
             n
         })

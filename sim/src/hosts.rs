@@ -4,8 +4,8 @@
 use crate::mysqld::{self, Req, Resp};
 use crate::wire;
 use crate::world::{
-    eni_id, host_name, instance_id, node_of, Acked, View, World, EC2_HOST, EC2_PORT, PEER_PORT,
-    SALVAGE_PORT,
+    eni_id, host_name, in_history, instance_id, node_of, Acked, View, World, EC2_HOST, EC2_PORT,
+    PEER_PORT, SALVAGE_PORT,
 };
 use multiaz_driver::frame::Envelope;
 use multiaz_driver::retry::Backoff;
@@ -108,7 +108,7 @@ async fn salvage_service(world: World, me: NodeId) {
             let txns = world.mysqld(me, |m| {
                 m.binlog
                     .iter()
-                    .filter(|t| !t.gtid.in_history(&req.after))
+                    .filter(|t| !in_history(&t.gtid, &req.after))
                     .cloned()
                     .collect::<Vec<_>>()
             });

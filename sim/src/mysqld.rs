@@ -11,7 +11,7 @@
 //! it (error 1236), and retries.
 
 use crate::wire;
-use crate::world::{host_name, Gtid, Txn, World, MYSQL_PORT, REPLICATION_TIMEOUT};
+use crate::world::{host_name, in_history, Gtid, Txn, World, MYSQL_PORT, REPLICATION_TIMEOUT};
 use multiaz_engine::{
     GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ReplicationStatus,
 };
@@ -229,7 +229,7 @@ async fn serve(world: World, me: NodeId, incarnation: u64, mut stream: TcpStream
                     if m.binlog.iter().any(|b| b.gtid == t.gtid) {
                         continue;
                     }
-                    if t.gtid.in_set(&m.executed) {
+                    if t.gtid.is_in(&m.executed) {
                         return (n, Some(i));
                     }
                     m.apply(t);
@@ -358,13 +358,12 @@ fn position_in_history(have: &GtidSet, source: &GtidSet) -> bool {
     match have {
         GtidSet::Mariadb(h) => h.domains().all(|(domain, pos)| {
             let seq = pos.seqs.last().unwrap_or(0);
-            seq == 0
-                || Gtid::Mariadb {
-                    domain: *domain,
-                    server: pos.server_id(),
-                    seq,
-                }
-                .in_history(source)
+            let gtid = Gtid::Mariadb {
+                domain: *domain,
+                server: pos.server_id(),
+                seq,
+            };
+            seq == 0 || in_history(&gtid, source)
         }),
         GtidSet::Mysql(_) => source.contains(have),
     }
@@ -413,7 +412,7 @@ async fn stream_binlog(
         let fresh: Vec<Txn> = world.mysqld(me, |m| {
             let out = m.binlog[pos..]
                 .iter()
-                .filter(|t| !t.gtid.in_set(&have))
+                .filter(|t| !t.gtid.is_in(&have))
                 .cloned()
                 .collect();
             pos = m.binlog.len();

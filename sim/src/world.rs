@@ -47,12 +47,7 @@ pub const EC2_HOST: &str = "ec2";
 /// slave_net_timeout, and the source's wait for heartbeat replies).
 pub const REPLICATION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One transaction's identity, either flavour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Gtid {
-    Mariadb { domain: u32, server: u32, seq: u64 },
-    Mysql { source: u8, n: u64 },
-}
+pub use multiaz_engine::gtid::Gtid;
 
 /// The UUID of model server `source` (MySQL flavour).
 pub fn server_uuid(source: u8) -> Uuid {
@@ -61,65 +56,21 @@ pub fn server_uuid(source: u8) -> Uuid {
     Uuid(b)
 }
 
-impl Gtid {
-    pub fn add_to(&self, set: &mut GtidSet) {
-        match (self, set) {
-            (
-                Gtid::Mariadb {
-                    domain,
-                    server,
-                    seq,
-                },
-                GtidSet::Mariadb(s),
-            ) => s.insert(*domain, *server, *seq, *seq),
-            (Gtid::Mysql { source, n }, GtidSet::Mysql(s)) => {
-                s.insert(server_uuid(*source), *n, *n)
-            }
-            _ => {}
-        }
-    }
-
-    /// In `set` as this very transaction, not merely its sequence number: the server
-    /// that wrote it had written up to here in `set`'s history (binlog-state check).
-    pub fn in_history(&self, set: &GtidSet) -> bool {
-        match (self, set) {
-            (
-                Gtid::Mariadb {
-                    domain,
-                    server,
-                    seq,
-                },
-                GtidSet::Mariadb(s),
-            ) => s.domain(*domain).is_some_and(|d| {
-                d.seqs.contains(*seq) && d.servers.get(server).is_some_and(|last| last >= seq)
-            }),
-            _ => self.in_set(set),
-        }
-    }
-
-    pub fn in_set(&self, set: &GtidSet) -> bool {
-        match (self, set) {
-            (Gtid::Mariadb { domain, seq, .. }, GtidSet::Mariadb(s)) => {
-                s.contains_gtid(*domain, *seq)
-            }
-            (Gtid::Mysql { source, n }, GtidSet::Mysql(s)) => {
-                s.contains_gtid(&server_uuid(*source), *n)
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for Gtid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
+/// In `set` as this very transaction, not merely its sequence number: the server
+/// that wrote it had written up to here in `set`'s history (binlog-state check).
+pub fn in_history(gtid: &Gtid, set: &GtidSet) -> bool {
+    match (gtid, set) {
+        (
             Gtid::Mariadb {
                 domain,
                 server,
                 seq,
-            } => write!(f, "{domain}-{server}-{seq}"),
-            Gtid::Mysql { source, n } => write!(f, "{}:{n}", server_uuid(*source)),
-        }
+            },
+            GtidSet::Mariadb(s),
+        ) => s.domain(*domain).is_some_and(|d| {
+            d.seqs.contains(*seq) && d.servers.get(server).is_some_and(|last| last >= seq)
+        }),
+        _ => gtid.is_in(set),
     }
 }
 
@@ -228,14 +179,14 @@ impl Mysqld {
     /// Holds this very transaction (same server, not merely the same sequence number),
     /// executed or in the relay log.
     pub fn has_exactly(&self, g: &Gtid) -> bool {
-        g.in_history(&self.executed) || self.relay.iter().any(|(_, t)| t.gtid == *g)
+        in_history(g, &self.executed) || self.relay.iter().any(|(_, t)| t.gtid == *g)
     }
 
     /// The SQL thread applies the next relay log transaction: skipped when this very
     /// transaction is executed already; stopped with an error, as gtid_strict_mode
     /// stops it, when its sequence number is not above its domain's last.
     pub fn apply_relayed(&mut self, txn: Txn) -> Result<(), Txn> {
-        if txn.gtid.in_history(&self.executed) {
+        if in_history(&txn.gtid, &self.executed) {
             return Ok(());
         }
         // Strict mode refuses a sequence number at or below the domain's last, whether
@@ -257,7 +208,7 @@ impl Mysqld {
 
     /// Appends a transaction to the binlog unless it is already executed.
     pub fn apply(&mut self, txn: Txn) -> bool {
-        if txn.gtid.in_set(&self.executed) {
+        if txn.gtid.is_in(&self.executed) {
             return false;
         }
         txn.gtid.add_to(&mut self.executed);
@@ -280,10 +231,7 @@ impl Mysqld {
                     .find(|((u, t), _)| *u == uuid && t.is_untagged())
                     .and_then(|(_, i)| i.last())
                     .unwrap_or(0);
-                Gtid::Mysql {
-                    source: self.server_id as u8,
-                    n: last + 1,
-                }
+                Gtid::mysql(uuid, last + 1)
             }
         }
     }

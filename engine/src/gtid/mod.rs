@@ -8,10 +8,12 @@
 mod intervals;
 mod mariadb;
 mod mysql;
+mod one;
 
 pub use intervals::Intervals;
 pub use mariadb::{DomainPos, MariadbGtidSet};
 pub use mysql::{MysqlGtidSet, Tag, Uuid};
+pub use one::Gtid;
 
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
