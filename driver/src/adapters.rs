@@ -42,9 +42,22 @@ pub trait PeerTransport: 'static {
     fn send(&self, to: NodeId, message: PeerMessage);
 }
 
-/// The raft state on disk: written durably (fsync, atomic rename) before returning.
+/// The raft state on disk. A store either writes before returning (the simulation's,
+/// tests') or hands the write to a writer of its own and says when it is durable (the
+/// sidecar's, so that an fsync never holds up the event loop). Writes become durable
+/// in the order they were asked for. The driver releases nothing that follows a write
+/// (messages, commands, events) until the write is durable: see [`crate::Driver`].
 pub trait DurableStore: 'static {
-    fn persist(&mut self, state: &DurableState) -> Result<(), String>;
+    fn persist(&mut self, state: &DurableState) -> Result<Written, String>;
+}
+
+/// How a [`DurableStore::persist`] went.
+#[derive(Debug)]
+pub enum Written {
+    /// Durable already.
+    Now,
+    /// Durable when this answers `Ok`; an `Err`, or a writer gone, is a failed write.
+    Later(tokio::sync::oneshot::Receiver<Result<(), String>>),
 }
 
 /// Where events go (logs, metrics, a timeline), and the wall clock for the journal.

@@ -5,12 +5,26 @@
 //! engine's deadline.
 //! Commands are executed in the order the engine gave them; `Persist` is written
 //! before anything after it runs, and only then are the messages it carries sent.
+//!
+//! A store may write in the background ([`Written::Later`]): the loop then goes on
+//! feeding the engine its inputs, but every command that follows the write — the
+//! messages the persist carries, later sends, MySQL and EC2 commands, hooks, events —
+//! waits in `held`, in order, until the write is durable. So nothing leaves this node
+//! before the state it follows from is on disk (persist-before-send), and nothing is
+//! acted on locally before the entries it follows from are (committed-before-acted):
+//! the outside world sees exactly what it would see from a store that wrote before
+//! returning. A crash loses only what nobody outside has seen — the same as a crash in
+//! the middle of a synchronous write. Writes themselves go out at once, in order; a
+//! store may fold several waiting ones into one.
 
-use crate::adapters::{DurableStore, Hooks, MysqlOps, Observer, PeerTransport, RouteOps, Salvage};
+use crate::adapters::{
+    DurableStore, Hooks, MysqlOps, Observer, PeerTransport, RouteOps, Salvage, Written,
+};
 use multiaz_engine::{
     ClusterSpec, Command, CommandId, CommandResult, DurableState, Engine, EngineError, Input,
     NodeId, OperatorRequest, PeerMessage, Time,
 };
+use std::collections::VecDeque;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -58,9 +72,18 @@ pub struct Adapters<M, S, R, P, D, O, H> {
     pub hooks: H,
 }
 
+/// What waits for a background write (see the module's documentation).
+enum Held {
+    /// A write not yet durable.
+    Writing(tokio::sync::oneshot::Receiver<Result<(), String>>),
+    /// A command the engine gave after it, with the instant it was given.
+    After(Time, Command),
+}
+
 pub struct Driver<M, S, R, P, D, O, H> {
     engine: Engine,
     durable: DurableState,
+    held: VecDeque<Held>,
     origin: Instant,
     world: Adapters<M, S, R, P, D, O, H>,
     inbox: mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
@@ -97,6 +120,7 @@ where
         let driver = Driver {
             engine,
             durable: restored.unwrap_or_default(),
+            held: VecDeque::new(),
             origin: Instant::now(),
             world,
             inbox,
@@ -138,10 +162,14 @@ where
             )));
         }
         self.durable.boots += 1;
-        self.world
+        let written = self
+            .world
             .store
             .persist(&self.durable)
             .map_err(DriverError::Persist)?;
+        if let Written::Later(durable) = written {
+            settled(durable.await)?;
+        }
         self.step(Input::Tick {
             wall_unix_ms: self.world.observer.wall_unix_ms(),
         })?;
@@ -152,9 +180,15 @@ where
         let mut next = self.engine.next_deadline();
         loop {
             let deadline = self.origin + std::time::Duration::from_millis(next.as_millis());
+            let held = &mut self.held;
             let input = tokio::select! {
                 biased;
                 Some(()) = self.stop.recv() => return Ok(()),
+                written = oldest_write(held) => {
+                    settled(written)?;
+                    self.release();
+                    continue;
+                }
                 Some((id, result)) = self.done_rx.recv() => Input::Done { id, result },
                 Some((from, message)) = self.inbox.recv() => Input::Peer { from, message },
                 Some(req) = self.operator.recv() => Input::Operator(req),
@@ -183,18 +217,45 @@ where
         Ok(())
     }
 
+    /// Runs `command`, or holds it behind a write not yet durable. A persist is never
+    /// held: it is handed to the store at once (writes are durable in order), and what
+    /// it carries is held behind it.
     fn execute(&mut self, now: Time, command: Command) -> Result<(), DriverError> {
         match command {
             Command::Persist(batch) => {
                 let then_send = self.durable.apply(batch);
-                self.world
+                let written = self
+                    .world
                     .store
                     .persist(&self.durable)
                     .map_err(DriverError::Persist)?;
+                if let Written::Later(durable) = written {
+                    self.held.push_back(Held::Writing(durable));
+                }
                 for (to, message) in then_send {
-                    self.world.peers.send(to, message);
+                    self.execute(now, Command::Send { to, message })?;
                 }
             }
+            command if !self.held.is_empty() => self.held.push_back(Held::After(now, command)),
+            command => self.act(now, command),
+        }
+        Ok(())
+    }
+
+    /// The oldest write is durable: runs what waited for it, up to the next write.
+    fn release(&mut self) {
+        self.held.pop_front();
+        while matches!(self.held.front(), Some(Held::After(..))) {
+            if let Some(Held::After(at, command)) = self.held.pop_front() {
+                self.act(at, command);
+            }
+        }
+    }
+
+    fn act(&mut self, now: Time, command: Command) {
+        match command {
+            // `execute` takes every persist.
+            Command::Persist(_) => {}
             Command::Send { to, message } => self.world.peers.send(to, message),
             Command::Emit(event) => self.world.observer.event(now, &event),
             Command::Probe { id, node } => {
@@ -247,7 +308,6 @@ where
                 });
             }
         }
-        Ok(())
     }
 
     fn spawn(
@@ -261,5 +321,24 @@ where
             // The driver may be gone (host crash): then nobody needs the result.
             let _ = done.send((id, result));
         });
+    }
+}
+
+/// The answer of the oldest write still waited for; never, while there is none.
+async fn oldest_write(held: &mut VecDeque<Held>) -> Result<Result<(), String>, String> {
+    match held.front_mut() {
+        Some(Held::Writing(durable)) => durable
+            .await
+            .map_err(|_| "the state writer is gone".to_string()),
+        _ => std::future::pending().await,
+    }
+}
+
+/// A background write's answer, as the driver's error when it failed.
+fn settled(answer: Result<Result<(), String>, impl std::fmt::Display>) -> Result<(), DriverError> {
+    match answer {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(DriverError::Persist(e)),
+        Err(e) => Err(DriverError::Persist(e.to_string())),
     }
 }

@@ -57,12 +57,12 @@ impl PeerTransport for Fake {
 }
 
 impl DurableStore for Fake {
-    fn persist(&mut self, state: &DurableState) -> Result<(), String> {
+    fn persist(&mut self, state: &DurableState) -> Result<Written, String> {
         self.0.borrow_mut().push(format!(
             "persist term {} boots {}",
             state.hard_state.term, state.boots
         ));
-        Ok(())
+        Ok(Written::Now)
     }
 }
 
@@ -137,7 +137,7 @@ async fn a_lone_node_probes_campaigns_and_persists_before_it_asks_for_votes() {
 async fn a_failed_persist_stops_the_driver() {
     struct Broken;
     impl DurableStore for Broken {
-        fn persist(&mut self, _: &DurableState) -> Result<(), String> {
+        fn persist(&mut self, _: &DurableState) -> Result<Written, String> {
             Err("disk full".into())
         }
     }
@@ -181,4 +181,143 @@ async fn stop_ends_the_run_and_dropped_handles_do_not() {
         .await;
     assert!(matches!(r, Ok(Ok(()))), "stop ends the run with Ok");
     drop(handle);
+}
+
+/// How the test tells the driver a background write is durable.
+type Answer = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// A store that writes in the background: each write is durable only when the test
+/// says so (every pending one at once, logged as `durable N`, N the writes so far).
+#[derive(Clone)]
+struct Slow {
+    log: Log,
+    pending: Rc<RefCell<Vec<Answer>>>,
+    fail: bool,
+}
+
+impl DurableStore for Slow {
+    fn persist(&mut self, _: &DurableState) -> Result<Written, String> {
+        self.log.borrow_mut().push("persist".into());
+        let (done, durable) = tokio::sync::oneshot::channel();
+        self.pending.borrow_mut().push(done);
+        Ok(Written::Later(durable))
+    }
+}
+
+impl Slow {
+    fn settle(&self) {
+        let pending: Vec<_> = self.pending.borrow_mut().drain(..).collect();
+        if pending.is_empty() {
+            return;
+        }
+        let persists = self.log.borrow().iter().filter(|l| *l == "persist").count();
+        self.log.borrow_mut().push(format!("durable {persists}"));
+        for done in pending {
+            let answer = match self.fail {
+                true => Err("disk gone".to_string()),
+                false => Ok(()),
+            };
+            let _ = done.send(answer);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_background_store_nothing_runs_before_the_writes_it_follows_are_durable() {
+    let log: Log = Rc::default();
+    let store = Slow {
+        log: log.clone(),
+        pending: Rc::default(),
+        fail: false,
+    };
+    let (driver, handle) = Driver::new(
+        spec(),
+        NodeId(2),
+        None,
+        fakes(store.clone(), Fake(log.clone())),
+    )
+    .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let _keep = handle;
+            // The disk answers every 700 ms: the driver keeps running meanwhile.
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    store.settle();
+                }
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(10), driver.run()).await;
+        })
+        .await;
+    let log = log.borrow();
+    assert_eq!(ran_early(&log), None, "{log:?}");
+    let persists = log.iter().filter(|l| *l == "persist").count();
+    assert!(persists >= 2, "the start and raft's own state: {log:?}");
+    assert!(
+        log.iter().any(|l| l.ends_with(" raft")),
+        "campaigns once durable: {log:?}"
+    );
+    assert!(
+        log.iter().filter(|l| l.starts_with("probe")).count() > 10,
+        "{log:?}"
+    );
+    // The control: the same check finds a probe run between a write and its answer.
+    let early: Vec<String> = ["persist", "durable 1", "persist", "probe n1", "durable 2"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(ran_early(&early), Some(3));
+}
+
+/// The first line of `log` that ran while a write asked for before it was not yet
+/// durable.
+fn ran_early(log: &[String]) -> Option<usize> {
+    let (mut persists, mut durable) = (0, 0);
+    for (i, line) in log.iter().enumerate() {
+        if line == "persist" {
+            persists += 1;
+        } else if let Some(n) = line.strip_prefix("durable ") {
+            durable = n.parse().unwrap();
+        } else if durable < persists {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_background_write_that_fails_stops_the_driver() {
+    let log: Log = Rc::default();
+    let store = Slow {
+        log: log.clone(),
+        pending: Rc::default(),
+        fail: true,
+    };
+    let (driver, _handle) = Driver::new(
+        spec(),
+        NodeId(2),
+        None,
+        fakes(store.clone(), Fake(log.clone())),
+    )
+    .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let r = local
+        .run_until(async move {
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    store.settle();
+                }
+            });
+            tokio::time::timeout(Duration::from_secs(10), driver.run()).await
+        })
+        .await
+        .expect("stops before the timeout");
+    assert!(r.unwrap_err().to_string().contains("disk gone"));
+    assert!(
+        !log.borrow().iter().any(|l| l.starts_with("probe")),
+        "nothing ran after the start's write failed: {:?}",
+        log.borrow()
+    );
 }

@@ -6,7 +6,6 @@
 mod example_config;
 
 use example_config::{env, with_env_secrets};
-use multiaz_driver::adapters::DurableStore;
 use multiaz_engine::{DurableState, Engine, HardState, NodeId, PeerMessage, StoredEntry, Time};
 use multiaz_sidecar::adapters::auth::{Challenge, ClusterKey, Opener, Sealer, NONCE};
 use multiaz_sidecar::adapters::state_file::StateFile;
@@ -146,8 +145,8 @@ proptest! {
             boots,
         };
         let dir = tempfile::tempdir().unwrap();
-        let mut file = StateFile::new(dir.path());
-        file.persist(&state).unwrap();
+        let file = StateFile::new(dir.path());
+        file.write(&state).unwrap();
         if let Ok(Some(loaded)) = file.load() {
             prop_assert_eq!(&loaded, &state);
             // What passed the file's checks, raft's own checks take or refuse.

@@ -11,7 +11,7 @@ use multiaz_driver::frame::Envelope;
 use multiaz_driver::retry::Backoff;
 use multiaz_driver::vip_routes::{ApiError, Ec2Api, VipRoutes};
 use multiaz_driver::{
-    Adapters, Driver, DurableStore, MysqlOps, NoHooks, Observer, PeerTransport, Salvage,
+    Adapters, Driver, DurableStore, MysqlOps, NoHooks, Observer, PeerTransport, Salvage, Written,
 };
 use multiaz_engine::{
     DurableState, Engine, Event, GtidSet, MysqlOp, MysqlReply, NodeId, PeerMessage, ProbeResult,
@@ -444,10 +444,10 @@ struct SimStore {
 }
 
 impl DurableStore for SimStore {
-    fn persist(&mut self, state: &DurableState) -> Result<(), String> {
+    fn persist(&mut self, state: &DurableState) -> Result<Written, String> {
         self.world
             .with(|w| w.durable.insert(self.me, state.clone()));
-        Ok(())
+        Ok(Written::Now)
     }
 }
 

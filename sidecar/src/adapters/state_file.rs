@@ -3,7 +3,7 @@
 //! and checksummed. A file that does not check out is reported and refused: starting
 //! fresh would let this node vote twice in a term or forget committed entries.
 
-use multiaz_driver::adapters::DurableStore;
+use multiaz_driver::adapters::{DurableStore, Written};
 use multiaz_engine::DurableState;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -110,7 +110,9 @@ impl StateFile {
         Ok(Some(state))
     }
 
-    fn write(&self, state: &DurableState) -> std::io::Result<()> {
+    /// Writes `state` durably: a temporary file, fsynced, renamed over the old one,
+    /// and the directory fsynced.
+    pub fn write(&self, state: &DurableState) -> std::io::Result<()> {
         let body = serde_json::to_vec(state).map_err(std::io::Error::other)?;
         let len = u32::try_from(body.len())
             .map_err(|_| std::io::Error::other("state larger than 4 GiB"))?;
@@ -143,10 +145,52 @@ impl StateFile {
     }
 }
 
-impl DurableStore for StateFile {
-    fn persist(&mut self, state: &DurableState) -> Result<(), String> {
-        self.write(state)
-            .map_err(|e| format!("{}: {e}", self.path.display()))
+type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The state file written on a thread of its own, so that an fsync (milliseconds on a
+/// good disk, far more on a busy one) never holds up the driver's loop; the driver
+/// holds back whatever follows a write until it is durable. Writes asked for while one
+/// is under way are folded into one: each state holds everything before it, so only
+/// the newest is written, and everyone waiting is told when it is durable.
+pub struct StateWriter {
+    path: PathBuf,
+    queue: std::sync::mpsc::Sender<(DurableState, Waiter)>,
+}
+
+impl StateWriter {
+    pub fn start(file: StateFile) -> std::io::Result<StateWriter> {
+        let (queue, asked) = std::sync::mpsc::channel::<(DurableState, Waiter)>();
+        let path = file.path.clone();
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || {
+                // Ends when the driver (the only sender) is gone.
+                while let Ok((mut newest, first)) = asked.recv() {
+                    let mut waiters = vec![first];
+                    for (state, waiter) in asked.try_iter() {
+                        newest = state;
+                        waiters.push(waiter);
+                    }
+                    let result = file
+                        .write(&newest)
+                        .map_err(|e| format!("{}: {e}", file.path.display()));
+                    for waiter in waiters {
+                        // A driver that stopped no longer waits.
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+            })?;
+        Ok(StateWriter { path, queue })
+    }
+}
+
+impl DurableStore for StateWriter {
+    fn persist(&mut self, state: &DurableState) -> Result<Written, String> {
+        let (waiter, durable) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((state.clone(), waiter))
+            .map_err(|_| format!("{}: the state writer has stopped", self.path.display()))?;
+        Ok(Written::Later(durable))
     }
 }
 
@@ -174,9 +218,9 @@ mod tests {
     #[test]
     fn round_trip_and_first_start() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = StateFile::new(dir.path());
+        let f = StateFile::new(dir.path());
         assert!(f.load().unwrap().is_none());
-        f.persist(&state()).unwrap();
+        f.write(&state()).unwrap();
         assert_eq!(f.load().unwrap(), Some(state()));
         assert!(!f.path().with_extension("tmp").exists());
     }
@@ -188,30 +232,64 @@ mod tests {
         let state_dir = dir.path().join("state");
         fs::create_dir(&state_dir).unwrap();
         fs::set_permissions(&state_dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let mut f = StateFile::open(&state_dir).unwrap();
+        let f = StateFile::open(&state_dir).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state_dir), 0o700);
         let victim = dir.path().join("victim");
         fs::write(&victim, "untouched").unwrap();
         std::os::unix::fs::symlink(&victim, f.path().with_extension("tmp")).unwrap();
-        f.persist(&state()).unwrap();
+        f.write(&state()).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
         assert_eq!(f.load().unwrap(), Some(state()));
         assert_eq!(mode(f.path()), 0o600);
     }
 
+    #[tokio::test]
+    async fn the_writer_thread_answers_each_write_once_it_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = StateWriter::start(StateFile::new(dir.path())).unwrap();
+        let mut waits = Vec::new();
+        for term in 1..=20 {
+            let mut s = state();
+            s.hard_state.term = term;
+            match writer.persist(&s).unwrap() {
+                Written::Later(durable) => waits.push(durable),
+                Written::Now => panic!("the writer writes on its own thread"),
+            }
+        }
+        for durable in waits {
+            durable.await.unwrap().unwrap();
+        }
+        // Folded or not, the newest state is the one on disk.
+        let on_disk = StateFile::new(dir.path()).load().unwrap().unwrap();
+        assert_eq!(on_disk.hard_state.term, 20);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_disk_refuses_is_answered_with_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A state directory that is gone: the temporary file cannot be created.
+        let gone = dir.path().join("gone");
+        let mut writer = StateWriter::start(StateFile::new(&gone)).unwrap();
+        let Written::Later(durable) = writer.persist(&state()).unwrap() else {
+            panic!("the writer writes on its own thread");
+        };
+        let e = durable.await.unwrap().unwrap_err();
+        assert!(e.contains("gone"), "{e}");
+    }
+
     #[test]
     fn a_checksummed_state_with_an_impossible_term_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = StateFile::new(dir.path());
+        let f = StateFile::new(dir.path());
         let mut s = state();
         s.hard_state.term = u64::MAX;
-        f.persist(&s).unwrap();
+        f.write(&s).unwrap();
         let e = f.load().unwrap_err().to_string();
         assert!(e.contains("implausible"), "{e}");
         let mut s = state();
         s.entries[0].term = 4;
-        f.persist(&s).unwrap();
+        f.write(&s).unwrap();
         let e = f.load().unwrap_err().to_string();
         assert!(e.contains("past the current term"), "{e}");
     }
@@ -219,8 +297,8 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = StateFile::new(dir.path());
-        f.persist(&state()).unwrap();
+        let f = StateFile::new(dir.path());
+        f.write(&state()).unwrap();
         let mut bytes = fs::read(f.path()).unwrap();
         let last = bytes.len() - 2;
         bytes[last] ^= 0x40;

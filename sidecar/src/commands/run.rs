@@ -8,7 +8,7 @@ use crate::adapters::hooks;
 use crate::adapters::mysql::{Credentials, MysqlAdapter};
 use crate::adapters::peers::{Inbound, InboundLimits, PeerNote, TcpPeers};
 use crate::adapters::salvage::{self, LocalBinlog, PeerSalvage};
-use crate::adapters::state_file::StateFile;
+use crate::adapters::state_file::{StateFile, StateWriter};
 use crate::adapters::telemetry::Telemetry;
 use crate::admin;
 use crate::config::Config;
@@ -184,7 +184,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             salvage,
             routes,
             peers,
-            store,
+            store: StateWriter::start(store).context("starting the state writer thread")?,
             observer: telemetry.clone(),
             hooks: hooks::HookScripts::new(config.hooks.clone()),
         },
