@@ -14,6 +14,7 @@ fn sim(c: &mut Criterion) {
         flavour: Flavour::Mariadb,
         duration: Duration::from_secs(120),
         sabotage: None,
+        log_limit: None,
     };
     let (mut sim_s, mut wall_s) = (0.0, 0.0);
     let mut seed = 0u64;

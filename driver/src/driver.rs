@@ -138,7 +138,8 @@ where
     }
 
     /// Changes the engine before the first step: the simulation's negative controls
-    /// switch a safety mechanism off here (the product never calls it).
+    /// switch a safety mechanism off here, and its `--log-limit` lowers the log limit
+    /// (the product never calls it).
     pub fn with_engine(mut self, f: impl FnOnce(&mut Engine)) -> Self {
         f(&mut self.engine);
         self

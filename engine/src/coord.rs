@@ -9,19 +9,95 @@ use crate::cluster::{ClusterSpec, NodeId};
 use crate::command::Command;
 use crate::message::PeerMessage;
 use crate::record::LogEntry;
-use crate::storage::{DurableState, HardState, PersistBatch, StoredEntry};
+use crate::storage::{
+    DurableState, HardState, PersistBatch, SnapshotWrite, StoredEntry, StoredSnapshot,
+};
 use crate::time::Time;
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, EntryType, Message};
-use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole};
+use raft::prelude::{ConfState, Entry, EntryType, Message, Snapshot};
+use raft::storage::{MemStorage, RaftState, Storage};
+use raft::{Config, GetEntriesContext, RawNode, StateRole};
 use std::time::Duration;
 
+/// How many applied entries the log keeps before they are folded into a snapshot of
+/// the record. A failover writes three or four; a new coordinator one.
+pub const LOG_LIMIT: u64 = 256;
+
+/// What raft committed, in order: a leader's snapshot (the record, as JSON) that
+/// replaces everything before it, then entries' data.
+pub(crate) enum Committed {
+    Snapshot { index: u64, record: Vec<u8> },
+    Entry(Vec<u8>),
+}
+
+/// raft-rs's `MemStorage` holds the log; its own snapshot carries no data, so the
+/// snapshot raft sends a follower that is missing compacted entries is kept here: the
+/// record as of the last compaction (or the last snapshot installed).
+#[derive(Clone, Default)]
+pub(crate) struct Log {
+    mem: MemStorage,
+    snapshot: Option<Snapshot>,
+}
+
+impl Storage for Log {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.mem.term(idx)
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        match &self.snapshot {
+            Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
+            _ => Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            )),
+        }
+    }
+}
+
+fn raft_snapshot(s: &StoredSnapshot) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let meta = snap.mut_metadata();
+    meta.index = s.index;
+    meta.term = s.term;
+    meta.set_conf_state(ConfState::from((s.voters.clone(), vec![])));
+    snap.set_data(s.record.clone().into());
+    snap
+}
+
+fn stored_snapshot(s: &Snapshot) -> StoredSnapshot {
+    let meta = s.get_metadata();
+    StoredSnapshot {
+        index: meta.index,
+        term: meta.term,
+        voters: meta.get_conf_state().voters.clone(),
+        record: s.get_data().to_vec(),
+    }
+}
+
 pub(crate) struct Coordination {
-    node: RawNode<MemStorage>,
+    node: RawNode<Log>,
     me: NodeId,
     tick: Duration,
     next_tick: Time,
+    /// Applied entries kept before the log is compacted.
+    log_limit: u64,
 }
 
 impl Coordination {
@@ -49,11 +125,23 @@ impl Coordination {
         };
         config.validate().map_err(|e| format!("raft config: {e}"))?;
         let voters: Vec<u64> = spec.ids().map(|id| id.0).collect();
-        let storage = MemStorage::new_with_conf_state(ConfState::from((voters, vec![])));
+        let mut storage = Log {
+            mem: MemStorage::new_with_conf_state(ConfState::from((voters, vec![]))),
+            snapshot: None,
+        };
         if let Some(state) = restored {
             state
                 .check()
                 .map_err(|e| format!("stored raft state: {e}"))?;
+            if let Some(s) = &state.snapshot {
+                let snap = raft_snapshot(s);
+                storage
+                    .mem
+                    .wl()
+                    .apply_snapshot(snap.clone())
+                    .map_err(|e| format!("stored raft snapshot: {e}"))?;
+                storage.snapshot = Some(snap);
+            }
             let mut entries = Vec::with_capacity(state.entries.len());
             for e in &state.entries {
                 let entry = Entry::parse_from_bytes(&e.bytes)
@@ -66,7 +154,7 @@ impl Coordination {
                 }
                 entries.push(entry);
             }
-            let mut core = storage.wl();
+            let mut core = storage.mem.wl();
             core.append(&entries)
                 .map_err(|e| format!("stored raft log: {e}"))?;
             let hs = core.mut_hard_state();
@@ -82,6 +170,7 @@ impl Coordination {
             me,
             tick,
             next_tick: now + tick,
+            log_limit: LOG_LIMIT,
         })
     }
 
@@ -153,9 +242,60 @@ impl Coordination {
             .unwrap_or(0)
     }
 
-    /// Runs raft's ready cycle: appends commands to `out`, returns the data of newly
-    /// committed entries in log order.
-    pub fn drain(&mut self, out: &mut Vec<Command>) -> Vec<Vec<u8>> {
+    /// Sets how many applied entries the log keeps before it is compacted.
+    pub fn set_log_limit(&mut self, entries: u64) {
+        self.log_limit = entries.max(1);
+    }
+
+    /// Folds the applied log into a snapshot of `record` (the record after the last
+    /// applied entry) once more than the limit of applied entries has piled up: the
+    /// entries not yet applied stay. A `Persist` for the driver, or `None`.
+    pub fn compact(&mut self, record: Vec<u8>) -> Option<(u64, Command)> {
+        let applied = self.node.raft.raft_log.applied;
+        let store = self.node.store();
+        let folded = store.first_index().ok()?.saturating_sub(1);
+        if applied < folded + self.log_limit {
+            return None;
+        }
+        let term = store.term(applied).ok()?;
+        let voters = store.initial_state().ok()?.conf_state.voters;
+        let last = store.last_index().ok()?;
+        let keep = store
+            .entries(applied + 1, last + 1, None, GetEntriesContext::empty(false))
+            .ok()?;
+        let stored = StoredSnapshot {
+            index: applied,
+            term,
+            voters,
+            record,
+        };
+        let snap = raft_snapshot(&stored);
+        let log = self.node.mut_store();
+        {
+            // MemStorage compacts only by taking a snapshot in place of its whole log
+            // (which also sets its commit index to the snapshot's): the entries after
+            // it and the commit index are put back.
+            let mut core = log.mem.wl();
+            let commit = core.hard_state().commit;
+            core.apply_snapshot(snap.clone()).ok()?;
+            core.append(&keep).ok()?;
+            core.mut_hard_state().commit = commit;
+        }
+        log.snapshot = Some(snap);
+        Some((
+            applied,
+            Command::Persist(PersistBatch {
+                hard_state: None,
+                snapshot: Some(SnapshotWrite::Compacted(stored)),
+                entries: Vec::new(),
+                then_send: Vec::new(),
+            }),
+        ))
+    }
+
+    /// Runs raft's ready cycle: appends commands to `out`, returns what was newly
+    /// committed, in log order.
+    pub fn drain(&mut self, out: &mut Vec<Command>) -> Vec<Committed> {
         let mut committed = Vec::new();
         if !self.node.has_ready() {
             return committed;
@@ -163,6 +303,20 @@ impl Coordination {
         let mut rd = self.node.ready();
         for m in rd.take_messages() {
             out.push(self.send(m));
+        }
+        // A leader's snapshot: this node was missing entries the leader has compacted.
+        let installed = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+        if let Some(snap) = &installed {
+            let log = self.node.mut_store();
+            // raft-rs hands out a snapshot only past this node's commit index, which
+            // is at or past its first index: MemStorage accepts it.
+            if log.mem.wl().apply_snapshot(snap.clone()).is_ok() {
+                log.snapshot = Some(snap.clone());
+            }
+            committed.push(Committed::Snapshot {
+                index: snap.get_metadata().index,
+                record: snap.get_data().to_vec(),
+            });
         }
         take_data(rd.take_committed_entries(), &mut committed);
         let entries: Vec<StoredEntry> = rd
@@ -174,10 +328,11 @@ impl Coordination {
                 bytes: encode(e),
             })
             .collect();
-        let mut hs_changed = false;
+        // An installed snapshot moved the commit index: the hard state is written too.
+        let mut hs_changed = installed.is_some();
         {
             let store = self.node.mut_store();
-            let mut core = store.wl();
+            let mut core = store.mem.wl();
             if !rd.entries().is_empty() {
                 // Invariant: raft-rs hands out entries that continue the log it keeps
                 // in this storage (that is what `Ready` means); `append` refuses only a
@@ -193,15 +348,15 @@ impl Coordination {
         let mut then_send: Vec<Message> = rd.take_persisted_messages();
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
-            self.node.mut_store().wl().mut_hard_state().commit = commit;
+            self.node.mut_store().mem.wl().mut_hard_state().commit = commit;
             hs_changed = true;
         }
         then_send.extend(light.take_messages());
         take_data(light.take_committed_entries(), &mut committed);
         self.node.advance_apply();
-        if hs_changed || !entries.is_empty() || !then_send.is_empty() {
+        if hs_changed || installed.is_some() || !entries.is_empty() || !then_send.is_empty() {
             let hard_state = hs_changed.then(|| {
-                let hs = self.node.store().rl().hard_state().clone();
+                let hs = self.node.store().mem.rl().hard_state().clone();
                 HardState {
                     term: hs.term,
                     vote: hs.vote,
@@ -214,6 +369,9 @@ impl Coordination {
                 .collect();
             out.push(Command::Persist(PersistBatch {
                 hard_state,
+                snapshot: installed
+                    .as_ref()
+                    .map(|s| SnapshotWrite::Installed(stored_snapshot(s))),
                 entries,
                 then_send,
             }));
@@ -236,12 +394,12 @@ fn encode(m: &impl protobuf::Message) -> Vec<u8> {
         .expect("raft messages and entries always encode")
 }
 
-fn take_data(entries: Vec<Entry>, into: &mut Vec<Vec<u8>>) {
+fn take_data(entries: Vec<Entry>, into: &mut Vec<Committed>) {
     for e in entries {
         // Empty normal entries are the no-ops a new leader commits; there are no
         // configuration changes (membership is fixed by the cluster description).
         if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-            into.push(e.data.to_vec());
+            into.push(Committed::Entry(e.data.to_vec()));
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::cluster::{ClusterSpec, NodeId};
 use crate::command::{Command, CommandId, CommandResult, ProbeResult};
-use crate::coord::Coordination;
+use crate::coord::{Committed, Coordination};
 use crate::detect::Detection;
 use crate::event::Event;
 use crate::failover::FailoverRun;
@@ -113,7 +113,13 @@ impl Engine {
         }
         let coord =
             Coordination::new(&spec, me, restored, now).map_err(EngineError::Coordination)?;
-        let record = ClusterRecord::initial(&spec);
+        // The log before the snapshot is folded into it: the record starts from there.
+        let record = match restored.and_then(|r| r.snapshot.as_ref()) {
+            None => ClusterRecord::initial(&spec),
+            Some(s) => serde_json::from_slice(&s.record).map_err(|e| {
+                EngineError::Coordination(format!("stored snapshot at entry {}: {e}", s.index))
+            })?,
+        };
         let is_db = spec.node(me).is_some_and(|n| n.is_database());
         let mut engine = Engine {
             spec,
@@ -286,18 +292,59 @@ impl Engine {
 
     fn drain_raft(&mut self) {
         let committed = self.coord.drain(&mut self.out);
-        for data in committed {
-            match LogEntry::decode(&data) {
-                Ok(entry) => {
-                    if let Err(ignored) = self.record.apply(&entry) {
-                        self.emit(Event::EntryIgnored { why: ignored.0 });
-                    } else {
-                        self.on_applied(&entry);
+        if committed.is_empty() {
+            return;
+        }
+        for c in committed {
+            match c {
+                Committed::Snapshot { index, record } => {
+                    match serde_json::from_slice::<ClusterRecord>(&record) {
+                        Ok(record) => {
+                            self.record = record;
+                            self.emit(Event::SnapshotInstalled { index });
+                            self.on_snapshot();
+                        }
+                        Err(e) => self.emit(Event::SnapshotUndecodable {
+                            why: format!("snapshot at entry {index}: {e}"),
+                        }),
                     }
                 }
-                Err(why) => self.emit(Event::EntryUndecodable { why }),
+                Committed::Entry(data) => match LogEntry::decode(&data) {
+                    Ok(entry) => {
+                        if let Err(ignored) = self.record.apply(&entry) {
+                            self.emit(Event::EntryIgnored { why: ignored.0 });
+                        } else {
+                            self.on_applied(&entry);
+                        }
+                    }
+                    Err(why) => self.emit(Event::EntryUndecodable { why }),
+                },
             }
         }
+        // The record now stands at the last applied entry: what a snapshot holds.
+        if let Ok(record) = serde_json::to_vec(&self.record) {
+            if let Some((index, persist)) = self.coord.compact(record) {
+                self.out.push(persist);
+                self.emit(Event::LogCompacted { index });
+            }
+        }
+    }
+
+    /// What [`Engine::on_applied`] does for the entries a leader's snapshot folded in,
+    /// judged from the record they built.
+    fn on_snapshot(&mut self) {
+        if self.record.writer() != Some(self.me) {
+            self.lease.clear();
+        }
+        if self.record.failover.as_ref().and_then(|f| f.candidate) == Some(self.me) {
+            self.start_lease_round();
+        }
+    }
+
+    /// Sets how many applied entries the raft log keeps before they are folded into a
+    /// snapshot of the record ([`crate::LOG_LIMIT`] unless set; tests lower it).
+    pub fn set_log_limit(&mut self, entries: u64) {
+        self.coord.set_log_limit(entries);
     }
 
     /// Everything that follows from time passing or state changing. Runs after every

@@ -181,6 +181,20 @@ pub enum Event {
     EntryUndecodable {
         why: String,
     },
+    /// This node folded its log up to `index` into a snapshot of the record.
+    LogCompacted {
+        index: u64,
+    },
+    /// This node was too far behind the coordinator's log: it took the coordinator's
+    /// snapshot of the record at `index` in place of the entries it missed.
+    SnapshotInstalled {
+        index: u64,
+    },
+    /// A snapshot that does not decode (a log written by an incompatible version): the
+    /// record stays as it was.
+    SnapshotUndecodable {
+        why: String,
+    },
 }
 
 /// How loud an event is, for logs and for readers of a timeline.
@@ -213,8 +227,11 @@ impl Event {
             | Event::RaftRejected { .. }
             | Event::ResultMismatch { .. }
             | Event::EntryUndecodable { .. }
+            | Event::SnapshotUndecodable { .. }
             | Event::ProposalRefused { .. } => Severity::Warning,
-            Event::UnknownResult { .. } | Event::EntryIgnored { .. } => Severity::Debug,
+            Event::UnknownResult { .. }
+            | Event::EntryIgnored { .. }
+            | Event::LogCompacted { .. } => Severity::Debug,
             Event::BecameCoordinator { .. }
             | Event::LostCoordination { .. }
             | Event::MasterUnreachable { .. }
@@ -234,6 +251,7 @@ impl Event {
             | Event::SwitchoverBegun { .. }
             | Event::Demoted { .. }
             | Event::Unfenced
+            | Event::SnapshotInstalled { .. }
             | Event::Paused(_) => Severity::Info,
         }
     }

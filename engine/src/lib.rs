@@ -58,6 +58,7 @@ mod choose;
 pub mod cluster;
 pub mod command;
 mod coord;
+pub use coord::LOG_LIMIT;
 mod detect;
 mod engine;
 pub mod event;
@@ -93,5 +94,7 @@ pub use message::{LocalView, PeerMessage, Report};
 pub use record::{ClusterRecord, FailoverReport, FailoverState, JournalEntry, LogEntry, Outcome};
 pub use sabotage::Sabotage;
 pub use status::{EngineStatus, NodeView, Role};
-pub use storage::{DurableState, HardState, PersistBatch, StoredEntry, MAX_BOOTS};
+pub use storage::{
+    DurableState, HardState, PersistBatch, SnapshotWrite, StoredEntry, StoredSnapshot, MAX_BOOTS,
+};
 pub use time::Time;

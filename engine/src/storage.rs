@@ -35,22 +35,52 @@ impl StoredEntry {
     }
 }
 
+/// The log up to `index` folded into the cluster record it built: what raft keeps of
+/// the entries it has compacted, and what a leader sends a follower that is missing
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    /// The last entry it folds in, and that entry's term.
+    pub index: u64,
+    pub term: u64,
+    /// Raft's voters at that point (membership is fixed: every node of the spec).
+    pub voters: Vec<u64>,
+    /// The cluster record after entry `index`, as JSON.
+    pub record: Vec<u8>,
+}
+
+/// How a snapshot reaches the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotWrite {
+    /// This node folded its own log up to the snapshot's index; what follows stays.
+    Compacted(StoredSnapshot),
+    /// A leader's snapshot replaces this node's whole log.
+    Installed(StoredSnapshot),
+}
+
 /// One step of durable writes. Messages that raft may only send once these writes are
 /// durable (votes, append acknowledgements) travel inside it, so a driver cannot send
 /// them first: it gets them back from [`DurableState::apply`] after writing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistBatch {
     pub hard_state: Option<HardState>,
+    /// A snapshot, applied before `entries`.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotWrite>,
     /// Entries to append; the first one's index truncates any older suffix from there.
     pub entries: Vec<StoredEntry>,
     pub then_send: Vec<(NodeId, PeerMessage)>,
 }
 
-/// Everything raft needs to restart: the hard state and the whole log (multiaz's log
-/// grows by a few entries per failover, so it is never compacted).
+/// Everything raft needs to restart: the hard state, the latest snapshot, and the log
+/// after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableState {
     pub hard_state: HardState,
+    /// The log before `entries`, folded into the record (`None`: the log is whole from
+    /// entry 1, as in every state file written before compaction existed).
+    #[serde(default)]
+    pub snapshot: Option<StoredSnapshot>,
     pub entries: Vec<StoredEntry>,
     /// How many times this node has started with this state: the driver counts each
     /// start before the engine sends anything. The writer's lease rounds of a start
@@ -82,6 +112,17 @@ impl DurableState {
     /// Applies a batch in memory. The driver writes the result (fsync, atomic rename)
     /// and only then sends the returned messages.
     pub fn apply(&mut self, batch: PersistBatch) -> Vec<(NodeId, PeerMessage)> {
+        match batch.snapshot {
+            Some(SnapshotWrite::Compacted(snapshot)) => {
+                self.entries.retain(|e| e.index > snapshot.index);
+                self.snapshot = Some(snapshot);
+            }
+            Some(SnapshotWrite::Installed(snapshot)) => {
+                self.entries.clear();
+                self.snapshot = Some(snapshot);
+            }
+            None => {}
+        }
         if let Some(hs) = batch.hard_state {
             self.hard_state = hs;
         }
@@ -114,20 +155,38 @@ impl DurableState {
                 e.index, e.term, self.hard_state.term
             ));
         }
+        let folded = match &self.snapshot {
+            None => 0,
+            Some(s) => {
+                if s.term > self.hard_state.term {
+                    return Err(format!(
+                        "the snapshot at entry {} has term {}, past the current term {}",
+                        s.index, s.term, self.hard_state.term
+                    ));
+                }
+                if s.index > self.hard_state.commit {
+                    return Err(format!(
+                        "the snapshot folds in entry {}, past the commit index {}",
+                        s.index, self.hard_state.commit
+                    ));
+                }
+                s.index
+            }
+        };
         for (i, e) in self.entries.iter().enumerate() {
-            if e.index != i as u64 + 1 {
+            let expected = folded + i as u64 + 1;
+            if e.index != expected {
                 return Err(format!(
-                    "log entry {i} has index {} (expected {})",
+                    "log entry {i} after the snapshot has index {} (expected {expected})",
                     e.index,
-                    i + 1
                 ));
             }
         }
-        if self.hard_state.commit > self.entries.len() as u64 {
+        let last = folded + self.entries.len() as u64;
+        if self.hard_state.commit > last {
             return Err(format!(
-                "commit index {} is past the last log entry {}",
+                "commit index {} is past the last log entry {last}",
                 self.hard_state.commit,
-                self.entries.len()
             ));
         }
         Ok(())

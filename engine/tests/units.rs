@@ -220,10 +220,12 @@ fn durable_state_truncates_an_overwritten_suffix_and_checks_gaps() {
     let mut d = DurableState::default();
     d.apply(PersistBatch {
         hard_state: None,
+        snapshot: None,
         entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
         then_send: vec![],
     });
     let sent = d.apply(PersistBatch {
+        snapshot: None,
         hard_state: Some(HardState {
             term: 2,
             vote: 2,

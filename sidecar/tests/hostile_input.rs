@@ -126,6 +126,27 @@ proptest! {
     }
 
     #[test]
+    fn random_bytes_as_the_state_log_load_or_are_refused_never_a_panic(
+        tail in proptest::collection::vec(any::<u8>(), 0..512),
+        own_header in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        file.write(&DurableState::default()).unwrap();
+        let log = dir.path().join("raft-log");
+        // Behind the log's own header (generation 1, the base's) or as the whole file.
+        let mut bytes = match own_header {
+            true => std::fs::read(&log).unwrap(),
+            false => Vec::new(),
+        };
+        bytes.extend_from_slice(&tail);
+        std::fs::write(&log, &bytes).unwrap();
+        if let Ok(Some(state)) = file.load() {
+            prop_assert!(state.check().is_ok());
+        }
+    }
+
+    #[test]
     fn any_state_that_loads_starts_an_engine_or_is_refused_never_a_panic(
         term in prop_oneof![0u64..10, any::<u64>()],
         vote in 0u64..5,
@@ -138,6 +159,7 @@ proptest! {
     ) {
         let state = DurableState {
             hard_state: HardState { term, vote, commit },
+            snapshot: None,
             entries: entries
                 .into_iter()
                 .map(|(index, term, bytes)| StoredEntry { index, term, bytes })

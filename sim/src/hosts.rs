@@ -508,6 +508,10 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
     )?;
     #[cfg(feature = "sabotage")]
     let driver = driver.with_engine(|e| e.sabotage(world.with(|w| w.sabotage)));
+    let driver = match world.with(|w| w.log_limit) {
+        Some(entries) => driver.with_engine(|e| e.set_log_limit(entries)),
+        None => driver,
+    };
     tokio::task::spawn_local(peer_listener(me, socket, handle.inbox.clone()));
     // The admin API: operator requests addressed to this sidecar.
     let operator = handle.operator.clone();

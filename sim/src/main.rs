@@ -41,6 +41,11 @@ enum Cmd {
         /// `--features sabotage`).
         #[arg(long, value_parser = sabotage_names())]
         sabotage: Option<Sabotage>,
+        /// Fold each sidecar's raft log into a snapshot of the record after this many
+        /// applied entries (default: the engine's 256, which no run reaches); a small
+        /// number puts log compaction and snapshot transfer under the faults.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        log_limit: Option<u64>,
     },
     /// Many seeds: a progress line on stderr, a summary (or one JSON object with
     /// --json) on stdout. Exits non-zero if any seed fails.
@@ -64,6 +69,9 @@ enum Cmd {
         /// seed caught the sabotage.
         #[arg(long, value_parser = sabotage_names())]
         sabotage: Option<Sabotage>,
+        /// As for `run`.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        log_limit: Option<u64>,
     },
 }
 
@@ -144,12 +152,14 @@ fn main() -> ExitCode {
             flavour,
             seconds,
             sabotage,
+            log_limit,
         } => run_once(RunConfig {
             scenario,
             seed,
             flavour: flavour.into(),
             duration: Duration::from_secs(seconds),
             sabotage,
+            log_limit,
         }),
         Cmd::Sweep {
             scenario,
@@ -159,6 +169,7 @@ fn main() -> ExitCode {
             seconds,
             json,
             sabotage,
+            log_limit,
         } => {
             let wall = Instant::now();
             let tty = std::io::stderr().is_terminal();
@@ -170,6 +181,7 @@ fn main() -> ExitCode {
                     flavour: flavour.into(),
                     duration: Duration::from_secs(seconds),
                     sabotage,
+                    log_limit,
                 });
                 if tally.add(&r) {
                     eprintln!("seed {seed} FAILED ({})", r.profile);

@@ -30,6 +30,11 @@ pub struct RunConfig {
     /// A safety mechanism switched off (negative control; needs the `sabotage`
     /// feature, [`run`] refuses it otherwise).
     pub sabotage: Option<Sabotage>,
+    /// Applied raft entries each sidecar keeps before folding them into a snapshot of
+    /// the record (`None`: the engine's own limit, which no run of two minutes
+    /// reaches). A small number puts compaction and snapshot transfer under every
+    /// fault.
+    pub log_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -273,7 +278,10 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         spec.nodes[2].promotion = PromotionRule::Prefer;
     }
     let world = World::new(spec.clone(), cfg.seed, plan.hostility.clone());
-    world.with(|w| w.sabotage = cfg.sabotage);
+    world.with(|w| {
+        w.sabotage = cfg.sabotage;
+        w.log_limit = cfg.log_limit;
+    });
     let mut sim = turmoil::Builder::new()
         .simulation_duration(cfg.duration + Duration::from_secs(5))
         .tick_duration(Duration::from_millis(5))

@@ -450,6 +450,8 @@ pub struct WorldState {
     pub hostility: Hostility,
     /// A safety mechanism switched off in this run (negative controls).
     pub sabotage: Option<multiaz_engine::Sabotage>,
+    /// The raft log limit of this run's sidecars (`RunConfig::log_limit`).
+    pub log_limit: Option<u64>,
     /// Read-backs through the VIP that did not see the client's newest acknowledged
     /// write: (when, client, server read, newest seen, newest acknowledged).
     pub stale_reads: Vec<(Duration, u32, NodeId, u64, u64)>,
@@ -482,8 +484,9 @@ impl WorldState {
     pub fn check_promotion(&mut self, node: NodeId, now: Duration) {
         // (epoch, candidate) → how many sidecars hold that decision on disk.
         let mut held: BTreeMap<(u64, NodeId), usize> = BTreeMap::new();
+        let first_epoch = multiaz_engine::ClusterRecord::initial(&self.spec).epoch;
         for d in self.durable.values() {
-            let decisions: BTreeSet<(u64, NodeId)> = d
+            let mut decisions: BTreeSet<(u64, NodeId)> = d
                 .entries
                 .iter()
                 .filter_map(|e| match e.log_entry()? {
@@ -491,6 +494,21 @@ impl WorldState {
                     _ => None,
                 })
                 .collect();
+            // Entries folded into a snapshot are committed: the record it holds names
+            // the newest decision among them (the candidate of a failover under way,
+            // or the master a finished one chose).
+            let folded = d.snapshot.as_ref().and_then(|s| {
+                serde_json::from_slice::<multiaz_engine::ClusterRecord>(&s.record).ok()
+            });
+            if let Some(r) = folded {
+                match (&r.failover, r.master) {
+                    (Some(f), _) => decisions.extend(f.candidate.map(|c| (f.epoch, c))),
+                    (None, Some(m)) if r.epoch > first_epoch => {
+                        decisions.insert((r.epoch, m));
+                    }
+                    _ => {}
+                }
+            }
             for k in decisions {
                 *held.entry(k).or_default() += 1;
             }
@@ -568,6 +586,7 @@ impl World {
                 operator: Vec::new(),
                 hostility,
                 sabotage: None,
+                log_limit: None,
                 stale_reads: Vec::new(),
                 unreplicated: BTreeSet::new(),
                 route_changes: BTreeMap::new(),

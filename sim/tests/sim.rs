@@ -12,6 +12,7 @@ fn sim(scenario: Scenario, seed: u64) -> RunReport {
         flavour: Flavour::Mariadb,
         duration: Duration::from_secs(120),
         sabotage: None,
+        log_limit: None,
     })
 }
 
@@ -144,6 +145,7 @@ fn mysql_flavour_fails_over_too() {
         flavour: Flavour::Mysql,
         duration: Duration::from_secs(120),
         sabotage: None,
+        log_limit: None,
     });
     assert_ok(&r);
     assert_eq!(r.final_epoch, 2);
