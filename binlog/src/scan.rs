@@ -148,158 +148,208 @@ pub fn scan_within(
     let mut kept = 0u64;
     for (i, path) in files.iter().enumerate() {
         end.files += 1;
-        let file: Arc<Path> = Arc::from(path.as_path());
-        let damaged = |damage| FileDamage {
-            file: path.clone(),
-            damage,
+        let mut file = FileScan {
+            path,
+            file: Arc::from(path.as_path()),
             in_last_file: i + 1 == files.len(),
+            options,
+            keep: Keep {
+                events: options.keep_events,
+                kept: &mut kept,
+                max: max_kept,
+            },
+            decoder: Decoder::default(),
+            format: None,
+            open: None,
         };
-        let input = match File::open(path) {
-            Ok(f) => BufReader::with_capacity(1 << 20, f),
-            Err(e) => {
-                end.damage = Some(damaged(Damage {
-                    offset: 0,
-                    kind: DamageKind::Unreadable(e.to_string()),
-                }));
-                return end;
-            }
-        };
-        let mut framer = match Framer::new(input) {
+        if file.run(&mut end, &mut each).is_break() {
+            return end;
+        }
+    }
+    end
+}
+
+/// One file of a scan: its decoder, the format description its transactions are
+/// replayed under, and the transaction open at the current event.
+struct FileScan<'a> {
+    path: &'a PathBuf,
+    file: Arc<Path>,
+    in_last_file: bool,
+    options: &'a ScanOptions,
+    keep: Keep<'a>,
+    decoder: Decoder,
+    format: Option<Arc<[u8]>>,
+    open: Option<Open>,
+}
+
+impl FileScan<'_> {
+    /// Reads the file to its end, handing `each` every wanted transaction that ends in
+    /// it. `Break`: the scan stops here (damage, the memory bound, or `each` said so).
+    fn run(
+        &mut self,
+        end: &mut ScanEnd,
+        each: &mut impl FnMut(Transaction) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let mut framer = match File::open(self.path)
+            .map_err(|e| Damage {
+                offset: 0,
+                kind: DamageKind::Unreadable(e.to_string()),
+            })
+            .and_then(|f| Framer::new(BufReader::with_capacity(1 << 20, f)))
+        {
             Ok(f) => f,
-            Err(d) => {
-                end.damage = Some(damaged(d));
-                return end;
-            }
+            Err(d) => return self.damaged(end, d),
         };
-        let mut decoder = Decoder::default();
-        let mut format: Option<Arc<[u8]>> = None;
-        let mut open: Option<Open> = None;
         loop {
             let frame = match framer.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(d) => {
-                    end.damage = Some(damaged(d));
-                    end.torn = open.map(|o| o.tx.gtid);
-                    return end;
-                }
+                Err(d) => return self.damaged(end, d),
             };
             end.bytes += frame.bytes.len() as u64;
-            if open.is_none() && !kind::matters_outside_transactions(frame.event_type()) {
+            if self.open.is_none() && !kind::matters_outside_transactions(frame.event_type()) {
                 continue;
             }
-            let decoded = match decoder.decode(&frame) {
+            let decoded = match self.decoder.decode(&frame) {
                 Ok(d) => d,
                 Err(e) => {
-                    end.damage = Some(damaged(Damage {
+                    let damage = Damage {
                         offset: frame.offset,
                         kind: DamageKind::Unreadable(e.0),
-                    }));
-                    end.torn = open.map(|o| o.tx.gtid);
-                    return end;
+                    };
+                    return self.damaged(end, damage);
                 }
             };
-            let (offset, len, ts, ty) = (
-                frame.offset,
-                frame.bytes.len() as u64,
-                frame.timestamp(),
-                frame.event_type(),
-            );
-            match decoded {
-                Decoded::FormatDescription { flavour, .. } => {
-                    end.flavour = Some(flavour);
-                    if options.keep_events {
-                        format = Some(Arc::from(frame.bytes));
-                    }
-                    continue;
-                }
-                Decoded::Gtid { gtid, standalone } => {
-                    // A GTID inside an open transaction means the last one never ended
-                    // (the server restarted mid-write): it is torn.
-                    if let Some(o) = open.take() {
-                        end.torn = Some(o.tx.gtid);
-                    }
-                    let wanted = options.after.as_ref().is_none_or(|a| !gtid.is_in(a));
-                    open = Some(Open {
-                        wanted,
-                        ends: match (gtid.flavour(), standalone) {
-                            (Flavour::Mysql, _) => Ends::Undecided,
-                            (Flavour::Mariadb, true) => Ends::AtStatement,
-                            (Flavour::Mariadb, false) => Ends::AtCommit,
-                        },
-                        tx: Transaction {
-                            gtid,
-                            timestamp: ts,
-                            file: file.clone(),
-                            offset,
-                            size: len,
-                            tables: BTreeSet::new(),
-                            events: Vec::new(),
-                            standalone,
-                            format: format.clone(),
-                        },
-                    });
-                    continue;
-                }
-                // A transaction without a GTID (gtid_mode off): it cannot be salvaged by
-                // GTID; it ends whatever was open, and its own events are skipped.
-                Decoded::AnonymousGtid => {
-                    if let Some(o) = open.take() {
-                        end.torn = Some(o.tx.gtid);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let Some(o) = open.as_mut() else {
+            let Some(decoded) = self.boundary(decoded, &frame, end) else {
                 continue;
             };
-            o.tx.size = offset + len - o.tx.offset;
-            let mut keep = Keep {
-                events: options.keep_events,
-                kept: &mut kept,
-                max: max_kept,
-            };
-            let taken = match decoded {
-                // A compressed transaction holds everything up to its commit: one not
-                // wanted ends here unopened.
-                Decoded::Payload if !o.wanted => Ok(true),
-                Decoded::Payload => {
-                    let has_checksum = frame.has_checksum;
-                    decoder
-                        .raw_event(&frame)
-                        .map_err(|e| Stop::Damage(e.0))
-                        .and_then(|ev| expand(&mut decoder, &ev, has_checksum, o, &mut keep))
-                }
-                decoded => take(o, decoded, ty, frame.bytes, &mut keep),
-            };
-            let done = match taken {
-                Ok(done) => done,
-                Err(Stop::LeftOut) => {
-                    end.left_out = Some(o.tx.gtid);
-                    return end;
-                }
-                Err(Stop::Damage(why)) => {
-                    end.damage = Some(damaged(Damage {
-                        offset,
-                        kind: DamageKind::Unreadable(why),
-                    }));
-                    end.torn = open.map(|o| o.tx.gtid);
-                    return end;
-                }
-            };
-            if done {
-                let o = open.take().expect("open");
-                if o.wanted && each(o.tx).is_break() {
-                    return end;
-                }
+            if self.event(decoded, &frame, end, each).is_break() {
+                return ControlFlow::Break(());
             }
         }
-        if let Some(o) = open.take() {
+        if let Some(o) = self.open.take() {
             end.torn = Some(o.tx.gtid);
         }
+        ControlFlow::Continue(())
     }
-    end
+
+    /// The scan stops at `damage`; a transaction it cut is torn.
+    fn damaged(&mut self, end: &mut ScanEnd, damage: Damage) -> ControlFlow<()> {
+        end.damage = Some(FileDamage {
+            file: self.path.clone(),
+            damage,
+            in_last_file: self.in_last_file,
+        });
+        end.torn = self.open.take().map(|o| o.tx.gtid);
+        ControlFlow::Break(())
+    }
+
+    /// The events that open and close transactions: a format description, a GTID, an
+    /// anonymous GTID. Any other event is handed back.
+    fn boundary(
+        &mut self,
+        decoded: Decoded,
+        frame: &Frame<'_>,
+        end: &mut ScanEnd,
+    ) -> Option<Decoded> {
+        match decoded {
+            Decoded::FormatDescription { flavour, .. } => {
+                end.flavour = Some(flavour);
+                if self.options.keep_events {
+                    self.format = Some(Arc::from(frame.bytes));
+                }
+            }
+            Decoded::Gtid { gtid, standalone } => {
+                // A GTID inside an open transaction means the last one never ended
+                // (the server restarted mid-write): it is torn.
+                if let Some(o) = self.open.take() {
+                    end.torn = Some(o.tx.gtid);
+                }
+                let wanted = self.options.after.as_ref().is_none_or(|a| !gtid.is_in(a));
+                self.open = Some(Open {
+                    wanted,
+                    ends: match (gtid.flavour(), standalone) {
+                        (Flavour::Mysql, _) => Ends::Undecided,
+                        (Flavour::Mariadb, true) => Ends::AtStatement,
+                        (Flavour::Mariadb, false) => Ends::AtCommit,
+                    },
+                    tx: Transaction {
+                        gtid,
+                        timestamp: frame.timestamp(),
+                        file: self.file.clone(),
+                        offset: frame.offset,
+                        size: frame.bytes.len() as u64,
+                        tables: BTreeSet::new(),
+                        events: Vec::new(),
+                        standalone,
+                        format: self.format.clone(),
+                    },
+                });
+            }
+            // A transaction without a GTID (gtid_mode off): it cannot be salvaged by
+            // GTID; it ends whatever was open, and its own events are skipped.
+            Decoded::AnonymousGtid => {
+                if let Some(o) = self.open.take() {
+                    end.torn = Some(o.tx.gtid);
+                }
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// An event of the open transaction (none open: skipped); a transaction it ends
+    /// goes to `each` when wanted.
+    fn event(
+        &mut self,
+        decoded: Decoded,
+        frame: &Frame<'_>,
+        end: &mut ScanEnd,
+        each: &mut impl FnMut(Transaction) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let Some(o) = self.open.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let (offset, len) = (frame.offset, frame.bytes.len() as u64);
+        o.tx.size = offset + len - o.tx.offset;
+        let taken = match decoded {
+            // A compressed transaction holds everything up to its commit: one not
+            // wanted ends here unopened.
+            Decoded::Payload if !o.wanted => Ok(true),
+            Decoded::Payload => self
+                .decoder
+                .raw_event(frame)
+                .map_err(|e| Stop::Damage(e.0))
+                .and_then(|ev| {
+                    expand(
+                        &mut self.decoder,
+                        &ev,
+                        frame.has_checksum,
+                        o,
+                        &mut self.keep,
+                    )
+                }),
+            decoded => take(o, decoded, frame.event_type(), frame.bytes, &mut self.keep),
+        };
+        match taken {
+            Ok(false) => ControlFlow::Continue(()),
+            Ok(true) => match self.open.take() {
+                Some(o) if o.wanted => each(o.tx),
+                _ => ControlFlow::Continue(()),
+            },
+            Err(Stop::LeftOut) => {
+                end.left_out = Some(o.tx.gtid);
+                ControlFlow::Break(())
+            }
+            Err(Stop::Damage(why)) => {
+                let damage = Damage {
+                    offset,
+                    kind: DamageKind::Unreadable(why),
+                };
+                self.damaged(end, damage)
+            }
+        }
+    }
 }
 
 /// Whether events are kept, and how many bytes of them so far against the bound.

@@ -220,11 +220,11 @@ pub fn default_attempt_timeout() -> u64 {
 
 /// The secret `name` from its file or environment variable; `None` when neither is
 /// given and it is not `required`.
-fn load_secret(
+/// A secret that may be left out: read from its file or environment variable.
+fn optional_secret(
     file: &Path,
     name: &str,
     src: SecretSource,
-    required: bool,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Secret>, ConfigError> {
     let key = |why: String| ConfigError::Key {
@@ -242,7 +242,6 @@ fn load_secret(
         (None, Some(var)) => env(&var)
             .ok_or_else(|| key(format!("environment variable {var} is not set")))?
             .into_bytes(),
-        (None, None) if required => return Err(key("missing: give a _file or an _env".into())),
         (None, None) => return Ok(None),
     };
     // A trailing newline from `echo > file` is not part of the secret.
@@ -251,6 +250,20 @@ fn load_secret(
         return Err(key("is empty".into()));
     }
     Ok(Some(Secret(trimmed)))
+}
+
+/// A secret the sidecar cannot run without.
+fn required_secret(
+    file: &Path,
+    name: &str,
+    src: SecretSource,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    optional_secret(file, name, src, env)?.ok_or_else(|| ConfigError::Key {
+        file: file.to_path_buf(),
+        key: name.to_string(),
+        why: "missing: give a _file or an _env".into(),
+    })
 }
 
 /// The text of a config file.
@@ -319,14 +332,13 @@ impl AdminAccess {
     ) -> Result<AdminAccess, ConfigError> {
         let raw: RawAccess = from_toml(file, text)?;
         let endpoint = raw.admin.endpoint();
-        let token = load_secret(
+        let token = optional_secret(
             file,
             "admin.token",
             SecretSource {
                 file: raw.admin.token_file,
                 env: raw.admin.token_env,
             },
-            false,
             env,
         )?;
         let step_timeout_ms = raw
@@ -596,46 +608,7 @@ impl Config {
             why,
         };
         let raw: Raw = from_toml(file, text)?;
-        let mut members = BTreeMap::new();
-        let mut nodes = Vec::new();
-        for (i, n) in raw.nodes.into_iter().enumerate() {
-            if n.kind == NodeKind::Database {
-                for (field, v) in [
-                    ("mysql", &n.mysql),
-                    ("instance_id", &n.instance_id),
-                    ("eni_id", &n.eni_id),
-                ] {
-                    if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
-                        return Err(key(
-                            &format!("nodes[{i}].{field}"),
-                            "a database node needs it".into(),
-                        ));
-                    }
-                }
-            }
-            let mysql = match &n.mysql {
-                Some(text) => Some(
-                    Address::parse(text).map_err(|why| key(&format!("nodes[{i}].mysql"), why))?,
-                ),
-                None => None,
-            };
-            members.insert(
-                n.id,
-                Member {
-                    peer: n.peer,
-                    mysql,
-                    instance_id: n.instance_id,
-                    eni_id: n.eni_id,
-                },
-            );
-            nodes.push(NodeSpec {
-                id: n.id,
-                name: n.name,
-                az: n.az,
-                kind: n.kind,
-                promotion: n.promotion,
-            });
-        }
+        let (members, nodes) = members(file, raw.nodes)?;
         let spec = ClusterSpec {
             name: raw.cluster.name,
             flavour: raw.cluster.flavour,
@@ -653,18 +626,15 @@ impl Config {
                 format!("{} is not one of the [[nodes]]", raw.node_id.0),
             ));
         }
-        let secret = |name: &str, src: SecretSource, required: bool| {
-            load_secret(file, name, src, required, env)
-        };
-        let mysql_password = secret(
+        let mysql_password = required_secret(
+            file,
             "mysql.password",
             SecretSource {
                 file: raw.mysql.password_file,
                 env: raw.mysql.password_env,
             },
-            true,
-        )?
-        .expect("required");
+            env,
+        )?;
         if raw.aws.attempt_timeout_ms == 0 || raw.aws.attempt_timeout_ms > raw.aws.api_deadline_ms {
             return Err(key(
                 "aws.attempt_timeout_ms",
@@ -674,13 +644,14 @@ impl Config {
                 ),
             ));
         }
-        let replication_password = secret(
+        let replication_password = optional_secret(
+            file,
             "mysql.replication_password",
             SecretSource {
                 file: raw.mysql.replication_password_file,
                 env: raw.mysql.replication_password_env,
             },
-            false,
+            env,
         )?
         .unwrap_or_else(|| mysql_password.clone());
         let probe_interval = spec.timing.probe_interval_ms;
@@ -694,15 +665,15 @@ impl Config {
                 format!("{probe_timeout_ms}: must be between 1 and timing.probe_interval_ms ({probe_interval})"),
             ));
         }
-        let cluster_key = secret(
+        let cluster_key = required_secret(
+            file,
             "peers.key",
             SecretSource {
                 file: raw.peers.key_file,
                 env: raw.peers.key_env,
             },
-            true,
-        )?
-        .expect("required");
+            env,
+        )?;
         if cluster_key.0.len() < 16 {
             return Err(key(
                 "peers.key",
@@ -710,91 +681,16 @@ impl Config {
             ));
         }
         let admin_endpoint = raw.admin.endpoint();
-        let admin_token = secret(
-            "admin.token",
-            SecretSource {
-                file: raw.admin.token_file,
-                env: raw.admin.token_env,
-            },
-            false,
-        )?;
-        let admin_tls = match (raw.admin.tls_cert_file, raw.admin.tls_key_file) {
-            (None, None) => None,
-            (Some(cert_file), Some(key_file)) => Some(AdminServerTls {
-                cert_file,
-                key: secret(
-                    "admin.tls_key",
-                    SecretSource {
-                        file: Some(key_file),
-                        env: None,
-                    },
-                    true,
-                )?
-                .expect("required"),
-            }),
-            (Some(_), None) => {
-                return Err(key(
-                    "admin.tls_key_file",
-                    "tls_cert_file needs its key".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(key(
-                    "admin.tls_cert_file",
-                    "tls_key_file needs its certificate".into(),
-                ))
-            }
-        };
-        if admin_tls.is_none() && !raw.admin.listen.ip().is_loopback() {
-            return Err(key(
-                "admin.listen",
-                format!(
-                    "{} is reachable from other hosts, and without TLS the admin token would cross the network in clear text: set admin.tls_cert_file and tls_key_file, or listen on 127.0.0.1",
-                    raw.admin.listen
-                ),
-            ));
-        }
-        let mysql_tls = match (raw.mysql.tls, raw.mysql.tls_ca_file) {
-            (TlsMode::Off, _) => None,
-            (TlsMode::Required, None) => {
-                return Err(key(
-                    "mysql.tls_ca_file",
-                    "tls = \"required\" needs the CA that signed the servers' certificates".into(),
-                ))
-            }
-            (TlsMode::Required, Some(ca_file)) => {
-                // mysqld resolves a relative MASTER_SSL_CA against its data directory.
-                if !ca_file.is_absolute() {
-                    return Err(key(
-                        "mysql.tls_ca_file",
-                        format!(
-                            "{}: give an absolute path (replicas' mysqld read it too)",
-                            ca_file.display()
-                        ),
-                    ));
-                }
-                crate::admin::tls::certificates(&ca_file)
-                    .map_err(|e| key("mysql.tls_ca_file", e))?;
-                Some(MysqlTls { ca_file })
-            }
-        };
+        let admin_listen = raw.admin.listen;
+        let (admin_token, admin_tls) = admin_secrets(file, raw.admin, env)?;
+        let mysql_tls = mysql_tls(file, raw.mysql.tls, raw.mysql.tls_ca_file.clone())?;
         if raw.mysql.binlog_index.is_some() && raw.mysql.binlog_dir.is_none() {
             return Err(key(
                 "mysql.binlog_index",
                 "needs mysql.binlog_dir (where the files it names are)".into(),
             ));
         }
-        for (name, argv) in raw.hooks.commands() {
-            if argv.first().is_none_or(|p| p.trim().is_empty()) {
-                return Err(key(
-                    &format!("hooks.{name}"),
-                    "an empty command: give the program and its arguments, [\"/path/to/prog\", \"arg\"]".into(),
-                ));
-            }
-        }
-        if raw.hooks.timeout_ms == 0 {
-            return Err(key("hooks.timeout_ms", "must be more than 0".into()));
-        }
+        check_hooks(file, &raw.hooks)?;
         Ok(Config {
             file: file.to_path_buf(),
             me: raw.node_id,
@@ -812,7 +708,7 @@ impl Config {
             probe_timeout: Duration::from_millis(probe_timeout_ms),
             peer_listen: raw.peers.listen,
             cluster_key,
-            admin_listen: raw.admin.listen,
+            admin_listen,
             admin_token,
             admin_tls,
             admin_endpoint,
@@ -823,6 +719,171 @@ impl Config {
             hooks: raw.hooks,
         })
     }
+}
+
+/// The members (how to reach each node) and the engine's node list, from `[[nodes]]`.
+fn members(
+    file: &Path,
+    raw: Vec<RawNode>,
+) -> Result<(BTreeMap<NodeId, Member>, Vec<NodeSpec>), ConfigError> {
+    let key = |key: String, why: String| ConfigError::Key {
+        file: file.to_path_buf(),
+        key,
+        why,
+    };
+    let mut members = BTreeMap::new();
+    let mut nodes = Vec::new();
+    for (i, n) in raw.into_iter().enumerate() {
+        if n.kind == NodeKind::Database {
+            for (field, v) in [
+                ("mysql", &n.mysql),
+                ("instance_id", &n.instance_id),
+                ("eni_id", &n.eni_id),
+            ] {
+                if v.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                    return Err(key(
+                        format!("nodes[{i}].{field}"),
+                        "a database node needs it".into(),
+                    ));
+                }
+            }
+        }
+        let mysql = match &n.mysql {
+            Some(text) => {
+                Some(Address::parse(text).map_err(|why| key(format!("nodes[{i}].mysql"), why))?)
+            }
+            None => None,
+        };
+        members.insert(
+            n.id,
+            Member {
+                peer: n.peer,
+                mysql,
+                instance_id: n.instance_id,
+                eni_id: n.eni_id,
+            },
+        );
+        nodes.push(NodeSpec {
+            id: n.id,
+            name: n.name,
+            az: n.az,
+            kind: n.kind,
+            promotion: n.promotion,
+        });
+    }
+    Ok((members, nodes))
+}
+
+/// The admin API's token and TLS key; a listener other hosts can reach needs TLS (the
+/// token would cross the network in clear text otherwise).
+fn admin_secrets(
+    file: &Path,
+    raw: RawAdmin,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Option<Secret>, Option<AdminServerTls>), ConfigError> {
+    let key = |key: &str, why: String| ConfigError::Key {
+        file: file.to_path_buf(),
+        key: key.to_string(),
+        why,
+    };
+    let token = optional_secret(
+        file,
+        "admin.token",
+        SecretSource {
+            file: raw.token_file,
+            env: raw.token_env,
+        },
+        env,
+    )?;
+    let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => Some(AdminServerTls {
+            cert_file,
+            key: required_secret(
+                file,
+                "admin.tls_key",
+                SecretSource {
+                    file: Some(key_file),
+                    env: None,
+                },
+                env,
+            )?,
+        }),
+        (Some(_), None) => {
+            return Err(key(
+                "admin.tls_key_file",
+                "tls_cert_file needs its key".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(key(
+                "admin.tls_cert_file",
+                "tls_key_file needs its certificate".into(),
+            ))
+        }
+    };
+    if tls.is_none() && !raw.listen.ip().is_loopback() {
+        return Err(key(
+            "admin.listen",
+            format!(
+                "{} is reachable from other hosts, and without TLS the admin token would cross the network in clear text: set admin.tls_cert_file and tls_key_file, or listen on 127.0.0.1",
+                raw.listen
+            ),
+        ));
+    }
+    Ok((token, tls))
+}
+
+/// TLS to the MySQL servers: off, or required with the CA that signed their
+/// certificates (an absolute path: the replicas' mysqld read it too).
+fn mysql_tls(
+    file: &Path,
+    mode: TlsMode,
+    ca_file: Option<PathBuf>,
+) -> Result<Option<MysqlTls>, ConfigError> {
+    let key = |why: String| ConfigError::Key {
+        file: file.to_path_buf(),
+        key: "mysql.tls_ca_file".into(),
+        why,
+    };
+    match (mode, ca_file) {
+        (TlsMode::Off, _) => Ok(None),
+        (TlsMode::Required, None) => Err(key(
+            "tls = \"required\" needs the CA that signed the servers' certificates".into(),
+        )),
+        (TlsMode::Required, Some(ca_file)) => {
+            // mysqld resolves a relative MASTER_SSL_CA against its data directory.
+            if !ca_file.is_absolute() {
+                return Err(key(format!(
+                    "{}: give an absolute path (replicas' mysqld read it too)",
+                    ca_file.display()
+                )));
+            }
+            crate::admin::tls::certificates(&ca_file).map_err(key)?;
+            Ok(Some(MysqlTls { ca_file }))
+        }
+    }
+}
+
+/// Every hook names a program, and hooks have time to run.
+fn check_hooks(file: &Path, hooks: &Hooks) -> Result<(), ConfigError> {
+    let key = |key: String, why: String| ConfigError::Key {
+        file: file.to_path_buf(),
+        key,
+        why,
+    };
+    for (name, argv) in hooks.commands() {
+        if argv.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(key(
+                format!("hooks.{name}"),
+                "an empty command: give the program and its arguments, [\"/path/to/prog\", \"arg\"]".into(),
+            ));
+        }
+    }
+    if hooks.timeout_ms == 0 {
+        return Err(key("hooks.timeout_ms".into(), "must be more than 0".into()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod hostile;
 pub mod hosts;
+mod inject;
 pub mod mysqld;
 pub mod run;
 pub mod scenario;

@@ -2,8 +2,9 @@
 //! and check the invariants.
 
 use crate::hosts::{client_host, db_host, ec2_host};
+use crate::inject::Injector;
 use crate::scenario::{Fault, Plan, Scenario, CLIENTS, DB_HOSTS};
-use crate::world::{host_name, Acked, Gtid, HostileEvents, World, EC2_HOST};
+use crate::world::{host_name, Acked, Gtid, HostileEvents, View, World, EC2_HOST};
 use multiaz_engine::{ClusterSpec, Event, Flavour, NodeId, PromotionRule, Sabotage};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -266,6 +267,52 @@ fn describe(e: &Event) -> Option<String> {
 pub fn run(cfg: &RunConfig) -> RunReport {
     let wall = Instant::now();
     let plan = Plan::draw(cfg.scenario, cfg.seed);
+    let spec = run_spec(cfg);
+    let world = World::new(spec.clone(), cfg.seed, plan.hostility.clone());
+    world.with(|w| {
+        w.sabotage = cfg.sabotage;
+        w.log_limit = cfg.log_limit;
+    });
+    let mut sim = build(cfg, &spec, &world);
+    let mut faults = Injector::new(world.clone(), &plan);
+    let mut split_brain = Vec::new();
+    let mut software_error = None;
+    while sim.elapsed() < cfg.duration {
+        let now = sim.elapsed();
+        faults.before_step(&mut sim, now);
+        // The OS writes out what each server wrote, about once a second.
+        if sim.elapsed().as_millis() % 1000 < 5 {
+            world.with(|w| w.mysqld.values_mut().for_each(|m| m.os_flush()));
+        }
+        if let Err(e) = sim.step() {
+            software_error = Some(e.to_string());
+            break;
+        }
+        // Two servers accepting writes at one instant, whether or not a replica would
+        // acknowledge them (a writable server with semi-sync off counts too).
+        let writable = world.with(|w| {
+            w.mysqld
+                .values()
+                .filter(|m| m.alive && !m.read_only)
+                .count()
+        });
+        if writable > 1 {
+            split_brain.push(sim.elapsed().as_millis() as u64);
+        }
+    }
+    let end = sim.elapsed();
+    let ended = Ended {
+        faults,
+        split_brain,
+        software_error,
+        end,
+        wall,
+    };
+    judge(cfg, &plan, &spec, &world, ended)
+}
+
+/// The cluster description of a run: the scenario's changes to the simulation's own.
+fn run_spec(cfg: &RunConfig) -> ClusterSpec {
     let mut spec = cluster_spec(cfg.flavour);
     if cfg.scenario == Scenario::Mixed {
         // Mixed runs fail over again and again by design: the anti-flapping block
@@ -277,11 +324,11 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         // from the most advanced replica before it is promoted.
         spec.nodes[2].promotion = PromotionRule::Prefer;
     }
-    let world = World::new(spec.clone(), cfg.seed, plan.hostility.clone());
-    world.with(|w| {
-        w.sabotage = cfg.sabotage;
-        w.log_limit = cfg.log_limit;
-    });
+    spec
+}
+
+/// The turmoil world: a host per database server, the EC2 API, a client per AZ.
+fn build<'a>(cfg: &RunConfig, spec: &ClusterSpec, world: &World) -> turmoil::Sim<'a> {
     let mut sim = turmoil::Builder::new()
         .simulation_duration(cfg.duration + Duration::from_secs(5))
         .tick_duration(Duration::from_millis(5))
@@ -310,137 +357,69 @@ pub fn run(cfg: &RunConfig) -> RunReport {
             )
         });
     }
+    sim
+}
 
-    let mut pending: Vec<(Duration, Fault)> = plan.faults.clone();
-    let mut healed = false;
-    let mut crashed: BTreeSet<NodeId> = BTreeSet::new();
-    let mut killed: BTreeSet<NodeId> = BTreeSet::new();
-    let mut held: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut binlog_at_kill: Vec<Gtid> = Vec::new();
-    let mut split_brain = Vec::new();
-    let mut software_error = None;
-    let mut timeline: Vec<(Duration, String)> = Vec::new();
+/// Every transaction on `m`'s binlog (by GTID, and by the client write it carries).
+struct MasterBinlog {
+    gtids: BTreeSet<Gtid>,
+    writes: BTreeSet<(u32, u64)>,
+}
 
-    while sim.elapsed() < cfg.duration {
-        let now = sim.elapsed();
-        let due: Vec<Fault> = {
-            let (now_due, later): (Vec<_>, Vec<_>) =
-                pending.drain(..).partition(|(t, _)| *t <= now);
-            pending = later;
-            now_due.into_iter().map(|(_, f)| f).collect()
-        };
-        for f in due {
-            timeline.push((now, format!("FAULT {f}")));
-            match &f {
-                Fault::KillMysqld(n) => {
-                    if plan.salvage_expected {
-                        binlog_at_kill =
-                            world.mysqld(*n, |m| m.binlog.iter().map(|t| t.gtid).collect());
-                    }
-                    world.mysqld(*n, |m| m.kill());
-                    world.changed.notify_waiters();
-                    killed.insert(*n);
-                }
-                Fault::StartMysqld(n) => {
-                    world.mysqld(*n, |m| m.start());
-                    killed.remove(n);
-                }
-                Fault::CrashHost(n) => {
-                    crash(&world, *n, now, &mut timeline);
-                    sim.crash(host_name(*n));
-                    crashed.insert(*n);
-                }
-                Fault::BounceHost(n) => {
-                    sim.bounce(host_name(*n));
-                    crashed.remove(n);
-                }
-                Fault::Partition(a, b) => {
-                    for x in a {
-                        for y in b {
-                            sim.partition(x.as_str(), y.as_str());
-                        }
-                    }
-                }
-                Fault::PartitionOneway(a, b) => {
-                    for x in a {
-                        for y in b {
-                            sim.partition_oneway(x.as_str(), y.as_str());
-                        }
-                    }
-                }
-                Fault::Hold(a, b) => {
-                    sim.hold(a.as_str(), b.as_str());
-                    held.insert((a.clone(), b.clone()));
-                }
-                Fault::Release(a, b) => {
-                    sim.release(a.as_str(), b.as_str());
-                    held.remove(&(a.clone(), b.clone()));
-                }
-                Fault::RepairAll => {
-                    repair_all(&mut sim);
-                    world.with(|w| w.peers_cut.clear());
-                }
-                Fault::CutPeers(n) => world.with(|w| {
-                    w.peers_cut.insert(*n);
-                }),
-                Fault::ApiThrottle(r) => world.with(|w| w.ec2.set_others(*r, now)),
-                Fault::ApiOutage(on) => world.with(|w| w.ec2.outage = *on),
-                Fault::Operator(n, req) => world.with(|w| w.operator.push((*n, *req))),
-            }
-        }
-        if !healed && now >= plan.heal_at {
-            healed = true;
-            timeline.push((
-                now,
-                "HEAL network repaired, hosts and mysqlds restarted, EC2 API normal".into(),
-            ));
-            repair_all(&mut sim);
-            world.with(|w| w.peers_cut.clear());
-            for (a, b) in std::mem::take(&mut held) {
-                sim.release(a.as_str(), b.as_str());
-            }
-            world.with(|w| {
-                w.ec2.set_others(0.0, now);
-                w.ec2.outage = false;
-            });
-            for n in std::mem::take(&mut crashed) {
-                sim.bounce(host_name(n));
-            }
-            for n in std::mem::take(&mut killed) {
-                world.mysqld(n, |m| m.start());
-            }
-        }
-        // Instances the EC2 API was asked to stop (STONITH).
-        for n in world.with(|w| std::mem::take(&mut w.stop_requests)) {
-            timeline.push((now, format!("EC2 stops the instance of {n}")));
-            crash(&world, n, now, &mut timeline);
-            sim.crash(host_name(n));
-            crashed.insert(n);
-        }
-        // The OS writes out what each server wrote, about once a second.
-        if now.as_millis() % 1000 < 5 {
-            world.with(|w| w.mysqld.values_mut().for_each(|m| m.os_flush()));
-        }
-        if let Err(e) = sim.step() {
-            software_error = Some(e.to_string());
-            break;
-        }
-        let now = sim.elapsed();
-        // Two servers accepting writes at one instant, whether or not a replica would
-        // acknowledge them (a writable server with semi-sync off counts too).
-        let writable = world.with(|w| {
-            w.mysqld
-                .values()
-                .filter(|m| m.alive && !m.read_only)
-                .count()
-        });
-        if writable > 1 {
-            split_brain.push(now.as_millis() as u64);
+impl MasterBinlog {
+    fn of(world: &World, master: Option<NodeId>) -> MasterBinlog {
+        MasterBinlog {
+            gtids: master
+                .map(|m| world.mysqld(m, |x| x.binlog.iter().map(|t| t.gtid).collect()))
+                .unwrap_or_default(),
+            writes: master
+                .map(|m| world.mysqld(m, |x| x.binlog.iter().map(|t| (t.client, t.n)).collect()))
+                .unwrap_or_default(),
         }
     }
 
-    // ---- verdicts -------------------------------------------------------------------
-    let end = sim.elapsed();
+    /// Lost both ways: by exact GTID (server id included: the same sequence number
+    /// written by another server is another transaction), and by what the client wrote
+    /// (its id and sequence number), whatever GTID it ended under.
+    fn lost(&self, acked: &[Acked]) -> Vec<String> {
+        acked
+            .iter()
+            .filter(|a| !self.gtids.contains(&a.gtid) || !self.writes.contains(&(a.client, a.n)))
+            .map(Acked::to_string)
+            .collect()
+    }
+}
+
+/// How the run loop ended.
+struct Ended {
+    faults: Injector,
+    split_brain: Vec<u64>,
+    software_error: Option<String>,
+    end: Duration,
+    wall: Instant,
+}
+
+/// The verdicts and figures of a run that has ended.
+fn judge(
+    cfg: &RunConfig,
+    plan: &Plan,
+    spec: &ClusterSpec,
+    world: &World,
+    ended: Ended,
+) -> RunReport {
+    let Ended {
+        faults,
+        mut split_brain,
+        software_error,
+        end,
+        wall,
+    } = ended;
+    let Injector {
+        crashed,
+        binlog_at_kill,
+        mut timeline,
+        ..
+    } = faults;
     let (views, acked, events, mut world_timeline, stale, unreplicated) = world.with(|w| {
         (
             w.views.clone(),
@@ -464,20 +443,9 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let final_master = final_view.master;
-    let master_binlog: BTreeSet<Gtid> = final_master
-        .map(|m| world.mysqld(m, |x| x.binlog.iter().map(|t| t.gtid).collect()))
-        .unwrap_or_default();
-    let master_writes: BTreeSet<(u32, u64)> = final_master
-        .map(|m| world.mysqld(m, |x| x.binlog.iter().map(|t| (t.client, t.n)).collect()))
-        .unwrap_or_default();
-    // Lost both ways: by exact GTID (server id included: the same sequence number
-    // written by another server is another transaction), and by what the client wrote
-    // (its id and sequence number), whatever GTID it ended under.
-    let lost_acked_writes: Vec<String> = acked
-        .iter()
-        .filter(|a| !master_binlog.contains(&a.gtid) || !master_writes.contains(&(a.client, a.n)))
-        .map(Acked::to_string)
-        .collect();
+    let master = MasterBinlog::of(world, final_master);
+    let master_binlog = &master.gtids;
+    let lost_acked_writes = master.lost(&acked);
     let two_writers_acked = interleaved_acks(&acked, spec.timing.lease());
     split_brain.extend(two_writers_acked);
     let unreplicated_acks: Vec<String> = acked
@@ -490,108 +458,20 @@ pub fn run(cfg: &RunConfig) -> RunReport {
         .filter(|g| !master_binlog.contains(g))
         .map(|g| g.to_string())
         .collect();
-    // Errant transactions on every server but the master, attached or not: an
-    // attached one spreads a divergence; a detached one must be known to the engine
-    // (quarantined in the record), or nothing keeps it out. Those kept out are counted,
-    // with what they hold.
-    let quarantined: BTreeSet<NodeId> = views
-        .iter()
-        .filter(|(n, v)| !crashed.contains(n) && v.epoch == final_view.epoch)
-        .flat_map(|(_, v)| v.quarantined.iter().copied())
-        .collect();
-    let mut errant_on_survivors = Vec::new();
-    let mut errant_kept_out = Vec::new();
-    if let Some(m) = final_master {
-        for n in spec.database_ids().filter(|n| *n != m) {
-            let (attached, extra) = world.mysqld(n, |x| {
-                (
-                    x.alive && x.source == Some(m) && x.io_running,
-                    x.binlog
-                        .iter()
-                        .filter(|t| !master_binlog.contains(&t.gtid))
-                        .map(|t| t.gtid.to_string())
-                        .collect::<Vec<_>>(),
-                )
-            });
-            if extra.is_empty() {
-                continue;
-            }
-            let line = format!("{n}: {}", extra.join(","));
-            if attached {
-                errant_on_survivors.push(format!("{line} (replicating from {m})"));
-            } else if !quarantined.contains(&n) {
-                errant_on_survivors.push(format!("{line} (not quarantined)"));
-            } else {
-                errant_kept_out.push(line);
-            }
-        }
-    }
-    // Semi-sync needs a replica. When every other server holds transactions the
-    // master lacks (each was a master that wrote unacknowledged transactions before it
-    // was cut off), they are rightly kept out and writes wait for an operator: counted
-    // as diverged, not as a liveness failure.
-    let clean_replicas = final_master.map_or(0, |m| {
-        spec.database_ids()
-            .filter(|n| *n != m)
-            .filter(|n| {
-                world.mysqld(*n, |x| {
-                    x.alive && x.binlog.iter().all(|t| master_binlog.contains(&t.gtid))
-                })
-            })
-            .count()
-    });
-    // Diverged only when servers kept out for errant transactions explain it: replicas
-    // that are merely down do not excuse writes that never resumed.
-    let diverged = final_master.is_some() && clean_replicas == 0 && !errant_kept_out.is_empty();
-    // Switchover and rejoin: every live server without errant transactions replicates
-    // from the final master by the end, the old master included.
-    let mut not_rejoined = Vec::new();
-    let mut returned_clean = None;
-    if matches!(cfg.scenario, Scenario::Switchover | Scenario::Rejoin) {
-        if let Some(m) = final_master {
-            for n in spec.database_ids().filter(|n| *n != m) {
-                let (clean, attached, alive) = world.mysqld(n, |x| {
-                    (
-                        x.binlog.iter().all(|t| master_binlog.contains(&t.gtid)),
-                        x.source == Some(m) && x.io_running && x.read_only,
-                        x.alive,
-                    )
-                });
-                if n == NodeId(1) && cfg.scenario == Scenario::Rejoin {
-                    returned_clean = Some(clean);
-                }
-                if alive && clean && !attached {
-                    not_rejoined.push(format!("{n} is clean but does not replicate from {m}"));
-                }
-            }
-        }
-        if let Some(to) = plan.switchover_to {
-            if final_master != Some(to) {
-                not_rejoined.push(format!(
-                    "the switchover to {to} ended with master {final_master:?}"
-                ));
-            }
-        }
-    }
-    let write_block_ms = plan.switchover_to.and_then(|to| {
-        let last_old = acked
-            .iter()
-            .filter(|a| a.server == NodeId(1))
-            .map(|a| a.at)
-            .max()?;
-        let first_new = acked
-            .iter()
-            .filter(|a| a.server == to)
-            .map(|a| a.at)
-            .min()?;
-        Some(first_new.saturating_sub(last_old).as_millis() as u64)
-    });
+    let Errant {
+        on_survivors: errant_on_survivors,
+        kept_out: errant_kept_out,
+        diverged,
+    } = Errant::judge(spec, world, &views, &crashed, &final_view, master_binlog);
+    let (not_rejoined, returned_clean) =
+        rejoined(cfg.scenario, plan, spec, world, final_master, master_binlog);
+    let write_block_ms = write_block_ms(plan, &acked);
     let live_after_heal = diverged
         || acked
             .iter()
             .any(|a| a.at >= plan.heal_at && a.at <= plan.heal_at + Duration::from_secs(30));
     let master_changed = final_view.epoch > 1;
-    let unavailable_ms = client_visible_unavailability(&plan, &acked, end);
+    let unavailable_ms = client_visible_unavailability(plan, &acked, end);
     let failover_ms = unavailable_ms.filter(|_| master_changed);
     for (t, n, e) in &events {
         if let Some(text) = describe(e) {
@@ -607,22 +487,12 @@ pub fn run(cfg: &RunConfig) -> RunReport {
     timeline.append(&mut world_timeline);
     timeline.sort_by_key(|a| a.0);
 
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for (t, line) in &timeline {
-        fnv(&mut h, &t.as_millis().to_le_bytes());
-        fnv(&mut h, line.as_bytes());
-    }
-    for a in &acked {
-        fnv(
-            &mut h,
-            format!("{:?}{}{}", a.at, a.gtid, a.server).as_bytes(),
-        );
-    }
+    let h = trace_hash(&timeline, &acked);
 
     RunReport {
         scenario: cfg.scenario,
         seed: cfg.seed,
-        profile: plan.profile,
+        profile: plan.profile.clone(),
         acked_writes: acked.len(),
         failover_ms,
         final_epoch: final_view.epoch,
@@ -654,20 +524,162 @@ pub fn run(cfg: &RunConfig) -> RunReport {
     }
 }
 
-/// A host crash: the server loses what was not on disk (its settings say what).
-fn crash(world: &World, n: NodeId, now: Duration, timeline: &mut Vec<(Duration, String)>) {
-    let lost = world.mysqld(n, |m| m.crash());
-    if !lost.is_empty() {
-        timeline.push((
-            now,
-            format!(
-                "{n} lost {} unsynced transaction(s) in the crash ({} .. {})",
-                lost.len(),
-                lost[0].gtid,
-                lost[lost.len() - 1].gtid
-            ),
-        ));
+/// Transactions the final master lacks, on the other servers.
+struct Errant {
+    /// On a server that replicates from the master, or that the record does not
+    /// quarantine: a divergence nothing keeps out.
+    on_survivors: Vec<String>,
+    /// On quarantined servers, with what they hold.
+    kept_out: Vec<String>,
+    /// Every other server is kept out for them: writes wait for an operator.
+    diverged: bool,
+}
+
+impl Errant {
+    fn judge(
+        spec: &ClusterSpec,
+        world: &World,
+        views: &BTreeMap<NodeId, View>,
+        crashed: &BTreeSet<NodeId>,
+        final_view: &View,
+        master_binlog: &BTreeSet<Gtid>,
+    ) -> Errant {
+        // Errant transactions on every server but the master, attached or not: an
+        // attached one spreads a divergence; a detached one must be known to the engine
+        // (quarantined in the record), or nothing keeps it out. Those kept out are counted,
+        // with what they hold.
+        let quarantined: BTreeSet<NodeId> = views
+            .iter()
+            .filter(|(n, v)| !crashed.contains(n) && v.epoch == final_view.epoch)
+            .flat_map(|(_, v)| v.quarantined.iter().copied())
+            .collect();
+        let mut errant_on_survivors = Vec::new();
+        let mut errant_kept_out = Vec::new();
+        if let Some(m) = final_view.master {
+            for n in spec.database_ids().filter(|n| *n != m) {
+                let (attached, extra) = world.mysqld(n, |x| {
+                    (
+                        x.alive && x.source == Some(m) && x.io_running,
+                        x.binlog
+                            .iter()
+                            .filter(|t| !master_binlog.contains(&t.gtid))
+                            .map(|t| t.gtid.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                });
+                if extra.is_empty() {
+                    continue;
+                }
+                let line = format!("{n}: {}", extra.join(","));
+                if attached {
+                    errant_on_survivors.push(format!("{line} (replicating from {m})"));
+                } else if !quarantined.contains(&n) {
+                    errant_on_survivors.push(format!("{line} (not quarantined)"));
+                } else {
+                    errant_kept_out.push(line);
+                }
+            }
+        }
+        // Semi-sync needs a replica. When every other server holds transactions the
+        // master lacks (each was a master that wrote unacknowledged transactions before it
+        // was cut off), they are rightly kept out and writes wait for an operator: counted
+        // as diverged, not as a liveness failure.
+        let clean_replicas = final_view.master.map_or(0, |m| {
+            spec.database_ids()
+                .filter(|n| *n != m)
+                .filter(|n| {
+                    world.mysqld(*n, |x| {
+                        x.alive && x.binlog.iter().all(|t| master_binlog.contains(&t.gtid))
+                    })
+                })
+                .count()
+        });
+        // Diverged only when servers kept out for errant transactions explain it: replicas
+        // that are merely down do not excuse writes that never resumed.
+        let diverged =
+            final_view.master.is_some() && clean_replicas == 0 && !errant_kept_out.is_empty();
+        Errant {
+            on_survivors: errant_on_survivors,
+            kept_out: errant_kept_out,
+            diverged,
+        }
     }
+}
+
+/// Switchover and rejoin: every live server without errant transactions replicates
+/// from the final master by the end, the old master included (the failures, and for
+/// `rejoin` whether the returning old master came back clean).
+fn rejoined(
+    scenario: Scenario,
+    plan: &Plan,
+    spec: &ClusterSpec,
+    world: &World,
+    final_master: Option<NodeId>,
+    master_binlog: &BTreeSet<Gtid>,
+) -> (Vec<String>, Option<bool>) {
+    let mut not_rejoined = Vec::new();
+    let mut returned_clean = None;
+    if !matches!(scenario, Scenario::Switchover | Scenario::Rejoin) {
+        return (not_rejoined, returned_clean);
+    }
+    if let Some(m) = final_master {
+        for n in spec.database_ids().filter(|n| *n != m) {
+            let (clean, attached, alive) = world.mysqld(n, |x| {
+                (
+                    x.binlog.iter().all(|t| master_binlog.contains(&t.gtid)),
+                    x.source == Some(m) && x.io_running && x.read_only,
+                    x.alive,
+                )
+            });
+            if n == NodeId(1) && scenario == Scenario::Rejoin {
+                returned_clean = Some(clean);
+            }
+            if alive && clean && !attached {
+                not_rejoined.push(format!("{n} is clean but does not replicate from {m}"));
+            }
+        }
+    }
+    if let Some(to) = plan.switchover_to {
+        if final_master != Some(to) {
+            not_rejoined.push(format!(
+                "the switchover to {to} ended with master {final_master:?}"
+            ));
+        }
+    }
+    (not_rejoined, returned_clean)
+}
+
+/// A planned switchover's write block: from the old master's last acknowledged write
+/// to the new one's first (ms).
+fn write_block_ms(plan: &Plan, acked: &[Acked]) -> Option<u64> {
+    let to = plan.switchover_to?;
+    let last_old = acked
+        .iter()
+        .filter(|a| a.server == NodeId(1))
+        .map(|a| a.at)
+        .max()?;
+    let first_new = acked
+        .iter()
+        .filter(|a| a.server == to)
+        .map(|a| a.at)
+        .min()?;
+    Some(first_new.saturating_sub(last_old).as_millis() as u64)
+}
+
+/// One hash of the whole timeline and every acknowledged write: same seed, same hash.
+fn trace_hash(timeline: &[(Duration, String)], acked: &[Acked]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (t, line) in timeline {
+        fnv(&mut h, &t.as_millis().to_le_bytes());
+        fnv(&mut h, line.as_bytes());
+    }
+    for a in acked {
+        fnv(
+            &mut h,
+            format!("{:?}{}{}", a.at, a.gtid, a.server).as_bytes(),
+        );
+    }
+    h
 }
 
 /// Acknowledged writes from two servers in overlapping intervals: server A
@@ -736,22 +748,6 @@ fn client_visible_unavailability(plan: &Plan, acked: &[Acked], end: Duration) ->
         worst = worst.max(gap);
     }
     worst
-}
-
-fn repair_all(sim: &mut turmoil::Sim<'_>) {
-    let mut hosts: Vec<String> = DB_HOSTS
-        .iter()
-        .chain(CLIENTS.iter())
-        .map(|s| s.to_string())
-        .collect();
-    hosts.push(EC2_HOST.into());
-    for a in &hosts {
-        for b in &hosts {
-            if a != b {
-                sim.repair_oneway(a.as_str(), b.as_str());
-            }
-        }
-    }
 }
 
 /// Per-scenario latency figures for a sweep.
