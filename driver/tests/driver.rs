@@ -204,6 +204,27 @@ impl DurableStore for Slow {
     }
 }
 
+type SlowDriver = Driver<Fake, Fake, Fake, Fake, Slow, Fake, NoHooks>;
+
+/// A driver on a background store that answers `Err` to every write when `fail`; the
+/// store, and the log every fake writes to.
+fn slow_driver(fail: bool) -> (Log, Slow, SlowDriver, DriverHandle) {
+    let log: Log = Rc::default();
+    let store = Slow {
+        log: log.clone(),
+        pending: Rc::default(),
+        fail,
+    };
+    let (driver, handle) = Driver::new(
+        spec(),
+        NodeId(2),
+        None,
+        fakes(store.clone(), Fake(log.clone())),
+    )
+    .unwrap();
+    (log, store, driver, handle)
+}
+
 impl Slow {
     fn settle(&self) {
         let pending: Vec<_> = self.pending.borrow_mut().drain(..).collect();
@@ -224,19 +245,7 @@ impl Slow {
 
 #[tokio::test(start_paused = true)]
 async fn with_a_background_store_nothing_runs_before_the_writes_it_follows_are_durable() {
-    let log: Log = Rc::default();
-    let store = Slow {
-        log: log.clone(),
-        pending: Rc::default(),
-        fail: false,
-    };
-    let (driver, handle) = Driver::new(
-        spec(),
-        NodeId(2),
-        None,
-        fakes(store.clone(), Fake(log.clone())),
-    )
-    .unwrap();
+    let (log, store, driver, handle) = slow_driver(false);
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
@@ -288,19 +297,7 @@ fn ran_early(log: &[String]) -> Option<usize> {
 
 #[tokio::test(start_paused = true)]
 async fn a_background_write_that_fails_stops_the_driver() {
-    let log: Log = Rc::default();
-    let store = Slow {
-        log: log.clone(),
-        pending: Rc::default(),
-        fail: true,
-    };
-    let (driver, _handle) = Driver::new(
-        spec(),
-        NodeId(2),
-        None,
-        fakes(store.clone(), Fake(log.clone())),
-    )
-    .unwrap();
+    let (log, store, driver, _handle) = slow_driver(true);
     let local = tokio::task::LocalSet::new();
     let r = local
         .run_until(async move {

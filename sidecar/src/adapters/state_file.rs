@@ -507,14 +507,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn writes_after_the_first_are_appended_and_read_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(dir.path());
+    /// A writer in `dir` that has written [`history`].
+    fn written(dir: &Path) -> (Writer, Vec<DurableState>) {
+        let mut w = writer(dir);
         let states = history();
         for s in &states {
             w.write(s).unwrap();
         }
+        (w, states)
+    }
+
+    #[test]
+    fn writes_after_the_first_are_appended_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, states) = written(dir.path());
         assert_eq!(w.appends, 3, "one base, then records");
         let base = fs::metadata(dir.path().join(FILE)).unwrap().len();
         let loaded = StateFile::new(dir.path()).load().unwrap();
@@ -533,11 +539,7 @@ mod tests {
     #[test]
     fn a_torn_last_record_is_dropped_and_damage_before_it_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(dir.path());
-        let states = history();
-        for s in &states {
-            w.write(s).unwrap();
-        }
+        let (_, states) = written(dir.path());
         let log = dir.path().join(LOG_FILE);
         let whole = fs::read(&log).unwrap();
         // Cut inside the last record: the state before it.
@@ -555,11 +557,7 @@ mod tests {
     #[test]
     fn a_log_older_than_its_base_is_ignored_and_a_snapshot_makes_a_new_base() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(dir.path());
-        let states = history();
-        for s in &states {
-            w.write(s).unwrap();
-        }
+        let (mut w, states) = written(dir.path());
         let log = dir.path().join(LOG_FILE);
         let older_log = fs::read(&log).unwrap();
         // Compaction: the snapshot cannot be appended, a new base is written.
