@@ -17,13 +17,15 @@ pub trait MysqlOps: Clone + 'static {
 /// Recovering the old master's binlog tail through the sidecar on its host.
 pub trait Salvage: Clone + 'static {
     /// For the failover of `epoch`: read `from`'s binlog after `after` and apply the
-    /// rest to `to`.
+    /// rest to `to`, all of it over `within` from now (the engine stops waiting then,
+    /// and may promote `to`: nothing may land on it after).
     fn salvage(
         &self,
         epoch: u64,
         from: NodeId,
         to: NodeId,
         after: GtidSet,
+        within: std::time::Duration,
     ) -> impl Future<Output = Result<SalvageReport, String>>;
 }
 

@@ -8,8 +8,10 @@
 //!
 //! A store may write in the background ([`Written::Later`]): the loop then goes on
 //! feeding the engine its inputs, but every command that follows the write — the
-//! messages the persist carries, later sends, MySQL and EC2 commands, hooks, events —
-//! waits in `held`, in order, until the write is durable. So nothing leaves this node
+//! messages the persist carries, later sends, MySQL and EC2 commands, hooks — waits in
+//! `held`, in order, until the write is durable. Only probes, events and this node
+//! fencing its own mysqld run at once: they change nothing outside, or only make this
+//! node safer. So nothing leaves this node
 //! before the state it follows from is on disk (persist-before-send), and nothing is
 //! acted on locally before the entries it follows from are (committed-before-acted):
 //! the outside world sees exactly what it would see from a store that wrote before
@@ -22,7 +24,7 @@ use crate::adapters::{
 };
 use multiaz_engine::{
     ClusterSpec, Command, CommandId, CommandResult, DurableState, Engine, EngineError, Input,
-    NodeId, OperatorRequest, PeerMessage, Time,
+    MysqlOp, NodeId, OperatorRequest, PeerMessage, Time,
 };
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
@@ -81,6 +83,7 @@ enum Held {
 }
 
 pub struct Driver<M, S, R, P, D, O, H> {
+    me: NodeId,
     engine: Engine,
     durable: DurableState,
     held: VecDeque<Held>,
@@ -118,6 +121,7 @@ where
         let (stop_tx, stop) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let driver = Driver {
+            me,
             engine,
             durable: restored.unwrap_or_default(),
             held: VecDeque::new(),
@@ -237,10 +241,23 @@ where
                     self.execute(now, Command::Send { to, message })?;
                 }
             }
-            command if !self.held.is_empty() => self.held.push_back(Held::After(now, command)),
+            command if !self.held.is_empty() && !self.never_held(&command) => {
+                self.held.push_back(Held::After(now, command))
+            }
             command => self.act(now, command),
         }
         Ok(())
+    }
+
+    /// What runs at once even behind a write: what changes nothing outside this node or
+    /// only makes it safer — a probe, an event, this node fencing its own mysqld (a
+    /// master whose disk hangs must still go read_only when its lease runs out).
+    fn never_held(&self, command: &Command) -> bool {
+        match command {
+            Command::Probe { .. } | Command::Emit(_) => true,
+            Command::Mysql { node, op, .. } => *node == self.me && *op == MysqlOp::SetReadOnly,
+            _ => false,
+        }
     }
 
     /// The oldest write is durable: runs what waited for it, up to the next write.
@@ -279,10 +296,14 @@ where
                 from,
                 to,
                 after,
+                deadline,
             } => {
+                // Counted from now, not from when the engine gave it: a command held
+                // behind a slow write has that much less time.
+                let within = deadline.since(self.now());
                 let salvage = self.world.salvage.clone();
                 self.spawn(id, async move {
-                    CommandResult::Salvage(salvage.salvage(epoch, from, to, after).await)
+                    CommandResult::Salvage(salvage.salvage(epoch, from, to, after, within).await)
                 });
             }
             Command::ReplaceRoute {

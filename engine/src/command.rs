@@ -6,6 +6,7 @@ use crate::gtid::GtidSet;
 use crate::hook::HookCall;
 use crate::message::PeerMessage;
 use crate::storage::PersistBatch;
+use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -40,6 +41,9 @@ pub enum Command {
         from: NodeId,
         to: NodeId,
         after: GtidSet,
+        /// When the engine stops waiting for the answer (its clock): the salvage must
+        /// be over by then, however late the driver starts it.
+        deadline: Time,
     },
     /// Point the VIP's /32 route in one route table at `target`'s network interface.
     /// The driver retries throttling with backoff within its own deadline.

@@ -14,9 +14,9 @@ use crate::storage::{
 };
 use crate::time::Time;
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, EntryType, Message, Snapshot};
+use raft::prelude::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use raft::storage::{MemStorage, RaftState, Storage};
-use raft::{Config, GetEntriesContext, RawNode, StateRole};
+use raft::{Config, GetEntriesContext, RawNode, SnapshotStatus, StateRole};
 use std::time::Duration;
 
 /// How many applied entries the log keeps before they are folded into a snapshot of
@@ -301,7 +301,11 @@ impl Coordination {
             return committed;
         }
         let mut rd = self.node.ready();
+        let mut snapshots_sent = Vec::new();
         for m in rd.take_messages() {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                snapshots_sent.push(m.to);
+            }
             out.push(self.send(m));
         }
         // A leader's snapshot: this node was missing entries the leader has compacted.
@@ -354,6 +358,13 @@ impl Coordination {
         then_send.extend(light.take_messages());
         take_data(light.take_committed_entries(), &mut committed);
         self.node.advance_apply();
+        // raft-rs holds a follower it sent a snapshot to until told how the send went;
+        // the transport says nothing (it may drop it). Reported sent: the follower is
+        // probed from the snapshot on, and one that never got it refuses the probe and
+        // is sent the snapshot again.
+        for to in snapshots_sent {
+            self.node.report_snapshot(to, SnapshotStatus::Finish);
+        }
         if hs_changed || installed.is_some() || !entries.is_empty() || !then_send.is_empty() {
             let hard_state = hs_changed.then(|| {
                 let hs = self.node.store().mem.rl().hard_state().clone();

@@ -304,9 +304,14 @@ impl Engine {
                             self.emit(Event::SnapshotInstalled { index });
                             self.on_snapshot();
                         }
-                        Err(e) => self.emit(Event::SnapshotUndecodable {
-                            why: format!("snapshot at entry {index}: {e}"),
-                        }),
+                        Err(e) => {
+                            // The record no longer follows the log: this node must not
+                            // fold it into a snapshot of its own and hand it on.
+                            self.coord.set_log_limit(u64::MAX);
+                            self.emit(Event::SnapshotUndecodable {
+                                why: format!("snapshot at entry {index}: {e}"),
+                            })
+                        }
                     }
                 }
                 Committed::Entry(data) => match LogEntry::decode(&data) {
@@ -333,11 +338,14 @@ impl Engine {
     /// What [`Engine::on_applied`] does for the entries a leader's snapshot folded in,
     /// judged from the record they built.
     fn on_snapshot(&mut self) {
-        if self.record.writer() != Some(self.me) {
-            self.lease.clear();
-        }
-        if self.record.failover.as_ref().and_then(|f| f.candidate) == Some(self.me) {
+        if self.record.writer() == Some(self.me) {
+            // Made the writer (candidate or master) by entries it never saw one by one:
+            // a read_only seen before is stale, and a lease round starts at once rather
+            // than at the next probe.
+            self.local.read_only_seen = None;
             self.start_lease_round();
+        } else {
+            self.lease.clear();
         }
     }
 

@@ -17,6 +17,18 @@ pub enum PeerMessage {
     LeaseGrant { epoch: u64, seq: u64 },
 }
 
+impl PeerMessage {
+    /// A raft message carrying a snapshot of the record (for tests that lose one).
+    pub fn is_raft_snapshot(&self) -> bool {
+        use protobuf::Message as _;
+        match self {
+            PeerMessage::Raft(bytes) => raft::prelude::Message::parse_from_bytes(bytes)
+                .is_ok_and(|m| m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// The highest epoch this sidecar knows of, including failovers not yet committed.

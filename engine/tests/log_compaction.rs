@@ -64,10 +64,19 @@ fn a_node_cut_off_while_the_log_is_compacted_catches_up_from_a_snapshot_and_rest
     );
     assert!(snapshot.index > LIMIT, "{snapshot:?}");
 
+    // The first snapshot sent is lost: the coordinator sends it again, in its term.
+    sim.lose_snapshots = 1;
+    let term = sim.engine(coordinator).status().term;
     sim.heal();
     let caught_up = sim.run_until(Duration::from_secs(10), |s| {
         s.record(away) == s.record(coordinator)
     });
+    assert_eq!(sim.lose_snapshots, 0, "a snapshot was sent and lost");
+    assert_eq!(
+        sim.engine(coordinator).status().term,
+        term,
+        "no new election"
+    );
     assert!(caught_up, "{}", sim.trace());
     assert!(
         sim.events

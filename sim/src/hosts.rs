@@ -76,12 +76,14 @@ impl Salvage for SimSalvage {
         from: NodeId,
         to: NodeId,
         after: GtidSet,
+        within: Duration,
     ) -> Result<SalvageReport, String> {
+        // A margin for the answer to travel back before the engine gives up.
         wire::call::<_, Result<SalvageReport, String>>(
             &host_name(from),
             SALVAGE_PORT,
             &SalvageReq { to, after },
-            Duration::from_secs(4),
+            within.saturating_sub(within / 5),
         )
         .await
         .map_err(|e| format!("salvage from {from}: {e}"))?

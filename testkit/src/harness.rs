@@ -143,6 +143,8 @@ pub struct Sim {
     pub nodes: BTreeMap<NodeId, Node>,
     /// Directed links that drop traffic.
     pub cut: BTreeSet<(NodeId, NodeId)>,
+    /// Raft snapshot messages still to be lost on the way (the transport drops them).
+    pub lose_snapshots: usize,
     queue: VecDeque<(Time, u64, Due)>,
     seq: u64,
     pub routes: BTreeMap<String, NodeId>,
@@ -214,6 +216,7 @@ impl Sim {
             now,
             nodes,
             cut: BTreeSet::new(),
+            lose_snapshots: 0,
             queue: VecDeque::new(),
             seq: 0,
             routes,
@@ -611,6 +614,10 @@ impl Sim {
 
     /// A peer message on the wire: 1 ms, unless the link is cut.
     fn transmit(&mut self, from: NodeId, to: NodeId, message: PeerMessage) {
+        if self.lose_snapshots > 0 && message.is_raft_snapshot() {
+            self.lose_snapshots -= 1;
+            return;
+        }
         if self.linked(from, to) {
             self.schedule(Duration::from_millis(1), Due::Message { from, to, message });
         }

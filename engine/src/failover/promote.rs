@@ -74,14 +74,15 @@ impl Run {
             return self.after_salvage(cx, candidate);
         };
         let epoch = self.epoch;
+        let deadline = cx.now() + cx.spec().timing.salvage_timeout();
         let id = cx.issue(Pending::Step { epoch, node: old }, |id| Command::Salvage {
             id,
             epoch,
             from: old,
             to: candidate,
             after,
+            deadline,
         });
-        let deadline = cx.now() + cx.spec().timing.salvage_timeout();
         self.enter(Phase::Salvaging {
             id,
             deadline,

@@ -191,6 +191,8 @@ pub async fn apply(
     // Set when a statement was still running at the deadline: the session is then
     // killed, and whatever follows runs on this second connection.
     let mut overran: Option<Conn> = None;
+    // The salvage's own session is left mid-statement (and killed).
+    let mut broken = false;
     for tx in txs.iter().filter(|tx| !tx.gtid.is_in(&have)) {
         if report.stopped.is_none() {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -205,33 +207,47 @@ pub async fn apply(
                     }
                     Some(Err(e)) => report.stopped = Some(format!("{}: {e}", tx.gtid)),
                     None => {
-                        let mut other = kill_session(conn).await?;
-                        // A COMMIT already under way when the session was killed may
-                        // have landed all the same: it is counted where it is.
-                        if tx.gtid.is_in(&executed(&mut other, flavour).await?) {
-                            report.recovered += 1;
-                            report.stopped = Some(format!(
-                                "the statement after {} was still running at the salvage deadline",
-                                tx.gtid
-                            ));
-                            overran = Some(other);
-                            continue;
+                        broken = true;
+                        match kill_session(conn, flavour).await {
+                            // A COMMIT already under way when the session was killed
+                            // may have landed all the same: it is counted where it is.
+                            Ok((other, have)) if tx.gtid.is_in(&have) => {
+                                report.recovered += 1;
+                                report.stopped = Some(format!(
+                                    "the statement after {} was still running at the salvage deadline",
+                                    tx.gtid
+                                ));
+                                overran = Some(other);
+                                continue;
+                            }
+                            Ok((other, _)) => {
+                                report.stopped = Some(format!(
+                                    "{}: still running at the salvage deadline (its session was killed)",
+                                    tx.gtid
+                                ));
+                                overran = Some(other);
+                            }
+                            Err(why) => {
+                                report.stopped = Some(format!(
+                                    "{}: still running at the salvage deadline, and {why}",
+                                    tx.gtid
+                                ))
+                            }
                         }
-                        report.stopped = Some(format!(
-                            "{}: still running at the salvage deadline (its session was killed)",
-                            tx.gtid
-                        ));
-                        overran = Some(other);
                     }
                 }
             }
         }
         report.not_recovered.push(tx.gtid.to_string());
     }
-    if lifted {
+    let restore_on = match (&mut overran, broken) {
+        (Some(other), _) => Some(other),
+        (None, false) => Some(conn),
+        (None, true) => None,
+    };
+    if let Some(conn) = restore_on.filter(|_| lifted) {
         // Back on unless the server was made writable meanwhile (read_only OFF): a
         // salvage that outlived its budget must not fence the new master.
-        let conn = overran.as_mut().unwrap_or(conn);
         let _ = conn
             .query_drop("SET GLOBAL super_read_only = @@global.read_only")
             .await;
@@ -253,21 +269,47 @@ async fn within<T>(
     }
 }
 
+/// How long killing an overrunning session may take: the margin between the old
+/// host's budget and the engine's timeout (a fifth of the salvage timeout) is more.
+const KILL_GRACE: std::time::Duration = std::time::Duration::from_millis(800);
+
 /// Kills `conn`'s server session from a second connection with the same options, so
 /// that a statement left running at the deadline (a lock wait, a MySQL `SET gtid_next`
 /// waiting for another session that owns the GTID, a commit waiting for semi-sync)
-/// cannot land after the salvage has answered. The second connection is returned.
-async fn kill_session(conn: &mut Conn) -> Result<Conn, String> {
+/// cannot land after the salvage has answered. `KILL` only marks the session: this
+/// waits until it is gone, so that a COMMIT it was in has landed or never will, then
+/// reads what the server has. The second connection and that set; all within
+/// [`KILL_GRACE`].
+async fn kill_session(conn: &mut Conn, flavour: Flavour) -> Result<(Conn, GtidSet), String> {
     let id = conn.id();
-    let mut other = Conn::new(conn.opts().clone())
+    let opts = conn.opts().clone();
+    let work = async move {
+        let mut other = Conn::new(opts)
+            .await
+            .map_err(|e| format!("connecting to kill the salvage's session {id}: {e}"))?;
+        match other.query_drop(format!("KILL CONNECTION {id}")).await {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) if e.code == NO_SUCH_THREAD => {}
+            Err(e) => return Err(format!("killing the salvage's session {id}: {e}")),
+        }
+        loop {
+            let alive: Option<u64> = other
+                .query_first(format!(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {id}"
+                ))
+                .await
+                .map_err(|e| format!("waiting for the salvage's session {id} to end: {e}"))?;
+            if alive.is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let have = executed(&mut other, flavour).await?;
+        Ok((other, have))
+    };
+    tokio::time::timeout(KILL_GRACE, work)
         .await
-        .map_err(|e| format!("connecting to kill the salvage's session {id}: {e}"))?;
-    match other.query_drop(format!("KILL CONNECTION {id}")).await {
-        Ok(()) => {}
-        Err(mysql_async::Error::Server(e)) if e.code == NO_SUCH_THREAD => {}
-        Err(e) => return Err(format!("killing the salvage's session {id}: {e}")),
-    }
-    Ok(other)
+        .map_err(|_| format!("its session {id} could not be killed within {KILL_GRACE:?}"))?
 }
 
 /// MySQL's super_read_only stops every writer, the salvage's too: it is lifted for

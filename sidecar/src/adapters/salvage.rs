@@ -84,13 +84,18 @@ impl Salvage for PeerSalvage {
         from: NodeId,
         to: NodeId,
         after: GtidSet,
+        within: Duration,
     ) -> Result<SalvageReport, String> {
         let addr = *self
             .peers
             .get(&from)
             .ok_or_else(|| format!("{from} has no peer address"))?;
         // A margin for the answer to travel back before the engine gives up.
-        let budget = self.timeout.saturating_sub(self.timeout / 5);
+        let within = within.min(self.timeout);
+        let budget = within.saturating_sub(within / 5);
+        if budget.is_zero() {
+            return Err("no time left for the salvage (it waited behind a state write)".into());
+        }
         let call = SalvageCall {
             epoch,
             term: self.telemetry.status().map_or(0, |s| s.term),
@@ -102,7 +107,7 @@ impl Salvage for PeerSalvage {
         };
         let body = serde_json::to_vec(&call).map_err(|e| e.to_string())?;
         let own_ip = self.peers.get(&self.me).map(|a| a.ip());
-        let answer = peers::call(own_ip, addr, &self.key, &body, self.timeout).await?;
+        let answer = peers::call(own_ip, addr, &self.key, &body, within).await?;
         serde_json::from_slice::<Result<SalvageReport, String>>(&answer)
             .map_err(|e| format!("salvage answer from {from}: {e}"))?
     }
@@ -315,7 +320,11 @@ impl Callee {
         // part, its IO thread being fenced: on MySQL that applier owns the transaction's
         // GTID, and the salvage's `SET gtid_next` to the same GTID would wait for it
         // for ever (on MariaDB it holds the rows). Nothing more is wanted from
-        // replication on a candidate about to be promoted: it is stopped first.
+        // replication on a candidate about to be promoted: it is stopped first — if
+        // the failover still stands (reading the binlog may have taken a while).
+        if let Admission::Refuse(why) = self.admission(&call) {
+            return Err(format!("salvage no longer wanted: {why}"));
+        }
         tokio::time::timeout_at(deadline, self.mysql.stop_replication(&mut conn, call.to))
             .await
             .map_err(|_| late())?

@@ -54,7 +54,7 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is corrupt ({why}); refusing to start. Restore it from a backup, or remove it to rejoin this node as a new member after checking the cluster")]
+    #[error("{path} is corrupt ({why}); refusing to start. Restore the state directory from a backup, or remove both its files (raft-state, raft-log) to rejoin this node as a new member after checking the cluster")]
     Corrupt { path: PathBuf, why: String },
 }
 
@@ -115,6 +115,13 @@ impl StateFile {
     /// `None` when there is no state yet (first start).
     pub fn load(&self) -> Result<Option<DurableState>, StateError> {
         let Some((generation, mut state)) = self.load_base()? else {
+            // No state: a log left from an earlier life of this directory must never be
+            // taken for the new base's, so the first base is numbered past it.
+            if let Ok(bytes) = fs::read(&self.log) {
+                if let Some(g) = log_generation(&bytes) {
+                    self.generation.set(g);
+                }
+            }
             return Ok(None);
         };
         self.generation.set(generation);
@@ -186,19 +193,17 @@ impl StateFile {
         if bytes.len() < 16 || &bytes[..8] != MAGIC_LOG {
             return Err(corrupt("not a multiaz state log (bad header)".into()));
         }
-        let mut g = [0u8; 8];
-        g.copy_from_slice(&bytes[8..16]);
-        if u64::from_be_bytes(g) != generation {
+        if log_generation(bytes) != Some(generation) {
             // Left from before the base was last rewritten: the base holds it all.
             return Ok(());
         }
         let mut at = 16;
         while at < bytes.len() {
-            let body = match checked(&bytes[at..]) {
-                Ok(body) => body,
-                // Torn: the last write, whose fsync never returned.
-                Err(_) if record_reaches_the_end(&bytes[at..]) => break,
-                Err(why) => return Err(corrupt(format!("record at byte {at}: {why}"))),
+            let body = match record(&bytes[at..]) {
+                Record::Whole(body) => body,
+                // The last write, whose fsync never returned.
+                Record::Torn => break,
+                Record::Damaged(why) => return Err(corrupt(format!("record at byte {at}: {why}"))),
             };
             let record: Append = serde_json::from_slice(body)
                 .map_err(|e| corrupt(format!("record at byte {at}: {e}")))?;
@@ -209,7 +214,7 @@ impl StateFile {
                 then_send: Vec::new(),
             });
             state.boots = record.boots;
-            at += 8 + body.len();
+            at += RECORD_HEADER + body.len();
         }
         Ok(())
     }
@@ -234,7 +239,7 @@ impl StateFile {
     fn append(&self, record: &Append) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         let body = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        let bytes = framed(&[], &body)?;
+        let bytes = log_record(&body)?;
         let mut f = OpenOptions::new()
             .append(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -275,17 +280,70 @@ fn checked(bytes: &[u8]) -> Result<&[u8], String> {
     Ok(body)
 }
 
-/// Whether the record at the start of `bytes` is the last thing in the file (so a bad
-/// one is a torn write, not damage in the middle).
-fn record_reaches_the_end(bytes: &[u8]) -> bool {
-    match bytes.get(..4) {
-        None => true,
-        Some(len) => {
-            8 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize >= bytes.len()
-        }
-    }
+/// A log record's header: the body's length, that length's CRC32 and the body's.
+const RECORD_HEADER: usize = 12;
+
+/// One log record: its header (length, the length's CRC32, the body's CRC32), then
+/// the body. The length has a checksum of its own so that a damaged one is told from
+/// a record cut short by a crash.
+fn log_record(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let len =
+        u32::try_from(body.len()).map_err(|_| std::io::Error::other("record larger than 4 GiB"))?;
+    let mut out = Vec::with_capacity(RECORD_HEADER + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&len.to_be_bytes()).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
 }
 
+/// What the log holds at one place.
+enum Record<'a> {
+    Whole(&'a [u8]),
+    /// The file ends inside it, or only zeros follow (what a crash leaves of a write
+    /// whose fsync never returned).
+    Torn,
+    Damaged(String),
+}
+
+fn record(bytes: &[u8]) -> Record<'_> {
+    if bytes.iter().all(|b| *b == 0) {
+        return Record::Torn;
+    }
+    let Some(header) = bytes.get(..RECORD_HEADER) else {
+        return Record::Torn;
+    };
+    let word = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if crc32fast::hash(&header[..4]) != word(4) {
+        return Record::Damaged("its length fails its checksum".into());
+    }
+    let len = word(0) as usize;
+    if len == 0 {
+        return Record::Damaged("an empty record".into());
+    }
+    let Some(body) = bytes.get(RECORD_HEADER..RECORD_HEADER + len) else {
+        return Record::Torn;
+    };
+    if crc32fast::hash(body) != word(8) {
+        // Its length checks out: a body cut short runs to the end of the file.
+        return match bytes.len() == RECORD_HEADER + len {
+            true => Record::Torn,
+            false => Record::Damaged("checksum mismatch".into()),
+        };
+    }
+    Record::Whole(body)
+}
+
+/// The generation a log's header names, if it has one.
+fn log_generation(bytes: &[u8]) -> Option<u64> {
+    if bytes.get(..8) != Some(MAGIC_LOG.as_slice()) {
+        return None;
+    }
+    let g: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
+    Some(u64::from_be_bytes(g))
+}
 fn log_header(generation: u64) -> Vec<u8> {
     let mut h = MAGIC_LOG.to_vec();
     h.extend_from_slice(&generation.to_be_bytes());
@@ -348,10 +406,26 @@ struct Writer {
     file: StateFile,
     on_disk: Option<DurableState>,
     appends: usize,
+    /// A write failed: what is on disk is no longer known, so nothing more is written
+    /// (the driver stops at the first failure anyway).
+    failed: Option<String>,
 }
 
 impl Writer {
     fn write(&mut self, state: &DurableState) -> std::io::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(std::io::Error::other(format!(
+                "an earlier write failed: {why}"
+            )));
+        }
+        let result = self.write_unchecked(state);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn write_unchecked(&mut self, state: &DurableState) -> std::io::Result<()> {
         let append = self.on_disk.as_ref().and_then(|old| appendable(old, state));
         match append {
             Some(record) if self.appends < MAX_APPENDS => {
@@ -393,6 +467,7 @@ impl StateWriter {
                     file,
                     on_disk: None,
                     appends: 0,
+                    failed: None,
                 };
                 // Ends when the driver (the only sender) is gone.
                 while let Ok((mut newest, first)) = asked.recv() {
@@ -504,6 +579,7 @@ mod tests {
             file: StateFile::new(dir),
             on_disk: None,
             appends: 0,
+            failed: None,
         }
     }
 
@@ -548,10 +624,58 @@ mod tests {
         assert_eq!(f.load().unwrap().as_ref(), Some(&states[2]));
         // A byte flipped in the first record, with records after it: damage.
         let mut bad = whole.clone();
-        bad[16 + 8 + 2] ^= 0x20;
+        bad[16 + RECORD_HEADER + 2] ^= 0x20;
         fs::write(&log, &bad).unwrap();
         let e = f.load().unwrap_err().to_string();
         assert!(e.contains("raft-log") && e.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_a_torn_write_and_a_damaged_length_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, states) = written(dir.path());
+        let log = dir.path().join(LOG_FILE);
+        let whole = fs::read(&log).unwrap();
+        let f = StateFile::new(dir.path());
+        // What some file systems leave of an append cut by a crash: zeros.
+        let mut zeros = whole.clone();
+        zeros.extend_from_slice(&[0; 40]);
+        fs::write(&log, &zeros).unwrap();
+        assert_eq!(f.load().unwrap().as_ref(), states.last());
+        // The first record's length made huge: not taken for a torn tail.
+        let mut bad = whole.clone();
+        bad[16] = 0x7f;
+        fs::write(&log, &bad).unwrap();
+        let e = f.load().unwrap_err().to_string();
+        assert!(e.contains("its length fails its checksum"), "{e}");
+    }
+
+    #[test]
+    fn after_a_failed_write_the_writer_writes_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("gone"));
+        assert!(w.write(&state()).is_err());
+        fs::create_dir(dir.path().join("gone")).unwrap();
+        let e = w.write(&state()).unwrap_err().to_string();
+        assert!(e.contains("an earlier write failed"), "{e}");
+        assert!(!dir.path().join("gone").join(FILE).exists());
+    }
+
+    #[test]
+    fn a_log_left_in_an_empty_state_directory_is_never_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, states) = written(dir.path());
+        // The base is removed by hand; its log (generation 1) stays behind.
+        fs::remove_file(dir.path().join(FILE)).unwrap();
+        let stale_log = fs::read(dir.path().join(LOG_FILE)).unwrap();
+        let f = StateFile::new(dir.path());
+        assert_eq!(f.load().unwrap(), None);
+        let fresh = DurableState::default();
+        f.write(&fresh).unwrap();
+        // A crash between the new base's rename and the log's: the stale log is back.
+        fs::write(dir.path().join(LOG_FILE), &stale_log).unwrap();
+        assert_eq!(f.load().unwrap(), Some(fresh));
+        assert_ne!(Some(&DurableState::default()), states.last());
     }
 
     #[test]
