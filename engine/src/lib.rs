@@ -65,6 +65,7 @@ pub mod event;
 mod failover;
 mod fence;
 pub mod gtid;
+mod health;
 pub mod hook;
 pub mod input;
 mod lease;

@@ -14,7 +14,7 @@ pub mod tls;
 use crate::adapters::telemetry::Telemetry;
 use crate::adapters::throttle::{with_held_back, Throttle};
 use crate::config::Secret;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -202,6 +202,8 @@ pub fn router(
     Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(status))
+        .route("/primary", get(primary))
+        .route("/replica", get(replica))
         .route("/metrics", get(metrics))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
@@ -219,6 +221,36 @@ async fn healthz(State(s): State<AdminState>) -> Response {
     match s.telemetry.status() {
         Some(_) if !s.operator.is_closed() => (StatusCode::OK, "ok\n").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "engine not running\n").into_response(),
+    }
+}
+
+/// For proxies and load balancers: 200 only on the master of record holding its lease
+/// with its mysqld writable; 503 with the reason otherwise.
+async fn primary(State(s): State<AdminState>) -> Response {
+    health(&s, |status| status.primary())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaQuery {
+    /// Transactions the replica may be behind the master.
+    max_lag: Option<u64>,
+}
+
+/// For proxies and load balancers: 200 on a replica fit for reads, at most `max_lag`
+/// transactions behind when given; 503 with the reason otherwise.
+async fn replica(State(s): State<AdminState>, Query(q): Query<ReplicaQuery>) -> Response {
+    health(&s, |status| status.replica(q.max_lag))
+}
+
+fn health(
+    s: &AdminState,
+    judge: impl FnOnce(&multiaz_engine::EngineStatus) -> Result<(), String>,
+) -> Response {
+    match s.telemetry.status().map(|status| judge(&status)) {
+        Some(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        Some(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "engine not started yet\n").into_response(),
     }
 }
 
@@ -415,6 +447,50 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         (app, listener, addr, rx)
+    }
+
+    #[tokio::test]
+    async fn primary_and_replica_answer_from_the_engines_status() {
+        use multiaz_driver::adapters::Observer;
+        use multiaz_testkit::harness::{spec, Sim};
+        let sim = Sim::started(spec());
+        let on = |n: Option<u64>| {
+            let telemetry = Telemetry::new();
+            if let Some(n) = n {
+                telemetry.after_step(sim.engine(NodeId(n)));
+            }
+            State(AdminState {
+                spec: sim.spec.clone(),
+                telemetry,
+                operator: mpsc::unbounded_channel().0,
+                token: None,
+            })
+        };
+        let any_lag = || Query(ReplicaQuery { max_lag: None });
+        assert_eq!(primary(on(Some(1))).await.status(), StatusCode::OK);
+        for n in [2, 3] {
+            assert_eq!(
+                primary(on(Some(n))).await.status(),
+                StatusCode::SERVICE_UNAVAILABLE
+            );
+            assert_eq!(
+                replica(on(Some(n)), any_lag()).await.status(),
+                StatusCode::OK
+            );
+        }
+        assert_eq!(
+            replica(on(Some(1)), any_lag()).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // Before the engine's first step: neither.
+        assert_eq!(
+            primary(on(None)).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            replica(on(None), any_lag()).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[test]
