@@ -29,6 +29,12 @@ pub trait Salvage: Clone + 'static {
     ) -> impl Future<Output = Result<SalvageReport, String>>;
 }
 
+/// The old host's share of a salvage's `within`: four fifths, the rest left for the
+/// answer to travel back before the engine stops waiting.
+pub fn salvage_budget(within: std::time::Duration) -> std::time::Duration {
+    within.saturating_sub(within / 5)
+}
+
 /// The cloud control plane: VIP routes, and stopping an instance for fencing.
 pub trait RouteOps: Clone + 'static {
     fn replace_route(

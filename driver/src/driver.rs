@@ -172,8 +172,8 @@ where
             .store
             .persist(&self.durable)
             .map_err(DriverError::Persist)?;
-        if let Written::Later(durable) = written {
-            settled(durable.await)?;
+        if let Written::Later(mut durable) = written {
+            answered(&mut durable).await?;
         }
         self.step(Input::Tick {
             wall_unix_ms: self.world.observer.wall_unix_ms(),
@@ -190,7 +190,7 @@ where
                 biased;
                 Some(()) = self.stop.recv() => return Ok(()),
                 written = oldest_write(held) => {
-                    settled(written)?;
+                    written?;
                     self.release();
                     continue;
                 }
@@ -347,20 +347,21 @@ where
 }
 
 /// The answer of the oldest write still waited for; never, while there is none.
-async fn oldest_write(held: &mut VecDeque<Held>) -> Result<Result<(), String>, String> {
+async fn oldest_write(held: &mut VecDeque<Held>) -> Result<(), DriverError> {
     match held.front_mut() {
-        Some(Held::Writing(durable)) => durable
-            .await
-            .map_err(|_| "the state writer is gone".to_string()),
+        Some(Held::Writing(durable)) => answered(durable).await,
         _ => std::future::pending().await,
     }
 }
 
-/// A background write's answer, as the driver's error when it failed.
-fn settled(answer: Result<Result<(), String>, impl std::fmt::Display>) -> Result<(), DriverError> {
-    match answer {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(DriverError::Persist(e)),
-        Err(e) => Err(DriverError::Persist(e.to_string())),
-    }
+/// A background write's answer: `Ok` once durable, the driver's error when it failed
+/// or its writer is gone.
+async fn answered(
+    durable: &mut tokio::sync::oneshot::Receiver<Result<(), String>>,
+) -> Result<(), DriverError> {
+    durable
+        .await
+        .map_err(|_| "the state writer is gone".to_string())
+        .and_then(|written| written)
+        .map_err(DriverError::Persist)
 }

@@ -96,8 +96,9 @@ pub(crate) struct Coordination {
     me: NodeId,
     tick: Duration,
     next_tick: Time,
-    /// Applied entries kept before the log is compacted.
-    log_limit: u64,
+    /// Applied entries kept before the log is compacted (`None`: never, once the record
+    /// no longer follows the log).
+    log_limit: Option<u64>,
 }
 
 impl Coordination {
@@ -170,7 +171,7 @@ impl Coordination {
             me,
             tick,
             next_tick: now + tick,
-            log_limit: LOG_LIMIT,
+            log_limit: Some(LOG_LIMIT),
         })
     }
 
@@ -244,19 +245,27 @@ impl Coordination {
 
     /// Sets how many applied entries the log keeps before it is compacted.
     pub fn set_log_limit(&mut self, entries: u64) {
-        self.log_limit = entries.max(1);
+        self.log_limit = Some(entries.max(1));
     }
 
-    /// Folds the applied log into a snapshot of `record` (the record after the last
-    /// applied entry) once more than the limit of applied entries has piled up: the
-    /// entries not yet applied stay. A `Persist` for the driver, or `None`.
-    pub fn compact(&mut self, record: Vec<u8>) -> Option<(u64, Command)> {
+    /// No more compaction: the record no longer follows the log, and must not be
+    /// folded into a snapshot and handed on.
+    pub fn stop_compacting(&mut self) {
+        self.log_limit = None;
+    }
+
+    /// Folds the applied log into a snapshot of the record after the last applied
+    /// entry (`record` encodes it, asked only when the limit of applied entries has
+    /// piled up): the entries not yet applied stay. A `Persist` for the driver, or
+    /// `None`.
+    pub fn compact(&mut self, record: impl FnOnce() -> Option<Vec<u8>>) -> Option<(u64, Command)> {
         let applied = self.node.raft.raft_log.applied;
         let store = self.node.store();
         let folded = store.first_index().ok()?.saturating_sub(1);
-        if applied < folded + self.log_limit {
+        if applied.saturating_sub(folded) < self.log_limit? {
             return None;
         }
+        let record = record()?;
         let term = store.term(applied).ok()?;
         let voters = store.initial_state().ok()?.conf_state.voters;
         let last = store.last_index().ok()?;

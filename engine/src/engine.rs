@@ -307,7 +307,7 @@ impl Engine {
                         Err(e) => {
                             // The record no longer follows the log: this node must not
                             // fold it into a snapshot of its own and hand it on.
-                            self.coord.set_log_limit(u64::MAX);
+                            self.coord.stop_compacting();
                             self.emit(Event::SnapshotUndecodable {
                                 why: format!("snapshot at entry {index}: {e}"),
                             })
@@ -327,11 +327,10 @@ impl Engine {
             }
         }
         // The record now stands at the last applied entry: what a snapshot holds.
-        if let Ok(record) = serde_json::to_vec(&self.record) {
-            if let Some((index, persist)) = self.coord.compact(record) {
-                self.out.push(persist);
-                self.emit(Event::LogCompacted { index });
-            }
+        let record = &self.record;
+        if let Some((index, persist)) = self.coord.compact(|| serde_json::to_vec(record).ok()) {
+            self.out.push(persist);
+            self.emit(Event::LogCompacted { index });
         }
     }
 

@@ -78,12 +78,11 @@ impl Salvage for SimSalvage {
         after: GtidSet,
         within: Duration,
     ) -> Result<SalvageReport, String> {
-        // A margin for the answer to travel back before the engine gives up.
         wire::call::<_, Result<SalvageReport, String>>(
             &host_name(from),
             SALVAGE_PORT,
             &SalvageReq { to, after },
-            within.saturating_sub(within / 5),
+            multiaz_driver::adapters::salvage_budget(within),
         )
         .await
         .map_err(|e| format!("salvage from {from}: {e}"))?

@@ -188,11 +188,7 @@ pub async fn apply(
         Flavour::Mariadb => false,
     };
     let mut format = None;
-    // Set when a statement was still running at the deadline: the session is then
-    // killed, and whatever follows runs on this second connection.
-    let mut overran: Option<Conn> = None;
-    // The salvage's own session is left mid-statement (and killed).
-    let mut broken = false;
+    let mut session = Session::Own;
     for tx in txs.iter().filter(|tx| !tx.gtid.is_in(&have)) {
         if report.stopped.is_none() {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -207,32 +203,12 @@ pub async fn apply(
                     }
                     Some(Err(e)) => report.stopped = Some(format!("{}: {e}", tx.gtid)),
                     None => {
-                        broken = true;
-                        match kill_session(conn, flavour).await {
-                            // A COMMIT already under way when the session was killed
-                            // may have landed all the same: it is counted where it is.
-                            Ok((other, have)) if tx.gtid.is_in(&have) => {
-                                report.recovered += 1;
-                                report.stopped = Some(format!(
-                                    "the statement after {} was still running at the salvage deadline",
-                                    tx.gtid
-                                ));
-                                overran = Some(other);
-                                continue;
-                            }
-                            Ok((other, _)) => {
-                                report.stopped = Some(format!(
-                                    "{}: still running at the salvage deadline (its session was killed)",
-                                    tx.gtid
-                                ));
-                                overran = Some(other);
-                            }
-                            Err(why) => {
-                                report.stopped = Some(format!(
-                                    "{}: still running at the salvage deadline, and {why}",
-                                    tx.gtid
-                                ))
-                            }
+                        let (landed, why, after) = overran(conn, tx, flavour).await;
+                        session = after;
+                        report.stopped = Some(why);
+                        if landed {
+                            report.recovered += 1;
+                            continue;
                         }
                     }
                 }
@@ -240,22 +216,63 @@ pub async fn apply(
         }
         report.not_recovered.push(tx.gtid.to_string());
     }
-    let restore_on = match (&mut overran, broken) {
-        (Some(other), _) => Some(other),
-        (None, false) => Some(conn),
-        (None, true) => None,
+    let usable = match &mut session {
+        Session::Own => Some(conn),
+        Session::Second(other) => Some(other),
+        Session::Gone => None,
     };
-    if let Some(conn) = restore_on.filter(|_| lifted) {
+    if let Some(conn) = usable.filter(|_| lifted) {
         // Back on unless the server was made writable meanwhile (read_only OFF): a
         // salvage that outlived its budget must not fence the new master.
         let _ = conn
             .query_drop("SET GLOBAL super_read_only = @@global.read_only")
             .await;
     }
-    if let Some(other) = overran {
+    if let Session::Second(other) = session {
         let _ = other.disconnect().await;
     }
     Ok(report)
+}
+
+/// The connection the salvage goes on with.
+enum Session {
+    Own,
+    /// Its own was killed mid-statement: the connection that killed it.
+    Second(Conn),
+    /// Its own was killed, or could not be, and no other is open.
+    Gone,
+}
+
+/// `tx`'s statement was still running at the deadline: its session is killed (see
+/// [`kill_session`]). Whether `tx` landed all the same (a COMMIT already under way is
+/// counted where it is), why the salvage stopped, and the connection left.
+async fn overran(conn: &mut Conn, tx: &Transaction, flavour: Flavour) -> (bool, String, Session) {
+    match kill_session(conn, flavour).await {
+        Ok((other, have)) if tx.gtid.is_in(&have) => (
+            true,
+            format!(
+                "the statement after {} was still running at the salvage deadline",
+                tx.gtid
+            ),
+            Session::Second(other),
+        ),
+        Ok((other, _)) => (
+            false,
+            format!(
+                "{}: still running at the salvage deadline (its session was killed)",
+                tx.gtid
+            ),
+            Session::Second(other),
+        ),
+        Err(why) => (
+            false,
+            format!(
+                "{}: still running at the salvage deadline, and {why}",
+                tx.gtid
+            ),
+            Session::Gone,
+        ),
+    }
 }
 
 /// `work`'s output, or `None` when `deadline` came first (the future is dropped).

@@ -53,25 +53,21 @@ pub struct PeerSalvage {
     me: NodeId,
     key: ClusterKey,
     peers: Rc<BTreeMap<NodeId, SocketAddr>>,
-    timeout: Duration,
     /// Where the coordinator's current term is read.
     telemetry: Telemetry,
 }
 
 impl PeerSalvage {
-    /// `timeout` is the engine's salvage timeout: the call is abandoned at it.
     pub fn new(
         me: NodeId,
         key: ClusterKey,
         peers: BTreeMap<NodeId, SocketAddr>,
-        timeout: Duration,
         telemetry: Telemetry,
     ) -> Self {
         PeerSalvage {
             me,
             key,
             peers: Rc::new(peers),
-            timeout,
             telemetry,
         }
     }
@@ -90,9 +86,8 @@ impl Salvage for PeerSalvage {
             .peers
             .get(&from)
             .ok_or_else(|| format!("{from} has no peer address"))?;
-        // A margin for the answer to travel back before the engine gives up.
-        let within = within.min(self.timeout);
-        let budget = within.saturating_sub(within / 5);
+        // The call is abandoned at `within`, when the engine stops waiting.
+        let budget = multiaz_driver::adapters::salvage_budget(within);
         if budget.is_zero() {
             return Err("no time left for the salvage (it waited behind a state write)".into());
         }

@@ -135,13 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let key = ClusterKey::new(config.cluster_key.expose().to_vec()).map_err(|e| anyhow!(e))?;
     let peer_addrs: BTreeMap<NodeId, std::net::SocketAddr> =
         config.members.iter().map(|(id, m)| (*id, m.peer)).collect();
-    let salvage = PeerSalvage::new(
-        me,
-        key.clone(),
-        peer_addrs.clone(),
-        config.spec.timing.salvage_timeout(),
-        telemetry.clone(),
-    );
+    let salvage = PeerSalvage::new(me, key.clone(), peer_addrs.clone(), telemetry.clone());
     let calls = salvage::handler(salvage::Callee {
         me,
         binlog: config.binlog_dir.clone().map(|dir| LocalBinlog {
