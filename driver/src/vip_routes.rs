@@ -18,7 +18,7 @@ use crate::adapters::RouteOps;
 use crate::retry::{with_backoff, Attempt, Backoff};
 use multiaz_engine::NodeId;
 use rand::Rng;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -152,6 +152,10 @@ struct Inner<A> {
     backoff: Backoff,
     jitter: Jitter,
     on_error: ErrorSink,
+    /// Per route table, the number of the newest `replace_route` call: an older one
+    /// still retrying stops before its next attempt (the engine moved on to another
+    /// target, and a late write of the old one would undo it).
+    newest: RefCell<BTreeMap<String, u64>>,
 }
 
 impl<A: Ec2Api> VipRoutes<A> {
@@ -173,6 +177,7 @@ impl<A: Ec2Api> VipRoutes<A> {
                 backoff,
                 jitter,
                 on_error,
+                newest: RefCell::new(BTreeMap::new()),
             }),
         }
     }
@@ -300,10 +305,22 @@ impl<A: Ec2Api> RouteOps for VipRoutes<A> {
         let Some(eni) = self.inner.enis.get(&target).cloned() else {
             return Err(format!("node {target} has no network interface configured"));
         };
+        let call = {
+            let mut newest = self.inner.newest.borrow_mut();
+            let n = newest.entry(route_table.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let superseded = || self.inner.newest.borrow().get(&route_table) != Some(&call);
         let written = Cell::new(None);
-        self.retrying(|| async { self.attempt(self.point(&route_table, &eni, &written).await) })
-            .await
-            .map_err(|e| format!("route table {route_table}: {e}"))
+        self.retrying(|| async {
+            if superseded() {
+                return Attempt::Fail("superseded by a newer change of this route".into());
+            }
+            self.attempt(self.point(&route_table, &eni, &written).await)
+        })
+        .await
+        .map_err(|e| format!("route table {route_table}: {e}"))
     }
 
     async fn stop_instance(&self, node: NodeId) -> Result<(), String> {
@@ -319,7 +336,6 @@ impl<A: Ec2Api> RouteOps for VipRoutes<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
 
     /// One route table; each write's outcome from a script, then success.
     #[derive(Default)]

@@ -136,6 +136,24 @@ impl Timing {
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
     }
+    /// How long before its lease runs out the writer makes its mysqld read_only: the
+    /// time `SET GLOBAL read_only` may take to hold (an eighth of the lease: 500 ms at
+    /// the default 4 s).
+    pub fn fence_lead(&self) -> Duration {
+        self.lease() / 8
+    }
+    /// How long the writer counts a granted round as its lease, from the moment it sent
+    /// the round.
+    pub fn writable_span(&self) -> Duration {
+        self.lease() - self.fence_lead()
+    }
+    /// What the coordinator adds to the lease when it times the old writer's lease from
+    /// the grants it was given: the old writer's clock may run slower than the
+    /// coordinator's (a twenty-fifth of the lease, 160 ms at 4 s: 4 %, twice the 1 % the
+    /// coordinator allows each clock, see `fence.rs`).
+    pub fn lease_margin(&self) -> Duration {
+        self.lease() / 25
+    }
     pub fn step_timeout(&self) -> Duration {
         Duration::from_millis(self.step_timeout_ms)
     }

@@ -91,6 +91,14 @@ fn stored_snapshot(s: &Snapshot) -> StoredSnapshot {
     }
 }
 
+/// A failover begin entry and its place in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryAt {
+    pub epoch: u64,
+    pub index: u64,
+    pub term: u64,
+}
+
 pub(crate) struct Coordination {
     node: RawNode<Log>,
     me: NodeId,
@@ -241,6 +249,42 @@ impl Coordination {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// The newest failover begin entry in this node's log (whatever raft-rs holds in
+    /// storage has been handed to the driver to persist, so a message that follows it
+    /// leaves only once it is durable).
+    pub fn latest_failover_begin(&self) -> Option<EntryAt> {
+        let store = self.node.store();
+        let (first, last) = (store.first_index().ok()?, store.last_index().ok()?);
+        (first..=last).rev().find_map(|i| self.failover_begin_at(i))
+    }
+
+    /// Where the committed begin entry of failover `epoch` stands in the log, if it is
+    /// still there (not folded into a snapshot).
+    pub fn committed_failover_begin(&self, epoch: u64) -> Option<EntryAt> {
+        let store = self.node.store();
+        let first = store.first_index().ok()?;
+        let commit = self.node.raft.raft_log.committed;
+        (first..=commit)
+            .filter_map(|i| self.failover_begin_at(i))
+            .find(|b| b.epoch == epoch)
+    }
+
+    fn failover_begin_at(&self, index: u64) -> Option<EntryAt> {
+        let store = self.node.store();
+        let entry = store
+            .entries(index, index + 1, None, GetEntriesContext::empty(false))
+            .ok()?
+            .pop()?;
+        match LogEntry::decode(&entry.data) {
+            Ok(LogEntry::FailoverBegin { epoch, .. }) => Some(EntryAt {
+                epoch,
+                index,
+                term: entry.term,
+            }),
+            _ => None,
+        }
     }
 
     /// Sets how many applied entries the log keeps before it is compacted.

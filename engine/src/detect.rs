@@ -196,6 +196,8 @@ mod tests {
             master_failures,
             master_reachable: reachable,
             local,
+            lease: None,
+            grants_ended: None,
         }
     }
 

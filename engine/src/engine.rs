@@ -8,7 +8,7 @@ use crate::detect::Detection;
 use crate::event::Event;
 use crate::failover::FailoverRun;
 use crate::input::Input;
-use crate::lease::Lease;
+use crate::lease::{Grants, Lease};
 use crate::message::{LocalView, PeerMessage, Report};
 use crate::probe::Probing;
 use crate::record::{ClusterRecord, LogEntry};
@@ -87,6 +87,11 @@ pub struct Engine {
     pub(crate) probing: Probing,
     pub(crate) reports: BTreeMap<NodeId, (Time, Report)>,
     pub(crate) lease: Lease,
+    /// The leases this node granted, for its reports once it grants no more.
+    pub(crate) grants: Grants,
+    /// When this engine started: every grant an earlier run of this sidecar gave came
+    /// before.
+    pub(crate) started: Time,
     pub(crate) local: Local,
     pub(crate) run: Option<FailoverRun>,
     pub(crate) routes: Routes,
@@ -138,6 +143,8 @@ impl Engine {
             },
             reports: BTreeMap::new(),
             lease: Lease::numbered_from(restored.map_or(0, |r| r.lease_round_base())),
+            grants: Grants::default(),
+            started: now,
             local: Local {
                 view: if is_db {
                     LocalView::Unknown
@@ -216,6 +223,12 @@ impl Engine {
             t = t.min(d);
         }
         if let Some(d) = self.routes.next_retry() {
+            t = t.min(d);
+        }
+        if let Some(d) = self.lease_retry_at() {
+            t = t.min(d);
+        }
+        if let Some(d) = self.writable_lease_end().filter(|d| *d > self.now) {
             t = t.min(d);
         }
         // Only deadlines still ahead: one already passed and not acted on (this sidecar
@@ -365,6 +378,8 @@ impl Engine {
         }
         self.leadership_changes();
         self.probe_round();
+        self.retry_lease_round();
+        self.fence_on_expiry();
         if self.coord.is_coordinator() {
             self.coordinate();
         }
@@ -484,7 +499,14 @@ impl Engine {
                     // that was under way, fence again at once rather than at the next
                     // probe (a probe sent before now is not trusted, see above).
                     Ok(_) if writable => self.fence_if_needed(),
-                    Ok(_) => {}
+                    // Read_only from now on: a lease round sent after this may make it
+                    // writable again (the writer asks within a raft tick).
+                    Ok(_) => {
+                        self.local.read_only_seen = Some(self.now);
+                        if let LocalView::Up(Some(s)) = &mut self.local.view {
+                            s.read_only = true;
+                        }
+                    }
                 }
             }
             (Pending::Rejoin { node, source }, CommandResult::Mysql(r)) => {

@@ -67,6 +67,12 @@ pub enum Event {
         epoch: u64,
         until_ms: u64,
     },
+    /// A majority of sidecars reported their last grant to the old writer: its lease
+    /// runs out sooner than the wait from the commit assumed.
+    LeaseEndsFromGrants {
+        epoch: u64,
+        until_ms: u64,
+    },
     Promoted {
         epoch: u64,
         node: NodeId,
@@ -244,6 +250,7 @@ impl Event {
             | Event::RelayApplied { .. }
             | Event::Salvaged { .. }
             | Event::WaitingForLease { .. }
+            | Event::LeaseEndsFromGrants { .. }
             | Event::Promoted { .. }
             | Event::Repointed { .. }
             | Event::RouteReplaced { .. }

@@ -17,6 +17,7 @@ use crate::message::{LocalView, Report};
 use crate::sabotage::Sabotage;
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 /// Suspects not known to be fenced: read_only did not succeed, the instance was not
 /// stopped (`fenced` holds those that were), and their own sidecar has not reported
@@ -48,7 +49,43 @@ pub(crate) fn old_writer_fenced_by(begun: Time, timing: &Timing) -> Time {
     begun + timing.lease() + timing.probe_interval()
 }
 
+/// Durations another host measured are trusted to within a hundredth (a clock-rate
+/// difference of 1 %, twenty times what NTP may slew a clock by).
+const RATE_SLACK: u32 = 100;
+
 impl Engine {
+    /// When the lease of the writer before failover `epoch` has run out, judged from the
+    /// grants (see `lease.rs`): each sidecar that durably logged this failover's
+    /// committed begin entry reported when it last granted a lease; every majority that
+    /// granted the old writer a round contains one of them, and that round was sent
+    /// before the grant. So the lease ends `lease` after the latest grant of the
+    /// majority whose latest grant is earliest, plus the margin for clock rates. `None`
+    /// until a majority (this node included) has reported.
+    pub(crate) fn lease_over_by_grants(&self, epoch: u64) -> Option<Time> {
+        let begin = self.coord.committed_failover_begin(epoch)?;
+        let mut last: Vec<Time> = self
+            .spec
+            .ids()
+            .filter_map(|n| {
+                if n == self.me {
+                    return Some(self.grants.last_before(epoch, self.started));
+                }
+                let (at, report) = self.reports.get(&n)?;
+                let g = report.grants_ended.filter(|g| {
+                    (g.epoch, g.index, g.term) == (begin.epoch, begin.index, begin.term)
+                })?;
+                // Measured on the reporter's clock, and it was sent before it arrived:
+                // `at` less a little less than the time since the grant is no earlier.
+                let ago = Duration::from_millis(g.last_grant_ago_ms);
+                Some(*at - (ago - ago / RATE_SLACK))
+            })
+            .collect();
+        last.sort();
+        let quickest = *last.get(self.spec.majority().checked_sub(1)?)?;
+        let timing = &self.spec.timing;
+        Some(quickest + timing.lease() + timing.lease_margin())
+    }
+
     /// Keeps the local mysqld's read_only in line with the record: only the writer of
     /// record, holding its lease, may be writable.
     pub(crate) fn enforce_local(&mut self) {
@@ -63,6 +100,29 @@ impl Engine {
         self.local.read_only_seen = None;
         if !self.local.enforcing {
             self.fence_if_needed();
+        }
+    }
+
+    /// The writer's lease runs out while its mysqld is writable: fenced at that very
+    /// moment, not at the next probe (the coordinator times the old writer's lease to
+    /// the grants it was given, `fence_lead` after it ends here).
+    pub(crate) fn fence_on_expiry(&mut self) {
+        if self.local.enforcing || self.writable_lease_end().is_none_or(|t| self.now < t) {
+            return;
+        }
+        self.fence_if_needed();
+    }
+
+    /// When the lease of this node's writable mysqld runs out, if it is writable as far
+    /// as this node knows (its last probe or its own last change).
+    pub(crate) fn writable_lease_end(&self) -> Option<Time> {
+        match &self.local.view {
+            LocalView::Up(Some(s)) if !s.read_only => Some(
+                self.lease
+                    .valid_until(self.record.epoch)
+                    .unwrap_or(self.now),
+            ),
+            _ => None,
         }
     }
 
@@ -88,10 +148,7 @@ impl Engine {
             ))
         } else if self.coord.highest_logged_epoch() > epoch {
             Some("a failover to a newer epoch is in the log".to_string())
-        } else if self
-            .lease
-            .expired(epoch, self.now, self.spec.timing.lease())
-        {
+        } else if !self.lease.is_valid(epoch, self.now) {
             Some("lost the write lease: no majority of sidecars answered in time".to_string())
         } else {
             None

@@ -41,6 +41,26 @@ pub struct Report {
     pub master_reachable: Option<bool>,
     /// This host's own mysqld; `None` on a witness.
     pub local: Option<LocalView>,
+    /// The epoch whose write lease this sidecar holds (it is that epoch's writer).
+    #[serde(default)]
+    pub lease: Option<u64>,
+    /// While a failover is under way: this sidecar grants no lease for an older epoch
+    /// any more, and when it last did.
+    #[serde(default)]
+    pub grants_ended: Option<GrantsEnded>,
+}
+
+/// A sidecar's word that it has durably logged the begin entry of failover `epoch` (at
+/// raft `index` in `term`: the coordinator counts it only for the entry it saw
+/// committed, which no log ever drops), so it grants no lease for an older epoch again,
+/// and that the last one it granted was `last_grant_ago_ms` before it sent this (on its
+/// own clock; its start stands for grants before a restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantsEnded {
+    pub epoch: u64,
+    pub index: u64,
+    pub term: u64,
+    pub last_grant_ago_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,8 @@ pub(crate) struct Probing {
     /// The epoch this sidecar's last report carried: a newer one known is reported at
     /// once.
     pub reported_epoch: u64,
+    /// The lease the last report said this node holds: a change is reported at once.
+    pub reported_lease: Option<u64>,
 }
 
 impl Engine {
@@ -93,6 +95,7 @@ impl Engine {
 
     pub(crate) fn send_report(&mut self) {
         self.probing.reported_epoch = self.known_epoch();
+        self.probing.reported_lease = self.held_lease();
         let report = Report {
             epoch: self.probing.reported_epoch,
             master: self.record.master,
@@ -103,6 +106,8 @@ impl Engine {
                 self.probing.master_reachable
             },
             local: self.is_database().then(|| self.local.view.clone()),
+            lease: self.probing.reported_lease,
+            grants_ended: self.grants_ended(),
         };
         self.reports.insert(self.me, (self.now, report.clone()));
         self.broadcast(PeerMessage::Report(report));

@@ -44,7 +44,7 @@ impl Engine {
                     target,
                 },
             );
-            self.routes.issued(table, id);
+            self.routes.issued(table, id, target);
         }
     }
 
@@ -83,7 +83,11 @@ impl Engine {
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     confirmed: BTreeMap<String, NodeId>,
-    in_flight: BTreeMap<String, CommandId>,
+    /// The call under way per table, and the target it sets. A call for another target
+    /// supersedes it at once (the driver stops the older one, see
+    /// `driver/src/vip_routes.rs`): a failover's route must not wait out a call that
+    /// points the VIP at the old master, whose answer may be lost.
+    in_flight: BTreeMap<String, (CommandId, NodeId)>,
     /// When a failed table may be tried again; removed once it is.
     retry_at: BTreeMap<String, Time>,
     /// Failures in a row per table, for the backoff.
@@ -100,22 +104,22 @@ impl Routes {
         tables
             .iter()
             .filter(|t| self.confirmed.get(*t) != Some(&target))
-            .filter(|t| !self.in_flight.contains_key(*t))
+            .filter(|t| self.in_flight.get(*t).is_none_or(|(_, to)| *to != target))
             .filter(|t| self.retry_at.get(*t).is_none_or(|at| *at <= now))
             .cloned()
             .collect()
     }
 
-    pub fn issued(&mut self, table: String, id: CommandId) {
+    pub fn issued(&mut self, table: String, id: CommandId, target: NodeId) {
         self.retry_at.remove(&table);
-        self.in_flight.insert(table, id);
+        self.in_flight.insert(table, (id, target));
     }
 
     /// Takes `id` off the table's in-flight call; false when it was not that call (it
     /// was issued before a [`Routes::clear`]: a deposed coordinator's late answer, which
     /// must not schedule a retry nobody will make).
     fn landed(&mut self, table: &str, id: CommandId) -> bool {
-        if self.in_flight.get(table) != Some(&id) {
+        if self.in_flight.get(table).map(|(want, _)| *want) != Some(id) {
             return false;
         }
         self.in_flight.remove(table);
@@ -165,7 +169,7 @@ mod tests {
     fn a_late_answer_after_clear_schedules_nothing() {
         let mut r = Routes::default();
         let id = CommandId(7);
-        r.issued("rtb-a".into(), id);
+        r.issued("rtb-a".into(), id, NodeId(1));
         r.clear();
         r.failed("rtb-a", id, Time::from_millis(1_000));
         assert_eq!(r.next_retry(), None);
@@ -175,8 +179,27 @@ mod tests {
             vec!["rtb-a".to_string()]
         );
         // The call in flight now is what counts.
-        r.issued("rtb-a".into(), CommandId(8));
+        r.issued("rtb-a".into(), CommandId(8), NodeId(2));
         r.failed("rtb-a", CommandId(8), Time::from_millis(1_000));
         assert!(r.next_retry().is_some());
+    }
+
+    /// A call for a new target is due at once while one for the old target is under
+    /// way (host-crash seed 4: a new coordinator's call re-pointing the VIP at the old
+    /// master lost its answer and held the table for the attempt timeout); the older
+    /// call's answer then counts for nothing.
+    #[test]
+    fn a_new_target_supersedes_a_call_in_flight() {
+        let mut r = Routes::default();
+        let tables = ["rtb-a".to_string()];
+        let now = Time::from_millis(0);
+        r.issued("rtb-a".into(), CommandId(1), NodeId(1));
+        assert!(r.due(&tables, NodeId(1), now).is_empty());
+        assert_eq!(r.due(&tables, NodeId(2), now), tables.to_vec());
+        r.issued("rtb-a".into(), CommandId(2), NodeId(2));
+        r.succeeded("rtb-a", CommandId(1), NodeId(1));
+        assert_eq!(r.pending(&tables, NodeId(2)), tables.to_vec());
+        r.succeeded("rtb-a", CommandId(2), NodeId(2));
+        assert!(r.pending(&tables, NodeId(2)).is_empty());
     }
 }

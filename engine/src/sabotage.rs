@@ -28,7 +28,9 @@ pub enum Sabotage {
     /// applied, salvage done).
     VipEarly,
     /// Act on a failover's decisions (it begins; its candidate) as soon as they are
-    /// proposed, as if raft had committed them.
+    /// proposed, as if raft had committed them (so the candidate is promoted without
+    /// its own write lease too: only sidecars that applied the commit grant it one, a
+    /// second guard of the same rule).
     ActBeforeCommit,
 }
 

@@ -458,15 +458,23 @@ async fn io_thread(world: World, me: NodeId) {
                 m.alive && m.io_running && m.source == Some(source) && m.incarnation == incarnation
             })
         };
-        let Ok(stream) = wire::connect(&host_name(source), MYSQL_PORT, REPLICATION_TIMEOUT).await
-        else {
-            tokio::time::sleep(CONNECT_RETRY).await;
+        // STOP SLAVE kills the IO thread's connection attempt and its retry wait
+        // (MariaDB's THD::awake force-kills the connection, MDEV-32892): a replica
+        // repointed away from a dead source connects to the new one at once.
+        let host = host_name(source);
+        let connect = wire::connect(&host, MYSQL_PORT, REPLICATION_TIMEOUT);
+        let stream = tokio::select! {
+            r = connect => r,
+            _ = reconfigured(&world, &still) => continue,
+        };
+        let Ok(stream) = stream else {
+            retry_wait(&world, &still).await;
             continue;
         };
         let (mut rd, mut wr) = stream.into_split();
         let have = world.mysqld(me, |m| m.received());
         if wire::send(&mut wr, &Req::Subscribe { have }).await.is_err() {
-            tokio::time::sleep(CONNECT_RETRY).await;
+            retry_wait(&world, &still).await;
             continue;
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -520,8 +528,23 @@ async fn io_thread(world: World, me: NodeId) {
         world.mysqld(me, |m| m.io_connected = false);
         if !connected {
             // Refused (or the source went away at once): MASTER_CONNECT_RETRY.
-            tokio::time::sleep(CONNECT_RETRY).await;
+            retry_wait(&world, &still).await;
         }
+    }
+}
+
+/// Returns once the IO thread's configuration is no longer the one `still` checks.
+async fn reconfigured(world: &World, still: &impl Fn(&World) -> bool) {
+    while still(world) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// MASTER_CONNECT_RETRY, cut short when the IO thread is stopped or repointed.
+async fn retry_wait(world: &World, still: &impl Fn(&World) -> bool) {
+    tokio::select! {
+        _ = tokio::time::sleep(CONNECT_RETRY) => {}
+        _ = reconfigured(world, still) => {}
     }
 }
 

@@ -145,6 +145,8 @@ pub struct Sim {
     pub cut: BTreeSet<(NodeId, NodeId)>,
     /// Raft snapshot messages still to be lost on the way (the transport drops them).
     pub lose_snapshots: usize,
+    /// Lease grants sent before this instant are lost on the way.
+    pub lose_lease_grants_until: Option<Time>,
     queue: VecDeque<(Time, u64, Due)>,
     seq: u64,
     pub routes: BTreeMap<String, NodeId>,
@@ -217,6 +219,7 @@ impl Sim {
             nodes,
             cut: BTreeSet::new(),
             lose_snapshots: 0,
+            lose_lease_grants_until: None,
             queue: VecDeque::new(),
             seq: 0,
             routes,
@@ -616,6 +619,11 @@ impl Sim {
     fn transmit(&mut self, from: NodeId, to: NodeId, message: PeerMessage) {
         if self.lose_snapshots > 0 && message.is_raft_snapshot() {
             self.lose_snapshots -= 1;
+            return;
+        }
+        if matches!(message, PeerMessage::LeaseGrant { .. })
+            && self.lose_lease_grants_until.is_some_and(|t| self.now < t)
+        {
             return;
         }
         if self.linked(from, to) {

@@ -86,6 +86,24 @@ impl<'a> Cx<'a> {
         self.engine.routes_pending(target)
     }
 
+    /// When the old writer's lease has run out, judged from the grants the sidecars
+    /// report (see [`Engine::lease_over_by_grants`]).
+    pub fn lease_over_by_grants(&self, epoch: u64) -> Option<Time> {
+        self.engine.lease_over_by_grants(epoch)
+    }
+
+    /// `node` holds the write lease of `epoch`: this node's own, or as its last report
+    /// said.
+    pub fn holds_lease(&self, node: NodeId, epoch: u64) -> bool {
+        if node == self.engine.me {
+            return self.engine.held_lease() == Some(epoch);
+        }
+        self.engine
+            .reports
+            .get(&node)
+            .is_some_and(|(_, r)| r.lease == Some(epoch))
+    }
+
     pub fn sabotaged(&self, s: Sabotage) -> bool {
         self.engine.sabotaged(s)
     }

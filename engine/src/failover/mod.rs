@@ -111,7 +111,14 @@ enum Phase {
         candidate: NodeId,
     },
     WaitingLease {
+        /// The old writer's lease has run out by then (unless it is confirmed fenced
+        /// sooner); grants reported later may bring it forward.
         until: Time,
+        /// The candidate holds no write lease of its own by then: the failover is
+        /// retried.
+        give_up: Time,
+        /// When to look again: `until`, or `give_up` once `until` has passed.
+        wake: Time,
         candidate: NodeId,
     },
     Promoting {
@@ -224,9 +231,12 @@ impl FailoverRun {
     fn progress(self, cx: &mut Cx) -> Next {
         let FailoverRun { run, phase } = self;
         match phase {
-            Phase::WaitingLease { candidate, .. } if run.unconfirmed(cx).is_empty() => {
-                run.promote(cx, candidate)
-            }
+            Phase::WaitingLease {
+                until,
+                give_up,
+                candidate,
+                ..
+            } => run.wait_lease(cx, until, give_up, candidate),
             Phase::AwaitingRoutes { candidate, .. } if cx.routes_pending(candidate).is_empty() => {
                 run.commit_completion(cx, candidate)
             }
@@ -336,7 +346,8 @@ impl Phase {
             | Phase::Repointing { deadline, .. }
             | Phase::AwaitingRoutes { deadline, .. }
             | Phase::ProposingEnd { deadline, .. } => *deadline,
-            Phase::WaitingLease { until, .. } | Phase::Retrying { until, .. } => *until,
+            Phase::WaitingLease { wake, .. } => *wake,
+            Phase::Retrying { until, .. } => *until,
         }
     }
 }
@@ -405,7 +416,12 @@ impl Run {
                 self.salvage = Some((from, Err("salvage timed out".into())));
                 self.after_salvage(cx, candidate)
             }
-            Phase::WaitingLease { candidate, .. } => self.promote(cx, candidate),
+            Phase::WaitingLease {
+                until,
+                give_up,
+                candidate,
+                ..
+            } => self.wait_lease(cx, until, give_up, candidate),
             Phase::Promoting { candidate, .. } => self.retry(
                 cx,
                 "promotion did not finish within the step timeout".into(),

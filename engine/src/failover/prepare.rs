@@ -69,9 +69,12 @@ impl Run {
                 self.fenced.insert(node);
                 cx.emit(Event::Fenced { epoch, node });
                 match phase {
-                    Phase::WaitingLease { candidate, .. } if self.unconfirmed(cx).is_empty() => {
-                        self.promote(cx, candidate)
-                    }
+                    Phase::WaitingLease {
+                        until,
+                        give_up,
+                        candidate,
+                        ..
+                    } => self.wait_lease(cx, until, give_up, candidate),
                     phase => self.enter(phase),
                 }
             }

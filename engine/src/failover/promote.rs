@@ -11,6 +11,7 @@ use crate::engine::Pending;
 use crate::event::Event;
 use crate::fence;
 use crate::sabotage::Sabotage;
+use crate::time::Time;
 
 impl Run {
     pub(super) fn on_relay_applied(
@@ -130,23 +131,65 @@ impl Run {
         )
     }
 
-    /// Promotes at once when every suspect is confirmed fenced; otherwise waits until
-    /// the old master's lease must have run out (see [`fence::old_writer_fenced_by`]).
+    /// Promotes once the old master is fenced — every suspect confirmed, or its lease
+    /// run out (see [`fence::old_writer_fenced_by`] and
+    /// [`crate::Engine::lease_over_by_grants`]) — and the candidate holds its own
+    /// lease (a writer without one fences itself at once).
     pub(super) fn after_salvage(self, cx: &mut Cx, candidate: NodeId) -> Next {
-        if self.unconfirmed(cx).is_empty() || cx.sabotaged(Sabotage::LeaseWait) {
-            return self.promote(cx, candidate);
-        }
         let begun = self.begun_at.unwrap_or(cx.now());
         let until = fence::old_writer_fenced_by(begun, &cx.spec().timing);
-        if cx.now() >= until {
+        if !self.unconfirmed(cx).is_empty() && cx.now() < until {
+            let epoch = self.epoch;
+            cx.emit(Event::WaitingForLease {
+                epoch,
+                until_ms: until.as_millis(),
+            });
+        }
+        let give_up = until.max(cx.now()) + cx.spec().timing.step_timeout();
+        self.wait_lease(cx, until, give_up, candidate)
+    }
+
+    /// The lease wait: promotes when the old writer is fenced and the candidate holds
+    /// its lease; retries the failover when the candidate has none by `give_up`.
+    pub(super) fn wait_lease(
+        self,
+        cx: &mut Cx,
+        until: Time,
+        give_up: Time,
+        candidate: NodeId,
+    ) -> Next {
+        let epoch = self.epoch;
+        let until = match cx.lease_over_by_grants(epoch) {
+            Some(by) if by < until => {
+                cx.emit(Event::LeaseEndsFromGrants {
+                    epoch,
+                    until_ms: by.as_millis(),
+                });
+                by
+            }
+            _ => until,
+        };
+        let now = cx.now();
+        let old_fenced =
+            self.unconfirmed(cx).is_empty() || now >= until || cx.sabotaged(Sabotage::LeaseWait);
+        let leased = cx.holds_lease(candidate, epoch) || cx.sabotaged(Sabotage::ActBeforeCommit);
+        if old_fenced && leased {
             return self.promote(cx, candidate);
         }
-        let epoch = self.epoch;
-        cx.emit(Event::WaitingForLease {
-            epoch,
-            until_ms: until.as_millis(),
-        });
-        self.enter(Phase::WaitingLease { until, candidate })
+        if now >= give_up {
+            return self.retry(
+                cx,
+                format!("{candidate} was granted no write lease within the step timeout"),
+                None,
+            );
+        }
+        let wake = if old_fenced { give_up } else { until };
+        self.enter(Phase::WaitingLease {
+            until,
+            give_up,
+            wake,
+            candidate,
+        })
     }
 
     pub(super) fn promote(self, cx: &mut Cx, candidate: NodeId) -> Next {

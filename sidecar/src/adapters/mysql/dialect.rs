@@ -5,6 +5,13 @@
 use crate::config::MysqlTls;
 use multiaz_engine::{Flavour, GtidSet};
 
+/// Seconds a replica's IO thread waits on a silent source (heartbeats every second)
+/// before it drops the connection: a master whose host vanished is failed over only
+/// once no replica still counts as receiving from it (`engine/src/detect.rs`), and with
+/// MySQL's and MariaDB's default of 60 s that would hold every host loss back a minute.
+/// Two heartbeats: the least that tolerates one lost.
+pub const REPLICA_NET_TIMEOUT_S: u32 = 2;
+
 /// One flavour's spelling of the statements the adapter runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dialect(pub Flavour);
@@ -203,7 +210,9 @@ impl Dialect {
         }
     }
 
-    /// Statements run with replication stopped, before it starts from `source`.
+    /// Statements run with replication stopped, before it starts from `source`. The
+    /// last sets how long the replica waits on a silent source before it drops the
+    /// connection ([`REPLICA_NET_TIMEOUT_S`]; it applies from the next start).
     ///
     /// MariaDB: `gtid_slave_pos` is first set to `gtid_current_pos`, so a former master
     /// continues after its own last transaction rather than after the last one it
@@ -221,7 +230,7 @@ impl Dialect {
             ),
             None => String::new(),
         };
-        match self.0 {
+        let mut statements = match self.0 {
             Flavour::Mariadb => vec![
                 "SET GLOBAL gtid_slave_pos = @@global.gtid_current_pos".to_string(),
                 format!(
@@ -242,7 +251,15 @@ impl Dialect {
                 tls("SOURCE"),
                 u8::from(source.tls.is_none()),
             )],
-        }
+        };
+        statements.push(format!(
+            "SET GLOBAL {} = {REPLICA_NET_TIMEOUT_S}",
+            match self.0 {
+                Flavour::Mariadb => "slave_net_timeout",
+                Flavour::Mysql => "replica_net_timeout",
+            }
+        ));
+        statements
     }
 
     /// Column names of the replication status row.
@@ -340,6 +357,7 @@ mod tests {
         assert!(s[1].contains("MASTER_USE_GTID = slave_pos"));
         assert!(s[1].contains("'p''w'"));
         assert!(!s[1].contains("MASTER_SSL"), "TLS left as it is: {}", s[1]);
+        assert_eq!(s[2], "SET GLOBAL slave_net_timeout = 2");
     }
 
     #[test]
@@ -374,6 +392,7 @@ mod tests {
         assert!(y[0].contains("GET_SOURCE_PUBLIC_KEY = 0"), "{}", y[0]);
         let clear = Dialect(Flavour::Mysql).point_at(&spec(None));
         assert!(!clear[0].contains("SOURCE_SSL") && clear[0].contains("GET_SOURCE_PUBLIC_KEY = 1"));
+        assert_eq!(clear[1], "SET GLOBAL replica_net_timeout = 2");
     }
 
     #[test]
