@@ -265,8 +265,29 @@ where
         self.held.pop_front();
         while matches!(self.held.front(), Some(Held::After(..))) {
             if let Some(Held::After(at, command)) = self.held.pop_front() {
-                self.act(at, command);
+                match self.too_late_to_unfence(&command) {
+                    Some(id) => self.spawn(id, async {
+                        CommandResult::Mysql(Err(
+                            "not made writable: held behind a state write until too close to the end of the write lease".into(),
+                        ))
+                    }),
+                    None => self.act(at, command),
+                }
             }
+        }
+    }
+
+    /// A `SetWritable` of this node's own mysqld that waited behind a write until its
+    /// lease is nearly over (or gone): run now, it could leave the server writable past
+    /// the lease's end, which the coordinator times from the grants; failed instead.
+    fn too_late_to_unfence(&self, command: &Command) -> Option<CommandId> {
+        match command {
+            Command::Mysql {
+                id,
+                node,
+                op: MysqlOp::SetWritable,
+            } if *node == self.me && !self.engine.may_make_writable(self.now()) => Some(*id),
+            _ => None,
         }
     }
 

@@ -190,8 +190,9 @@ impl<A: Ec2Api> VipRoutes<A> {
         match r {
             Ok(v) => Attempt::Ok(v),
             Err(e) => {
-                // A route not yet seen pointing at its target is no API error.
-                if e.code != NOT_YET_VISIBLE {
+                // A route not yet seen pointing at its target, or a call given up for
+                // a newer one, is no API error.
+                if e.code != NOT_YET_VISIBLE && e.code != SUPERSEDED {
                     (self.inner.on_error)(&e.code);
                 }
                 if e.transient {
@@ -245,6 +246,7 @@ impl<A: Ec2Api> VipRoutes<A> {
         route_table: &str,
         eni: &str,
         written: &Cell<Option<Instant>>,
+        superseded: &dyn Fn() -> bool,
     ) -> Result<(), ApiError> {
         if let Some(at) = written.get() {
             let seen = self.vip_target(route_table).await?;
@@ -254,6 +256,11 @@ impl<A: Ec2Api> VipRoutes<A> {
             if at.elapsed() < REWRITE_AFTER {
                 return Err(not_yet(eni, seen));
             }
+        }
+        // Looked at again right before the write: a newer call may have come while this
+        // one read, and an older write landing after it would undo it.
+        if superseded() {
+            return Err(superseded_error());
         }
         let wrote = self.write(route_table, eni).await;
         // A write that timed out may have been applied (ReplaceRoute takes no client
@@ -291,6 +298,15 @@ impl<A: Ec2Api> VipRoutes<A> {
 }
 
 const NOT_YET_VISIBLE: &str = "NotYetVisible";
+const SUPERSEDED: &str = "Superseded";
+
+fn superseded_error() -> ApiError {
+    ApiError {
+        code: SUPERSEDED.into(),
+        message: "superseded by a newer change of this route".into(),
+        transient: false,
+    }
+}
 
 fn not_yet(eni: &str, seen: Option<String>) -> ApiError {
     ApiError {
@@ -315,9 +331,9 @@ impl<A: Ec2Api> RouteOps for VipRoutes<A> {
         let written = Cell::new(None);
         self.retrying(|| async {
             if superseded() {
-                return Attempt::Fail("superseded by a newer change of this route".into());
+                return self.attempt::<()>(Err(superseded_error()));
             }
-            self.attempt(self.point(&route_table, &eni, &written).await)
+            self.attempt(self.point(&route_table, &eni, &written, &superseded).await)
         })
         .await
         .map_err(|e| format!("route table {route_table}: {e}"))

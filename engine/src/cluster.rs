@@ -111,6 +111,9 @@ pub struct Timing {
 /// that no sum or product of them overflows a clock.
 const MAX_STEP_MS: u64 = 86_400_000;
 const MAX_BLOCK_MS: u64 = 30 * MAX_STEP_MS;
+/// The shortest lease: its eighth (`fence_lead`) must cover the sidecar's read_only,
+/// which waits 200 ms for running writes before it kills them.
+const MIN_LEASE_MS: u64 = 2_000;
 
 impl Default for Timing {
     fn default() -> Self {
@@ -353,6 +356,12 @@ impl ClusterSpec {
                 "must be at least twice probe_interval_ms: the master renews its lease once per probe interval",
             ));
         }
+        if t.lease_ms < MIN_LEASE_MS {
+            return Err(invalid(
+                "timing.lease_ms",
+                "must be at least 2000: the master makes itself read_only an eighth of the lease before it ends, and a read_only blocked by running writes takes 200 ms and a kill",
+            ));
+        }
         Ok(self)
     }
 
@@ -463,6 +472,12 @@ mod tests {
             ),
             (
                 EXAMPLE.replace("lease_ms = 4000", "lease_ms = 1500"),
+                "timing.lease_ms",
+            ),
+            (
+                EXAMPLE
+                    .replace("lease_ms = 4000", "lease_ms = 1500")
+                    .replace("probe_interval_ms = 1000", "probe_interval_ms = 500"),
                 "timing.lease_ms",
             ),
             (

@@ -69,6 +69,10 @@ pub(crate) struct Local {
     /// then shows the server as it was, and must not undo it (an unfence followed by a
     /// stale "read_only" would unfence a second time).
     pub enforced_at: Option<Time>,
+    /// When this sidecar last made its mysqld read_only (the command succeeded).
+    pub read_only_made: Option<Time>,
+    /// A failed read_only is tried again no sooner than this.
+    pub fence_retry_at: Option<Time>,
 }
 
 pub struct Engine {
@@ -154,6 +158,8 @@ impl Engine {
                 read_only_seen: None,
                 enforcing: false,
                 enforced_at: None,
+                read_only_made: None,
+                fence_retry_at: None,
             },
             run: None,
             routes: Routes::default(),
@@ -228,7 +234,7 @@ impl Engine {
         if let Some(d) = self.lease_retry_at() {
             t = t.min(d);
         }
-        if let Some(d) = self.writable_lease_end().filter(|d| *d > self.now) {
+        if let Some(d) = self.fence_due_at().filter(|d| *d > self.now) {
             t = t.min(d);
         }
         // Only deadlines still ahead: one already passed and not acted on (this sidecar
@@ -494,15 +500,30 @@ impl Engine {
                 self.local.enforcing = false;
                 self.local.enforced_at = Some(self.now);
                 match r {
-                    Err(why) => self.emit(Event::LocalReadOnlyFailed { writable, why }),
+                    Err(why) => {
+                        if !writable {
+                            // Again at the next probe's pace: a mysqld that is
+                            // down fails every attempt.
+                            self.local.fence_retry_at =
+                                Some(self.now + self.spec.timing.probe_interval());
+                        }
+                        self.emit(Event::LocalReadOnlyFailed { writable, why })
+                    }
                     // Made writable: if the lease ran out (or a newer epoch came) while
                     // that was under way, fence again at once rather than at the next
                     // probe (a probe sent before now is not trusted, see above).
-                    Ok(_) if writable => self.fence_if_needed(),
+                    Ok(_) if writable => {
+                        if let LocalView::Up(Some(s)) = &mut self.local.view {
+                            s.read_only = false;
+                        }
+                        self.fence_if_needed()
+                    }
                     // Read_only from now on: a lease round sent after this may make it
                     // writable again (the writer asks within a raft tick).
                     Ok(_) => {
                         self.local.read_only_seen = Some(self.now);
+                        self.local.read_only_made = Some(self.now);
+                        self.local.fence_retry_at = None;
                         if let LocalView::Up(Some(s)) = &mut self.local.view {
                             s.read_only = true;
                         }

@@ -103,27 +103,38 @@ impl Engine {
         }
     }
 
-    /// The writer's lease runs out while its mysqld is writable: fenced at that very
-    /// moment, not at the next probe (the coordinator times the old writer's lease to
-    /// the grants it was given, `fence_lead` after it ends here).
+    /// The writer's lease runs out: its mysqld is made read_only at that very moment,
+    /// not at the next probe (the coordinator times the old writer's lease to the
+    /// grants it was given, `fence_lead` after it ends here).
     pub(crate) fn fence_on_expiry(&mut self) {
-        if self.local.enforcing || self.writable_lease_end().is_none_or(|t| self.now < t) {
+        if self.local.enforcing || self.fence_due_at().is_none_or(|t| self.now < t) {
             return;
         }
         self.fence_if_needed();
     }
 
-    /// When the lease of this node's writable mysqld runs out, if it is writable as far
-    /// as this node knows (its last probe or its own last change).
-    pub(crate) fn writable_lease_end(&self) -> Option<Time> {
-        match &self.local.view {
-            LocalView::Up(Some(s)) if !s.read_only => Some(
-                self.lease
-                    .valid_until(self.record.epoch)
-                    .unwrap_or(self.now),
-            ),
-            _ => None,
-        }
+    /// When this node's mysqld must be made read_only, if it may be writable then: the
+    /// writer of record's lease end, whatever its last probe said — a candidate is made
+    /// writable by the coordinator, a probe may fail or be stale — unless it was made
+    /// read_only since; a writer never granted a lease in this epoch, now, unless it is
+    /// seen read_only (a candidate before its first grant is read_only, and fencing it
+    /// then could land after its promotion); another node's mysqld that its last probe
+    /// saw writable, now. A failed attempt waits a probe interval before the next.
+    pub(crate) fn fence_due_at(&self) -> Option<Time> {
+        let (writable_seen, read_only_seen) = match &self.local.view {
+            LocalView::Up(Some(s)) => (!s.read_only, s.read_only),
+            _ => (false, false),
+        };
+        let writer = self.is_database() && self.record.writer() == Some(self.me);
+        let due = match self.lease.valid_until(self.record.epoch) {
+            Some(end) if writer => {
+                let fenced_since = self.local.read_only_made.is_some_and(|t| t >= end);
+                (writable_seen || !fenced_since).then_some(end)
+            }
+            None if writer => (!read_only_seen).then_some(self.now),
+            _ => writable_seen.then_some(self.now),
+        }?;
+        Some(due.max(self.local.fence_retry_at.unwrap_or(Time::ZERO)))
     }
 
     /// Makes the local mysqld read_only when it must not be writable now.
@@ -166,7 +177,7 @@ impl Engine {
             || self.record.master != Some(self.me)
             || self.record.failover.is_some()
             || self.coord.highest_logged_epoch() > epoch
-            || !self.lease.is_valid(epoch, self.now)
+            || !self.lease_left_at_least(self.spec.timing.probe_interval())
             || !self.lease.granted_after(epoch, seen)
         {
             return;
@@ -174,6 +185,26 @@ impl Engine {
         self.emit(Event::Unfenced);
         self.local.read_only_seen = None;
         self.set_local_read_only(MysqlOp::SetWritable);
+    }
+
+    /// This node holds its lease for at least `d` more: time for a read_only change to
+    /// land well before the lease's end (a late one would leave the server writable
+    /// past it until the fence at the end).
+    pub(crate) fn lease_left_at_least(&self, d: std::time::Duration) -> bool {
+        self.lease
+            .valid_until(self.record.epoch)
+            .is_some_and(|t| self.now + d <= t)
+    }
+
+    /// The driver asks before it runs a `SetWritable` it held behind a state write: the
+    /// lease must still be held, with time to spare (`fence_lead`).
+    pub fn may_make_writable(&self, now: Time) -> bool {
+        let epoch = self.record.epoch;
+        self.record.master == Some(self.me)
+            && self
+                .lease
+                .valid_until(epoch)
+                .is_some_and(|t| now + self.spec.timing.fence_lead() <= t)
     }
 
     fn set_local_read_only(&mut self, op: MysqlOp) {

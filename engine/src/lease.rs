@@ -61,6 +61,10 @@ impl Engine {
         {
             return None;
         }
+        // No round of this epoch yet (a switchover was cancelled, say): one now.
+        let Some(last) = self.lease.last_round_sent(epoch) else {
+            return Some(self.now);
+        };
         let unfence = self.local.read_only_seen.is_some_and(|seen| {
             self.record.master == Some(self.me)
                 && self.record.failover.is_none()
@@ -69,7 +73,6 @@ impl Engine {
         if self.lease.is_valid(epoch, self.now) && !unfence {
             return None;
         }
-        let last = self.lease.last_round_sent(epoch)?;
         Some(last + self.spec.timing.raft_tick())
     }
 

@@ -41,13 +41,21 @@ pub struct Report {
     pub master_reachable: Option<bool>,
     /// This host's own mysqld; `None` on a witness.
     pub local: Option<LocalView>,
-    /// The epoch whose write lease this sidecar holds (it is that epoch's writer).
+    /// The write lease this sidecar holds (it is that epoch's writer).
     #[serde(default)]
-    pub lease: Option<u64>,
+    pub lease: Option<LeaseHeld>,
     /// While a failover is under way: this sidecar grants no lease for an older epoch
     /// any more, and when it last did.
     #[serde(default)]
     pub grants_ended: Option<GrantsEnded>,
+}
+
+/// A writer's lease as its report tells it: the epoch, and how much of it was left
+/// when the report was sent (on the writer's own clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHeld {
+    pub epoch: u64,
+    pub left_ms: u64,
 }
 
 /// A sidecar's word that it has durably logged the begin entry of failover `epoch` (at

@@ -7,7 +7,7 @@ use crate::cluster::NodeId;
 use crate::command::Command;
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
-use crate::message::{LocalView, PeerMessage, Report};
+use crate::message::{LeaseHeld, LocalView, PeerMessage, Report};
 use crate::time::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,7 +22,8 @@ pub(crate) struct Probing {
     /// The epoch this sidecar's last report carried: a newer one known is reported at
     /// once.
     pub reported_epoch: u64,
-    /// The lease the last report said this node holds: a change is reported at once.
+    /// The epoch of the lease the last report said this node holds: a change is
+    /// reported at once.
     pub reported_lease: Option<u64>,
 }
 
@@ -106,7 +107,13 @@ impl Engine {
                 self.probing.master_reachable
             },
             local: self.is_database().then(|| self.local.view.clone()),
-            lease: self.probing.reported_lease,
+            lease: self.held_lease().map(|epoch| LeaseHeld {
+                epoch,
+                left_ms: self
+                    .lease
+                    .valid_until(epoch)
+                    .map_or(0, |t| t.since(self.now).as_millis() as u64),
+            }),
             grants_ended: self.grants_ended(),
         };
         self.reports.insert(self.me, (self.now, report.clone()));

@@ -109,11 +109,13 @@ fn a_restarted_masters_sidecar_with_its_peers_keeps_writes_flowing() {
     sim.run_for(Duration::from_secs(3));
     assert_eq!(sim.writable(), vec![N1]);
     // Fenced for a round trip at most (a round asked within a raft tick after the fence).
-    let acks: Vec<Time> = sim
-        .ack_log
-        .iter()
-        .map(|(t, _)| *t)
-        .filter(|t| *t >= restarted)
+    let acks: Vec<Time> = std::iter::once(restarted)
+        .chain(
+            sim.ack_log
+                .iter()
+                .map(|(t, _)| *t)
+                .filter(|t| *t >= restarted),
+        )
         .collect();
     let gaps = acks.windows(2).map(|w| w[1].since(w[0])).max();
     assert!(

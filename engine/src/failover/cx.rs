@@ -92,16 +92,22 @@ impl<'a> Cx<'a> {
         self.engine.lease_over_by_grants(epoch)
     }
 
-    /// `node` holds the write lease of `epoch`: this node's own, or as its last report
-    /// said.
+    /// `node` holds the write lease of `epoch` for at least a probe interval more (time
+    /// for its promotion to land well before the lease's end): this node's own, or as
+    /// its last report said (what was left then, less the time since, on this clock,
+    /// trusting the writer's clock to a hundredth).
     pub fn holds_lease(&self, node: NodeId, epoch: u64) -> bool {
-        if node == self.engine.me {
-            return self.engine.held_lease() == Some(epoch);
+        let e = &self.engine;
+        let need = e.spec.timing.probe_interval();
+        if node == e.me {
+            return e.held_lease() == Some(epoch) && e.lease_left_at_least(need);
         }
-        self.engine
-            .reports
-            .get(&node)
-            .is_some_and(|(_, r)| r.lease == Some(epoch))
+        e.reports.get(&node).is_some_and(|(at, r)| {
+            r.lease.is_some_and(|l| {
+                let left = std::time::Duration::from_millis(l.left_ms - l.left_ms / 100);
+                l.epoch == epoch && e.now + need <= *at + left
+            })
+        })
     }
 
     pub fn sabotaged(&self, s: Sabotage) -> bool {

@@ -27,7 +27,10 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long `SET GLOBAL read_only` may wait for the writes in its way before they are
 /// killed. A commit waiting for a semi-sync acknowledgement that no replica can send
 /// (the master cut off) waits for ever, and read_only waits behind it.
-const FENCE_WAIT: Duration = Duration::from_millis(500);
+/// Well inside the writer's `fence_lead` (an eighth of the lease, 250 ms at the
+/// shortest lease the configuration allows): the kill that follows must land too
+/// before the lease ends.
+const FENCE_WAIT: Duration = Duration::from_millis(200);
 
 /// How long stopping replication may wait for the applier before it is killed. MySQL's
 /// applier, holding a transaction that its relay log has only in part (the source
