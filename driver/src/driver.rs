@@ -79,7 +79,7 @@ enum Held {
     /// A write not yet durable.
     Writing(tokio::sync::oneshot::Receiver<Result<(), String>>),
     /// A command the engine gave after it, with the instant it was given.
-    After(Time, Command),
+    After(Time, Box<Command>),
 }
 
 pub struct Driver<M, S, R, P, D, O, H> {
@@ -242,7 +242,7 @@ where
                 }
             }
             command if !self.held.is_empty() && !self.never_held(&command) => {
-                self.held.push_back(Held::After(now, command))
+                self.held.push_back(Held::After(now, Box::new(command)))
             }
             command => self.act(now, command),
         }
@@ -265,6 +265,7 @@ where
         self.held.pop_front();
         while matches!(self.held.front(), Some(Held::After(..))) {
             if let Some(Held::After(at, command)) = self.held.pop_front() {
+                let command = *command;
                 match self.too_late_to_unfence(&command) {
                     Some(id) => self.spawn(id, async {
                         CommandResult::Mysql(Err(
