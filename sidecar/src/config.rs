@@ -658,7 +658,10 @@ impl Config {
         let probe_timeout_ms = raw
             .mysql
             .probe_timeout_ms
-            .unwrap_or(probe_interval.min(1000));
+            // Three quarters of the interval: a probe that times out answers before the
+            // next is due (one still in flight when it is due makes the round skip it,
+            // and a dead host's three failed probes would take six intervals).
+            .unwrap_or((probe_interval * 3 / 4).clamp(1, 1000));
         if probe_timeout_ms == 0 || probe_timeout_ms > probe_interval {
             return Err(key(
                 "mysql.probe_timeout_ms",

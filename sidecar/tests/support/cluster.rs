@@ -212,7 +212,7 @@ impl Cluster {
                 &format!(
                     "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
                      MASTER_USER = 'multiaz', MASTER_PASSWORD = '{PASSWORD}', \
-                     MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 1, \
+                     MASTER_USE_GTID = slave_pos, MASTER_HEARTBEAT_PERIOD = 0.5, \
                      MASTER_CONNECT_RETRY = 1{}; START SLAVE;",
                     dbs[0].port,
                     match tls_ca(dir) {

@@ -5,12 +5,14 @@
 use crate::config::MysqlTls;
 use multiaz_engine::{Flavour, GtidSet};
 
-/// Seconds a replica's IO thread waits on a silent source (heartbeats every second)
-/// before it drops the connection: a master whose host vanished is failed over only
-/// once no replica still counts as receiving from it (`engine/src/detect.rs`), and with
-/// MySQL's and MariaDB's default of 60 s that would hold every host loss back a minute.
-/// Two heartbeats: the least that tolerates one lost.
-pub const REPLICA_NET_TIMEOUT_S: u32 = 2;
+/// Seconds a replica's IO thread waits on a silent source (heartbeats every half
+/// second) before it drops the connection: a master whose host vanished is failed over
+/// only once no replica still counts as receiving from it (`engine/src/detect.rs`), and
+/// with MySQL's and MariaDB's default of 60 s that would hold every host loss back a
+/// minute. It bounds the IO thread's connection attempt too, which STOP SLAVE waits
+/// out: the failover's fence of a replica reconnecting to a vanished host takes that
+/// long. Two heartbeats: the least that tolerates one lost.
+pub const REPLICA_NET_TIMEOUT_S: u32 = 1;
 
 /// One flavour's spelling of the statements the adapter runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +238,7 @@ impl Dialect {
                 format!(
                     "CHANGE MASTER TO MASTER_HOST = {host}, MASTER_PORT = {}, MASTER_USER = {user}, \
                      MASTER_PASSWORD = {password}, MASTER_USE_GTID = slave_pos, \
-                     MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1{}",
+                     MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 0.5{}",
                     source.port,
                     tls("MASTER"),
                 ),
@@ -246,7 +248,7 @@ impl Dialect {
             Flavour::Mysql => vec![format!(
                 "CHANGE REPLICATION SOURCE TO SOURCE_HOST = {host}, SOURCE_PORT = {}, \
                  SOURCE_USER = {user}, SOURCE_PASSWORD = {password}, SOURCE_AUTO_POSITION = 1, \
-                 SOURCE_CONNECT_RETRY = 1, SOURCE_HEARTBEAT_PERIOD = 1{}, GET_SOURCE_PUBLIC_KEY = {}",
+                 SOURCE_CONNECT_RETRY = 1, SOURCE_HEARTBEAT_PERIOD = 0.5{}, GET_SOURCE_PUBLIC_KEY = {}",
                 source.port,
                 tls("SOURCE"),
                 u8::from(source.tls.is_none()),
@@ -357,7 +359,7 @@ mod tests {
         assert!(s[1].contains("MASTER_USE_GTID = slave_pos"));
         assert!(s[1].contains("'p''w'"));
         assert!(!s[1].contains("MASTER_SSL"), "TLS left as it is: {}", s[1]);
-        assert_eq!(s[2], "SET GLOBAL slave_net_timeout = 2");
+        assert_eq!(s[2], "SET GLOBAL slave_net_timeout = 1");
     }
 
     #[test]
@@ -392,7 +394,7 @@ mod tests {
         assert!(y[0].contains("GET_SOURCE_PUBLIC_KEY = 0"), "{}", y[0]);
         let clear = Dialect(Flavour::Mysql).point_at(&spec(None));
         assert!(!clear[0].contains("SOURCE_SSL") && clear[0].contains("GET_SOURCE_PUBLIC_KEY = 1"));
-        assert_eq!(clear[1], "SET GLOBAL replica_net_timeout = 2");
+        assert_eq!(clear[1], "SET GLOBAL replica_net_timeout = 1");
     }
 
     #[test]
