@@ -11,6 +11,7 @@
 
 use crate::cluster::{NodeId, Timing};
 use crate::command::{Command, MysqlOp};
+use crate::coord::EntryAt;
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::message::{LocalView, Report};
@@ -54,15 +55,15 @@ pub(crate) fn old_writer_fenced_by(begun: Time, timing: &Timing) -> Time {
 const RATE_SLACK: u32 = 100;
 
 impl Engine {
-    /// When the lease of the writer before failover `epoch` has run out, judged from the
-    /// grants (see `lease.rs`): each sidecar that durably logged this failover's
-    /// committed begin entry reported when it last granted a lease; every majority that
+    /// When the lease of the writer before the failover whose committed begin entry is
+    /// `begin` has run out, judged from the grants (see `lease.rs`): each sidecar that
+    /// durably logged that entry reported when it last granted a lease; every majority that
     /// granted the old writer a round contains one of them, and that round was sent
     /// before the grant. So the lease ends `lease` after the latest grant of the
     /// majority whose latest grant is earliest, plus the margin for clock rates. `None`
     /// until a majority (this node included) has reported.
-    pub(crate) fn lease_over_by_grants(&self, epoch: u64) -> Option<Time> {
-        let begin = self.coord.committed_failover_begin(epoch)?;
+    pub(crate) fn lease_over_by_grants(&self, begin: EntryAt) -> Option<Time> {
+        let epoch = begin.epoch;
         let mut last: Vec<Time> = self
             .spec
             .ids()
@@ -190,21 +191,20 @@ impl Engine {
     /// This node holds its lease for at least `d` more: time for a read_only change to
     /// land well before the lease's end (a late one would leave the server writable
     /// past it until the fence at the end).
-    pub(crate) fn lease_left_at_least(&self, d: std::time::Duration) -> bool {
+    pub(crate) fn lease_left_at_least(&self, d: Duration) -> bool {
         self.lease
-            .valid_until(self.record.epoch)
-            .is_some_and(|t| self.now + d <= t)
+            .left(self.record.epoch, self.now)
+            .is_some_and(|left| left >= d)
     }
 
     /// The driver asks before it runs a `SetWritable` it held behind a state write: the
     /// lease must still be held, with time to spare (`fence_lead`).
     pub fn may_make_writable(&self, now: Time) -> bool {
-        let epoch = self.record.epoch;
         self.record.master == Some(self.me)
             && self
                 .lease
-                .valid_until(epoch)
-                .is_some_and(|t| now + self.spec.timing.fence_lead() <= t)
+                .left(self.record.epoch, now)
+                .is_some_and(|left| left >= self.spec.timing.fence_lead())
     }
 
     fn set_local_read_only(&mut self, op: MysqlOp) {

@@ -257,12 +257,19 @@ impl Lease {
 
     /// Holds a lease granted by a majority for `epoch`, valid at `now`.
     pub fn is_valid(&self, epoch: u64, now: Time) -> bool {
-        self.epoch == epoch && self.valid_until.is_some_and(|t| now < t)
+        self.left(epoch, now).is_some()
     }
 
     /// When the lease of `epoch` runs out (on this node's clock), if one was granted.
     pub fn valid_until(&self, epoch: u64) -> Option<Time> {
         self.valid_until.filter(|_| self.epoch == epoch)
+    }
+
+    /// How much of the lease of `epoch` is left at `now`, if it is valid.
+    pub fn left(&self, epoch: u64, now: Time) -> Option<Duration> {
+        self.valid_until(epoch)
+            .filter(|t| now < *t)
+            .map(|t| t.since(now))
     }
 
     /// When the newest round of `epoch` was sent, if one was.

@@ -111,8 +111,8 @@ impl Engine {
                 epoch,
                 left_ms: self
                     .lease
-                    .valid_until(epoch)
-                    .map_or(0, |t| t.since(self.now).as_millis() as u64),
+                    .left(epoch, self.now)
+                    .map_or(0, |left| left.as_millis() as u64),
             }),
             grants_ended: self.grants_ended(),
         };

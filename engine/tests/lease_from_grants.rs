@@ -18,6 +18,18 @@ fn event_times(sim: &Sim, node: Option<NodeId>, f: impl Fn(&Event) -> bool) -> V
         .collect()
 }
 
+/// The `until_ms` of every event `pick` finds one in, in order.
+fn untils(sim: &Sim, pick: impl Fn(&Event) -> Option<u64>) -> Vec<u64> {
+    sim.events.iter().filter_map(|(_, _, e)| pick(e)).collect()
+}
+
+/// A cluster that has run long enough for the master to hold a lease.
+fn settled() -> Sim {
+    let mut sim = Sim::started(spec());
+    sim.run_for(Duration::from_millis(2_500));
+    sim
+}
+
 fn failed_over(sim: &Sim) -> bool {
     [N2, N3].iter().all(|n| {
         sim.record(*n).failover.is_none() && sim.record(*n).master.is_some_and(|m| m != N1)
@@ -26,30 +38,21 @@ fn failed_over(sim: &Sim) -> bool {
 
 #[test]
 fn an_isolated_masters_lease_is_timed_from_its_last_grant_not_from_the_commit() {
-    let mut sim = Sim::started(spec());
-    sim.run_for(Duration::from_millis(2_500));
+    let mut sim = settled();
     let timing = sim.spec.timing.clone();
     sim.isolate(N1);
     let t0 = sim.now;
     assert!(sim.run_until(Duration::from_secs(30), failed_over));
 
     let promoted = sim.promotions()[0].0;
-    let from_commit: Vec<u64> = sim
-        .events
-        .iter()
-        .filter_map(|(_, _, e)| match e {
-            Event::WaitingForLease { until_ms, .. } => Some(*until_ms),
-            _ => None,
-        })
-        .collect();
-    let from_grants: Vec<u64> = sim
-        .events
-        .iter()
-        .filter_map(|(_, _, e)| match e {
-            Event::LeaseEndsFromGrants { until_ms, .. } => Some(*until_ms),
-            _ => None,
-        })
-        .collect();
+    let from_commit = untils(&sim, |e| match e {
+        Event::WaitingForLease { until_ms, .. } => Some(*until_ms),
+        _ => None,
+    });
+    let from_grants = untils(&sim, |e| match e {
+        Event::LeaseEndsFromGrants { until_ms, .. } => Some(*until_ms),
+        _ => None,
+    });
     assert!(
         !from_commit.is_empty(),
         "the coordinator waited for the lease"
@@ -82,8 +85,7 @@ fn an_isolated_masters_lease_is_timed_from_its_last_grant_not_from_the_commit() 
 
 #[test]
 fn a_restarted_masters_sidecar_cut_off_from_its_peers_fences_at_once() {
-    let mut sim = Sim::started(spec());
-    sim.run_for(Duration::from_millis(2_500));
+    let mut sim = settled();
     sim.isolate(N1);
     sim.crash_sidecar(N1);
     sim.restart_sidecar(N1);
@@ -101,8 +103,7 @@ fn a_restarted_masters_sidecar_cut_off_from_its_peers_fences_at_once() {
 
 #[test]
 fn a_restarted_masters_sidecar_with_its_peers_keeps_writes_flowing() {
-    let mut sim = Sim::started(spec());
-    sim.run_for(Duration::from_millis(2_500));
+    let mut sim = settled();
     sim.crash_sidecar(N1);
     sim.restart_sidecar(N1);
     let restarted = sim.now;
@@ -127,8 +128,7 @@ fn a_restarted_masters_sidecar_with_its_peers_keeps_writes_flowing() {
 
 #[test]
 fn the_new_master_is_promoted_only_once_it_holds_its_lease() {
-    let mut sim = Sim::started(spec());
-    sim.run_for(Duration::from_millis(2_500));
+    let mut sim = settled();
     sim.kill_mysqld(N1);
     // No grant reaches anyone for 3 s: the candidate is ready long before it has a
     // lease (promoted without one, it would fence itself on its next probe and stay

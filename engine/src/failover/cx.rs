@@ -4,6 +4,7 @@
 
 use crate::cluster::{ClusterSpec, NodeId};
 use crate::command::{Command, CommandId};
+use crate::coord::EntryAt;
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::message::Report;
@@ -86,10 +87,15 @@ impl<'a> Cx<'a> {
         self.engine.routes_pending(target)
     }
 
+    /// Where the committed begin entry of failover `epoch` stands in the log.
+    pub fn committed_failover_begin(&self, epoch: u64) -> Option<EntryAt> {
+        self.engine.coord.committed_failover_begin(epoch)
+    }
+
     /// When the old writer's lease has run out, judged from the grants the sidecars
-    /// report (see [`Engine::lease_over_by_grants`]).
-    pub fn lease_over_by_grants(&self, epoch: u64) -> Option<Time> {
-        self.engine.lease_over_by_grants(epoch)
+    /// report against the failover's begin entry (see [`Engine::lease_over_by_grants`]).
+    pub fn lease_over_by_grants(&self, begin: EntryAt) -> Option<Time> {
+        self.engine.lease_over_by_grants(begin)
     }
 
     /// `node` holds the write lease of `epoch` for at least a probe interval more (time

@@ -30,6 +30,7 @@ use crate::cluster::NodeId;
 use crate::command::{
     Command, CommandId, CommandResult, MysqlOp, MysqlReply, Positions, SalvageReport,
 };
+use crate::coord::EntryAt;
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
 use crate::hook::{HookCall, HookPoint};
@@ -65,6 +66,9 @@ struct Run {
     /// target is committed. `None` also when a new coordinator finishes a switchover
     /// whose target was already committed: that is done as a failover.
     planned: Option<NodeId>,
+    /// Where the epoch's committed begin entry stands in the log, once looked up (the
+    /// lease wait matches the sidecars' reports against it after every input).
+    begin_entry: Option<EntryAt>,
 }
 
 #[derive(Debug)]
@@ -365,6 +369,7 @@ impl Run {
             caught_up_from: None,
             salvage: None,
             planned: None,
+            begin_entry: None,
         }
     }
 

@@ -152,14 +152,18 @@ impl Run {
     /// The lease wait: promotes when the old writer is fenced and the candidate holds
     /// its lease; retries the failover when the candidate has none by `give_up`.
     pub(super) fn wait_lease(
-        self,
+        mut self,
         cx: &mut Cx,
         until: Time,
         give_up: Time,
         candidate: NodeId,
     ) -> Next {
         let epoch = self.epoch;
-        let until = match cx.lease_over_by_grants(epoch) {
+        if self.begin_entry.is_none() {
+            self.begin_entry = cx.committed_failover_begin(epoch);
+        }
+        let by_grants = self.begin_entry.and_then(|b| cx.lease_over_by_grants(b));
+        let until = match by_grants {
             Some(by) if by < until => {
                 cx.emit(Event::LeaseEndsFromGrants {
                     epoch,
