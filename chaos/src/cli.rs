@@ -37,8 +37,15 @@ pub enum Fault {
     AzPartition,
     /// mysqld-kill with a share of the EC2 calls answered RequestLimitExceeded.
     ApiThrottle,
-    /// mysqld-kill with the EC2 API down (503) for --outage-s from the fault.
+    /// mysqld-kill with the EC2 API down (503) for --outage-s from the fault: the old
+    /// master's host, alive, forwards the VIP's traffic to the new master.
+    #[value(name = "api-outage", alias = "api-outage+mysqld-kill")]
     ApiOutage,
+    /// az-partition with the EC2 API down (503) for --outage-s from the fault: the old
+    /// master's host is cut off, so nothing it forwards reaches the other AZs.
+    #[value(name = "api-outage+az-partition")]
+    #[serde(rename = "api-outage+az-partition")]
+    ApiOutagePartition,
     /// mysqld-kill once the master has run 100+ transactions ahead of every replica
     /// (semi-sync off, the replicas' IO threads stopped): a DDL, a 2 MB transaction
     /// and, on MySQL, a tagged GTID and a compressed transaction among them. Only
@@ -51,6 +58,11 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The EC2 API is down for `--outage-s` from the fault.
+    pub fn api_outage(self) -> bool {
+        matches!(self, Fault::ApiOutage | Fault::ApiOutagePartition)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::MysqldKill => "mysqld-kill",
@@ -58,6 +70,7 @@ impl Fault {
             Fault::AzPartition => "az-partition",
             Fault::ApiThrottle => "api-throttle",
             Fault::ApiOutage => "api-outage",
+            Fault::ApiOutagePartition => "api-outage+az-partition",
             Fault::MasterAhead => "master-ahead",
             Fault::Switchover => "switchover",
         }

@@ -13,7 +13,7 @@ impl Fault {
     pub fn api_mode(self, share: f64) -> Mode {
         match self {
             Fault::ApiThrottle => Mode::Throttle(share),
-            Fault::ApiOutage => Mode::Outage,
+            Fault::ApiOutage | Fault::ApiOutagePartition => Mode::Outage,
             _ => Mode::Pass,
         }
     }
@@ -23,7 +23,7 @@ impl Fault {
         match self {
             Fault::MysqldKill | Fault::ApiThrottle | Fault::ApiOutage => HostFault::MysqldKill,
             Fault::HostKill => HostFault::HostKill,
-            Fault::AzPartition => HostFault::Partition,
+            Fault::AzPartition | Fault::ApiOutagePartition => HostFault::Partition,
             Fault::MasterAhead => HostFault::Ahead,
             Fault::Switchover => HostFault::Switchover,
         }

@@ -241,7 +241,7 @@ async fn one_cycle(
     while wall_ms() < deadline {
         tokio::time::sleep(POLL).await;
         w.poll();
-        if fault == Fault::ApiOutage && wall_ms() >= t + args.outage_s * 1000 {
+        if fault.api_outage() && wall_ms() >= t + args.outage_s * 1000 {
             world.proxy.set(Mode::Pass);
         }
         if done.is_none() {
@@ -338,7 +338,7 @@ async fn one_cycle(
 fn heal_words(fault: Fault) -> &'static str {
     match fault {
         Fault::HostKill => "host booted, mysqld and sidecar started",
-        Fault::AzPartition => "partition removed",
+        Fault::AzPartition | Fault::ApiOutagePartition => "partition removed",
         Fault::MasterAhead => {
             "mysqld restarted (its sidecar finds nothing errant: all was salvaged)"
         }

@@ -195,6 +195,7 @@ impl World {
             vip: cfg::Vip {
                 address: VIP.to_string(),
                 route_tables: self.vpc.route_tables.clone(),
+                forward: true,
             },
             timing: cfg::Timing {
                 probe_interval_ms: a.probe_interval_ms,

@@ -45,6 +45,28 @@ pub trait RouteOps: Clone + 'static {
     fn stop_instance(&self, node: NodeId) -> impl Future<Output = Result<(), String>>;
 }
 
+/// The VIP's traffic that reaches this host: to its own mysqld, or forwarded to
+/// another member's (see the engine's `forward.rs`). Calls may overlap; an
+/// implementation applies them in the order they were made, the last one winning.
+pub trait Forward: Clone + 'static {
+    fn forward(&self, to: Option<NodeId>) -> impl Future<Output = Result<(), String>>;
+}
+
+/// Forwarding turned off (`vip.forward = false`): the engine asks for nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoForward;
+
+impl Forward for NoForward {
+    async fn forward(&self, to: Option<NodeId>) -> Result<(), String> {
+        match to {
+            None => Ok(()),
+            Some(n) => Err(format!(
+                "forwarding to {n} asked for, but this host has none"
+            )),
+        }
+    }
+}
+
 /// Best-effort delivery to a peer sidecar (the transport queues, reconnects, drops).
 pub trait PeerTransport: 'static {
     fn send(&self, to: NodeId, message: PeerMessage);

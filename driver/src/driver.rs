@@ -20,7 +20,7 @@
 //! store may fold several waiting ones into one.
 
 use crate::adapters::{
-    DurableStore, Hooks, MysqlOps, Observer, PeerTransport, RouteOps, Salvage, Written,
+    DurableStore, Forward, Hooks, MysqlOps, Observer, PeerTransport, RouteOps, Salvage, Written,
 };
 use multiaz_engine::{
     ClusterSpec, Command, CommandId, CommandResult, DurableState, Engine, EngineError, Input,
@@ -64,7 +64,7 @@ impl DriverHandle {
 }
 
 /// The driver's ways into the world (see [`crate::adapters`]).
-pub struct Adapters<M, S, R, P, D, O, H> {
+pub struct Adapters<M, S, R, P, D, O, H, F> {
     pub mysql: M,
     pub salvage: S,
     pub routes: R,
@@ -72,6 +72,7 @@ pub struct Adapters<M, S, R, P, D, O, H> {
     pub store: D,
     pub observer: O,
     pub hooks: H,
+    pub forward: F,
 }
 
 /// What waits for a background write (see the module's documentation).
@@ -82,13 +83,13 @@ enum Held {
     After(Time, Box<Command>),
 }
 
-pub struct Driver<M, S, R, P, D, O, H> {
+pub struct Driver<M, S, R, P, D, O, H, F> {
     me: NodeId,
     engine: Engine,
     durable: DurableState,
     held: VecDeque<Held>,
     origin: Instant,
-    world: Adapters<M, S, R, P, D, O, H>,
+    world: Adapters<M, S, R, P, D, O, H, F>,
     inbox: mpsc::UnboundedReceiver<(NodeId, PeerMessage)>,
     operator: mpsc::UnboundedReceiver<OperatorRequest>,
     stop: mpsc::UnboundedReceiver<()>,
@@ -96,7 +97,7 @@ pub struct Driver<M, S, R, P, D, O, H> {
     done_rx: mpsc::UnboundedReceiver<(CommandId, CommandResult)>,
 }
 
-impl<M, S, R, P, D, O, H> Driver<M, S, R, P, D, O, H>
+impl<M, S, R, P, D, O, H, F> Driver<M, S, R, P, D, O, H, F>
 where
     M: MysqlOps,
     S: Salvage,
@@ -105,6 +106,7 @@ where
     D: DurableStore,
     O: Observer,
     H: Hooks,
+    F: Forward,
 {
     /// A driver for node `me` of `spec`, restarted from `restored` (what its store
     /// persisted before; `None` on the first start). The engine is built here, at the
@@ -113,7 +115,7 @@ where
         spec: ClusterSpec,
         me: NodeId,
         restored: Option<DurableState>,
-        world: Adapters<M, S, R, P, D, O, H>,
+        world: Adapters<M, S, R, P, D, O, H, F>,
     ) -> Result<(Self, DriverHandle), DriverError> {
         let engine = Engine::new(spec, me, restored.as_ref(), Time::ZERO)?;
         let (in_tx, inbox) = mpsc::unbounded_channel();
@@ -343,6 +345,13 @@ where
                 self.spawn(
                     id,
                     async move { CommandResult::Done(hooks.run(call).await) },
+                );
+            }
+            Command::Forward { id, to } => {
+                let forward = self.world.forward.clone();
+                self.spawn(
+                    id,
+                    async move { CommandResult::Done(forward.forward(to).await) },
                 );
             }
             Command::StopInstance { id, node } => {

@@ -16,6 +16,7 @@ pub mod retry;
 pub mod vip_routes;
 
 pub use adapters::{
-    DurableStore, Hooks, MysqlOps, NoHooks, Observer, PeerTransport, RouteOps, Salvage, Written,
+    DurableStore, Forward, Hooks, MysqlOps, NoForward, NoHooks, Observer, PeerTransport, RouteOps,
+    Salvage, Written,
 };
 pub use driver::{Adapters, Driver, DriverError, DriverHandle};

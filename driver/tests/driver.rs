@@ -75,7 +75,7 @@ impl Observer for Fake {
 }
 
 /// Every adapter the fake, but the store.
-fn fakes<D>(store: D, f: Fake) -> Adapters<Fake, Fake, Fake, Fake, D, Fake, NoHooks> {
+fn fakes<D>(store: D, f: Fake) -> Adapters<Fake, Fake, Fake, Fake, D, Fake, NoHooks, NoForward> {
     Adapters {
         mysql: f.clone(),
         salvage: f.clone(),
@@ -84,6 +84,7 @@ fn fakes<D>(store: D, f: Fake) -> Adapters<Fake, Fake, Fake, Fake, D, Fake, NoHo
         store,
         observer: f,
         hooks: NoHooks,
+        forward: NoForward,
     }
 }
 
@@ -205,7 +206,7 @@ impl DurableStore for Slow {
     }
 }
 
-type SlowDriver = Driver<Fake, Fake, Fake, Fake, Slow, Fake, NoHooks>;
+type SlowDriver = Driver<Fake, Fake, Fake, Fake, Slow, Fake, NoHooks, NoForward>;
 
 /// A driver on a background store that answers `Err` to every write when `fail`; the
 /// store, and the log every fake writes to.

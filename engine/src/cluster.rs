@@ -75,6 +75,15 @@ pub struct Vip {
     pub address: Ipv4Addr,
     /// Every VPC route table that carries the VIP's /32 route.
     pub route_tables: Vec<String>,
+    /// A host the routes have not left yet forwards VIP traffic to the writer of
+    /// record (`forward.rs`): clients reach a new master before the EC2 API moves a
+    /// route. On unless turned off.
+    #[serde(default = "forward_default")]
+    pub forward: bool,
+}
+
+fn forward_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

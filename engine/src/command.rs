@@ -53,6 +53,10 @@ pub enum Command {
         route_table: String,
         target: NodeId,
     },
+    /// Send the VIP traffic that reaches this host to `to`'s mysqld (`None`: to this
+    /// host's own), replacing what was set before. Changes apply in the order asked.
+    /// Result: [`CommandResult::Done`].
+    Forward { id: CommandId, to: Option<NodeId> },
     /// Stop `node`'s EC2 instance (STONITH, only when `timing.stonith` is on).
     /// Result: [`CommandResult::Done`].
     StopInstance { id: CommandId, node: NodeId },

@@ -198,6 +198,8 @@ mod tests {
             local,
             lease: None,
             grants_ended: None,
+            routes_at: None,
+            forwarding: None,
         }
     }
 

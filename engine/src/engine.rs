@@ -7,6 +7,7 @@ use crate::coord::{Committed, Coordination};
 use crate::detect::Detection;
 use crate::event::Event;
 use crate::failover::FailoverRun;
+use crate::forward::{Forwarding, VipPath};
 use crate::input::Input;
 use crate::lease::{Grants, Lease};
 use crate::message::{LocalView, PeerMessage, Report};
@@ -45,6 +46,10 @@ pub(crate) enum Pending {
     Route {
         table: String,
         target: NodeId,
+    },
+    /// Where this host's VIP traffic goes.
+    Forward {
+        path: VipPath,
     },
     /// Reattaching a replica to the master outside a failover.
     Rejoin {
@@ -99,6 +104,7 @@ pub struct Engine {
     pub(crate) local: Local,
     pub(crate) run: Option<FailoverRun>,
     pub(crate) routes: Routes,
+    pub(crate) forwarding: Forwarding,
     /// When each replica was last repointed outside a failover (rate limit).
     pub(crate) repointing: BTreeMap<NodeId, Time>,
     pub(crate) errant_reported: BTreeSet<(NodeId, u64)>,
@@ -163,6 +169,7 @@ impl Engine {
             },
             run: None,
             routes: Routes::default(),
+            forwarding: Forwarding::default(),
             repointing: BTreeMap::new(),
             errant_reported: BTreeSet::new(),
             detection: Detection::default(),
@@ -229,6 +236,9 @@ impl Engine {
             t = t.min(d);
         }
         if let Some(d) = self.routes.next_retry() {
+            t = t.min(d);
+        }
+        if let Some(d) = self.forwarding.next_retry().filter(|d| *d > self.now) {
             t = t.min(d);
         }
         if let Some(d) = self.lease_retry_at() {
@@ -389,6 +399,7 @@ impl Engine {
         if self.coord.is_coordinator() {
             self.coordinate();
         }
+        self.reconcile_forwarding();
         self.drain_raft();
     }
 
@@ -545,6 +556,9 @@ impl Engine {
             (Pending::Step { epoch, node }, result) => self.on_step_result(id, epoch, node, result),
             (Pending::Route { table, target }, CommandResult::Done(r)) => {
                 self.on_route_result(id, table, target, r)
+            }
+            (Pending::Forward { path }, CommandResult::Done(r)) => {
+                self.on_forward_result(id, path, r)
             }
             (p, r) => self.emit(Event::ResultMismatch {
                 why: format!("result {r:?} does not fit command {p:?}"),

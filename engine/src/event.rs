@@ -91,6 +91,14 @@ pub enum Event {
         target: NodeId,
         error: String,
     },
+    /// VIP traffic reaching this host now goes to `to`'s mysqld (`None`: its own).
+    ForwardingSet {
+        to: Option<NodeId>,
+    },
+    ForwardingFailed {
+        to: Option<NodeId>,
+        error: String,
+    },
     FailoverCompleted {
         epoch: u64,
         new_master: NodeId,
@@ -220,6 +228,7 @@ impl Event {
         match self {
             Event::FenceFailed { .. }
             | Event::RouteFailed { .. }
+            | Event::ForwardingFailed { .. }
             | Event::FailoverAttemptFailed { .. }
             | Event::ErrantTransactions { .. }
             | Event::SelfFenced { .. }
@@ -254,6 +263,7 @@ impl Event {
             | Event::Promoted { .. }
             | Event::Repointed { .. }
             | Event::RouteReplaced { .. }
+            | Event::ForwardingSet { .. }
             | Event::FailoverCompleted { .. }
             | Event::SwitchoverBegun { .. }
             | Event::Demoted { .. }

@@ -64,6 +64,7 @@ mod engine;
 pub mod event;
 mod failover;
 mod fence;
+mod forward;
 pub mod gtid;
 mod health;
 pub mod hook;
@@ -88,6 +89,7 @@ pub use command::{
 pub use engine::{Engine, EngineError};
 pub use event::{Event, Severity};
 pub use failover::switchover::{plan_switchover, SwitchoverPlan};
+pub use forward::{RouteState, RouteView, VipPath};
 pub use gtid::{Flavour, GtidError, GtidSet};
 pub use hook::{HookCall, HookPoint};
 pub use input::{Input, OperatorRequest};

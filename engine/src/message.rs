@@ -3,6 +3,7 @@
 
 use crate::cluster::NodeId;
 use crate::command::MysqlStatus;
+use crate::forward::VipPath;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,13 @@ pub struct Report {
     /// any more, and when it last did.
     #[serde(default)]
     pub grants_ended: Option<GrantsEnded>,
+    /// From the coordinator: every VIP route is confirmed pointing at this writer
+    /// (hosts the routes have left stop forwarding).
+    #[serde(default)]
+    pub routes_at: Option<NodeId>,
+    /// Where VIP traffic reaching this host goes, as last set (`None`: not known).
+    #[serde(default)]
+    pub forwarding: Option<VipPath>,
 }
 
 /// A writer's lease as its report tells it: the epoch, and how much of it was left

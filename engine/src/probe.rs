@@ -115,6 +115,12 @@ impl Engine {
                     .map_or(0, |left| left.as_millis() as u64),
             }),
             grants_ended: self.grants_ended(),
+            routes_at: if self.coord.is_coordinator() {
+                self.routes_confirmed_at()
+            } else {
+                None
+            },
+            forwarding: self.forwarding.applied(),
         };
         self.reports.insert(self.me, (self.now, report.clone()));
         self.broadcast(PeerMessage::Report(report));

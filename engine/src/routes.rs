@@ -156,6 +156,11 @@ impl Routes {
     pub fn next_retry(&self) -> Option<Time> {
         self.retry_at.values().copied().min()
     }
+
+    /// Where `table` was last confirmed to point by this coordinator.
+    pub fn confirmed(&self, table: &str) -> Option<NodeId> {
+        self.confirmed.get(table).copied()
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use crate::cluster::NodeId;
 use crate::engine::Engine;
+use crate::forward::{RouteView, VipPath};
 use crate::message::LocalView;
 use crate::record::ClusterRecord;
 use serde::Serialize;
@@ -27,6 +28,11 @@ pub struct EngineStatus {
     /// Every member as this sidecar sees it: its own mysqld from its probes, the
     /// others' from their latest reports.
     pub nodes: BTreeMap<NodeId, NodeView>,
+    /// Where VIP traffic reaching this host goes, as last set (`None`: not set yet,
+    /// or forwarding is off).
+    pub forwarding: Option<VipPath>,
+    /// Every VIP route table's state, on the coordinator once a master is settled.
+    pub routes: Vec<RouteView>,
 }
 
 /// One member in [`EngineStatus`].
@@ -91,6 +97,8 @@ impl Engine {
             failover_blocked_until_wall_ms: self.failover_blocked_until(),
             master_failures: self.probing.master_failures,
             nodes: self.node_views(),
+            forwarding: self.forwarding.applied(),
+            routes: self.route_views(),
         }
     }
 

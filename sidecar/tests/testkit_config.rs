@@ -32,6 +32,7 @@ fn the_testkit_config_parses_as_written() {
         vip: cfg::Vip {
             address: "10.0.100.10".into(),
             route_tables: vec!["rtb-1".into(), "rtb-2".into()],
+            forward: false,
         },
         timing: multiaz_engine::Timing {
             probe_interval_ms: 700,

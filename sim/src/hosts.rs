@@ -480,10 +480,55 @@ impl Observer for SimObserver {
     }
 }
 
+/// The host's forwarding rules (the sidecar's nftables in the model): set after a
+/// short delay, in the order asked (an older call that finishes late changes nothing).
+#[derive(Clone)]
+struct SimForward {
+    world: World,
+    me: NodeId,
+    asked: Rc<std::cell::Cell<u64>>,
+    applied: Rc<std::cell::Cell<u64>>,
+}
+
+impl SimForward {
+    fn new(world: World, me: NodeId) -> Self {
+        SimForward {
+            world,
+            me,
+            asked: Rc::default(),
+            applied: Rc::default(),
+        }
+    }
+}
+
+impl multiaz_driver::Forward for SimForward {
+    fn forward(&self, to: Option<NodeId>) -> impl std::future::Future<Output = Result<(), String>> {
+        // Numbered when asked, not when first polled.
+        let n = self.asked.get() + 1;
+        self.asked.set(n);
+        let this = self.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if this.applied.get() > n {
+                return Err("a later change was applied first".into());
+            }
+            this.applied.set(n);
+            this.world.with(|w| match to {
+                Some(to) => w.forward.insert(this.me, to),
+                None => w.forward.remove(&this.me),
+            });
+            Ok(())
+        }
+    }
+}
+
 /// A database host: mysqld, the salvage service, and the sidecar.
 pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
     world.mysqld(me, |m| m.start());
+    // A boot: the kernel's forwarding rules are gone with the last one.
+    world.with(|w| w.forward.remove(&me));
     tokio::task::spawn_local(mysqld::run(world.clone(), me));
+    tokio::task::spawn_local(mysqld::vip(world.clone(), me));
     tokio::task::spawn_local(salvage_service(world.clone(), me));
     let (spec, durable) = world.with(|w| (w.spec.clone(), w.durable.get(&me).cloned()));
     let socket = Rc::new(UdpSocket::bind(("0.0.0.0", PEER_PORT)).await?);
@@ -505,6 +550,7 @@ pub async fn db_host(world: World, me: NodeId, seed: u64) -> turmoil::Result {
                 me,
             },
             hooks: NoHooks,
+            forward: SimForward::new(world.clone(), me),
         },
     )?;
     #[cfg(feature = "sabotage")]
@@ -562,7 +608,7 @@ pub async fn client_host(
                 let Some(target) = target.filter(|_| want > 0) else {
                     continue;
                 };
-                if let Ok(Resp::ReadBack(seen)) = mysqld::ask(
+                if let Ok((server, Resp::ReadBack(seen))) = mysqld::ask_vip(
                     target,
                     &Req::ReadBack { client: id },
                     Duration::from_secs(2),
@@ -570,7 +616,7 @@ pub async fn client_host(
                 .await
                 {
                     if seen < want {
-                        world.with(|w| w.stale_reads.push((now(), id, target, seen, want)));
+                        world.with(|w| w.stale_reads.push((now(), id, server, seen, want)));
                     }
                 }
             }
@@ -581,7 +627,7 @@ pub async fn client_host(
         n += 1;
         let target = world.with(|w| w.routes.get(&route_table).copied());
         let Some(target) = target else { continue };
-        if let Ok(Resp::Written(Ok(gtid))) = mysqld::ask(
+        if let Ok((server, Resp::Written(Ok(gtid)))) = mysqld::ask_vip(
             target,
             &Req::Write { client: id, n },
             Duration::from_secs(2),
@@ -594,7 +640,7 @@ pub async fn client_host(
                     at: now(),
                     client: id,
                     n,
-                    server: target,
+                    server,
                     gtid,
                 })
             });

@@ -11,7 +11,9 @@
 //! it (error 1236), and retries.
 
 use crate::wire;
-use crate::world::{host_name, in_history, Gtid, Txn, World, MYSQL_PORT, REPLICATION_TIMEOUT};
+use crate::world::{
+    host_name, in_history, Gtid, Txn, World, MYSQL_PORT, REPLICATION_TIMEOUT, VIP_PORT,
+};
 use multiaz_engine::{
     GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ReplicationStatus,
 };
@@ -585,6 +587,60 @@ async fn sql_thread(world: World, me: NodeId) {
 }
 
 /// Connects to `node`'s mysqld and asks one thing.
+/// The VIP on a database host, as its kernel handles it: a connection goes to the
+/// host's own mysqld, or to the node its sidecar forwards to (a relay of the bytes,
+/// over the network the faults act on). Its first frame names the server that answers,
+/// so that a client knows who acknowledged its write.
+pub async fn vip(world: World, me: NodeId) {
+    let listener = TcpListener::bind(("0.0.0.0", VIP_PORT))
+        .await
+        .expect("bind the VIP");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::task::spawn_local(vip_connection(world.clone(), me, stream));
+    }
+}
+
+async fn vip_connection(world: World, me: NodeId, mut stream: TcpStream) {
+    match world.with(|w| w.forward.get(&me).copied()) {
+        Some(to) => {
+            let Ok(mut onward) =
+                wire::connect(&host_name(to), MYSQL_PORT, REPLICATION_TIMEOUT).await
+            else {
+                return;
+            };
+            if wire::send(&mut stream, &to).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut onward).await;
+            }
+        }
+        None => {
+            let Some(incarnation) = world.mysqld(me, |m| m.alive.then_some(m.incarnation)) else {
+                return;
+            };
+            if wire::send(&mut stream, &me).await.is_ok() {
+                serve(world, me, incarnation, stream).await;
+            }
+        }
+    }
+}
+
+/// One request through the VIP at `host` (where a route table leads): the answer, and
+/// the server that gave it.
+pub async fn ask_vip(host: NodeId, req: &Req, within: Duration) -> Result<(NodeId, Resp), String> {
+    let work = async {
+        let mut s = TcpStream::connect((host_name(host).as_str(), VIP_PORT)).await?;
+        let server: NodeId = wire::recv(&mut s).await?;
+        wire::send(&mut s, req).await?;
+        Ok::<_, std::io::Error>((server, wire::recv(&mut s).await?))
+    };
+    match tokio::time::timeout(within, work).await {
+        Ok(r) => r.map_err(|e| format!("VIP at {host}: {e}")),
+        Err(_) => Err(format!("VIP at {host}: no answer in time")),
+    }
+}
+
 pub async fn ask(node: NodeId, req: &Req, within: Duration) -> Result<Resp, String> {
     wire::call(&host_name(node), MYSQL_PORT, req, within)
         .await

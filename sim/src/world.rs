@@ -39,6 +39,9 @@ pub fn node_of(id: &str) -> Option<NodeId> {
 }
 
 pub const MYSQL_PORT: u16 = 3306;
+/// The VIP's port on a database host: a connection to it is what reaches the host
+/// through a route table (`mysqld::vip`), where the host's forwarding applies.
+pub const VIP_PORT: u16 = 3307;
 pub const PEER_PORT: u16 = 7001;
 pub const SALVAGE_PORT: u16 = 7100;
 pub const EC2_PORT: u16 = 443;
@@ -436,6 +439,9 @@ pub struct WorldState {
     pub mysqld: BTreeMap<NodeId, Mysqld>,
     /// Route table → node whose interface the VIP route points at.
     pub routes: BTreeMap<String, NodeId>,
+    /// Host → node its sidecar forwards VIP traffic to (the kernel's rules; a reboot
+    /// clears them).
+    pub forward: BTreeMap<NodeId, NodeId>,
     pub durable: BTreeMap<NodeId, DurableState>,
     pub ec2: Ec2State,
     /// Instances the EC2 API was asked to stop; the simulation loop crashes them.
@@ -575,6 +581,7 @@ impl World {
                 peers_cut: BTreeSet::new(),
                 uncommitted_promotions: Vec::new(),
                 routes,
+                forward: BTreeMap::new(),
                 durable: BTreeMap::new(),
                 ec2: Ec2State::default(),
                 stop_requests: Vec::new(),

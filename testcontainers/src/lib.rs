@@ -192,7 +192,13 @@ impl Cluster {
         let work = opts.work.join(&host);
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let sysctls: &[(&str, &str)] = match kind {
-            Kind::Database(_) => &[],
+            // A database host forwards the VIP's traffic to the master when a route
+            // still leads to it (the sidecar's nftables rules).
+            Kind::Database(_) => &[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.send_redirects", "0"),
+                ("net.ipv4.conf.eth0.send_redirects", "0"),
+            ],
             Kind::Client => &[
                 ("net.ipv4.conf.all.accept_redirects", "0"),
                 ("net.ipv4.conf.eth0.accept_redirects", "0"),

@@ -151,6 +151,8 @@ pub struct Sim {
     seq: u64,
     pub routes: BTreeMap<String, NodeId>,
     pub api_down: bool,
+    /// Host → node its sidecar forwards the VIP's traffic to (a crash clears it).
+    pub forward: BTreeMap<NodeId, NodeId>,
     /// (time, issuing node, command), every command any engine issued.
     pub commands: Vec<(Time, NodeId, Command)>,
     pub events: Vec<(Time, NodeId, Event)>,
@@ -224,6 +226,7 @@ impl Sim {
             seq: 0,
             routes,
             api_down: false,
+            forward: BTreeMap::new(),
             commands: Vec::new(),
             events: Vec::new(),
             acked: Vec::new(),
@@ -293,6 +296,7 @@ impl Sim {
     pub fn crash_host(&mut self, n: NodeId) {
         let node = self.nodes.get_mut(&n).unwrap();
         node.host_up = false;
+        self.forward.remove(&n);
         node.engine = None;
         node.sidecar_since = None;
         node.mysqld.alive = false;
@@ -547,8 +551,12 @@ impl Sim {
         self.write_through_vip();
     }
 
+    /// One write through the VIP as a client in `rtb-a`'s subnet sends it: to the host
+    /// the route leads to, and on from there if that host forwards.
     pub fn write_through_vip(&mut self) -> bool {
-        let target = self.routes["rtb-a"];
+        let Some(target) = self.vip_server() else {
+            return false;
+        };
         let m = &self.nodes[&target].mysqld;
         if !m.alive || m.read_only || !self.nodes[&target].host_up {
             return false;
@@ -570,6 +578,18 @@ impl Sim {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The server a connection to the VIP from `rtb-a`'s subnet reaches, if any.
+    pub fn vip_server(&self) -> Option<NodeId> {
+        let via = self.routes["rtb-a"];
+        if !self.nodes[&via].host_up {
+            return None;
+        }
+        match self.forward.get(&via) {
+            None => Some(via),
+            Some(&to) => self.linked(via, to).then_some(to),
         }
     }
 
@@ -716,6 +736,13 @@ impl Sim {
                     Ok(())
                 };
                 self.result(by, id, Duration::from_millis(50), CommandResult::Done(r));
+            }
+            Command::Forward { id, to } => {
+                match to {
+                    Some(to) => self.forward.insert(by, to),
+                    None => self.forward.remove(&by),
+                };
+                self.result(by, id, ok, CommandResult::Done(Ok(())));
             }
             Command::StopInstance { id, node } => {
                 self.crash_host(node);

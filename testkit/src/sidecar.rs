@@ -34,6 +34,9 @@ pub struct Cluster {
 pub struct Vip {
     pub address: String,
     pub route_tables: Vec<String>,
+    /// Forwarding VIP traffic with nftables: off wherever several sidecars share one
+    /// host's network (their rules would be the host's).
+    pub forward: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -69,6 +69,7 @@ impl ThreeAzs {
             vip: Vip {
                 address: VIP.parse().expect("a literal address"),
                 route_tables: self.route_tables,
+                forward: true,
             },
             timing: self.timing,
             nodes,

@@ -285,9 +285,12 @@ impl Run {
         self.enter(phase)
     }
 
-    /// Promoted and repointed: wait (at most a step) for the routes, then commit.
+    /// Promoted and repointed: wait (at most a step) for the routes, then commit. With
+    /// forwarding on, commit at once: the hosts the routes still lead to forward to
+    /// the new master once the record names it (`forward.rs`), and the routes go on
+    /// being moved after the failover is over (`routes.rs`).
     pub(super) fn complete(self, cx: &mut Cx, candidate: NodeId) -> Next {
-        if cx.routes_pending(candidate).is_empty() {
+        if cx.spec().vip.forward || cx.routes_pending(candidate).is_empty() {
             return self.commit_completion(cx, candidate);
         }
         let deadline = cx.step_deadline();

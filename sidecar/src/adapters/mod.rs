@@ -1,5 +1,5 @@
 //! The real adapters: how the driver (`multiaz-driver`) reaches the world on a host —
-//! MySQL and MariaDB (`mysql`), EC2 (`ec2`), the peer sidecars over sealed TCP
+//! MySQL and MariaDB (`mysql`), EC2 (`ec2`), the VIP's forwarding (`forward`), the peer sidecars over sealed TCP
 //! (`peers`, `auth`, `throttle`), the binlog salvage (`salvage`, `binlog_apply`), the
 //! raft state on disk (`state_file`), the operator's hooks (`hooks`), and logs and
 //! metrics (`telemetry`).
@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod binlog_apply;
 pub mod ec2;
+pub mod forward;
 pub mod hooks;
 pub mod mysql;
 pub mod peers;

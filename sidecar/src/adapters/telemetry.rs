@@ -6,7 +6,8 @@
 
 use multiaz_driver::adapters::Observer;
 use multiaz_engine::{
-    Engine, EngineStatus, Event, FailoverReport, LocalView, Outcome, Role, Severity, Time,
+    Engine, EngineStatus, Event, FailoverReport, LocalView, Outcome, Role, RouteState, Severity,
+    Time,
 };
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +37,8 @@ struct Metrics {
     ec2_errors: Family<Labels, Counter>,
     peer_frames_dropped: Counter,
     fence_failures: Family<Labels, Counter>,
+    route_state: Family<Labels, Gauge>,
+    forwarding: Gauge,
 }
 
 impl Metrics {
@@ -58,6 +61,8 @@ impl Metrics {
             ec2_errors: Family::default(),
             peer_frames_dropped: Counter::default(),
             fence_failures: Family::default(),
+            route_state: Family::default(),
+            forwarding: Gauge::default(),
         };
         let r = registry;
         r.register(
@@ -147,6 +152,18 @@ impl Metrics {
             "read_only changes that failed: `self-fence` and `unfence` of this sidecar's own \
              mysqld, `suspect` for a failed master the coordinator could not make read_only",
             m.fence_failures.clone(),
+        );
+        r.register(
+            "multiaz_route_state",
+            "1 for each VIP route table's state, on the coordinator once a master is settled: \
+             `moved` (confirmed at the master), `forwarding` (not moved, but where it points \
+             forwards to the master), `stuck` (clients may not reach the master)",
+            m.route_state.clone(),
+        );
+        r.register(
+            "multiaz_forwarding",
+            "1 while this host forwards the VIP's traffic to another member's mysqld",
+            m.forwarding.clone(),
         );
         m
     }
@@ -269,6 +286,20 @@ impl Telemetry {
             if let Some(view) = &n.mysqld {
                 let up = matches!(view, LocalView::Up(_));
                 m.mysqld_up.get_or_create(&label).set(up as i64);
+            }
+        }
+        m.forwarding
+            .set(status.forwarding.is_some_and(|p| p.target().is_some()) as i64);
+        // Every table and state written each time: a table this sidecar no longer
+        // reports on (it lost the coordination) reads 0 everywhere, not its last state.
+        for route in &status.routes {
+            for state in RouteState::ALL {
+                m.route_state
+                    .get_or_create(&vec![
+                        ("route_table".to_string(), route.route_table.clone()),
+                        ("state".to_string(), state.name().to_string()),
+                    ])
+                    .set((route.state == Some(state)) as i64);
             }
         }
         if let Ok(mut s) = self.shared.status.lock() {

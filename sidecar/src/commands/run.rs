@@ -4,12 +4,14 @@
 
 use crate::adapters::auth::ClusterKey;
 use crate::adapters::ec2::{self, Ec2Routes};
+use crate::adapters::forward::NftForward;
 use crate::adapters::hooks;
 use crate::adapters::mysql::{Credentials, MysqlAdapter};
 use crate::adapters::peers::{Inbound, InboundLimits, PeerNote, TcpPeers};
 use crate::adapters::salvage::{self, LocalBinlog, PeerSalvage};
 use crate::adapters::state_file::{StateFile, StateWriter};
 use crate::adapters::telemetry::Telemetry;
+use crate::address::Address;
 use crate::admin;
 use crate::config::Config;
 use anyhow::{anyhow, Context};
@@ -72,6 +74,18 @@ pub async fn ec2_routes(config: &Config, on_error: ec2::ErrorSink) -> anyhow::Re
         multiaz_driver::vip_routes::random_jitter(),
         on_error,
     ))
+}
+
+/// The VIP's forwarding on this host (nftables): to every member's mysqld, from the
+/// VIP on this host's own mysqld's port (what clients connect to).
+fn vip_forward(config: &Config) -> NftForward {
+    let mysqld: BTreeMap<NodeId, Address> = config
+        .members
+        .iter()
+        .filter_map(|(id, m)| m.mysql.clone().map(|a| (*id, a)))
+        .collect();
+    let port = mysqld.get(&config.me).map_or(3306, |a| a.port);
+    NftForward::new(config.spec.vip.address, port, mysqld)
 }
 
 /// Raises the soft limit on open files to the hard one (systemd's default soft limit
@@ -181,6 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             store: StateWriter::start(store).context("starting the state writer thread")?,
             observer: telemetry.clone(),
             hooks: hooks::HookScripts::new(config.hooks.clone()),
+            forward: vip_forward(&config),
         },
     )?;
     let inbox = handle.inbox.clone();

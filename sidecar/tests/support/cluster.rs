@@ -59,6 +59,7 @@ pub fn write_config(
         vip: cfg::Vip {
             address: VIP.into(),
             route_tables: w.route_tables.clone(),
+            forward: false,
         },
         timing: multiaz_engine::Timing {
             probe_interval_ms: 1000,

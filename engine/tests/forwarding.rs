@@ -1,0 +1,127 @@
+//! The forwarding fallback (`engine/src/forward.rs`) on the in-process harness: a host
+//! the VIP's routes still lead to forwards to the new master while the EC2 API is
+//! down, stops once the routes have moved, and the coordinator reports each route
+//! table's state. Each test has its negative control beside it: without forwarding
+//! the same clients reach no master until the API is back.
+
+use multiaz_engine::*;
+use multiaz_testkit::harness::{spec, Sim};
+use std::time::Duration;
+
+const N1: NodeId = NodeId(1);
+
+fn route_states(sim: &Sim) -> Vec<Option<RouteState>> {
+    let coord = sim.coordinator().expect("a coordinator");
+    sim.engine(coord)
+        .status()
+        .routes
+        .iter()
+        .map(|r| r.state)
+        .collect()
+}
+
+/// The master's mysqld dies while the EC2 API is down: how long until a client whose
+/// route still leads to the old master's host gets a write acknowledged.
+fn dead_mysqld_with_the_api_down(forward: bool) -> (Sim, Option<Duration>) {
+    let mut spec = spec();
+    spec.vip.forward = forward;
+    let mut sim = Sim::started(spec);
+    assert_eq!(sim.routes["rtb-a"], N1);
+    sim.api_down = true;
+    let killed = sim.now;
+    sim.kill_mysqld(N1);
+    let reached = sim.run_until(Duration::from_secs(20), |s| {
+        s.vip_server().is_some_and(|n| n != N1) && s.writable().iter().any(|n| *n != N1)
+    });
+    let took = reached.then(|| sim.now.since(killed));
+    (sim, took)
+}
+
+#[test]
+fn the_old_masters_host_forwards_to_the_new_master_while_the_api_is_down() {
+    let (mut sim, took) = dead_mysqld_with_the_api_down(true);
+    let took =
+        took.unwrap_or_else(|| panic!("no master reachable through the VIP\n{}", sim.trace()));
+    assert!(took < Duration::from_secs(5), "{took:?}\n{}", sim.trace());
+    let new = sim.vip_server().expect("a server");
+    assert_eq!(sim.record(N1).master, Some(new));
+    assert_eq!(
+        sim.routes["rtb-a"], N1,
+        "the route has not moved: the API is down"
+    );
+    assert_eq!(sim.forward.get(&N1), Some(&new));
+    assert!(
+        sim.write_through_vip(),
+        "a write through the VIP is acknowledged"
+    );
+    // The coordinator's word: no table has moved, and where they point is forwarded.
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        route_states(&sim),
+        vec![Some(RouteState::Forwarding); 3],
+        "{}",
+        sim.trace()
+    );
+    let forwarder = sim.engine(N1).status();
+    assert_eq!(forwarder.forwarding, Some(VipPath::To(new)));
+
+    // The API comes back: the routes move, and the old host stops forwarding.
+    sim.api_down = false;
+    let stopped = sim.run_until(Duration::from_secs(30), |s| {
+        s.routes.values().all(|n| *n == new) && !s.forward.contains_key(&N1)
+    });
+    assert!(stopped, "{}", sim.trace());
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(route_states(&sim), vec![Some(RouteState::Moved); 3]);
+    assert_eq!(sim.engine(N1).status().forwarding, Some(VipPath::Local));
+    assert!(sim.lost_acked(new).is_empty());
+}
+
+/// The negative control: the same fault without forwarding leaves the VIP's clients
+/// at the dead mysqld for as long as the API is down.
+#[test]
+fn without_forwarding_the_clients_wait_for_the_api() {
+    let (sim, took) = dead_mysqld_with_the_api_down(false);
+    assert_eq!(
+        took,
+        None,
+        "reached a master with the API down:\n{}",
+        sim.trace()
+    );
+    assert!(sim.forward.is_empty());
+    assert_eq!(route_states(&sim), vec![Some(RouteState::Stuck); 3]);
+}
+
+/// A host that is gone forwards nothing: with the old master's host crashed and the
+/// API down, the coordinator says the routes are stuck.
+#[test]
+fn a_crashed_host_leaves_its_routes_stuck() {
+    let mut sim = Sim::started(spec());
+    sim.api_down = true;
+    sim.crash_host(N1);
+    let settled = sim.run_until(Duration::from_secs(30), |s| {
+        s.coordinator().is_some_and(|c| {
+            s.record(c).master.is_some_and(|m| m != N1) && s.record(c).failover.is_none()
+        })
+    });
+    assert!(settled, "{}", sim.trace());
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.vip_server(), None);
+    assert_eq!(route_states(&sim), vec![Some(RouteState::Stuck); 3]);
+}
+
+/// Rules an earlier run left in the kernel are not trusted: a sidecar's first act on
+/// its forwarding is to set it, even to what it wants by default.
+#[test]
+fn a_starting_sidecar_sets_its_forwarding() {
+    let mut sim = Sim::started(spec());
+    sim.forward.insert(N1, NodeId(2));
+    sim.crash_sidecar(N1);
+    sim.restart_sidecar(N1);
+    let cleared = sim.run_until(Duration::from_secs(5), |s| !s.forward.contains_key(&N1));
+    assert!(
+        cleared,
+        "a stale rule on the master's host stayed:\n{}",
+        sim.trace()
+    );
+}
