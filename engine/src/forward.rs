@@ -18,6 +18,7 @@ use crate::cluster::NodeId;
 use crate::command::{Command, CommandId};
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
+use crate::sabotage::Sabotage;
 use crate::time::Time;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -109,7 +110,10 @@ impl Engine {
         // During a failover the candidate holds nothing yet that a client may read,
         // and the old writer may have been the one forwarded to: leave things as they
         // are until the record names a master again.
-        if self.record.failover.is_some() {
+        if let Some(f) = &self.record.failover {
+            if self.sabotaged(Sabotage::ForwardEarly) {
+                return f.candidate.filter(|c| *c != self.me).map(VipPath::To);
+            }
             return None;
         }
         let Some(writer) = self.record.master else {

@@ -32,10 +32,13 @@ pub enum Sabotage {
     /// its own write lease too: only sidecars that applied the commit grant it one, a
     /// second guard of the same rule).
     ActBeforeCommit,
+    /// Forward the VIP's traffic to a failover's candidate as soon as it is chosen,
+    /// before it holds everything (the forwarding's share of `VipEarly`).
+    ForwardEarly,
 }
 
 impl Sabotage {
-    pub const ALL: [Sabotage; 9] = [
+    pub const ALL: [Sabotage; 10] = [
         Sabotage::LeaseWait,
         Sabotage::SelfFence,
         Sabotage::FenceBeforePromote,
@@ -45,6 +48,7 @@ impl Sabotage {
         Sabotage::SemiSyncOnWritable,
         Sabotage::VipEarly,
         Sabotage::ActBeforeCommit,
+        Sabotage::ForwardEarly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Sabotage {
             Sabotage::SemiSyncOnWritable => "semi-sync-on-writable",
             Sabotage::VipEarly => "vip-early",
             Sabotage::ActBeforeCommit => "act-before-commit",
+            Sabotage::ForwardEarly => "forward-early",
         }
     }
 
