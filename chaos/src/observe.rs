@@ -137,6 +137,24 @@ pub struct Ack {
     pub gtid: String,
 }
 
+/// The clients' two ways to the master: every client host has a writer through the
+/// VIP (clients 1..=CLIENTS) and one through its HAProxy (the next CLIENTS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientPath {
+    Vip,
+    Haproxy,
+}
+
+impl ClientPath {
+    pub fn has(self, client: u32) -> bool {
+        let vip = client as usize <= crate::setup::CLIENTS;
+        match self {
+            ClientPath::Vip => vip,
+            ClientPath::Haproxy => !vip,
+        }
+    }
+}
+
 /// Everything the clients logged so far.
 pub struct Workload {
     tails: Vec<Tail>,
@@ -196,9 +214,14 @@ impl Workload {
         }
     }
 
-    /// The first acknowledgement after `t` (any client).
-    pub fn first_ack_after(&self, t: u64) -> Option<u64> {
-        self.acks.iter().map(|a| a.at_ms).filter(|&at| at > t).min()
+    /// The first acknowledgement after `t` by a client on `path`.
+    pub fn first_ack_after_on(&self, t: u64, path: ClientPath) -> Option<u64> {
+        self.acks
+            .iter()
+            .filter(|a| path.has(a.client))
+            .map(|a| a.at_ms)
+            .filter(|&at| at > t)
+            .min()
     }
 
     /// The last acknowledgement at or before `t` (any client).
@@ -213,12 +236,13 @@ impl Workload {
     /// The longest stretch without an acknowledgement (any client) from the last one
     /// at or before `from` to the first one after `to`: a switchover's write block,
     /// which begins some time after it was asked for.
-    pub fn longest_gap(&self, from: u64, to: u64) -> Option<u64> {
+    pub fn longest_gap(&self, from: u64, to: u64, path: ClientPath) -> Option<u64> {
         let start = self.last_ack_before(from)?;
-        let end = self.first_ack_after(to)?;
+        let end = self.first_ack_after_on(to, path)?;
         let mut at: Vec<u64> = self
             .acks
             .iter()
+            .filter(|a| path.has(a.client))
             .map(|a| a.at_ms)
             .filter(|&x| x >= start && x <= end)
             .collect();

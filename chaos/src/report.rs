@@ -21,8 +21,10 @@ pub struct CycleReport {
     pub failover_ms: u64,
     /// From the fault: the router saw every route table on the new master.
     pub routes_ms: u64,
-    /// From the fault: the first write a client had acknowledged again.
+    /// From the fault: the first write a client through the VIP had acknowledged again.
     pub unavailable_ms: u64,
+    /// The same for the clients writing through their HAProxy (`/primary`).
+    pub haproxy_unavailable_ms: u64,
     /// Journal entries (attempts) the failover took.
     pub attempts: usize,
     pub salvage: String,
@@ -73,6 +75,7 @@ pub struct Report {
     /// At the end, every route table carries the VIP to the final master.
     pub routes_on_master: bool,
     pub unavailable_ms: Spread,
+    pub haproxy_unavailable_ms: Spread,
     pub failover_ms: Spread,
     pub detect_ms: Spread,
     pub routes_ms: Spread,
@@ -144,6 +147,7 @@ impl Report {
             consistent,
             routes_on_master,
             unavailable_ms: each(|c| c.unavailable_ms),
+            haproxy_unavailable_ms: each(|c| c.haproxy_unavailable_ms),
             failover_ms: each(|c| c.failover_ms),
             detect_ms: each(|c| c.detect_ms),
             routes_ms: each(|c| c.routes_ms),
@@ -224,6 +228,10 @@ impl Report {
         t.push_str(&format!(
             "unavailable (client-seen): {}\n",
             spread(&self.unavailable_ms)
+        ));
+        t.push_str(&format!(
+            "  through HAProxy:         {}\n",
+            spread(&self.haproxy_unavailable_ms)
         ));
         t.push_str(&format!(
             "failover complete:         {}\n",

@@ -6,7 +6,7 @@
 
 use crate::api_proxy::Mode;
 use crate::cli::{Fault, RunArgs};
-use crate::observe::{self, Routes, Status, Workload};
+use crate::observe::{self, ClientPath, Routes, Status, Workload};
 use crate::report::{CycleReport, Observed, Report};
 use crate::setup::World;
 use crate::{fault, progress, verify, wall_ms};
@@ -127,9 +127,9 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
             "the VIP routes do not all point at the master".into()
         } else if !w.workload.all_acked_since(
             wall_ms().saturating_sub(1500),
-            world.cluster.clients.len() as u32,
+            2 * world.cluster.clients.len() as u32,
         ) {
-            "not every client is writing through the VIP".into()
+            "not every client is writing (through the VIP and through HAProxy)".into()
         } else {
             return Ok((m, s.epoch()));
         };
@@ -238,6 +238,7 @@ async fn one_cycle(
     let mut done: Option<(usize, Value, Vec<Value>)> = None;
     let mut routes_at = None;
     let mut resumed = None;
+    let mut proxy_resumed = None;
     while wall_ms() < deadline {
         tokio::time::sleep(POLL).await;
         w.poll();
@@ -254,8 +255,9 @@ async fn one_cycle(
                 .routes
                 .all_at(&world.vpc.route_tables, &world.vpc.enis[*n], t);
         }
-        resumed = w.workload.first_ack_after(after);
-        if done.is_some() && routes_at.is_some() && resumed.is_some() {
+        resumed = w.workload.first_ack_after_on(after, ClientPath::Vip);
+        proxy_resumed = w.workload.first_ack_after_on(after, ClientPath::Haproxy);
+        if done.is_some() && routes_at.is_some() && resumed.is_some() && proxy_resumed.is_some() {
             break;
         }
     }
@@ -267,8 +269,9 @@ async fn one_cycle(
         );
     };
     let new = world.db(n).name.clone();
-    let (Some(routes_at), Some(resumed)) = (routes_at, resumed) else {
-        bail!("failover to {new} completed, but the VIP routes or the clients' writes did not follow within {} s", (deadline - t) / 1000);
+    let (Some(routes_at), Some(resumed), Some(proxy_resumed)) = (routes_at, resumed, proxy_resumed)
+    else {
+        bail!("failover to {new} completed, but the VIP routes or the clients' writes (through the VIP and through HAProxy) did not follow within {} s", (deadline - t) / 1000);
     };
     let begun = attempts
         .iter()
@@ -278,16 +281,19 @@ async fn one_cycle(
     let ended = entry["ended_wall_ms"].as_u64().unwrap_or(t);
     // A switchover blocks writes some time after it was asked for, not at once: its
     // unavailability is the longest stretch without an acknowledgement around it.
-    let resumed = match fault {
+    let (resumed, proxy_resumed) = match fault {
         Fault::Switchover => {
             tokio::time::sleep(Duration::from_secs(1)).await;
             w.poll();
-            match w.workload.longest_gap(t, ended) {
-                Some(gap) => t + gap,
-                None => bail!("no write acknowledged after the switchover"),
-            }
+            let gap = |path| match w.workload.longest_gap(t, ended, path) {
+                Some(gap) => Ok(t + gap),
+                None => Err(anyhow::anyhow!(
+                    "no write acknowledged after the switchover ({path:?})"
+                )),
+            };
+            (gap(ClientPath::Vip)?, gap(ClientPath::Haproxy)?)
         }
-        _ => resumed,
+        _ => (resumed, proxy_resumed),
     };
     let report = CycleReport {
         cycle,
@@ -298,13 +304,14 @@ async fn one_cycle(
         failover_ms: ended.saturating_sub(t),
         routes_ms: routes_at.saturating_sub(t),
         unavailable_ms: resumed.saturating_sub(t),
+        haproxy_unavailable_ms: proxy_resumed.saturating_sub(t),
         attempts: attempts.len(),
         salvage: salvage_text(&entry),
         errant: None,
     };
     progress(&format!(
-        "  failover {old} → {new}: detected +{} ms, complete +{} ms, routes +{} ms, writes again +{} ms",
-        report.detect_ms, report.failover_ms, report.routes_ms, report.unavailable_ms
+        "  failover {old} → {new}: detected +{} ms, complete +{} ms, routes +{} ms, writes again +{} ms (through HAProxy +{} ms)",
+        report.detect_ms, report.failover_ms, report.routes_ms, report.unavailable_ms, report.haproxy_unavailable_ms
     ));
 
     cycles.push(report);

@@ -20,6 +20,10 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 100, 10);
 pub const AZS: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 pub const PEER_PORT: u16 = 7001;
 pub const ADMIN_PORT: u16 = 7080;
+/// Where each client host's HAProxy listens (on loopback).
+pub const HAPROXY_PORT: u16 = 3307;
+/// Clients per path: one per AZ through the VIP, and as many through HAProxy.
+pub const CLIENTS: usize = 3;
 pub const SCHEMA: &str = "CREATE TABLE app.writes (client INT NOT NULL, seq BIGINT NOT NULL, \
      at_ms BIGINT NOT NULL, PRIMARY KEY (client, seq)) ENGINE=InnoDB;";
 /// Where a host's secrets go, inside its work directory.
@@ -109,7 +113,7 @@ impl World {
             "starting the hosts from {} (3 database hosts, 3 clients, a router)",
             opts.image
         ));
-        opts.clients = 3;
+        opts.clients = CLIENTS;
         opts.router = true;
         opts.bin_dir = Some(bin_dir.to_path_buf());
         let cluster = Cluster::start(&opts).await?;
@@ -306,12 +310,30 @@ impl World {
         bail!("the router did not install the VIP routes within 30 s:\n{out}")
     }
 
+    /// Every client host runs two writers: one through the VIP (client `i + 1`), one
+    /// through a local HAProxy that sends to whichever database host answers 200 on
+    /// `/primary` (client `CLIENTS + i + 1`).
     async fn start_clients(&self) -> anyhow::Result<()> {
         let router_ip = self.router().ip;
         for (i, c) in self.cluster.clients.iter().enumerate() {
             c.sh(&format!("ip route replace {VIP}/32 via {router_ip}"))
                 .await?;
             write_secret(&c.work.join("app-password"), &self.secrets.app_password)?;
+            std::fs::write(c.work.join("haproxy.cfg"), self.haproxy_config())
+                .with_context(|| format!("writing {}/haproxy.cfg", c.work.display()))?;
+            c.spawn("haproxy -W -db -f /work/haproxy.cfg", "haproxy.out")
+                .await?;
+            c.spawn(
+                &format!(
+                    "{BIN_DIR}/multiaz-chaos client --id {} --server 127.0.0.1:{HAPROXY_PORT} --user {} \
+                     --password-file /work/app-password --interval-ms {} --log /work/client-haproxy.log",
+                    CLIENTS + i + 1,
+                    db::APP_USER,
+                    self.args.write_interval_ms
+                ),
+                "client-haproxy.out",
+            )
+            .await?;
             c.spawn(
                 &format!(
                     "{BIN_DIR}/multiaz-chaos client --id {} --server {VIP}:{} --user {} \
@@ -328,12 +350,42 @@ impl World {
         Ok(())
     }
 
+    /// The writers' logs, in client order: the VIP's writers first, then HAProxy's.
     pub fn client_logs(&self) -> Vec<PathBuf> {
-        self.cluster
-            .clients
-            .iter()
-            .map(|c| c.work.join("client.log"))
-            .collect()
+        let logs = |name: &str| -> Vec<PathBuf> {
+            self.cluster
+                .clients
+                .iter()
+                .map(|c| c.work.join(name))
+                .collect()
+        };
+        let mut all = logs("client.log");
+        all.extend(logs("client-haproxy.log"));
+        all
+    }
+
+    /// HAProxy as the README's recipe has it: TCP to the database host whose sidecar
+    /// answers 200 on `/primary` (the admin API, over TLS), checked every 500 ms, one
+    /// failed check enough to drop it and its sessions.
+    pub fn haproxy_config(&self) -> String {
+        let servers: String = (0..self.cluster.hosts.len())
+            .map(|i| {
+                format!(
+                    "  server {} {}:{}\n",
+                    self.db(i).name,
+                    self.db(i).ip,
+                    db::PORT
+                )
+            })
+            .collect();
+        format!(
+            "global\n  maxconn 512\n\n\
+             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\n\
+             listen mysql-primary\n  bind 127.0.0.1:{HAPROXY_PORT}\n\
+             \x20 option httpchk GET /primary\n  http-check expect status 200\n\
+             \x20 default-server check port {ADMIN_PORT} check-ssl verify none inter 500 fall 1 rise 1 on-marked-down shutdown-sessions\n\
+             {servers}"
+        )
     }
 
     pub fn router_log(&self) -> PathBuf {
