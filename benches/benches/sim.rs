@@ -15,6 +15,7 @@ fn sim(c: &mut Criterion) {
         duration: Duration::from_secs(120),
         sabotage: None,
         log_limit: None,
+        vip_mode: multiaz_engine::VipMode::Route,
     };
     let (mut sim_s, mut wall_s) = (0.0, 0.0);
     let mut seed = 0u64;

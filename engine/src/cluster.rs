@@ -80,6 +80,31 @@ pub struct Vip {
     /// route. On unless turned off.
     #[serde(default = "forward_default")]
     pub forward: bool,
+    /// Where the route tables point: at the master (`route`, the default), or each at
+    /// a database host in its clients' AZ that forwards to the master (`anchored`): a
+    /// master change then needs no EC2 call at all.
+    #[serde(default)]
+    pub mode: VipMode,
+    /// The AZ of each route table's clients (`anchored` needs one per table).
+    #[serde(default)]
+    pub table_azs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VipMode {
+    #[default]
+    Route,
+    Anchored,
+}
+
+impl VipMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            VipMode::Route => "route",
+            VipMode::Anchored => "anchored",
+        }
+    }
 }
 
 fn forward_default() -> bool {
@@ -330,6 +355,39 @@ impl ClusterSpec {
                 return Err(invalid(
                     format!("vip.route_tables[{i}]"),
                     "empty or repeated route table id",
+                ));
+            }
+        }
+        for (table, az) in &self.vip.table_azs {
+            if !self.vip.route_tables.contains(table) {
+                return Err(invalid(
+                    format!("vip.table_azs.{table}"),
+                    "is not one of vip.route_tables",
+                ));
+            }
+            if !self.nodes.iter().any(|n| n.is_database() && &n.az == az) {
+                return Err(invalid(
+                    format!("vip.table_azs.{table}"),
+                    format!("no database node is in {az:?}"),
+                ));
+            }
+        }
+        if self.vip.mode == VipMode::Anchored {
+            if !self.vip.forward {
+                return Err(invalid(
+                    "vip.mode",
+                    "\"anchored\" needs vip.forward = true: the anchors forward to the master",
+                ));
+            }
+            if let Some(t) = self
+                .vip
+                .route_tables
+                .iter()
+                .find(|t| !self.vip.table_azs.contains_key(*t))
+            {
+                return Err(invalid(
+                    "vip.table_azs",
+                    format!("\"anchored\" needs the AZ of every route table; {t} has none"),
                 ));
             }
         }

@@ -14,7 +14,7 @@
 //! lose anything: a host forwards only to a writer whose failover is over, which
 //! holds every acknowledged write (the same rule the routes follow, `routes.rs`).
 
-use crate::cluster::NodeId;
+use crate::cluster::{NodeId, VipMode};
 use crate::command::{Command, CommandId};
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
@@ -80,7 +80,8 @@ pub struct RouteView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteState {
-    /// Confirmed pointing at the master.
+    /// Confirmed pointing at the master (anchored: at its anchor, which forwards to
+    /// the master or is the master).
     Moved,
     /// Not moved yet, but wherever it may point, that host forwards to the master.
     Forwarding,
@@ -119,7 +120,11 @@ impl Engine {
         let Some(writer) = self.record.master else {
             return Some(VipPath::Local);
         };
-        if writer == self.me || self.routes_moved_to() == Some(writer) {
+        if writer == self.me {
+            return Some(VipPath::Local);
+        }
+        // Route mode: forwarding is a bridge until the routes move. Anchored: for good.
+        if self.spec.vip.mode == VipMode::Route && self.routes_moved_to() == Some(writer) {
             return Some(VipPath::Local);
         }
         Some(VipPath::To(writer))
@@ -135,13 +140,17 @@ impl Engine {
         self.fresh_reports().get(&leader)?.routes_at
     }
 
-    /// As the coordinator: the writer every route table is confirmed to point at.
+    /// As the coordinator: the writer every route table is confirmed to point at
+    /// (route mode; anchored tables point at their anchors, which forward for good).
     pub(crate) fn routes_confirmed_at(&self) -> Option<NodeId> {
+        if self.spec.vip.mode == VipMode::Anchored {
+            return None;
+        }
         let writer = self
             .record
             .master
             .filter(|_| self.record.failover.is_none())?;
-        self.routes_pending(writer).is_empty().then_some(writer)
+        self.routes_pending().is_empty().then_some(writer)
     }
 
     /// Every route table, with its state as the coordinator knows it.
@@ -180,7 +189,11 @@ impl Engine {
             .iter()
             .map(|table| {
                 let points_at = self.routes.confirmed(table);
-                let state = if points_at == Some(writer) {
+                let target = self.route_target(table);
+                let state = if points_at.is_some()
+                    && points_at == target
+                    && points_at.is_some_and(forwards_to_writer)
+                {
                     RouteState::Moved
                 } else if match points_at {
                     Some(node) => forwards_to_writer(node),

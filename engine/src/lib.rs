@@ -81,7 +81,9 @@ mod status;
 pub mod storage;
 pub mod time;
 
-pub use cluster::{ClusterSpec, NodeId, NodeKind, NodeSpec, PromotionRule, SpecError, Timing, Vip};
+pub use cluster::{
+    ClusterSpec, NodeId, NodeKind, NodeSpec, PromotionRule, SpecError, Timing, Vip, VipMode,
+};
 pub use command::{
     Command, CommandId, CommandResult, MysqlOp, MysqlReply, MysqlStatus, Positions, ProbeResult,
     ReplicationStatus, SalvageReport,

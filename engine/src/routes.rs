@@ -1,8 +1,11 @@
 //! Where a route is moved: every VIP route table is kept pointing at the writer of
-//! record. Run by the coordinator only; a new coordinator knows nothing confirmed and re-issues every route (the call
-//! is idempotent), which also repairs a route someone changed by hand.
+//! record (`vip.mode = "route"`), or at its anchor, a live database host of its
+//! clients' AZ which forwards to the writer (`"anchored"`: a master change moves no
+//! route; only an anchor's loss does). Run by the coordinator only; a new coordinator
+//! knows nothing confirmed and re-issues every route (the call is idempotent), which
+//! also repairs a route someone changed by hand.
 
-use crate::cluster::NodeId;
+use crate::cluster::{NodeId, VipMode};
 use crate::command::{Command, CommandId};
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
@@ -16,22 +19,28 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Engine {
     pub(crate) fn reconcile_routes(&mut self) {
-        let Some(target) = self.record.writer() else {
+        let Some(writer) = self.record.writer() else {
             return;
         };
         // A committed candidate gets the VIP only once it holds everything (relay log
         // applied, binlog salvaged) and is being promoted: before that, a client
-        // reading through the VIP would miss its own acknowledged writes.
-        if self.record.failover.is_some()
+        // reading through the VIP would miss its own acknowledged writes. (An anchor
+        // that is not the writer forwards, and only to a writer whose failover is
+        // over: it may take a table at any time.)
+        let writer_gated = self.record.failover.is_some()
             && !self.run.as_ref().is_some_and(|r| r.routes_may_move())
-            && !self.sabotaged(Sabotage::VipEarly)
-        {
-            return;
-        }
-        let due = self
-            .routes
-            .due(&self.spec.vip.route_tables, target, self.now);
-        for table in due {
+            && !self.sabotaged(Sabotage::VipEarly);
+        let tables = self.spec.vip.route_tables.clone();
+        for table in tables {
+            let Some(target) = self.route_target(&table) else {
+                continue;
+            };
+            if target == writer && writer_gated {
+                continue;
+            }
+            if !self.routes.is_due(&table, target, self.now) {
+                continue;
+            }
             let t = table.clone();
             let id = self.issue(
                 Pending::Route {
@@ -48,8 +57,63 @@ impl Engine {
         }
     }
 
-    pub(crate) fn routes_pending(&self, target: NodeId) -> Vec<String> {
-        self.routes.pending(&self.spec.vip.route_tables, target)
+    /// Route tables not confirmed at their target (`route_target`).
+    pub(crate) fn routes_pending(&self) -> Vec<String> {
+        self.spec
+            .vip
+            .route_tables
+            .iter()
+            .filter(|t| {
+                let target = self.route_target(t);
+                target.is_none() || self.routes.confirmed(t) != target
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Where `table` should point: the writer of record, or (anchored) its anchor.
+    /// `None`: not known yet (no call).
+    pub(crate) fn route_target(&self, table: &str) -> Option<NodeId> {
+        let writer = self.record.writer()?;
+        match self.spec.vip.mode {
+            VipMode::Route => Some(writer),
+            VipMode::Anchored => match self.anchor(table) {
+                Anchor::Node(n) => Some(n),
+                Anchor::Gone => Some(writer),
+                Anchor::Unknown => None,
+            },
+        }
+    }
+
+    /// The database host of `table`'s AZ that carries its clients' VIP traffic: the one
+    /// it points at while that one's sidecar is heard from, else the first live one.
+    fn anchor(&self, table: &str) -> Anchor {
+        let Some(az) = self.spec.vip.table_azs.get(table) else {
+            return Anchor::Gone;
+        };
+        let live = self.live_sidecars();
+        let in_az: Vec<NodeId> = self
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.is_database() && &n.az == az)
+            .map(|n| n.id)
+            .collect();
+        let current = self.routes.confirmed(table);
+        if let Some(c) = current.filter(|c| in_az.contains(c) && live.contains(c)) {
+            return Anchor::Node(c);
+        }
+        if let Some(first) = in_az.iter().find(|n| live.contains(n)) {
+            return Anchor::Node(*first);
+        }
+        // Heard from before and silent since: gone. Never heard from (this sidecar
+        // has just started, or just become the coordinator after a restart): a report
+        // that has not arrived yet says nothing, and a call made on it would be wasted.
+        if in_az.iter().any(|n| self.reports.contains_key(n)) {
+            Anchor::Gone
+        } else {
+            Anchor::Unknown
+        }
     }
 
     /// A `ReplaceRoute` answered.
@@ -80,6 +144,15 @@ impl Engine {
     }
 }
 
+/// A route table's anchor (`vip.mode = "anchored"`).
+enum Anchor {
+    Node(NodeId),
+    /// No database host of its AZ is heard from: the writer takes the table.
+    Gone,
+    /// None heard from yet.
+    Unknown,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     confirmed: BTreeMap<String, NodeId>,
@@ -99,15 +172,14 @@ impl Routes {
         *self = Routes::default();
     }
 
-    /// Tables that need a `ReplaceRoute` to `target` now.
-    pub fn due(&self, tables: &[String], target: NodeId, now: Time) -> Vec<String> {
-        tables
-            .iter()
-            .filter(|t| self.confirmed.get(*t) != Some(&target))
-            .filter(|t| self.in_flight.get(*t).is_none_or(|(_, to)| *to != target))
-            .filter(|t| self.retry_at.get(*t).is_none_or(|at| *at <= now))
-            .cloned()
-            .collect()
+    /// Whether `table` needs a `ReplaceRoute` to `target` now.
+    pub fn is_due(&self, table: &str, target: NodeId, now: Time) -> bool {
+        self.confirmed.get(table) != Some(&target)
+            && self
+                .in_flight
+                .get(table)
+                .is_none_or(|(_, to)| *to != target)
+            && self.retry_at.get(table).is_none_or(|at| *at <= now)
     }
 
     pub fn issued(&mut self, table: String, id: CommandId, target: NodeId) {
@@ -145,14 +217,6 @@ impl Routes {
         self.retry_at.insert(table.to_string(), now + wait);
     }
 
-    pub fn pending(&self, tables: &[String], target: NodeId) -> Vec<String> {
-        tables
-            .iter()
-            .filter(|t| self.confirmed.get(*t) != Some(&target))
-            .cloned()
-            .collect()
-    }
-
     pub fn next_retry(&self) -> Option<Time> {
         self.retry_at.values().copied().min()
     }
@@ -179,10 +243,7 @@ mod tests {
         r.failed("rtb-a", id, Time::from_millis(1_000));
         assert_eq!(r.next_retry(), None);
         r.succeeded("rtb-a", id, NodeId(2));
-        assert_eq!(
-            r.pending(&["rtb-a".into()], NodeId(2)),
-            vec!["rtb-a".to_string()]
-        );
+        assert_ne!(r.confirmed("rtb-a"), Some(NodeId(2)));
         // The call in flight now is what counts.
         r.issued("rtb-a".into(), CommandId(8), NodeId(2));
         r.failed("rtb-a", CommandId(8), Time::from_millis(1_000));
@@ -196,15 +257,14 @@ mod tests {
     #[test]
     fn a_new_target_supersedes_a_call_in_flight() {
         let mut r = Routes::default();
-        let tables = ["rtb-a".to_string()];
         let now = Time::from_millis(0);
         r.issued("rtb-a".into(), CommandId(1), NodeId(1));
-        assert!(r.due(&tables, NodeId(1), now).is_empty());
-        assert_eq!(r.due(&tables, NodeId(2), now), tables.to_vec());
+        assert!(!r.is_due("rtb-a", NodeId(1), now));
+        assert!(r.is_due("rtb-a", NodeId(2), now));
         r.issued("rtb-a".into(), CommandId(2), NodeId(2));
         r.succeeded("rtb-a", CommandId(1), NodeId(1));
-        assert_eq!(r.pending(&tables, NodeId(2)), tables.to_vec());
+        assert_eq!(r.confirmed("rtb-a"), None);
         r.succeeded("rtb-a", CommandId(2), NodeId(2));
-        assert!(r.pending(&tables, NodeId(2)).is_empty());
+        assert_eq!(r.confirmed("rtb-a"), Some(NodeId(2)));
     }
 }

@@ -125,3 +125,87 @@ fn a_starting_sidecar_sets_its_forwarding() {
         sim.trace()
     );
 }
+
+/// Route tables issued a `ReplaceRoute` since `from`.
+fn route_calls_since(sim: &Sim, from: Time) -> usize {
+    sim.commands
+        .iter()
+        .filter(|(at, _, c)| *at >= from && matches!(c, Command::ReplaceRoute { .. }))
+        .count()
+}
+
+/// The anchored mode: each table points at its own AZ's database host, which forwards
+/// to the master. A dead mysqld's failover, with the EC2 API down, makes no route call
+/// at all, and the clients reach the new master through their anchor.
+fn anchored_failover(mode: VipMode) -> (Sim, usize) {
+    let mut spec = spec();
+    spec.vip.mode = mode;
+    let mut sim = Sim::started(spec);
+    if mode == VipMode::Anchored {
+        let anchored = sim.run_until(Duration::from_secs(20), |s| {
+            s.routes["rtb-a"] == N1
+                && s.routes["rtb-b"] == NodeId(2)
+                && s.routes["rtb-c"] == NodeId(3)
+        });
+        assert!(
+            anchored,
+            "every table on its own AZ's host:\n{}",
+            sim.trace()
+        );
+    }
+    sim.run_for(Duration::from_secs(3));
+    sim.api_down = true;
+    let fault = sim.now;
+    sim.kill_mysqld(N1);
+    let reached = sim.run_until(Duration::from_secs(20), |s| {
+        s.vip_server().is_some_and(|n| n != N1) && s.writable().iter().any(|n| *n != N1)
+    });
+    assert!(reached, "{}", sim.trace());
+    sim.run_for(Duration::from_secs(5));
+    let calls = route_calls_since(&sim, fault);
+    (sim, calls)
+}
+
+#[test]
+fn anchored_a_master_change_makes_no_route_call() {
+    let (sim, calls) = anchored_failover(VipMode::Anchored);
+    assert_eq!(calls, 0, "{}", sim.trace());
+    let new = sim.vip_server().unwrap();
+    // Every anchor but the new master forwards to it.
+    for n in [N1, NodeId(2), NodeId(3)].into_iter().filter(|n| *n != new) {
+        assert_eq!(sim.forward.get(&n), Some(&new), "{n}");
+    }
+    assert_eq!(
+        route_states(&sim),
+        vec![Some(RouteState::Moved); 3],
+        "anchored tables at live anchors are where they belong"
+    );
+}
+
+/// The control: in the route mode the same failover calls the API for every table.
+#[test]
+fn the_route_mode_calls_the_api_for_the_same_failover() {
+    let (sim, calls) = anchored_failover(VipMode::Route);
+    assert!(calls >= 3, "{calls}\n{}", sim.trace());
+}
+
+/// An anchor that is gone gives its table to the writer (one call), once the API
+/// answers.
+#[test]
+fn anchored_a_lost_anchor_hands_its_table_to_the_writer() {
+    let mut spec = spec();
+    spec.vip.mode = VipMode::Anchored;
+    let mut sim = Sim::started(spec);
+    let anchored = sim.run_until(Duration::from_secs(20), |s| s.routes["rtb-c"] == NodeId(3));
+    assert!(anchored, "{}", sim.trace());
+    sim.run_for(Duration::from_secs(3));
+    sim.crash_host(NodeId(3));
+    let moved = sim.run_until(Duration::from_secs(20), |s| s.routes["rtb-c"] == N1);
+    assert!(moved, "{}", sim.trace());
+    assert_eq!(sim.routes["rtb-a"], N1);
+    assert_eq!(
+        sim.routes["rtb-b"],
+        NodeId(2),
+        "a live anchor keeps its table"
+    );
+}

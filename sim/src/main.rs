@@ -1,7 +1,7 @@
 //! `multiaz-sim`: run one simulated failover, or sweep many seeds.
 
 use clap::{Parser, Subcommand};
-use multiaz_engine::{Flavour, Sabotage};
+use multiaz_engine::{Flavour, Sabotage, VipMode};
 use multiaz_sim::sweep::Tally;
 use multiaz_sim::{run, RunConfig, RunReport, Scenario};
 use std::io::IsTerminal;
@@ -46,6 +46,10 @@ enum Cmd {
         /// number puts log compaction and snapshot transfer under the faults.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         log_limit: Option<u64>,
+        /// Where the VIP's route tables point: at the master (`route`), or each at a
+        /// database host of its clients' AZ that forwards to the master (`anchored`).
+        #[arg(long, value_enum, default_value_t = VipModeArg::Route)]
+        vip_mode: VipModeArg,
     },
     /// Many seeds: a progress line on stderr, a summary (or one JSON object with
     /// --json) on stdout. Exits non-zero if any seed fails.
@@ -72,6 +76,10 @@ enum Cmd {
         /// As for `run`.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         log_limit: Option<u64>,
+        /// Where the VIP's route tables point: at the master (`route`), or each at a
+        /// database host of its clients' AZ that forwards to the master (`anchored`).
+        #[arg(long, value_enum, default_value_t = VipModeArg::Route)]
+        vip_mode: VipModeArg,
     },
 }
 
@@ -79,6 +87,21 @@ fn sabotage_names() -> impl clap::builder::TypedValueParser<Value = Sabotage> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(Sabotage::ALL.map(Sabotage::name))
         .try_map(|name| Sabotage::parse(&name).ok_or("no such safety mechanism"))
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VipModeArg {
+    Route,
+    Anchored,
+}
+
+impl From<VipModeArg> for VipMode {
+    fn from(m: VipModeArg) -> VipMode {
+        match m {
+            VipModeArg::Route => VipMode::Route,
+            VipModeArg::Anchored => VipMode::Anchored,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -153,6 +176,7 @@ fn main() -> ExitCode {
             seconds,
             sabotage,
             log_limit,
+            vip_mode,
         } => run_once(RunConfig {
             scenario,
             seed,
@@ -160,6 +184,7 @@ fn main() -> ExitCode {
             duration: Duration::from_secs(seconds),
             sabotage,
             log_limit,
+            vip_mode: vip_mode.into(),
         }),
         Cmd::Sweep {
             scenario,
@@ -170,10 +195,11 @@ fn main() -> ExitCode {
             json,
             sabotage,
             log_limit,
+            vip_mode,
         } => {
             let wall = Instant::now();
             let tty = std::io::stderr().is_terminal();
-            let mut tally = Tally::new(scenario, seeds, sabotage);
+            let mut tally = Tally::new(scenario, vip_mode.into(), seeds, sabotage);
             for (i, seed) in (start_seed..start_seed + seeds).enumerate() {
                 let r = run(&RunConfig {
                     scenario,
@@ -182,6 +208,7 @@ fn main() -> ExitCode {
                     duration: Duration::from_secs(seconds),
                     sabotage,
                     log_limit,
+                    vip_mode: vip_mode.into(),
                 });
                 if tally.add(&r) {
                     eprintln!("seed {seed} FAILED ({})", r.profile);

@@ -5,7 +5,7 @@ use crate::hosts::{client_host, db_host, ec2_host};
 use crate::inject::Injector;
 use crate::scenario::{Fault, Plan, Scenario, CLIENTS, DB_HOSTS};
 use crate::world::{host_name, Acked, Gtid, HostileEvents, View, World, EC2_HOST};
-use multiaz_engine::{ClusterSpec, Event, Flavour, NodeId, PromotionRule, Sabotage};
+use multiaz_engine::{ClusterSpec, Event, Flavour, NodeId, PromotionRule, Sabotage, VipMode};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ pub struct RunConfig {
     /// reaches). A small number puts compaction and snapshot transfer under every
     /// fault.
     pub log_limit: Option<u64>,
+    pub vip_mode: VipMode,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -314,6 +315,7 @@ pub fn run(cfg: &RunConfig) -> RunReport {
 /// The cluster description of a run: the scenario's changes to the simulation's own.
 fn run_spec(cfg: &RunConfig) -> ClusterSpec {
     let mut spec = cluster_spec(cfg.flavour);
+    spec.vip.mode = cfg.vip_mode;
     if cfg.scenario == Scenario::Mixed {
         // Mixed runs fail over again and again by design: the anti-flapping block
         // (which would wait for an operator) is off there.

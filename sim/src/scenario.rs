@@ -22,6 +22,12 @@ pub enum Scenario {
     ApiThrottle,
     /// The master's mysqld dies while the EC2 API is down for 30 s.
     ApiOutage,
+    /// The master's AZ is cut off while the EC2 API is down for 30 s: nothing the old
+    /// master's host forwards reaches the other AZs (in the route mode their clients
+    /// wait for the API; anchored, their own AZ's host forwards to the new master).
+    #[value(name = "api-outage+az-partition")]
+    #[serde(rename = "api-outage+az-partition")]
+    ApiOutagePartition,
     /// Faults drawn from the seed.
     Mixed,
     /// A planned switchover to a replica drawn from the seed, asked of a sidecar drawn
@@ -54,6 +60,7 @@ impl fmt::Display for Scenario {
             Scenario::AzPartition => "az-partition",
             Scenario::ApiThrottle => "api-throttle",
             Scenario::ApiOutage => "api-outage",
+            Scenario::ApiOutagePartition => "api-outage+az-partition",
             Scenario::Mixed => "mixed",
             Scenario::Switchover => "switchover",
             Scenario::Rejoin => "rejoin",
@@ -198,6 +205,14 @@ impl Plan {
                 f.push((at + s(30.0), Fault::ApiOutage(false)));
                 (f, true)
             }
+            Scenario::ApiOutagePartition => (
+                vec![
+                    (at, Fault::Partition(az_group(0), others(0))),
+                    (at, Fault::ApiOutage(true)),
+                    (at + s(30.0), Fault::ApiOutage(false)),
+                ],
+                false,
+            ),
             Scenario::Mixed => return Self::draw_mixed(&mut rng, seed, at, heal),
             Scenario::Switchover => {
                 let to = NodeId(2 + rng.random_range(0..2u64));

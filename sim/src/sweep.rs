@@ -3,12 +3,13 @@
 use crate::run::{percentiles, FenceFailures, RunReport};
 use crate::scenario::Scenario;
 use crate::world::HostileEvents;
-use multiaz_engine::Sabotage;
+use multiaz_engine::{Sabotage, VipMode};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
 pub struct Tally {
     pub scenario: Scenario,
+    pub vip_mode: VipMode,
     pub seeds: u64,
     pub sabotage: Option<Sabotage>,
     pub failed: Vec<u64>,
@@ -35,9 +36,15 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn new(scenario: Scenario, seeds: u64, sabotage: Option<Sabotage>) -> Self {
+    pub fn new(
+        scenario: Scenario,
+        vip_mode: VipMode,
+        seeds: u64,
+        sabotage: Option<Sabotage>,
+    ) -> Self {
         Tally {
             scenario,
+            vip_mode,
             seeds,
             sabotage,
             failed: Vec::new(),
@@ -109,6 +116,7 @@ impl Tally {
     pub fn json(&self, wall_s: f64) -> Value {
         let mut out = json!({
             "scenario": self.scenario.to_string(),
+            "vip_mode": self.vip_mode.name(),
             "seeds": self.seeds,
             "failed_seeds": self.failed,
             "failover_ms": percentiles(self.failover.clone()),

@@ -13,6 +13,7 @@ fn sim(scenario: Scenario, seed: u64) -> RunReport {
         duration: Duration::from_secs(120),
         sabotage: None,
         log_limit: None,
+        vip_mode: multiaz_engine::VipMode::Route,
     })
 }
 
@@ -146,6 +147,7 @@ fn mysql_flavour_fails_over_too() {
         duration: Duration::from_secs(120),
         sabotage: None,
         log_limit: None,
+        vip_mode: multiaz_engine::VipMode::Route,
     });
     assert_ok(&r);
     assert_eq!(r.final_epoch, 2);

@@ -2,7 +2,7 @@
 //! first the initial master), a VIP in one route table per AZ.
 
 use multiaz_engine::{
-    ClusterSpec, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Timing, Vip,
+    ClusterSpec, Flavour, NodeId, NodeKind, NodeSpec, PromotionRule, Timing, Vip, VipMode,
 };
 
 /// The AZs of the three nodes, in id order.
@@ -21,6 +21,8 @@ pub struct ThreeAzs {
     pub timing: Timing,
     /// The third node is a witness sidecar (no mysqld), named `witness`.
     pub witness: bool,
+    /// Where the route tables point; each table is its node's AZ's (in order).
+    pub vip_mode: VipMode,
 }
 
 impl Default for ThreeAzs {
@@ -33,6 +35,7 @@ impl Default for ThreeAzs {
             route_tables: vec!["rtb-a".into(), "rtb-b".into(), "rtb-c".into()],
             timing: Timing::default(),
             witness: false,
+            vip_mode: VipMode::Route,
         }
     }
 }
@@ -68,8 +71,17 @@ impl ThreeAzs {
             client_az: self.client_az,
             vip: Vip {
                 address: VIP.parse().expect("a literal address"),
+                table_azs: self
+                    .route_tables
+                    .iter()
+                    .zip(AZS)
+                    // A witness's AZ has no database host to anchor a table.
+                    .filter(|(_, az)| !(self.witness && *az == AZS[2]))
+                    .map(|(t, az)| (t.clone(), az.to_string()))
+                    .collect(),
                 route_tables: self.route_tables,
                 forward: true,
+                mode: self.vip_mode,
             },
             timing: self.timing,
             nodes,

@@ -83,8 +83,9 @@ impl<'a> Cx<'a> {
         self.engine.known_positions()
     }
 
-    pub fn routes_pending(&self, target: NodeId) -> Vec<String> {
-        self.engine.routes_pending(target)
+    /// Route tables not confirmed where they should point.
+    pub fn routes_pending(&self) -> Vec<String> {
+        self.engine.routes_pending()
     }
 
     /// Where the committed begin entry of failover `epoch` stands in the log.

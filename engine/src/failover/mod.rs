@@ -241,7 +241,7 @@ impl FailoverRun {
                 candidate,
                 ..
             } => run.wait_lease(cx, until, give_up, candidate),
-            Phase::AwaitingRoutes { candidate, .. } if cx.routes_pending(candidate).is_empty() => {
+            Phase::AwaitingRoutes { candidate, .. } if cx.routes_pending().is_empty() => {
                 run.commit_completion(cx, candidate)
             }
             phase if cx.now() >= phase.deadline() => run.timed_out(cx, phase),
@@ -544,7 +544,7 @@ impl Run {
             caught_up_from: self.caught_up_from,
             salvage: self.salvage.as_ref().map(|(_, r)| r.clone()),
             salvaged_from: self.salvage.as_ref().map(|(from, _)| *from),
-            routes_pending: cx.routes_pending(candidate),
+            routes_pending: cx.routes_pending(),
         };
         let entry = LogEntry::FailoverComplete {
             epoch: self.epoch,

@@ -290,7 +290,7 @@ impl Run {
     /// the new master once the record names it (`forward.rs`), and the routes go on
     /// being moved after the failover is over (`routes.rs`).
     pub(super) fn complete(self, cx: &mut Cx, candidate: NodeId) -> Next {
-        if cx.spec().vip.forward || cx.routes_pending(candidate).is_empty() {
+        if cx.spec().vip.forward || cx.routes_pending().is_empty() {
             return self.commit_completion(cx, candidate);
         }
         let deadline = cx.step_deadline();
