@@ -86,12 +86,29 @@ impl Engine {
     }
 
     /// The database host of `table`'s AZ that carries its clients' VIP traffic: the one
-    /// it points at while that one's sidecar is heard from, else the first live one.
+    /// it points at while that one is fit, else the first fit one. Fit: its sidecar
+    /// was heard from within the reports' lifetime (three probe intervals: one late
+    /// report must not move a table, and its connections, away and back) and its
+    /// forwarding is set (a host whose `nft` fails would leave its AZ's clients at a
+    /// read_only replica).
     fn anchor(&self, table: &str) -> Anchor {
         let Some(az) = self.spec.vip.table_azs.get(table) else {
             return Anchor::Gone;
         };
-        let live = self.live_sidecars();
+        let reports = self.fresh_reports();
+        let fit = |n: &NodeId| -> bool {
+            if *n == self.me {
+                return self.forwarding.applied().is_some();
+            }
+            reports.get(n).is_some_and(|r| r.forwarding.is_some())
+        };
+        let live: Vec<NodeId> = self
+            .spec
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|n| fit(n))
+            .collect();
         let in_az: Vec<NodeId> = self
             .spec
             .nodes

@@ -209,3 +209,17 @@ fn anchored_a_lost_anchor_hands_its_table_to_the_writer() {
         "a live anchor keeps its table"
     );
 }
+
+/// A host whose forwarding cannot be set anchors nothing: its AZ's table goes to the
+/// writer instead of leading its clients to a read_only replica.
+#[test]
+fn anchored_a_host_that_cannot_forward_anchors_nothing() {
+    let mut spec = spec();
+    spec.vip.mode = VipMode::Anchored;
+    let mut sim = Sim::new(spec);
+    sim.forward_broken.insert(NodeId(3));
+    sim.run_for(Duration::from_secs(15));
+    assert_eq!(sim.routes["rtb-b"], NodeId(2), "{}", sim.trace());
+    assert_eq!(sim.routes["rtb-c"], N1, "{}", sim.trace());
+    assert!(sim.has_event(|e| matches!(e, Event::ForwardingFailed { .. })));
+}

@@ -153,6 +153,8 @@ pub struct Sim {
     pub api_down: bool,
     /// Host → node its sidecar forwards the VIP's traffic to (a crash clears it).
     pub forward: BTreeMap<NodeId, NodeId>,
+    /// Hosts whose forwarding cannot be set (no `nft`, say): every change fails.
+    pub forward_broken: BTreeSet<NodeId>,
     /// (time, issuing node, command), every command any engine issued.
     pub commands: Vec<(Time, NodeId, Command)>,
     pub events: Vec<(Time, NodeId, Event)>,
@@ -227,6 +229,7 @@ impl Sim {
             routes,
             api_down: false,
             forward: BTreeMap::new(),
+            forward_broken: BTreeSet::new(),
             commands: Vec::new(),
             events: Vec::new(),
             acked: Vec::new(),
@@ -738,6 +741,11 @@ impl Sim {
                 self.result(by, id, Duration::from_millis(50), CommandResult::Done(r));
             }
             Command::Forward { id, to } => {
+                if self.forward_broken.contains(&by) {
+                    let r = Err("nft: not found".to_string());
+                    self.result(by, id, ok, CommandResult::Done(r));
+                    return;
+                }
                 match to {
                     Some(to) => self.forward.insert(by, to),
                     None => self.forward.remove(&by),

@@ -99,14 +99,21 @@ impl multiaz_driver::Forward for NftForward {
     }
 }
 
-/// The whole table, replaced in one transaction: `to` `None` removes it. (Declaring
-/// the table first makes the delete succeed when it does not exist yet.)
+/// The whole table, replaced in one transaction (declaring the table first makes the
+/// delete succeed when it does not exist yet).
+///
+/// Connections keep the path they began on (conntrack), so a change also resets the
+/// ones a path no longer holds: with `to`, connections forwarded elsewhere (a writer
+/// before this one) and the VIP's connections to the local mysqld (this host was the
+/// writer, or served locally); with `to` `None`, every forwarded one. Their clients
+/// reconnect and take the path of the moment, rather than reading from a server that
+/// is no longer the writer on a connection opened when it was.
 pub fn ruleset(vip: Ipv4Addr, port: u16, to: Option<(Ipv4Addr, u16)>) -> String {
-    let mut r = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
-    if let Some((ip, to_port)) = to {
-        r.push_str(&format!(
-            "table ip {TABLE} {{\n\
-             \tchain vip_in {{\n\
+    let mut r = format!("table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n");
+    let stale = "meta l4proto tcp ct direction original ct status dnat";
+    match to {
+        Some((ip, to_port)) => r.push_str(&format!(
+            "\tchain vip_in {{\n\
              \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
              \t\tip daddr {vip} tcp dport {port} dnat to {ip}:{to_port}\n\
              \t}}\n\
@@ -114,9 +121,23 @@ pub fn ruleset(vip: Ipv4Addr, port: u16, to: Option<(Ipv4Addr, u16)>) -> String 
              \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
              \t\tip daddr {ip} tcp dport {to_port} ct status dnat masquerade\n\
              \t}}\n\
-             }}\n"
-        ));
+             \tchain vip_stale {{\n\
+             \t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\t{stale} ct original ip daddr {vip} ip daddr != {ip} reject with tcp reset\n\
+             \t}}\n\
+             \tchain vip_local {{\n\
+             \t\ttype filter hook input priority filter; policy accept;\n\
+             \t\tip daddr {vip} tcp dport {port} reject with tcp reset\n\
+             \t}}\n"
+        )),
+        None => r.push_str(&format!(
+            "\tchain vip_stale {{\n\
+             \t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\t{stale} ct original ip daddr {vip} reject with tcp reset\n\
+             \t}}\n"
+        )),
     }
+    r.push_str("}\n");
     r
 }
 
@@ -191,14 +212,19 @@ mod tests {
     #[test]
     fn the_table_is_replaced_whole() {
         let vip = Ipv4Addr::new(10, 0, 100, 10);
+        let replace = "table ip multiaz\ndelete table ip multiaz\n";
         let off = ruleset(vip, 3306, None);
-        assert_eq!(off, "table ip multiaz\ndelete table ip multiaz\n");
-        let on = ruleset(vip, 3306, Some((Ipv4Addr::new(10, 0, 2, 11), 3307)));
         assert!(
-            on.starts_with(&off),
+            off.starts_with(replace),
             "the old table goes in the same transaction"
         );
+        assert!(!off.contains("dnat to"));
+        assert!(off.contains("ct status dnat ct original ip daddr 10.0.100.10 reject"));
+        let on = ruleset(vip, 3306, Some((Ipv4Addr::new(10, 0, 2, 11), 3307)));
+        assert!(on.starts_with(replace));
         assert!(on.contains("ip daddr 10.0.100.10 tcp dport 3306 dnat to 10.0.2.11:3307"));
         assert!(on.contains("ip daddr 10.0.2.11 tcp dport 3307 ct status dnat masquerade"));
+        assert!(on.contains("ip daddr != 10.0.2.11 reject with tcp reset"));
+        assert!(on.contains("hook input"), "local VIP sessions are reset");
     }
 }
