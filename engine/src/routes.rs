@@ -79,7 +79,9 @@ impl Engine {
             VipMode::Route => Some(writer),
             VipMode::Anchored => match self.anchor(table) {
                 Anchor::Node(n) => Some(n),
-                Anchor::Gone => Some(writer),
+                // Not to a writer that is gone too (its host crashed with its AZ's
+                // anchor, itself): the failover names the one to call for.
+                Anchor::Gone => self.fit_anchor(writer).then_some(writer),
                 Anchor::Unknown => None,
             },
         }
@@ -95,19 +97,12 @@ impl Engine {
         let Some(az) = self.spec.vip.table_azs.get(table) else {
             return Anchor::Gone;
         };
-        let reports = self.fresh_reports();
-        let fit = |n: &NodeId| -> bool {
-            if *n == self.me {
-                return self.forwarding.applied().is_some();
-            }
-            reports.get(n).is_some_and(|r| r.forwarding.is_some())
-        };
         let live: Vec<NodeId> = self
             .spec
             .nodes
             .iter()
             .map(|n| n.id)
-            .filter(|n| fit(n))
+            .filter(|n| self.fit_anchor(*n))
             .collect();
         let in_az: Vec<NodeId> = self
             .spec
@@ -131,6 +126,16 @@ impl Engine {
         } else {
             Anchor::Unknown
         }
+    }
+
+    /// Heard from within the reports' lifetime, with its forwarding set.
+    fn fit_anchor(&self, n: NodeId) -> bool {
+        if n == self.me {
+            return self.forwarding.applied().is_some();
+        }
+        self.fresh_reports()
+            .get(&n)
+            .is_some_and(|r| r.forwarding.is_some())
     }
 
     /// A `ReplaceRoute` answered.

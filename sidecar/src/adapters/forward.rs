@@ -145,9 +145,15 @@ async fn resolve(addr: &Address) -> Result<Ipv4Addr, String> {
     if let Ok(ip) = addr.host.parse::<Ipv4Addr>() {
         return Ok(ip);
     }
-    let found = tokio::net::lookup_host((addr.host.as_str(), addr.port))
-        .await
-        .map_err(|e| format!("resolving {addr}: {e}"))?;
+    // Bounded: a hung resolver must not hold the next change (which may be this host's
+    // own `Local`) behind it.
+    let found = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::lookup_host((addr.host.as_str(), addr.port)),
+    )
+    .await
+    .map_err(|_| format!("resolving {addr}: no answer in 2 s"))?
+    .map_err(|e| format!("resolving {addr}: {e}"))?;
     found
         .filter_map(|a| match a.ip() {
             IpAddr::V4(ip) => Some(ip),
