@@ -136,8 +136,23 @@ impl Engine {
         if self.coord.is_coordinator() {
             return self.routes_confirmed_at();
         }
-        let leader = self.coord.leader()?;
-        self.fresh_reports().get(&leader)?.routes_at
+        self.fresh_report(self.coord.leader()?)?.routes_at
+    }
+
+    /// Where VIP traffic reaching `node` goes, as last set there: this host's own
+    /// forwarding, or a peer's fresh report (`None`: not set, or not known).
+    pub(crate) fn path_of(&self, node: NodeId) -> Option<VipPath> {
+        if node == self.me {
+            return self.forwarding.applied;
+        }
+        self.fresh_report(node)?.forwarding
+    }
+
+    /// The master of record when no failover is under way.
+    fn settled_master(&self) -> Option<NodeId> {
+        self.record
+            .master
+            .filter(|_| self.record.failover.is_none())
     }
 
     /// As the coordinator: the writer every route table is confirmed to point at
@@ -146,19 +161,15 @@ impl Engine {
         if self.spec.vip.mode == VipMode::Anchored {
             return None;
         }
-        let writer = self
-            .record
-            .master
-            .filter(|_| self.record.failover.is_none())?;
+        let writer = self.settled_master()?;
         self.routes_pending().is_empty().then_some(writer)
     }
 
     /// Every route table, with its state as the coordinator knows it.
     pub(crate) fn route_views(&self) -> Vec<RouteView> {
         let settled = self
-            .record
-            .master
-            .filter(|_| self.record.failover.is_none() && self.coord.is_coordinator());
+            .settled_master()
+            .filter(|_| self.coord.is_coordinator());
         let Some(writer) = settled else {
             return self
                 .spec
@@ -172,17 +183,8 @@ impl Engine {
                 })
                 .collect();
         };
-        let reports = self.fresh_reports();
-        let forwards_to_writer = |node: NodeId| -> bool {
-            node == writer
-                || if node == self.me {
-                    self.forwarding.applied == Some(VipPath::To(writer))
-                } else {
-                    reports
-                        .get(&node)
-                        .is_some_and(|r| r.forwarding == Some(VipPath::To(writer)))
-                }
-        };
+        let forwards_to_writer =
+            |node: NodeId| node == writer || self.path_of(node) == Some(VipPath::To(writer));
         self.spec
             .vip
             .route_tables
@@ -190,10 +192,7 @@ impl Engine {
             .map(|table| {
                 let points_at = self.routes.confirmed(table);
                 let target = self.route_target(table);
-                let state = if points_at.is_some()
-                    && points_at == target
-                    && points_at.is_some_and(forwards_to_writer)
-                {
+                let state = if points_at == target && points_at.is_some_and(forwards_to_writer) {
                     RouteState::Moved
                 } else if match points_at {
                     Some(node) => forwards_to_writer(node),

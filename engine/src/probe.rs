@@ -126,6 +126,14 @@ impl Engine {
         self.broadcast(PeerMessage::Report(report));
     }
 
+    /// `node`'s report, if young enough to act on (one lookup, no map built).
+    pub(crate) fn fresh_report(&self, node: NodeId) -> Option<&Report> {
+        self.reports
+            .get(&node)
+            .filter(|(at, _)| self.now.since(*at) <= self.spec.timing.report_ttl())
+            .map(|(_, r)| r)
+    }
+
     /// Reports young enough to act on, this node's own included.
     pub(crate) fn fresh_reports(&self) -> BTreeMap<NodeId, &Report> {
         self.reports_within(self.spec.timing.report_ttl())

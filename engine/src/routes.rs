@@ -130,12 +130,7 @@ impl Engine {
 
     /// Heard from within the reports' lifetime, with its forwarding set.
     fn fit_anchor(&self, n: NodeId) -> bool {
-        if n == self.me {
-            return self.forwarding.applied().is_some();
-        }
-        self.fresh_reports()
-            .get(&n)
-            .is_some_and(|r| r.forwarding.is_some())
+        self.path_of(n).is_some()
     }
 
     /// A `ReplaceRoute` answered.
