@@ -164,38 +164,64 @@ impl Dialect {
         }
     }
 
-    /// What ends commits still waiting for a semi-sync acknowledgement once their
-    /// connections have been killed, so that read_only (queued behind their commit
-    /// lock) can be set. MariaDB ends the wait at the KILL. MySQL 9.7 does not: a
-    /// killed connection goes on waiting for an acknowledgement that an isolated old
-    /// master never gets (seen in the az-partition chaos run: `SET GLOBAL
-    /// super_read_only` queued for minutes), so the source side is switched off. The
-    /// commits then finish locally, unacknowledged (their clients lost the connection
-    /// at the KILL), and new writes cannot slip in meanwhile: they queue behind the
-    /// pending read_only. A master made writable again turns it back on
-    /// ([`Self::semi_sync_as_source`]).
-    pub fn end_ack_waits(self) -> &'static [&'static str] {
+    /// How the fence kills a connection in read_only's way: the client's socket is
+    /// closed at once, so no answer — above all no OK for a commit — reaches it after
+    /// the KILL. On MariaDB a plain (hard) KILL also ends the killed commit's wait for a
+    /// semi-sync acknowledgement, and with binlog group commit that wait is the group
+    /// leader's, on behalf of every commit in its group (`sql/log.cc`
+    /// `trx_group_commit_leader`): killing the leader first let the others commit and
+    /// get their OK before their own KILL arrived, acknowledged writes no replica had
+    /// (the az-partition chaos run through HAProxy; `testcontainers/tests/fence.rs`
+    /// shows it). `KILL SOFT` closes the socket the same way but leaves the wait
+    /// alone (MariaDB's semi-sync wait ends only at a hard kill); [`Self::end_ack_waits`]
+    /// ends every wait at once, when no client can hear of it any more. MySQL's KILL
+    /// does not end the wait in the first place.
+    pub fn fence_kill(self) -> &'static str {
         match self.0 {
-            Flavour::Mariadb => &[],
-            Flavour::Mysql => &["SET GLOBAL rpl_semi_sync_source_enabled = OFF"],
+            Flavour::Mariadb => "KILL SOFT CONNECTION",
+            Flavour::Mysql => "KILL CONNECTION",
         }
     }
 
-    /// The connections holding a write lock on the server (the global or the commit
-    /// lock, intention exclusive, granted): every statement that may still write, read
-    /// from performance_schema (MySQL: the metadata lock instrument is on by default).
-    /// MariaDB: none; semi-sync stays on there, so a write this misses still waits for
-    /// a replica's acknowledgement.
-    pub fn write_lock_holders(self) -> Option<&'static str> {
+    /// What ends commits still waiting for a semi-sync acknowledgement once their
+    /// connections have been killed ([`Self::fence_kill`]), so that read_only (queued
+    /// behind their commit lock) can be set: the source side is switched off. The
+    /// commits then finish locally, unacknowledged (their clients lost the connection
+    /// at the KILL), and new writes cannot slip in meanwhile: they queue behind the
+    /// pending read_only. Every statement that might still commit has been killed
+    /// first ([`Self::may_still_write`]). A master made writable again turns it back
+    /// on ([`Self::semi_sync_as_source`]).
+    pub fn end_ack_waits(self) -> &'static str {
         match self.0 {
-            Flavour::Mariadb => None,
-            Flavour::Mysql => Some(
+            Flavour::Mariadb => "SET GLOBAL rpl_semi_sync_master_enabled = OFF",
+            Flavour::Mysql => "SET GLOBAL rpl_semi_sync_source_enabled = OFF",
+        }
+    }
+
+    /// Besides the writes and the commits waiting for an acknowledgement: every
+    /// connection that may still commit, and would commit unacknowledged once
+    /// [`Self::end_ack_waits`] has switched semi-sync off (a statement still reading
+    /// before it writes, a DDL, LOCK TABLES … WRITE). MySQL: the holders of a write
+    /// lock on the server (the global or the commit lock, intention exclusive,
+    /// granted), from performance_schema (its metadata lock instrument is on by
+    /// default). MariaDB has no such table by default (performance_schema off, no
+    /// METADATA_LOCK_INFO plugin): every statement running there, except the
+    /// sidecar's own user's (its probes and its own fence; an account with that
+    /// user's privileges is not held by read_only anyway).
+    pub fn may_still_write(self) -> &'static str {
+        match self.0 {
+            Flavour::Mariadb => {
+                "SELECT ID FROM information_schema.PROCESSLIST \
+                 WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID() \
+                 AND USER <> SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
+            }
+            Flavour::Mysql => {
                 "SELECT DISTINCT t.PROCESSLIST_ID FROM performance_schema.metadata_locks m \
                  JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID \
                  WHERE m.OBJECT_TYPE IN ('GLOBAL', 'COMMIT') \
                  AND m.LOCK_TYPE = 'INTENTION_EXCLUSIVE' AND m.LOCK_STATUS = 'GRANTED' \
-                 AND t.PROCESSLIST_ID IS NOT NULL AND t.PROCESSLIST_ID <> CONNECTION_ID()",
-            ),
+                 AND t.PROCESSLIST_ID IS NOT NULL AND t.PROCESSLIST_ID <> CONNECTION_ID()"
+            }
         }
     }
 

@@ -32,6 +32,11 @@ const POLL: Duration = Duration::from_millis(20);
 /// before the lease ends.
 const FENCE_WAIT: Duration = Duration::from_millis(200);
 
+/// Rounds of killing statements that began after the fence's kills (on MariaDB, a
+/// client's new query) before semi-sync is switched off: each round is two queries,
+/// and a client would have to start a statement inside every one of them.
+const KILL_ROUNDS: usize = 3;
+
 /// How long stopping replication may wait for the applier before it is killed. MySQL's
 /// applier, holding a transaction that its relay log has only in part (the source
 /// died, or the IO thread was stopped, in the middle of sending it), waits up to 60 s
@@ -351,9 +356,14 @@ impl MysqlAdapter {
     /// KILL CONNECTION for each of `ids`, a connection already gone being fine; the
     /// first refusal, once every one has been tried.
     async fn kill_each(conn: &mut Conn, ids: &[u64]) -> Result<(), String> {
+        Self::kill_each_with(conn, "KILL CONNECTION", ids).await
+    }
+
+    /// `kill` (a KILL statement without its id) for each of `ids`, as [`Self::kill_each`].
+    async fn kill_each_with(conn: &mut Conn, kill: &str, ids: &[u64]) -> Result<(), String> {
         let mut refused = None;
         for id in ids {
-            match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+            match conn.query_drop(format!("{kill} {id}")).await {
                 Ok(()) => {}
                 Err(mysql_async::Error::Server(e)) if e.code == dialect::NO_SUCH_THREAD => {}
                 Err(e) => {
@@ -462,16 +472,14 @@ impl MysqlAdapter {
         loop {
             let killed = Self::kill_in_the_way(&mut killer, d).await?;
             tracing::warn!(%node, killed, "read_only waited {wait:?} behind running writes: killed them");
+            // Only once no killed connection can hear of it, and nothing that might
+            // still commit runs unkilled: every wait for an acknowledgement ends.
+            Self::all_killed(&mut killer, d).await?;
             let end_waits = d.end_ack_waits();
-            if !end_waits.is_empty() {
-                Self::all_killed(&mut killer, d).await?;
-            }
-            for s in end_waits {
-                match killer.query_drop(*s).await {
-                    // No semi-sync plugin (mysql.allow_async): no wait to end.
-                    Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {}
-                    r => r.map_err(|e| format!("{s}: {e}"))?,
-                }
+            match killer.query_drop(end_waits).await {
+                // No semi-sync plugin (mysql.allow_async): no wait to end.
+                Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {}
+                r => r.map_err(|e| format!("{end_waits}: {e}"))?,
             }
             if let Ok(r) = timeout(wait, &mut fence).await {
                 return r.map(|()| true);
@@ -479,29 +487,27 @@ impl MysqlAdapter {
         }
     }
 
-    /// What stands in the way of read_only: [`Self::writers`] and, where the server
-    /// tells, every connection holding a write lock on the server or its commits (a
-    /// statement still reading before it writes, a DDL, LOCK TABLES … WRITE).
+    /// What stands in the way of read_only: [`Self::writers`] and every connection
+    /// that may still commit ([`Dialect::may_still_write`]).
     async fn in_the_way(conn: &mut Conn, d: Dialect) -> Result<Vec<u64>, String> {
         let mut ids = Self::writers(conn).await?;
-        if let Some(q) = d.write_lock_holders() {
-            let holders: Vec<u64> = conn
-                .query(q)
-                .await
-                .map_err(|e| format!("listing the write locks: {e}"))?;
-            ids.extend(holders);
-        }
+        let more: Vec<u64> = conn
+            .query(d.may_still_write())
+            .await
+            .map_err(|e| format!("listing the statements that may still write: {e}"))?;
+        ids.extend(more);
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
     }
 
-    /// Kills what stands in the way of read_only. A KILL refused (the sidecar's user
-    /// may not kill that account's connections) is an error: the fence must not go on
-    /// as if that write had been stopped.
+    /// Kills what stands in the way of read_only, each connection's socket closed at
+    /// once ([`Dialect::fence_kill`]). A KILL refused (the sidecar's user may not kill
+    /// that account's connections) is an error: the fence must not go on as if that
+    /// write had been stopped.
     async fn kill_in_the_way(conn: &mut Conn, d: Dialect) -> Result<usize, String> {
         let ids = Self::in_the_way(conn, d).await?;
-        Self::kill_each(conn, &ids)
+        Self::kill_each_with(conn, d.fence_kill(), &ids)
             .await
             .map_err(|e| format!("{e} (in the way of read_only)"))?;
         Ok(ids.len())
@@ -509,26 +515,34 @@ impl MysqlAdapter {
 
     /// Before semi-sync is switched off to end the killed commits' wait: nothing in
     /// the way of read_only is still running. A write that was missed or survived its
-    /// KILL would otherwise commit without a replica and be acknowledged.
+    /// KILL would otherwise commit without a replica and be acknowledged. A statement
+    /// that began after the kills (on MariaDB every running statement counts) is
+    /// killed in turn, for a few rounds; one still running after them is an error.
     async fn all_killed(conn: &mut Conn, d: Dialect) -> Result<(), String> {
-        let ids = Self::in_the_way(conn, d).await?;
-        if ids.is_empty() {
-            return Ok(());
+        let mut alive: Vec<u64> = Vec::new();
+        for _ in 0..KILL_ROUNDS {
+            let ids = Self::in_the_way(conn, d).await?;
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            alive = conn
+                .query(format!(
+                    "SELECT ID FROM information_schema.PROCESSLIST \
+                     WHERE COMMAND <> 'Killed' AND ID IN ({list})"
+                ))
+                .await
+                .map_err(|e| format!("listing the connections still writing: {e}"))?;
+            if alive.is_empty() {
+                return Ok(());
+            }
+            Self::kill_each_with(conn, d.fence_kill(), &alive)
+                .await
+                .map_err(|e| format!("{e} (in the way of read_only)"))?;
         }
-        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-        let alive: Vec<u64> = conn
-            .query(format!(
-                "SELECT ID FROM information_schema.PROCESSLIST \
-                 WHERE COMMAND <> 'Killed' AND ID IN ({list})"
-            ))
-            .await
-            .map_err(|e| format!("listing the connections still writing: {e}"))?;
-        match alive.is_empty() {
-            true => Ok(()),
-            false => Err(format!(
-                "connections {alive:?} still write after KILL: semi-sync left on, read_only not set"
-            )),
-        }
+        Err(format!(
+            "connections {alive:?} still write after {KILL_ROUNDS} rounds of KILL: semi-sync left on, read_only not set"
+        ))
     }
 
     async fn kill_writers(conn: &mut Conn) -> Result<usize, String> {
