@@ -41,6 +41,19 @@ async fn on_mariadb_11_8_an_isolated_master_is_fenced_though_a_commit_waits_for_
     fenced_while_a_commit_waits(Server::Mariadb118).await
 }
 
+/// The master's semi-sync source side is enabled.
+async fn semi_sync_source_on(master: &Host) -> bool {
+    let name = match master.server.is_mysql() {
+        true => "rpl_semi_sync_source_enabled",
+        false => "rpl_semi_sync_master_enabled",
+    };
+    db::sql(master, &format!("SELECT @@global.{name}"))
+        .await
+        .unwrap()
+        .trim()
+        == "1"
+}
+
 /// The connection ids of commits waiting for a semi-sync acknowledgement.
 async fn waiting_for_ack(host: &Host) -> Vec<String> {
     db::sql(
@@ -181,20 +194,32 @@ async fn fenced_while_a_commit_waits(server: Server) {
     // has modified nothing yet (it is still reading): the fence ends the
     // acknowledgement waits by switching semi-sync off, so it must be killed first, or
     // it would commit unacknowledged once semi-sync is off.
-    let (insert, (reading, (fenced, took))) = while_a_commit_waits(master, 2, async || {
-        let reading = db::sql(
-            master,
-            "INSERT INTO app.t SELECT 100 FROM DUAL WHERE SLEEP(4) = 0",
-        );
-        let fence = async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let start = Instant::now();
-            let fenced = adapter.op(node, MysqlOp::SetReadOnly).await;
-            (fenced, start.elapsed())
-        };
-        tokio::join!(reading, fence)
-    })
-    .await;
+    // And the same through the binary protocol (a prepared statement, which MariaDB
+    // shows as `Execute`, not `Query`), as the application's user.
+    let (insert, (reading, prepared, (fenced, took))) =
+        while_a_commit_waits(master, 2, async || {
+            let reading = db::sql(
+                master,
+                "INSERT INTO app.t SELECT 100 FROM DUAL WHERE SLEEP(4) = 0",
+            );
+            let prepared = async {
+                use mysql_async::prelude::Queryable;
+                let mut app = connect(master.ip, db::APP_USER, "app-pw").await;
+                app.exec_drop(
+                    "INSERT INTO app.t SELECT ? FROM DUAL WHERE SLEEP(4) = 0",
+                    (101,),
+                )
+                .await
+            };
+            let fence = async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let start = Instant::now();
+                let fenced = adapter.op(node, MysqlOp::SetReadOnly).await;
+                (fenced, start.elapsed())
+            };
+            tokio::join!(reading, prepared, fence)
+        })
+        .await;
     assert!(matches!(fenced, Ok(MysqlReply::Done)), "{fenced:?}");
     // Killed while it reads, not waited for (it sleeps 4 s).
     assert!(took < Duration::from_secs(3), "fenced in {took:?}");
@@ -207,10 +232,19 @@ async fn fenced_while_a_commit_waits(server: Server) {
         reading.is_err(),
         "the statement that was still reading was not acknowledged: {reading:?}"
     );
-    let row = db::sql(master, "SELECT COUNT(*) FROM app.t WHERE id = 100")
+    assert!(
+        prepared.is_err(),
+        "the prepared statement that was still reading was not acknowledged: {prepared:?}"
+    );
+    let row = db::sql(master, "SELECT COUNT(*) FROM app.t WHERE id IN (100, 101)")
         .await
         .unwrap();
-    assert_eq!(row.trim(), "0", "the reading statement wrote nothing");
+    assert_eq!(row.trim(), "0", "the reading statements wrote nothing");
+    assert!(
+        semi_sync_source_on(master).await,
+        "semi-sync is on again once read_only is set: an account read_only does not hold \
+         must still wait for a replica"
+    );
     // And nothing else gets in: the application's write is refused.
     let late = master
         .sh(&format!(
@@ -481,14 +515,42 @@ async fn no_commit_of_a_waiting_group_acknowledged(server: Server) {
     );
     // As many tries as the control may need to show a loss: a fence that kills in
     // the wrong way shows it as seldom.
+    // Meanwhile a client keeps opening connections and sending new queries: the
+    // fence must still end (it kills what began before it, not all that comes).
     for round in 1..=FENCE_TRIES {
         let mut fenced = None;
         let late = acknowledged_after_fence(&cluster, async || {
-            fenced = Some(adapter.op(node, MysqlOp::SetReadOnly).await);
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let reader = async {
+                use mysql_async::prelude::Queryable;
+                let mut queries = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut c = connect(master.ip, db::APP_USER, "app-pw").await;
+                    for _ in 0..5 {
+                        if c.query_drop("SELECT SLEEP(0.02)").await.is_err() {
+                            break;
+                        }
+                        queries += 1;
+                    }
+                }
+                queries
+            };
+            let fence = async {
+                let r = adapter.op(node, MysqlOp::SetReadOnly).await;
+                stop.store(true, Ordering::Relaxed);
+                r
+            };
+            let (queries, r) = tokio::join!(reader, fence);
+            assert!(queries > 0, "the reader's queries ran during the fence");
+            fenced = Some(r);
         })
         .await;
         assert!(matches!(fenced, Some(Ok(MysqlReply::Done))), "{fenced:?}");
         assert!(read_only().await);
+        assert!(
+            semi_sync_source_on(master).await,
+            "semi-sync on again after the fence"
+        );
         assert_eq!(
             late, 0,
             "try {round}: the fence let {late} commits be acknowledged that no replica received"

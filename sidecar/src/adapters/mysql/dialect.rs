@@ -96,6 +96,22 @@ impl Dialect {
         }
     }
 
+    /// Run before a stop of replication: how long MariaDB's semi-sync replica side,
+    /// at `STOP SLAVE`, tries to reach the source to kill its own connection there
+    /// (`rpl_semi_sync_slave_kill_conn_timeout`, 5 s by default; `semisync_slave.cc`
+    /// `kill_connection`). A courtesy to a live source (its count of semi-sync
+    /// replicas drops at once); a source whose host vanished holds the stop, and with
+    /// it the failover's fence of every replica, until the connection attempt gives
+    /// up: about 2 s in the host-kill chaos runs ("cannot connect to master to kill
+    /// slave io_thread's connection"). One second, the least that is not "no
+    /// timeout". MySQL's replica side does no such thing.
+    pub fn quick_stop(self) -> Option<&'static str> {
+        match self.0 {
+            Flavour::Mariadb => Some("SET GLOBAL rpl_semi_sync_slave_kill_conn_timeout = 1"),
+            Flavour::Mysql => None,
+        }
+    }
+
     pub fn stop_io_thread(self) -> &'static str {
         match self.0 {
             Flavour::Mariadb => "STOP SLAVE IO_THREAD",
@@ -201,26 +217,42 @@ impl Dialect {
     /// Besides the writes and the commits waiting for an acknowledgement: every
     /// connection that may still commit, and would commit unacknowledged once
     /// [`Self::end_ack_waits`] has switched semi-sync off (a statement still reading
-    /// before it writes, a DDL, LOCK TABLES … WRITE). MySQL: the holders of a write
-    /// lock on the server (the global or the commit lock, intention exclusive,
-    /// granted), from performance_schema (its metadata lock instrument is on by
-    /// default). MariaDB has no such table by default (performance_schema off, no
-    /// METADATA_LOCK_INFO plugin): every statement running there, except the
-    /// sidecar's own user's (its probes and its own fence; an account with that
-    /// user's privileges is not held by read_only anyway).
-    pub fn may_still_write(self) -> &'static str {
+    /// before it writes, a DDL, LOCK TABLES … WRITE). `own_user` is the sidecar's
+    /// login, `fence` the connection whose `SET GLOBAL read_only` is queued.
+    ///
+    /// MySQL: the holders of a write lock on the server (the global or the commit
+    /// lock, intention exclusive, granted), from performance_schema (its metadata lock
+    /// instrument is on by default); a statement that began after the fence waits for
+    /// its lock, not holding one.
+    ///
+    /// MariaDB has no such table by default (performance_schema off, no
+    /// METADATA_LOCK_INFO plugin): every connection running a statement, whatever the
+    /// protocol (`Query`, `Execute` for a prepared statement, …; only idle, killed,
+    /// connecting and replication threads are left out), that began before the fence
+    /// was queued (a lower `QUERY_ID`: one that began after it waits behind the pending
+    /// read_only for its lock, and a client that keeps sending new queries does not
+    /// keep the fence from ending), except the sidecar's own (its probes; an account
+    /// with its privileges is not held by read_only anyway). A COMMIT that begins
+    /// after the fence needs no lock the fence holds back, but its transaction has
+    /// written: [`MysqlAdapter::writers`](super::MysqlAdapter) lists it.
+    pub fn may_still_write(self, own_user: &str, fence: u32) -> String {
         match self.0 {
-            Flavour::Mariadb => {
+            Flavour::Mariadb => format!(
                 "SELECT ID FROM information_schema.PROCESSLIST \
-                 WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID() \
-                 AND USER <> SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
-            }
+                 WHERE COMMAND NOT IN ('Sleep', 'Killed', 'Connect', 'Daemon', 'Binlog Dump', \
+                 'Slave_IO', 'Slave_SQL', 'Slave_worker') \
+                 AND ID <> CONNECTION_ID() AND ID <> {fence} AND USER <> {} \
+                 AND QUERY_ID < (SELECT QUERY_ID FROM information_schema.PROCESSLIST \
+                 WHERE ID = {fence})",
+                quote(own_user.as_bytes())
+            ),
             Flavour::Mysql => {
                 "SELECT DISTINCT t.PROCESSLIST_ID FROM performance_schema.metadata_locks m \
                  JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID \
                  WHERE m.OBJECT_TYPE IN ('GLOBAL', 'COMMIT') \
                  AND m.LOCK_TYPE = 'INTENTION_EXCLUSIVE' AND m.LOCK_STATUS = 'GRANTED' \
                  AND t.PROCESSLIST_ID IS NOT NULL AND t.PROCESSLIST_ID <> CONNECTION_ID()"
+                    .to_string()
             }
         }
     }

@@ -6,10 +6,12 @@
 //! timeout is a failure, never a hang.
 
 pub mod dialect;
+mod in_the_way;
 
 pub use crate::address::Address;
 use crate::config::{MysqlTls, Secret};
 use dialect::{Dialect, SourceSpec};
+use in_the_way::InTheWay;
 use multiaz_driver::adapters::MysqlOps;
 use multiaz_engine::{
     Flavour, GtidSet, MysqlOp, MysqlReply, MysqlStatus, NodeId, Positions, ProbeResult,
@@ -31,11 +33,6 @@ const POLL: Duration = Duration::from_millis(20);
 /// shortest lease the configuration allows): the kill that follows must land too
 /// before the lease ends.
 const FENCE_WAIT: Duration = Duration::from_millis(200);
-
-/// Rounds of killing statements that began after the fence's kills (on MariaDB, a
-/// client's new query) before semi-sync is switched off: each round is two queries,
-/// and a client would have to start a statement inside every one of them.
-const KILL_ROUNDS: usize = 3;
 
 /// How long stopping replication may wait for the applier before it is killed. MySQL's
 /// applier, holding a transaction that its relay log has only in part (the source
@@ -320,7 +317,16 @@ impl MysqlAdapter {
         Self::run_all(conn, d.set_writable()).await
     }
 
-    async fn stop(conn: &mut Conn, statement: &str) -> Result<(), String> {
+    /// Runs a stop of replication (after [`Dialect::quick_stop`]); a server that is
+    /// no replica is fine.
+    async fn stop(conn: &mut Conn, d: Dialect, statement: &str) -> Result<(), String> {
+        if let Some(quick) = d.quick_stop() {
+            match conn.query_drop(quick).await {
+                // Without the semi-sync plugin there is no such wait.
+                Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {}
+                r => r.map_err(|e| format!("{quick}: {e}"))?,
+            }
+        }
         match conn.query_drop(statement).await {
             Ok(()) => Ok(()),
             Err(mysql_async::Error::Server(e)) if dialect::means_not_a_replica(e.code) => Ok(()),
@@ -334,9 +340,9 @@ impl MysqlAdapter {
         let d = self.inner.dialect;
         let statement = d.stop_replication();
         let Some(appliers) = d.applier_threads() else {
-            return Self::stop(conn, statement).await;
+            return Self::stop(conn, d, statement).await;
         };
-        let stop = Self::stop(conn, statement);
+        let stop = Self::stop(conn, d, statement);
         tokio::pin!(stop);
         if let Ok(r) = timeout(STOP_WAIT, &mut stop).await {
             return r;
@@ -463,86 +469,59 @@ impl MysqlAdapter {
         // A short lock_wait_timeout would end the queued statement, and with it what
         // keeps new writes out while the ones in the way are killed.
         Self::run_all(conn, &["SET SESSION lock_wait_timeout = 86400"]).await?;
+        let way = InTheWay {
+            d,
+            own_user: &self.inner.credentials.user,
+            fence: conn.id(),
+        };
         let fence = Self::run_all(conn, d.set_read_only());
         tokio::pin!(fence);
         if let Ok(r) = timeout(wait, &mut fence).await {
             return r.map(|()| false);
         }
         let mut killer = self.connect(node).await?;
-        loop {
-            let killed = Self::kill_in_the_way(&mut killer, d).await?;
+        // Well before the op's own timeout, which would drop this with semi-sync off.
+        let deadline = Instant::now() + self.inner.op_timeout / 2;
+        let mut waits_ended = false;
+        let outcome = loop {
+            let killed = match way.kill(&mut killer).await {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
             tracing::warn!(%node, killed, "read_only waited {wait:?} behind running writes: killed them");
             // Only once no killed connection can hear of it, and nothing that might
             // still commit runs unkilled: every wait for an acknowledgement ends.
-            Self::all_killed(&mut killer, d).await?;
+            if let Err(e) = way.all_killed(&mut killer).await {
+                break Err(e);
+            }
             let end_waits = d.end_ack_waits();
             match killer.query_drop(end_waits).await {
                 // No semi-sync plugin (mysql.allow_async): no wait to end.
                 Err(mysql_async::Error::Server(e)) if e.code == dialect::UNKNOWN_VARIABLE => {}
-                r => r.map_err(|e| format!("{end_waits}: {e}"))?,
+                Err(e) => break Err(format!("{end_waits}: {e}")),
+                Ok(()) => waits_ended = true,
             }
             if let Ok(r) = timeout(wait, &mut fence).await {
-                return r.map(|()| true);
+                break r.map(|()| true);
+            }
+            if Instant::now() >= deadline {
+                break Err(format!(
+                    "read_only still queued {:?} after the writes in its way were killed",
+                    self.inner.op_timeout / 2
+                ));
+            }
+        };
+        if waits_ended {
+            // Back on at once: read_only does not hold an account with its privileges
+            // (the sidecar's own, a DBA's), whose writes must wait for a replica
+            // again. The killed commits have ended (read_only was set behind them), or
+            // the fence failed, and a commit is better left waiting.
+            let (_, on) = d.semi_sync_as_source();
+            if let Err(e) = killer.query_drop(on).await {
+                tracing::warn!(%node, "{on} after the fence: {e}");
             }
         }
-    }
-
-    /// What stands in the way of read_only: [`Self::writers`] and every connection
-    /// that may still commit ([`Dialect::may_still_write`]).
-    async fn in_the_way(conn: &mut Conn, d: Dialect) -> Result<Vec<u64>, String> {
-        let mut ids = Self::writers(conn).await?;
-        let more: Vec<u64> = conn
-            .query(d.may_still_write())
-            .await
-            .map_err(|e| format!("listing the statements that may still write: {e}"))?;
-        ids.extend(more);
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
-    }
-
-    /// Kills what stands in the way of read_only, each connection's socket closed at
-    /// once ([`Dialect::fence_kill`]). A KILL refused (the sidecar's user may not kill
-    /// that account's connections) is an error: the fence must not go on as if that
-    /// write had been stopped.
-    async fn kill_in_the_way(conn: &mut Conn, d: Dialect) -> Result<usize, String> {
-        let ids = Self::in_the_way(conn, d).await?;
-        Self::kill_each_with(conn, d.fence_kill(), &ids)
-            .await
-            .map_err(|e| format!("{e} (in the way of read_only)"))?;
-        Ok(ids.len())
-    }
-
-    /// Before semi-sync is switched off to end the killed commits' wait: nothing in
-    /// the way of read_only is still running. A write that was missed or survived its
-    /// KILL would otherwise commit without a replica and be acknowledged. A statement
-    /// that began after the kills (on MariaDB every running statement counts) is
-    /// killed in turn, for a few rounds; one still running after them is an error.
-    async fn all_killed(conn: &mut Conn, d: Dialect) -> Result<(), String> {
-        let mut alive: Vec<u64> = Vec::new();
-        for _ in 0..KILL_ROUNDS {
-            let ids = Self::in_the_way(conn, d).await?;
-            if ids.is_empty() {
-                return Ok(());
-            }
-            let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-            alive = conn
-                .query(format!(
-                    "SELECT ID FROM information_schema.PROCESSLIST \
-                     WHERE COMMAND <> 'Killed' AND ID IN ({list})"
-                ))
-                .await
-                .map_err(|e| format!("listing the connections still writing: {e}"))?;
-            if alive.is_empty() {
-                return Ok(());
-            }
-            Self::kill_each_with(conn, d.fence_kill(), &alive)
-                .await
-                .map_err(|e| format!("{e} (in the way of read_only)"))?;
-        }
-        Err(format!(
-            "connections {alive:?} still write after {KILL_ROUNDS} rounds of KILL: semi-sync left on, read_only not set"
-        ))
+        outcome
     }
 
     async fn kill_writers(conn: &mut Conn) -> Result<usize, String> {
@@ -591,7 +570,7 @@ impl MysqlAdapter {
                 MysqlReply::Done
             }
             MysqlOp::FenceReplica => {
-                Self::stop(conn, d.stop_io_thread()).await?;
+                Self::stop(conn, d, d.stop_io_thread()).await?;
                 MysqlReply::Positions(self.positions(conn).await?)
             }
             MysqlOp::CatchUp { source, until } => {
@@ -612,7 +591,7 @@ impl MysqlAdapter {
             ),
             MysqlOp::Promote => {
                 self.stop_replication(conn, node).await?;
-                Self::stop(conn, d.reset_replication()).await?;
+                Self::stop(conn, d, d.reset_replication()).await?;
                 self.make_writable(conn).await?;
                 MysqlReply::Done
             }
