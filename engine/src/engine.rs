@@ -235,7 +235,9 @@ impl Engine {
         if let Some(d) = self.run.as_ref().map(|r| r.deadline()) {
             t = t.min(d);
         }
-        if let Some(d) = self.routes.next_retry() {
+        // A retry whose table is no longer due (its target gone meanwhile) stays in
+        // the past until the next call: it must not make the driver spin.
+        if let Some(d) = self.routes.next_retry().filter(|d| *d > self.now) {
             t = t.min(d);
         }
         if let Some(d) = self.forwarding.next_retry().filter(|d| *d > self.now) {

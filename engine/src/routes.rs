@@ -9,6 +9,7 @@ use crate::cluster::{NodeId, VipMode};
 use crate::command::{Command, CommandId};
 use crate::engine::{Engine, Pending};
 use crate::event::Event;
+use crate::forward::VipPath;
 use crate::sabotage::Sabotage;
 use crate::time::Time;
 use std::collections::BTreeMap;
@@ -22,6 +23,15 @@ impl Engine {
         let Some(writer) = self.record.writer() else {
             return;
         };
+        // A coordinator that hears from no majority is likely the one cut off: raft's
+        // check_quorum deposes it only after up to two election timeouts, and as the
+        // other members' reports age out it takes their anchors for gone. Anchored, it
+        // moved the other AZs' tables to itself — with the EC2 API still in reach —
+        // and stranded their clients behind the cut (the anchored az-partition chaos
+        // run); in the route mode it has nothing to move that is not its own already.
+        if self.fresh_reports().len() < self.spec.majority() {
+            return;
+        }
         // A committed candidate gets the VIP only once it holds everything (relay log
         // applied, binlog salvaged) and is being promoted: before that, a client
         // reading through the VIP would miss its own acknowledged writes. (An anchor
@@ -111,8 +121,13 @@ impl Engine {
             .filter(|n| n.is_database() && &n.az == az)
             .map(|n| n.id)
             .collect();
+        // The anchor of the moment keeps its table while it is heard from with its
+        // forwarding set: the old master serves the VIP itself until it hears of the
+        // new one, a report's time, and moving its table away and back for that would
+        // cost two calls per failover. A new anchor must be fit.
         let current = self.routes.confirmed(table);
-        if let Some(c) = current.filter(|c| in_az.contains(c) && live.contains(c)) {
+        let keeps = |c: &NodeId| self.path_of(*c).is_some();
+        if let Some(c) = current.filter(|c| in_az.contains(c) && keeps(c)) {
             return Anchor::Node(c);
         }
         if let Some(first) = in_az.iter().find(|n| live.contains(n)) {
@@ -128,9 +143,18 @@ impl Engine {
         }
     }
 
-    /// Heard from within the reports' lifetime, with its forwarding set.
+    /// Heard from within the reports' lifetime, with its forwarding set, and serving
+    /// the VIP itself only as the writer of record. A host that boots again after a
+    /// crash as the old master serves it itself until its record catches up with the
+    /// others': made its AZ's anchor then, it would take that AZ's clients to a stale,
+    /// read_only server (the anchored host-kill chaos run). One that forwards to an
+    /// earlier writer is fit: every anchor does, until it hears of the new one.
     fn fit_anchor(&self, n: NodeId) -> bool {
-        self.path_of(n).is_some()
+        match self.path_of(n) {
+            None => false,
+            Some(VipPath::Local) => self.record.writer() == Some(n),
+            Some(VipPath::To(_)) => true,
+        }
     }
 
     /// A `ReplaceRoute` answered.

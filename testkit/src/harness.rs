@@ -305,6 +305,14 @@ impl Sim {
         node.mysqld.alive = false;
     }
 
+    /// The host boots again after [`Self::crash_host`]: mysqld starts read_only, its
+    /// sidecar from its durable state.
+    pub fn boot_host(&mut self, n: NodeId) {
+        self.nodes.get_mut(&n).unwrap().host_up = true;
+        self.restart_mysqld(n);
+        self.restart_sidecar(n);
+    }
+
     pub fn isolate(&mut self, n: NodeId) {
         for other in self.ids() {
             if other != n {
