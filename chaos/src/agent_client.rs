@@ -6,7 +6,8 @@
 //! acknowledged write is always on record.
 //!
 //! Log lines (wall-clock milliseconds, the same clock as the run's, one kernel):
-//!   `ack SEQ T_MS GTID`   the INSERT of row (client, SEQ) was acknowledged
+//!   `ack SEQ T_MS US GTID` the INSERT of row (client, SEQ) was acknowledged, US
+//!                         microseconds after it was sent
 //!   `err T_MS WHAT`       a connection or statement failed
 //!   `read T_MS MAX_SEQ`   the newest row of this client that the server shows
 //!   `missing T_MS SEQ`    a read-back saw less than the newest acknowledged row
@@ -102,12 +103,14 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             }
         }
         seq += 1;
+        let sent = std::time::Instant::now();
         let insert = c.exec_drop(
             "INSERT INTO app.writes (client, seq, at_ms) VALUES (?, ?, ?)",
             (args.id, seq, wall_ms()),
         );
         match tokio::time::timeout(WRITE_TIMEOUT, insert).await {
             Ok(Ok(())) => {
+                let us = sent.elapsed().as_micros();
                 let at = wall_ms();
                 last_acked = seq;
                 // The GTID is for the report only: the write is acknowledged either way.
@@ -120,7 +123,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                     Ok(Ok(Some(Some(g)))) if !g.is_empty() => g,
                     _ => "-".to_string(),
                 };
-                line(format!("ack {seq} {at} {gtid}"))?;
+                line(format!("ack {seq} {at} {us} {gtid}"))?;
             }
             Ok(Err(e)) => {
                 line(format!("err {} write: {}", wall_ms(), one_line(&e)))?;

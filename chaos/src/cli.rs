@@ -63,6 +63,14 @@ impl Fault {
         matches!(self, Fault::ApiOutage | Fault::ApiOutagePartition)
     }
 
+    /// The master's host is gone or cut off until the heal: its AZ's anchor with it.
+    pub fn loses_host(self) -> bool {
+        matches!(
+            self,
+            Fault::HostKill | Fault::AzPartition | Fault::ApiOutagePartition
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::MysqldKill => "mysqld-kill",
@@ -123,6 +131,27 @@ pub struct RunArgs {
     /// api-outage: how long the EC2 API is down from the fault.
     #[arg(long, default_value_t = 30)]
     pub outage_s: u64,
+    /// The sidecars' vip.mode: `route` (every route table at the master) or
+    /// `anchored` (each AZ's table at that AZ's database host, which forwards to the
+    /// master).
+    #[arg(long, value_enum, default_value = "route")]
+    pub vip_mode: VipMode,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VipMode {
+    Route,
+    Anchored,
+}
+
+impl VipMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            VipMode::Route => "route",
+            VipMode::Anchored => "anchored",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -134,6 +134,8 @@ pub struct Ack {
     pub client: u32,
     pub seq: u64,
     pub at_ms: u64,
+    /// From the INSERT sent to its acknowledgement.
+    pub latency_us: u64,
     pub gtid: String,
 }
 
@@ -182,21 +184,25 @@ impl Workload {
         for (i, tail) in self.tails.iter_mut().enumerate() {
             let client = i as u32 + 1;
             for line in tail.lines() {
+                let num = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok());
+                if let Some(rest) = line.strip_prefix("ack ") {
+                    let mut w = rest.splitn(4, ' ');
+                    let (seq, at, us, gtid) = (w.next(), w.next(), w.next(), w.next());
+                    if let (Some(seq), Some(at), Some(us)) = (num(seq), num(at), num(us)) {
+                        self.acks.push(Ack {
+                            client,
+                            seq,
+                            at_ms: at,
+                            latency_us: us,
+                            gtid: gtid.unwrap_or("-").to_string(),
+                        });
+                        self.last_ack.insert(client, at);
+                    }
+                    continue;
+                }
                 let mut w = line.splitn(4, ' ');
                 let (kind, a, b, c) = (w.next(), w.next(), w.next(), w.next());
-                let num = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok());
                 match kind {
-                    Some("ack") => {
-                        if let (Some(seq), Some(at)) = (num(a), num(b)) {
-                            self.acks.push(Ack {
-                                client,
-                                seq,
-                                at_ms: at,
-                                gtid: c.unwrap_or("-").to_string(),
-                            });
-                            self.last_ack.insert(client, at);
-                        }
-                    }
                     Some("err") => {
                         if let Some(at) = num(a) {
                             let what = [b, c].into_iter().flatten().collect::<Vec<_>>().join(" ");
@@ -301,21 +307,19 @@ impl Routes {
         m
     }
 
-    /// When the last of `tables` came to point at `eni`, after `t` (None: not yet).
-    pub fn all_at(&self, tables: &[String], eni: &str, t: u64) -> Option<u64> {
+    /// When the last of the tables came to point at its interface in `wanted`
+    /// (table, ENI), after `t` (None: not yet).
+    pub fn all_as(&self, wanted: &[(String, String)], t: u64) -> Option<u64> {
         let current = self.current();
-        if !tables
-            .iter()
-            .all(|tb| current.get(tb).map(String::as_str) == Some(eni))
-        {
+        if !wanted.iter().all(|(tb, eni)| current.get(tb) == Some(eni)) {
             return None;
         }
-        tables
+        wanted
             .iter()
-            .map(|tb| {
+            .map(|(tb, eni)| {
                 self.changes
                     .iter()
-                    .filter(|c| &c.table == tb && c.eni == eni && c.at_ms >= t)
+                    .filter(|c| &c.table == tb && &c.eni == eni && c.at_ms >= t)
                     .map(|c| c.at_ms)
                     .max()
                     .unwrap_or(t)

@@ -2,7 +2,8 @@
 
 use crate::api_proxy::Counts;
 use crate::cli::RunArgs;
-use crate::observe::Workload;
+use crate::observe::{ClientPath, Workload};
+use crate::setup::CLIENTS;
 use crate::verify::{Lost, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -19,7 +20,8 @@ pub struct CycleReport {
     pub detect_ms: u64,
     /// From the fault: the failover complete (new master writable, replicas repointed).
     pub failover_ms: u64,
-    /// From the fault: the router saw every route table on the new master.
+    /// From the fault: the router saw every route table where the mode wants it (0:
+    /// none had to move, as an anchored table whose AZ still has its host).
     pub routes_ms: u64,
     /// From the fault: the first write a client through the VIP had acknowledged again.
     pub unavailable_ms: u64,
@@ -63,6 +65,48 @@ impl Spread {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    pub vip: Spread,
+    pub haproxy: Spread,
+}
+
+impl LatencyReport {
+    /// Before each cycle's fault: the acknowledged INSERTs of the clients whose AZ is
+    /// not the master's (client `c` writes from AZ `(c - 1) % CLIENTS`, db-N lives in
+    /// AZ N - 1).
+    fn before_faults(cycles: &[CycleReport], workload: &Workload) -> LatencyReport {
+        let of = |path: ClientPath| {
+            let mut xs = Vec::new();
+            for c in cycles {
+                let master_az = c
+                    .old_master
+                    .strip_prefix("db-")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .map(|n| n - 1);
+                let from = c.fault_at_ms.saturating_sub(LATENCY_WINDOW_MS);
+                xs.extend(
+                    workload
+                        .acks
+                        .iter()
+                        .filter(|a| path.has(a.client))
+                        .filter(|a| Some((a.client as usize - 1) % CLIENTS) != master_az)
+                        .filter(|a| a.at_ms >= from && a.at_ms < c.fault_at_ms)
+                        .map(|a| a.latency_us),
+                );
+            }
+            Spread::of(xs)
+        };
+        LatencyReport {
+            vip: of(ClientPath::Vip),
+            haproxy: of(ClientPath::Haproxy),
+        }
+    }
+}
+
+/// The stretch before each fault whose writes' latency is reported.
+const LATENCY_WINDOW_MS: u64 = 5000;
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub fault: String,
     /// The database server the hosts ran (`mysql-9.7`, `mariadb-10.11`, …).
@@ -72,8 +116,16 @@ pub struct Report {
     pub acked_writes: usize,
     pub lost_acked_writes: usize,
     pub consistent: bool,
-    /// At the end, every route table carries the VIP to the final master.
-    pub routes_on_master: bool,
+    /// `route` or `anchored` (`--vip-mode`).
+    pub vip_mode: String,
+    /// At the end, every route table carries the VIP where the mode wants it: to the
+    /// final master (route), or to its own AZ's database host (anchored).
+    pub routes_as_wanted: bool,
+    /// How long a client's INSERT took to be acknowledged, in the 5 s before each
+    /// fault (the cluster whole), for the clients outside the master's AZ: through
+    /// the VIP (anchored: one more hop, through their own AZ's database host) and
+    /// through their HAProxy (straight to the master).
+    pub write_latency_us: LatencyReport,
     pub unavailable_ms: Spread,
     pub haproxy_unavailable_ms: Spread,
     pub failover_ms: Spread,
@@ -126,17 +178,18 @@ impl Report {
             ec2_api,
         } = seen;
         let each = |f: fn(&CycleReport) -> u64| Spread::of(cycles.iter().map(f).collect());
-        let (lost, consistent, routes_on_master, final_master, checksums) = match verdict {
+        let (lost, consistent, routes_as_wanted, final_master, checksums) = match verdict {
             Some(v) => (
                 v.lost,
                 v.consistent,
-                v.routes_on_master,
+                v.routes_as_wanted,
                 Some(v.final_master),
                 v.checksums,
             ),
             None => (Vec::new(), false, false, None, BTreeMap::new()),
         };
         let timeline = Timeline::new(started_ms, ended_ms, &cycles, workload);
+        let write_latency_us = LatencyReport::before_faults(&cycles, workload);
         Report {
             fault: args.fault.name().to_string(),
             flavour: args.flavour.name().to_string(),
@@ -145,7 +198,9 @@ impl Report {
             acked_writes: workload.acks.len(),
             lost_acked_writes: lost.len(),
             consistent,
-            routes_on_master,
+            vip_mode: args.vip_mode.name().to_string(),
+            routes_as_wanted,
+            write_latency_us,
             unavailable_ms: each(|c| c.unavailable_ms),
             haproxy_unavailable_ms: each(|c| c.haproxy_unavailable_ms),
             failover_ms: each(|c| c.failover_ms),
@@ -173,7 +228,7 @@ impl Report {
             && self.lost_acked_writes == 0
             && self.missing_reads == 0
             && self.consistent
-            && self.routes_on_master
+            && self.routes_as_wanted
     }
 
     pub fn json(&self) -> String {
@@ -247,8 +302,11 @@ impl Report {
                 l.client, l.seq, l.gtid, l.acked_at_ms
             ));
         }
-        if !self.routes_on_master {
-            t.push_str("VIP routes: NOT all on the final master\n");
+        if !self.routes_as_wanted {
+            t.push_str(&format!(
+                "VIP routes: NOT all where the {} mode wants them\n",
+                self.vip_mode
+            ));
         }
         for (host, (sum, n)) in &self.checksums {
             t.push_str(&format!("checksum {host}: {sum} ({n} rows)\n"));

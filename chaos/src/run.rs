@@ -119,12 +119,11 @@ async fn wait_healthy(world: &World, w: &mut Watch) -> anyhow::Result<(usize, u6
             format!("db-{id} is not a replica (role {:?})", s.role(*id))
         } else if let Some(e) = replicas_behind(world, m, &others).await {
             e
-        } else if w
-            .routes
-            .all_at(&world.vpc.route_tables, &world.vpc.enis[m], 0)
-            .is_none()
-        {
-            "the VIP routes do not all point at the master".into()
+        } else if w.routes.all_as(&world.wanted_routes(m, None), 0).is_none() {
+            format!(
+                "the VIP routes are not where the {} mode wants them",
+                world.args.vip_mode.name()
+            )
         } else if !w.workload.all_acked_since(
             wall_ms().saturating_sub(1500),
             2 * world.cluster.clients.len() as u32,
@@ -251,9 +250,8 @@ async fn one_cycle(
             }
         }
         if let Some((n, _, _)) = &done {
-            routes_at = w
-                .routes
-                .all_at(&world.vpc.route_tables, &world.vpc.enis[*n], t);
+            let gone = fault.loses_host().then_some(m);
+            routes_at = w.routes.all_as(&world.wanted_routes(*n, gone), t);
         }
         resumed = w.workload.first_ack_after_on(after, ClientPath::Vip);
         proxy_resumed = w.workload.first_ack_after_on(after, ClientPath::Haproxy);

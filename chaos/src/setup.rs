@@ -5,7 +5,7 @@
 //! through the VIP.
 
 use crate::api_proxy::ApiProxy;
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, VipMode};
 use crate::observe::{self, Status};
 use crate::progress;
 use anyhow::{bail, Context};
@@ -183,6 +183,26 @@ impl World {
         Ok(())
     }
 
+    /// Each route table with the interface its VIP route should name, once the
+    /// failover to host `master` is done and host `gone` (if any) is down or cut off:
+    /// route mode, the master's; anchored, the table's own AZ's host (table i carries
+    /// AZ i's clients, where host i lives), or the master's when that host is gone.
+    pub fn wanted_routes(&self, master: usize, gone: Option<usize>) -> Vec<(String, String)> {
+        let enis = &self.vpc.enis;
+        self.vpc
+            .route_tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let to = match self.args.vip_mode {
+                    VipMode::Anchored if Some(i) != gone => &enis[i],
+                    _ => &enis[master],
+                };
+                (t.clone(), to.clone())
+            })
+            .collect()
+    }
+
     /// The sidecar's configuration on host `i`, as an operator would write it.
     pub fn sidecar_config(&self, i: usize) -> String {
         let a = &self.args;
@@ -200,6 +220,18 @@ impl World {
                 address: VIP.to_string(),
                 route_tables: self.vpc.route_tables.clone(),
                 forward: true,
+                mode: a.vip_mode.name().into(),
+                // Table i carries the clients of AZ i, where database host i lives.
+                table_azs: match a.vip_mode {
+                    VipMode::Route => Default::default(),
+                    VipMode::Anchored => self
+                        .vpc
+                        .route_tables
+                        .iter()
+                        .zip(AZS)
+                        .map(|(t, az)| (t.clone(), az.to_string()))
+                        .collect(),
+                },
             },
             timing: cfg::Timing {
                 probe_interval_ms: a.probe_interval_ms,

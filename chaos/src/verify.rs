@@ -26,8 +26,9 @@ pub struct Verdict {
     /// the faults wrote) and its `app.writes` row count.
     pub checksums: BTreeMap<String, (String, u64)>,
     pub consistent: bool,
-    /// Every route table in the EC2 API carries the VIP to the final master.
-    pub routes_on_master: bool,
+    /// Every route table in the EC2 API carries the VIP where the mode wants it
+    /// ([`World::wanted_routes`], every host up).
+    pub routes_as_wanted: bool,
 }
 
 pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict> {
@@ -114,7 +115,10 @@ pub async fn check(world: &World, workload: &Workload) -> anyhow::Result<Verdict
     )
     .await?;
     Ok(Verdict {
-        routes_on_master: targets.iter().all(|t| t == &world.vpc.enis[master]),
+        routes_as_wanted: targets
+            .iter()
+            .zip(world.wanted_routes(master, None))
+            .all(|(t, (_, want))| t == &want),
         final_master: m.name.clone(),
         rows_on_master: present.len(),
         consistent,

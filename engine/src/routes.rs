@@ -136,11 +136,19 @@ impl Engine {
         // Heard from before and silent since: gone. Never heard from (this sidecar
         // has just started, or just become the coordinator after a restart): a report
         // that has not arrived yet says nothing, and a call made on it would be wasted.
-        if in_az.iter().any(|n| self.reports.contains_key(n)) {
-            Anchor::Gone
-        } else {
-            Anchor::Unknown
+        if !in_az.iter().any(|n| self.reports.contains_key(n)) {
+            return Anchor::Unknown;
         }
+        // Gone, as far as this coordinator can tell: only while it hears a majority
+        // now. Cut off, it stops hearing every other member within a report interval
+        // and a half, before the first of their reports ages out (three intervals),
+        // with the others' reports ageing out one by one: judged then, the anchors
+        // it no longer hears would be gone and their tables its own.
+        let recent = self.spec.timing.probe_interval() * 3 / 2;
+        if self.reports_within(recent).len() < self.spec.majority() {
+            return Anchor::Unknown;
+        }
+        Anchor::Gone
     }
 
     /// Heard from within the reports' lifetime, with its forwarding set, and serving

@@ -32,7 +32,11 @@ fn the_testkit_config_parses_as_written() {
         vip: cfg::Vip {
             address: "10.0.100.10".into(),
             route_tables: vec!["rtb-1".into(), "rtb-2".into()],
-            forward: false,
+            forward: true,
+            mode: "anchored".into(),
+            table_azs: [("rtb-1", "us-east-1a"), ("rtb-2", "us-east-1b")]
+                .map(|(t, az)| (t.to_string(), az.to_string()))
+                .into(),
         },
         timing: multiaz_engine::Timing {
             probe_interval_ms: 700,
@@ -85,6 +89,8 @@ fn the_testkit_config_parses_as_written() {
     let parsed = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(parsed.me, NodeId(2));
     assert_eq!(parsed.spec.vip.route_tables, ["rtb-1", "rtb-2"]);
+    assert_eq!(parsed.spec.vip.mode, multiaz_engine::VipMode::Anchored);
+    assert_eq!(parsed.spec.vip.table_azs["rtb-2"], "us-east-1b");
     assert_eq!(parsed.spec.timing.probe_interval_ms, 700);
     assert_eq!(parsed.spec.timing.probe_failures, 4);
     assert_eq!(parsed.spec.timing.failover_block_ms, 1234);

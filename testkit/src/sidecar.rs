@@ -37,6 +37,11 @@ pub struct Vip {
     /// Forwarding VIP traffic with nftables: off wherever several sidecars share one
     /// host's network (their rules would be the host's).
     pub forward: bool,
+    /// `route` or `anchored`.
+    pub mode: String,
+    /// Each route table's AZ (the anchored mode's anchors); left out when empty.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub table_azs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

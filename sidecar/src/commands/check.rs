@@ -8,7 +8,7 @@ use crate::admin::client as admin_client;
 use crate::commands::run::{ec2_routes, mysql_adapter};
 use crate::config::Config;
 use axum::http::Method;
-use multiaz_engine::{Flavour, NodeId};
+use multiaz_engine::{Flavour, NodeId, VipMode};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use serde::Serialize;
@@ -880,16 +880,48 @@ async fn check_ec2(config: &Config, master: NodeId, r: &mut Report) {
         Ok(x) => x,
         Err(e) => return r.fail("ec2", "vip", e.to_string(), "fix vip.address"),
     };
-    let eni = config.members[&master].eni_id.clone().unwrap_or_default();
+    let eni_of = |id: NodeId| {
+        config
+            .members
+            .get(&id)
+            .and_then(|m| m.eni_id.clone())
+            .unwrap_or_default()
+    };
+    let master_eni = eni_of(master);
     match routes.route_targets(&config.spec.vip.route_tables).await {
         Ok(targets) => {
             for (rt, target) in targets {
+                // Route mode: the master's interface. Anchored: a database host's of
+                // the table's own AZ (the engine keeps the one it points at while it
+                // lives; a cluster checked whole has them all alive).
+                let (fine, want, what): (Vec<String>, String, &str) = match config.spec.vip.mode {
+                    VipMode::Route => (
+                        vec![master_eni.clone()],
+                        master_eni.clone(),
+                        "master's interface",
+                    ),
+                    VipMode::Anchored => {
+                        let az = config.spec.vip.table_azs.get(&rt);
+                        let anchors: Vec<String> = config
+                            .spec
+                            .nodes
+                            .iter()
+                            .filter(|n| n.is_database() && Some(&n.az) == az)
+                            .map(|n| eni_of(n.id))
+                            .collect();
+                        let want = anchors
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| master_eni.clone());
+                        (anchors, want, "its AZ's database hosts' interfaces")
+                    }
+                };
                 match target {
-                    Some(t) => r.expect(t == eni, "ec2", &rt,
-                        format!("{} -> {t} (master's interface: {eni})", routes.destination()),
-                        format!("aws ec2 replace-route --route-table-id {rt} --destination-cidr-block {} --network-interface-id {eni}", routes.destination())),
+                    Some(t) => r.expect(fine.contains(&t), "ec2", &rt,
+                        format!("{} -> {t} ({what}: {})", routes.destination(), fine.join(" ")),
+                        format!("aws ec2 replace-route --route-table-id {rt} --destination-cidr-block {} --network-interface-id {want}", routes.destination())),
                     None => r.fail("ec2", &rt, format!("no route for {}", routes.destination()),
-                        format!("aws ec2 create-route --route-table-id {rt} --destination-cidr-block {} --network-interface-id {eni}", routes.destination())),
+                        format!("aws ec2 create-route --route-table-id {rt} --destination-cidr-block {} --network-interface-id {want}", routes.destination())),
                 }
             }
         }

@@ -60,6 +60,8 @@ pub fn write_config(
             address: VIP.into(),
             route_tables: w.route_tables.clone(),
             forward: false,
+            mode: "route".into(),
+            table_azs: Default::default(),
         },
         timing: multiaz_engine::Timing {
             probe_interval_ms: 1000,
