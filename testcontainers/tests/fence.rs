@@ -41,6 +41,33 @@ async fn on_mariadb_11_8_an_isolated_master_is_fenced_though_a_commit_waits_for_
     fenced_while_a_commit_waits(Server::Mariadb118).await
 }
 
+/// The sidecar's MySQL adapter for `master` alone, as node 1, with the production
+/// timeouts' shape (a 2 s probe, a 12 s operation).
+fn sidecar_adapter(server: Server, master: &Host) -> (NodeId, MysqlAdapter) {
+    let node = NodeId(1);
+    let adapter = MysqlAdapter::new(
+        server.flavour(),
+        BTreeMap::from([(
+            node,
+            Address {
+                host: master.ip.to_string(),
+                port: db::PORT,
+            },
+        )]),
+        Credentials {
+            user: db::ADMIN_USER.to_string(),
+            password: Secret::new(ADMIN_PASSWORD.into()),
+            replication_user: db::ADMIN_USER.to_string(),
+            replication_password: Secret::new(ADMIN_PASSWORD.into()),
+            tls: None,
+        },
+        Duration::from_secs(2),
+        Duration::from_secs(12),
+        false,
+    );
+    (node, adapter)
+}
+
 /// The master's semi-sync source side is enabled.
 async fn semi_sync_source_on(master: &Host) -> bool {
     let name = match master.server.is_mysql() {
@@ -169,27 +196,7 @@ async fn fenced_while_a_commit_waits(server: Server) {
     assert!(!read_only().await);
 
     // The adapter's fence, with a commit waiting again.
-    let node = NodeId(1);
-    let adapter = MysqlAdapter::new(
-        server.flavour(),
-        BTreeMap::from([(
-            node,
-            Address {
-                host: master.ip.to_string(),
-                port: db::PORT,
-            },
-        )]),
-        Credentials {
-            user: db::ADMIN_USER.to_string(),
-            password: Secret::new(ADMIN_PASSWORD.into()),
-            replication_user: db::ADMIN_USER.to_string(),
-            replication_password: Secret::new(ADMIN_PASSWORD.into()),
-            tls: None,
-        },
-        Duration::from_secs(2),
-        Duration::from_secs(12),
-        false,
-    );
+    let (node, adapter) = sidecar_adapter(server, master);
     // Besides the waiting commit, a statement that holds the server's write lock but
     // has modified nothing yet (it is still reading): the fence ends the
     // acknowledgement waits by switching semi-sync off, so it must be killed first, or
@@ -492,27 +499,7 @@ async fn no_commit_of_a_waiting_group_acknowledged(server: Server) {
     }
 
     // The adapter's fence.
-    let node = NodeId(1);
-    let adapter = MysqlAdapter::new(
-        server.flavour(),
-        BTreeMap::from([(
-            node,
-            Address {
-                host: master.ip.to_string(),
-                port: db::PORT,
-            },
-        )]),
-        Credentials {
-            user: db::ADMIN_USER.to_string(),
-            password: Secret::new(ADMIN_PASSWORD.into()),
-            replication_user: db::ADMIN_USER.to_string(),
-            replication_password: Secret::new(ADMIN_PASSWORD.into()),
-            tls: None,
-        },
-        Duration::from_secs(2),
-        Duration::from_secs(12),
-        false,
-    );
+    let (node, adapter) = sidecar_adapter(server, master);
     // As many tries as the control may need to show a loss: a fence that kills in
     // the wrong way shows it as seldom.
     // Meanwhile a client keeps opening connections and sending new queries: the
