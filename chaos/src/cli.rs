@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use multiaz_testcontainers::Server;
+pub use multiaz_testkit::sidecar::VipMode;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -134,24 +135,8 @@ pub struct RunArgs {
     /// The sidecars' vip.mode: `route` (every route table at the master) or
     /// `anchored` (each AZ's table at that AZ's database host, which forwards to the
     /// master).
-    #[arg(long, value_enum, default_value = "route")]
+    #[arg(long, default_value = "route", value_parser = parse_vip_mode)]
     pub vip_mode: VipMode,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VipMode {
-    Route,
-    Anchored,
-}
-
-impl VipMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            VipMode::Route => "route",
-            VipMode::Anchored => "anchored",
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,6 +187,13 @@ pub struct RouterArgs {
 fn parse_server(s: &str) -> Result<Server, String> {
     Server::parse(s).ok_or_else(|| {
         let known: Vec<&str> = Server::ALL.iter().map(|s| s.name()).collect();
+        format!("{s:?}: one of {}", known.join(", "))
+    })
+}
+
+fn parse_vip_mode(s: &str) -> Result<VipMode, String> {
+    VipMode::parse(s).ok_or_else(|| {
+        let known: Vec<&str> = VipMode::ALL.iter().map(|m| m.name()).collect();
         format!("{s:?}: one of {}", known.join(", "))
     })
 }

@@ -220,7 +220,7 @@ impl World {
                 address: VIP.to_string(),
                 route_tables: self.vpc.route_tables.clone(),
                 forward: true,
-                mode: a.vip_mode.name().into(),
+                mode: a.vip_mode,
                 // Table i carries the clients of AZ i, where database host i lives.
                 table_azs: match a.vip_mode {
                     VipMode::Route => Default::default(),

@@ -99,11 +99,18 @@ pub enum VipMode {
 }
 
 impl VipMode {
+    pub const ALL: [VipMode; 2] = [VipMode::Route, VipMode::Anchored];
+
     pub fn name(self) -> &'static str {
         match self {
             VipMode::Route => "route",
             VipMode::Anchored => "anchored",
         }
+    }
+
+    /// The mode [`Self::name`] names.
+    pub fn parse(name: &str) -> Option<VipMode> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
     }
 }
 

@@ -33,7 +33,7 @@ fn the_testkit_config_parses_as_written() {
             address: "10.0.100.10".into(),
             route_tables: vec!["rtb-1".into(), "rtb-2".into()],
             forward: true,
-            mode: "anchored".into(),
+            mode: cfg::VipMode::Anchored,
             table_azs: [("rtb-1", "us-east-1a"), ("rtb-2", "us-east-1b")]
                 .map(|(t, az)| (t.to_string(), az.to_string()))
                 .into(),

@@ -287,6 +287,30 @@ pub async fn replicated_cluster(
     Ok(cluster)
 }
 
+/// Waits (30 s at most) until `want` semi-sync replicas are attached to `master`.
+pub async fn semi_sync_attached(master: &Host, want: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Rpl_semi_sync_master_clients (MariaDB) or Rpl_semi_sync_source_clients.
+        let n = sql(master, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_%_clients'").await?;
+        let n = n
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if n >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{}: {want} semi-sync replicas did not attach within 30 s ({n} did)",
+                master.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every host runs its server; `db-1` is the master, the others replicate from it
 /// with GTID and semi-sync. `admin_password` is the sidecar's (and replication's),
 /// `app_password` the application's; `schema` runs on the master first.
@@ -319,27 +343,7 @@ pub async fn replicated(
     }
     // Semi-sync never gives up waiting (a day, in the settings file): the first write
     // waits until the replicas are attached and acknowledging.
-    let want = cluster.hosts.len() - 1;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Rpl_semi_sync_master_clients (MariaDB) or Rpl_semi_sync_source_clients.
-        let n = sql(master, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_%_clients'").await?;
-        let n = n
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        if n >= want {
-            break;
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{}: {want} semi-sync replicas did not attach within 30 s ({n} did)",
-                master.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    semi_sync_attached(master, cluster.hosts.len() - 1).await?;
     sql(master, &format!("CREATE DATABASE app; {schema}")).await?;
     Ok(())
 }

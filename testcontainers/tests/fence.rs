@@ -362,20 +362,9 @@ async fn whole_again(cluster: &Cluster, server: Server) {
     )
     .await
     .unwrap();
-    let start = Instant::now();
-    loop {
-        let status = db::sql(master, "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_%_clients'")
-            .await
-            .unwrap();
-        if status.split_whitespace().nth(1) == Some("2") {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the replicas acknowledge again: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    db::semi_sync_attached(master, cluster.hosts.len() - 1)
+        .await
+        .unwrap_or_else(|e| panic!("the replicas acknowledge again: {e:#}"));
 }
 
 /// `GROUP_WRITERS` clients write to the master; the replicas stop receiving, and once

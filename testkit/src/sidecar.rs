@@ -6,6 +6,8 @@ use serde::Serialize;
 
 /// The `[timing]` section: the engine's own.
 pub use multiaz_engine::Timing;
+/// `vip.mode`: the engine's own.
+pub use multiaz_engine::VipMode;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SidecarConfig {
@@ -37,8 +39,7 @@ pub struct Vip {
     /// Forwarding VIP traffic with nftables: off wherever several sidecars share one
     /// host's network (their rules would be the host's).
     pub forward: bool,
-    /// `route` or `anchored`.
-    pub mode: String,
+    pub mode: VipMode,
     /// Each route table's AZ (the anchored mode's anchors); left out when empty.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub table_azs: std::collections::BTreeMap<String, String>,

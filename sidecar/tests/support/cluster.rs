@@ -60,7 +60,7 @@ pub fn write_config(
             address: VIP.into(),
             route_tables: w.route_tables.clone(),
             forward: false,
-            mode: "route".into(),
+            mode: cfg::VipMode::Route,
             table_azs: Default::default(),
         },
         timing: multiaz_engine::Timing {

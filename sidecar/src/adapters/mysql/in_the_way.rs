@@ -52,33 +52,38 @@ impl InTheWay<'_> {
     /// began after the kills (a COMMIT of a transaction that has written) is killed in
     /// turn, for a few rounds; anything still running after them is an error.
     pub async fn all_killed(&self, conn: &mut Conn) -> Result<(), String> {
-        for round in 0..=KILL_ROUNDS {
-            let ids = self.list(conn).await?;
-            if ids.is_empty() {
-                return Ok(());
-            }
-            let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-            let alive: Vec<u64> = conn
-                .query(format!(
-                    "SELECT ID FROM information_schema.PROCESSLIST \
-                     WHERE COMMAND <> 'Killed' AND ID IN ({list})"
-                ))
-                .await
-                .map_err(|e| format!("listing the connections still writing: {e}"))?;
+        let mut alive = self.still_running(conn).await?;
+        for _ in 0..KILL_ROUNDS {
             if alive.is_empty() {
                 return Ok(());
-            }
-            if round == KILL_ROUNDS {
-                return Err(format!(
-                    "connections {alive:?} still write after {KILL_ROUNDS} rounds of KILL: \
-                     semi-sync left on, read_only not set"
-                ));
             }
             MysqlAdapter::kill_each_with(conn, self.d.fence_kill(), &alive)
                 .await
                 .map_err(|e| format!("{e} (in the way of read_only)"))?;
+            alive = self.still_running(conn).await?;
         }
-        unreachable!("the last round returns")
+        match alive.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "connections {alive:?} still write after {KILL_ROUNDS} rounds of KILL: \
+                 semi-sync left on, read_only not set"
+            )),
+        }
+    }
+
+    /// What is in the way and not killed yet.
+    async fn still_running(&self, conn: &mut Conn) -> Result<Vec<u64>, String> {
+        let ids = self.list(conn).await?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        conn.query(format!(
+            "SELECT ID FROM information_schema.PROCESSLIST \
+             WHERE COMMAND <> 'Killed' AND ID IN ({list})"
+        ))
+        .await
+        .map_err(|e| format!("listing the connections still writing: {e}"))
     }
 }
 
